@@ -1,0 +1,60 @@
+//! Operations endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+use crate::problem::ApiError;
+use crate::state::ApiState;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::Json;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// The answer of `GET /readyz` when the store answers.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: String,
+    /// The position of the last event in the log.
+    #[schemars(schema_with = "crate::commands::position_schema")]
+    pub position: serde_json::Value,
+}
+
+/// `GET /healthz`: the process serves.
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// `GET /readyz`: the store answers.
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Readiness>, ApiError> {
+    let head = state
+        .store
+        .head()
+        .await
+        .map_err(ApiError::StoreUnavailable)?;
+    Ok(Json(Readiness {
+        status: "ready".into(),
+        position: head.token(),
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(crate::openapi::document())
+}

@@ -1,0 +1,139 @@
+//! Homeroom's HTTP API (`../shared/API.md`), on axum.
+//!
+//! A tour:
+//!
+//! - [`router`] builds the whole API from an [`ApiState`] (the command service, the
+//!   store, the token keys, the metrics, the limits); [`serve`] runs it on a listener
+//!   until a shutdown future resolves, finishing the requests in flight. Both take their
+//!   resources as arguments: the binary and the tests build them.
+//! - [`commands`]: `POST /v1/commands/{CommandName}`. The body is parsed by
+//!   `homeroom_app::parse_command`, the `Idempotency-Key` header becomes the command id,
+//!   and the answer is the [`commands::CommandResult`].
+//! - [`import`]: `POST /v1/imports/role-assignments`, one `AssignRole` per CSV row; the
+//!   `homeroom import roles` subcommand runs the same code.
+//! - [`auth`]: HS256 bearer tokens, the [`auth::Caller`] extractor that scopes every
+//!   request to the token's district, and the instance's key file.
+//! - [`problem`]: [`ApiError`], the one place an error becomes an
+//!   `application/problem+json` answer with a stable `code`.
+//! - [`health`], [`metrics`], [`openapi`]: `/healthz`, `/readyz`, `/metrics`
+//!   (Prometheus) and `/openapi.json` (generated from the command types).
+//!
+//! Limits: command bodies up to 64 KiB and 30 s, CSV imports up to 10 MiB and 300 s
+//! ([`Limits`]).
+
+pub mod auth;
+pub mod commands;
+pub mod health;
+pub mod import;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+mod state;
+
+pub use auth::{Caller, Claims, TokenKeys};
+pub use problem::{ApiError, Problem};
+pub use state::{ApiState, Limits};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use std::future::Future;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The whole API over `state`.
+pub fn router(state: ApiState) -> Router {
+    let limits = state.limits;
+    let bounded = |router: Router<ApiState>, body: usize, time| {
+        router
+            .layer(DefaultBodyLimit::max(body))
+            .layer(RequestBodyLimitLayer::new(body))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                time,
+            ))
+    };
+    let commands = bounded(
+        Router::new().route("/v1/commands/{name}", post(commands::post_command)),
+        limits.command_body,
+        limits.command_timeout,
+    );
+    let imports = bounded(
+        Router::new().route(
+            "/v1/imports/role-assignments",
+            post(import::post_role_assignments),
+        ),
+        limits.import_body,
+        limits.import_timeout,
+    );
+    Router::new()
+        .merge(commands)
+        .merge(imports)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .fallback(not_found)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_response_with_state(
+            limits,
+            problem_for_bare_errors,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `state`'s API on `listener` until `shutdown` resolves, then stops accepting
+/// and returns once every request in flight is answered.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        path: uri.path().to_owned(),
+    }
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    ApiError::Panic.into_response()
+}
+
+/// Gives the bare error answers of layers below the handlers (405, 413, timeouts,
+/// rejected paths) a problem document, so every error the API sends is one.
+async fn problem_for_bare_errors(
+    State(limits): State<Limits>,
+    uri: Uri,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(problem::PROBLEM_JSON.as_bytes()));
+    if status.is_success() || status.is_redirection() || is_problem {
+        return response;
+    }
+    ApiError::from_status(status, uri.path(), &limits).into_response()
+}

@@ -1,0 +1,81 @@
+//! What every handler shares: the command service, the store, the keys, the metrics and
+//! the limits. Built by the composition root and passed to [`crate::router`].
+
+use crate::auth::TokenKeys;
+use crate::metrics::Metrics;
+use homeroom_app::CommandService;
+use homeroom_eventstore::EventStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Body size and time limits, per kind of route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest command body (`POST /v1/commands/…`).
+    pub command_body: usize,
+    /// Largest CSV import (`POST /v1/imports/…`).
+    pub import_body: usize,
+    /// Longest a command request may take.
+    pub command_timeout: Duration,
+    /// Longest an import request may take.
+    pub import_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            command_body: 64 * 1024,
+            import_body: 10 * 1024 * 1024,
+            command_timeout: Duration::from_secs(30),
+            import_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Limits {
+    /// The body limit of the route at `path`.
+    pub fn body_limit_for(&self, path: &str) -> usize {
+        if path.starts_with("/v1/imports/") {
+            self.import_body
+        } else {
+            self.command_body
+        }
+    }
+
+    /// The time limit of the route at `path`.
+    pub fn timeout_for(&self, path: &str) -> Duration {
+        if path.starts_with("/v1/imports/") {
+            self.import_timeout
+        } else {
+            self.command_timeout
+        }
+    }
+}
+
+/// The resources the API serves from. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Decides and records commands.
+    pub commands: Arc<CommandService>,
+    /// The event store (readiness and reads).
+    pub store: Arc<dyn EventStore>,
+    /// Verifies bearer tokens.
+    pub auth: Arc<TokenKeys>,
+    /// Command counts and latencies.
+    pub metrics: Metrics,
+    /// Body size and time limits.
+    pub limits: Limits,
+}
+
+impl ApiState {
+    /// State over `store` with a fresh command service, fresh metrics and default limits.
+    pub fn new(store: Arc<dyn EventStore>, auth: TokenKeys) -> Self {
+        Self {
+            commands: Arc::new(CommandService::new(store.clone(), 100_000)),
+            store,
+            auth: Arc::new(auth),
+            metrics: Metrics::new(),
+            limits: Limits::default(),
+        }
+    }
+}

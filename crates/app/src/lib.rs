@@ -1,0 +1,19 @@
+//! Homeroom's application layer: the command service.
+//!
+//! - [`service::CommandService`] takes a decoded command and its [`CommandContext`]
+//!   (district, actor, command id, time), brings the target stream and every fact the
+//!   rule needs up to date through the version-checked [`cache::StateCache`], lets the
+//!   domain decide, and appends with the expected version, retrying a bounded number of
+//!   times on conflict. A command id seen before answers with its first result.
+//! - [`codec`] turns domain events into stored events and back, upcasting old shapes.
+//! - [`CommandError`] keeps a rule's refusal apart from a store failure.
+
+pub mod cache;
+pub mod codec;
+pub mod commands;
+mod error;
+pub mod service;
+
+pub use commands::{parse_command, CommandParseError, API_COMMANDS};
+pub use error::CommandError;
+pub use service::{CommandContext, CommandOutcome, CommandService, RecordedRef};

@@ -1,0 +1,141 @@
+//! The `homeroom` binary: reads the settings, opens the instance and runs a subcommand.
+//!
+//! - `serve`: the HTTP API (`homeroom_api`) on the embedded default (SQLite in the data
+//!   directory), until SIGTERM or Ctrl-C; then it stops accepting, answers the requests
+//!   in flight, closes the store and exits 0.
+//! - `token`: prints a bearer token signed with the instance's key.
+//! - `import roles FILE.csv`: assigns roles from a CSV file through the command service,
+//!   with a progress bar.
+
+mod config;
+mod run;
+
+use clap::{Parser, Subcommand};
+use config::InstanceArgs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "homeroom",
+    version,
+    about = "Homeroom: an event-sourced messaging core for schools",
+    long_about = "Homeroom: an event-sourced messaging core for schools.\n\nSettings come from, in increasing precedence: defaults, a TOML file (--config or HOMEROOM_CONFIG), HOMEROOM_* environment variables, and flags."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API (default 127.0.0.1:8080, data in ./homeroom-data).
+    Serve {
+        /// Where to listen, e.g. 127.0.0.1:8080 or 0.0.0.0:80 (port 0 picks a free port) [env: HOMEROOM_LISTEN].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Print a bearer token signed with the instance's key (created if there is none).
+    Token {
+        /// The district (tenant) the token is for.
+        #[arg(long)]
+        district: String,
+        /// The acting person's id (a UUID), or a service name with --scope system.
+        #[arg(long)]
+        subject: String,
+        /// `system` for SIS sync and delivery workers.
+        #[arg(long, value_enum)]
+        scope: Option<run::Scope>,
+        /// How long the token is valid: e.g. 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = run::parse_ttl)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Import data into the instance directly (no server needed).
+    Import {
+        #[command(subcommand)]
+        what: ImportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Assign roles from a CSV file with the header person_id,role_id,school_id.
+    ///
+    /// Each row is one AssignRole command: a bad row is reported and never stops the
+    /// others. Exits 0 when every row was accepted, 2 when some were rejected.
+    Roles {
+        /// The CSV file.
+        file: PathBuf,
+        /// The district to import into.
+        #[arg(long)]
+        district: String,
+        /// Who acts: a person's id (a UUID) or a service name [default: system service homeroom-import].
+        #[arg(long = "as", value_name = "SUBJECT")]
+        actor: Option<String>,
+        /// A UUID making the import idempotent: the same file with the same key records nothing twice.
+        #[arg(long, value_name = "UUID")]
+        idempotency_key: Option<uuid::Uuid>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Serve { listen, instance } => run::serve(listen, &instance).await,
+            Cmd::Token {
+                district,
+                subject,
+                scope,
+                ttl,
+                instance,
+            } => run::token(&district, &subject, scope, ttl, &instance),
+            Cmd::Import {
+                what:
+                    ImportCmd::Roles {
+                        file,
+                        district,
+                        actor,
+                        idempotency_key,
+                        instance,
+                    },
+            } => {
+                run::import_roles(
+                    &file,
+                    &district,
+                    actor.as_deref(),
+                    idempotency_key,
+                    &instance,
+                )
+                .await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

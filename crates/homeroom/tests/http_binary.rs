@@ -1,0 +1,320 @@
+//! The real `homeroom` binary on a temporary data directory and a free port: the seeds'
+//! scenarios over HTTP (shared with `tests/tests/http_scenarios.rs`), graceful shutdown
+//! under load, the CLI's subcommands, and its configuration errors.
+
+use homeroom_tests::http::{Api, District, Server, SCENARIOS};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_homeroom"))
+}
+
+fn start(data: &Path) -> (Server, Api) {
+    let server = Server::start(&bin(), data);
+    let api = server.api(&bin(), data);
+    (server, api)
+}
+
+#[test]
+fn every_scenario_against_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, api) = start(&data);
+    let banner = server.banner.join("\n");
+    assert!(
+        banner.contains("data directory:") && banner.contains(&*data.to_string_lossy()),
+        "it says where its data is: {banner}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("jwt.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is the owner's only");
+    }
+    for (name, scenario) in SCENARIOS {
+        eprintln!("scenario {name}");
+        scenario(&api);
+    }
+    let metrics = api.get("/metrics");
+    assert!(
+        metrics.text.contains(
+            r#"homeroom_commands_total{command="SendPersonalMessage",outcome="recipient_too_young"}"#
+        ),
+        "{}",
+        metrics.text
+    );
+    assert!(metrics
+        .text
+        .contains("homeroom_command_duration_seconds_bucket{command=\"RegisterSchool\""));
+    let doc = api.get("/openapi.json");
+    assert_eq!(doc.ok()["openapi"], "3.1.0");
+    assert_eq!(api.get("/healthz").ok()["status"], "ok");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn sigterm_during_load_exits_0_and_every_acknowledged_command_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, api) = start(&data);
+    let api = std::sync::Arc::new(api);
+    let (school, principal, parent, name) = {
+        let d = District::build(&api, "loadtown");
+        (d.school, d.principal, d.parent, d.name.clone())
+    };
+    let token = api.token(&name, &principal.to_string(), false);
+
+    let (acked_tx, acked_rx) = mpsc::channel();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (api, token, acked_tx) = (api.clone(), token.clone(), acked_tx.clone());
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    let key = Uuid::now_v7();
+                    let body = json!({"conversation_id": Uuid::now_v7(), "school_id": school, "participant_ids": [parent], "body": format!("Notice {i}")});
+                    let Ok(reply) = api.try_post(
+                        &token,
+                        "/v1/commands/StartConversation",
+                        "application/json",
+                        &body.to_string(),
+                        Some(key),
+                    ) else {
+                        return; // the server is gone
+                    };
+                    match reply.status {
+                        200 => {
+                            if acked_tx.send((key, body, reply.body)).is_err() {
+                                return;
+                            }
+                        }
+                        // Refused while shutting down: not acknowledged, fine.
+                        503 => {}
+                        other => panic!("unexpected {other}: {}", reply.text),
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(acked_tx);
+
+    let mut acked = Vec::new();
+    while acked.len() < 40 {
+        acked.push(
+            acked_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("commands are acknowledged under load"),
+        );
+    }
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    for worker in workers {
+        worker.join().expect("no worker saw an unexpected answer");
+    }
+    acked.extend(acked_rx.try_iter());
+
+    let (server, api) = start(&data);
+    let token = api.token(&name, &principal.to_string(), false);
+    for (key, body, first) in &acked {
+        let again = api.command(&token, "StartConversation", body, Some(*key));
+        assert_eq!(
+            again.ok(),
+            first,
+            "acknowledged command {key} answers as first"
+        );
+        assert!(
+            again.replayed,
+            "command {key} was recorded before the shutdown"
+        );
+    }
+    eprintln!("{} acknowledged commands all survived", acked.len());
+    assert!(server.terminate().success());
+}
+
+fn homeroom(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("HOMEROOM_STORE")
+        .output()
+        .expect("homeroom runs")
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["token", "--help"],
+        &["import", "--help"],
+        &["import", "roles", "--help"],
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let serve = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--config",
+        "--store",
+        "--jwt-key-file",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn token_refuses_an_identity_that_would_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = homeroom(
+        &["token", "--district", "north", "--subject", "sis-sync"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UUID"));
+    let out = homeroom(
+        &[
+            "token",
+            "--district",
+            "no good",
+            "--subject",
+            "sis",
+            "--scope",
+            "system",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let out = homeroom(
+        &[
+            "token",
+            "--district",
+            "north",
+            "--subject",
+            "sis",
+            "--scope",
+            "system",
+            "--ttl",
+            "2h",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+}
+
+#[test]
+fn other_stores_are_answered_not_available_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "HOMEROOM_STORE",
+            "postgres://app:hunter2@localhost/homeroom",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not available yet"), "{err}");
+    assert!(!err.contains("hunter2"), "no credentials echoed: {err}");
+    let config = dir.path().join("homeroom.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nbus = \"nats://localhost:4222\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HOMEROOM_BUS") && err.contains("not available yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn import_roles_applies_good_rows_reports_bad_ones_and_is_idempotent_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, api) = start(&data);
+    let d = District::build(&api, "importville");
+    d.system(
+        "DefineRole",
+        json!({"role_id": "messenger", "name": "Personal messages", "permissions": ["personal_messages"]}),
+    );
+    let (name, school, technician, parent) = (d.name.clone(), d.school, d.technician, d.parent);
+    assert!(server.terminate().success());
+
+    let csv = dir.path().join("roles.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "person_id,role_id,school_id\n{technician},messenger,{school}\n{technician},no_such_role,{school}\nnot-a-uuid,teacher,\n"
+        ),
+    )
+    .unwrap();
+    let key = Uuid::now_v7().to_string();
+    let run = || {
+        homeroom(
+            &[
+                "import",
+                "roles",
+                csv.to_str().unwrap(),
+                "--district",
+                &name,
+                "--idempotency-key",
+                &key,
+            ],
+            &data,
+        )
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "some rows were rejected: {text}"
+    );
+    assert!(text.contains("3 rows, 1 accepted, 2 rejected"), "{text}");
+    assert!(text.contains("row 2: unknown_role"), "{text}");
+    assert!(text.contains("row 3: validation"), "{text}");
+    let again = run();
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        text,
+        "the same answer again"
+    );
+
+    let (server, api) = start(&data);
+    let token = api.token(&name, &technician.to_string(), false);
+    api.command(
+        &token,
+        "SendPersonalMessage",
+        &json!({"recipient_id": parent, "body": "Hello"}),
+        None,
+    )
+    .ok();
+    assert!(server.terminate().success());
+}

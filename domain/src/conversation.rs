@@ -1,0 +1,590 @@
+//! The conversation aggregate: personal, school and group conversations, their
+//! messages (never edited or deleted), and each participant's mute, archive and read
+//! position.
+
+mod compose;
+mod start;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::commands::{Command, MarkRead, PostMessage, RenameConversation};
+use crate::events::{
+    ConversationArchived, ConversationMuted, ConversationRenamed, ConversationStopped,
+    ConversationUnarchived, ConversationUnmuted, Event, MessagesRead,
+};
+use crate::facts::Facts;
+use crate::ids::{ConversationId, MessageId, PersonId, SchoolId};
+use crate::permissions::Permission;
+use crate::person::PersonState;
+use crate::text;
+use crate::validation::ValidationError;
+use crate::values::{ConversationKind, SendAs};
+
+use compose::{check_text, compose, Draft};
+use start::{send_personal, start};
+
+/// The youngest age (on the day of sending) at which a student may get personal
+/// messages.
+pub const MIN_PERSONAL_MESSAGE_AGE: u32 = 13;
+
+/// What never changes once a conversation has started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Header {
+    id: ConversationId,
+    kind: ConversationKind,
+    school_id: SchoolId,
+    started_by: PersonId,
+}
+
+/// A conversation stream's state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationState {
+    header: Option<Header>,
+    title: Option<String>,
+    participants: Vec<PersonId>,
+    stopped: bool,
+    messages: Vec<MessageId>,
+    muted: BTreeSet<PersonId>,
+    archived: BTreeSet<PersonId>,
+    read: BTreeMap<PersonId, usize>,
+}
+
+impl ConversationState {
+    /// Whether `ConversationStarted` was recorded.
+    pub fn is_started(&self) -> bool {
+        self.header.is_some()
+    }
+
+    /// The conversation's id, once started.
+    pub fn id(&self) -> Option<ConversationId> {
+        self.header.map(|h| h.id)
+    }
+
+    /// Personal, school or group, once started.
+    pub fn kind(&self) -> Option<ConversationKind> {
+        self.header.map(|h| h.kind)
+    }
+
+    /// The school it belongs to, once started.
+    pub fn school_id(&self) -> Option<SchoolId> {
+        self.header.map(|h| h.school_id)
+    }
+
+    /// Who started it, once started.
+    pub fn started_by(&self) -> Option<PersonId> {
+        self.header.map(|h| h.started_by)
+    }
+
+    /// The current title, if any.
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+
+    /// Every participant, the starter first.
+    pub fn participants(&self) -> &[PersonId] {
+        &self.participants
+    }
+
+    /// Whether it was stopped (still readable, closed to new messages).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Every message, in order.
+    pub fn messages(&self) -> &[MessageId] {
+        &self.messages
+    }
+
+    /// Whether `person` muted it.
+    pub fn is_muted(&self, person: PersonId) -> bool {
+        self.muted.contains(&person)
+    }
+
+    /// Whether `person` archived it.
+    pub fn is_archived(&self, person: PersonId) -> bool {
+        self.archived.contains(&person)
+    }
+
+    /// The last message `person` has read.
+    pub fn read_up_to(&self, person: PersonId) -> Option<MessageId> {
+        self.read.get(&person).map(|i| self.messages[*i])
+    }
+}
+
+/// Why a conversation command was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConversationError {
+    /// The actor may not do this (not a person, not staff, lacking the permission, …).
+    #[error("not permitted")]
+    NotPermitted,
+    /// A person named (or the actor) is not registered in this district.
+    #[error("unknown person {person_id}")]
+    UnknownPerson {
+        /// The person.
+        person_id: PersonId,
+    },
+    /// The school is not registered.
+    #[error("unknown school {school_id}")]
+    UnknownSchool {
+        /// The school.
+        school_id: SchoolId,
+    },
+    /// No conversation with this id has started.
+    #[error("unknown conversation {conversation_id}")]
+    UnknownConversation {
+        /// The conversation.
+        conversation_id: ConversationId,
+    },
+    /// A conversation with this id has already started.
+    #[error("conversation {conversation_id} already exists")]
+    AlreadyStarted {
+        /// The conversation.
+        conversation_id: ConversationId,
+    },
+    /// The conversation was stopped: readable, but closed to new messages.
+    #[error("conversation {conversation_id} is stopped")]
+    ConversationStopped {
+        /// The conversation.
+        conversation_id: ConversationId,
+    },
+    /// The actor is not a participant (nor a school-inbox holder of a school
+    /// conversation).
+    #[error("person {person_id} is not a participant")]
+    NotAParticipant {
+        /// The actor.
+        person_id: PersonId,
+    },
+    /// The student is under 13 on the day of sending, or has no known birth date.
+    #[error("student {recipient_id} is under {min_age} (age {age:?})")]
+    RecipientTooYoung {
+        /// The student.
+        recipient_id: PersonId,
+        /// Their age, if their birth date is known.
+        age: Option<u32>,
+        /// The minimum age.
+        min_age: u32,
+    },
+    /// The recipient shares no school where the sender holds the permission, or is staff
+    /// (staff-to-staff only in group conversations).
+    #[error("recipient {recipient_id} cannot be reached from here")]
+    RecipientNotReachable {
+        /// The recipient.
+        recipient_id: PersonId,
+    },
+    /// Families may only start conversations with their students' current teachers, and
+    /// a teacher without `personal_messages` only with their own students' families.
+    #[error("{teacher_id} is not a current teacher of {of}'s students")]
+    NotACurrentTeacher {
+        /// The staff member (or would-be teacher).
+        teacher_id: PersonId,
+        /// The family member.
+        of: PersonId,
+    },
+    /// More participants (starter included) than the district allows.
+    #[error("{got} participants, at most {max} allowed")]
+    TooManyParticipants {
+        /// The district's `max_participants`.
+        max: u16,
+        /// Participants asked for, starter included.
+        got: usize,
+    },
+    /// A student participant while the district has students in conversations off.
+    #[error("students are not enabled in conversations (student {student_id})")]
+    StudentsNotEnabled {
+        /// The student.
+        student_id: PersonId,
+    },
+    /// The content guard found a forbidden pattern in the body or subject.
+    #[error("the message contains blocked content ({pattern})")]
+    BlockedContent {
+        /// The pattern found.
+        pattern: String,
+    },
+    /// A malformed value.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+}
+
+impl ConversationError {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConversationError::NotPermitted => "not_permitted",
+            ConversationError::UnknownPerson { .. } => "unknown_person",
+            ConversationError::UnknownSchool { .. } => "unknown_school",
+            ConversationError::UnknownConversation { .. } => "unknown_conversation",
+            ConversationError::AlreadyStarted { .. } => "already_exists",
+            ConversationError::ConversationStopped { .. } => "conversation_stopped",
+            ConversationError::NotAParticipant { .. } => "not_a_participant",
+            ConversationError::RecipientTooYoung { .. } => "recipient_too_young",
+            ConversationError::RecipientNotReachable { .. } => "recipient_not_reachable",
+            ConversationError::NotACurrentTeacher { .. } => "not_a_current_teacher",
+            ConversationError::TooManyParticipants { .. } => "too_many_participants",
+            ConversationError::StudentsNotEnabled { .. } => "students_not_enabled",
+            ConversationError::BlockedContent { .. } => "blocked_content",
+            ConversationError::Validation(e) => e.code(),
+        }
+    }
+}
+
+type Decision = Result<Vec<Event>, ConversationError>;
+
+/// Decides a messaging command against a conversation's stream.
+///
+/// # Errors
+/// [`ConversationError`] when a rule refuses it.
+pub fn decide(state: &ConversationState, cmd: &Command, facts: &Facts) -> Decision {
+    match cmd {
+        Command::SendPersonalMessage(c) => send_personal(state, c, facts),
+        Command::StartConversation(c) => start(state, c, facts),
+        Command::PostMessage(c) => post(state, c, facts),
+        Command::StopConversation(c) => stop(state, c.conversation_id, facts),
+        Command::RenameConversation(c) => rename(state, c, facts),
+        Command::MuteConversation(c) => toggle(state, c.conversation_id, facts, Toggle::Mute),
+        Command::UnmuteConversation(c) => toggle(state, c.conversation_id, facts, Toggle::Unmute),
+        Command::ArchiveConversation(c) => toggle(state, c.conversation_id, facts, Toggle::Archive),
+        Command::UnarchiveConversation(c) => {
+            toggle(state, c.conversation_id, facts, Toggle::Unarchive)
+        }
+        Command::MarkRead(c) => mark_read(state, c, facts),
+        other => Err(ValidationError::WrongStream {
+            command: other.name(),
+            state: "conversation",
+        }
+        .into()),
+    }
+}
+
+/// The acting person: messaging needs a registered person, never a service.
+fn acting_person(facts: &Facts) -> Result<(PersonId, &PersonState), ConversationError> {
+    let id = facts
+        .actor
+        .person_id()
+        .ok_or(ConversationError::NotPermitted)?;
+    let person = facts
+        .person(id)
+        .ok_or(ConversationError::UnknownPerson { person_id: id })?;
+    Ok((id, person))
+}
+
+fn known(facts: &Facts, id: PersonId) -> Result<&PersonState, ConversationError> {
+    facts
+        .person(id)
+        .ok_or(ConversationError::UnknownPerson { person_id: id })
+}
+
+fn holds(facts: &Facts, person: &PersonState, school: SchoolId, permission: Permission) -> bool {
+    person.is_staff()
+        && facts
+            .district
+            .permissions_of(person, school)
+            .contains(permission)
+}
+
+/// The schools a family member is tied to: a student's own; a guardian's own and their
+/// linked students' (students missing from the facts add nothing, which can only
+/// refuse). Empty for staff.
+fn school_ties(person: &PersonState, facts: &Facts) -> BTreeSet<SchoolId> {
+    let mut ties: BTreeSet<SchoolId> = person.school_ids().iter().copied().collect();
+    for student in person.related_people() {
+        if let Some(s) = facts.person(student) {
+            ties.extend(s.school_ids().iter().copied());
+        }
+    }
+    ties
+}
+
+/// Whether `teacher` currently teaches one of the students `family` speaks for.
+fn teaches(facts: &Facts, teacher: PersonId, family: &PersonState) -> bool {
+    family.family_students().iter().any(|student| {
+        facts
+            .person(*student)
+            .is_some_and(|s| s.teachers().contains(&teacher))
+    })
+}
+
+fn started(state: &ConversationState, id: ConversationId) -> Result<Header, ConversationError> {
+    state.header.ok_or(ConversationError::UnknownConversation {
+        conversation_id: id,
+    })
+}
+
+fn not_stopped(state: &ConversationState, header: Header) -> Result<(), ConversationError> {
+    if state.stopped {
+        Err(ConversationError::ConversationStopped {
+            conversation_id: header.id,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `person` holds the school inbox of a school conversation.
+fn is_inbox_holder(header: Header, person: &PersonState, facts: &Facts) -> bool {
+    header.kind == ConversationKind::School
+        && holds(facts, person, header.school_id, Permission::SchoolInbox)
+}
+
+/// Participants, and school-inbox holders for school conversations, may read, mute,
+/// archive and mark read.
+fn may_view(
+    state: &ConversationState,
+    header: Header,
+    id: PersonId,
+    person: &PersonState,
+    facts: &Facts,
+) -> Result<(), ConversationError> {
+    if state.participants.contains(&id) || is_inbox_holder(header, person, facts) {
+        Ok(())
+    } else {
+        Err(ConversationError::NotAParticipant { person_id: id })
+    }
+}
+
+/// Who gets a delivery: every participant but the author; for school conversations
+/// only the non-staff ones (staff see the school inbox).
+fn recipients(
+    participants: &[PersonId],
+    kind: ConversationKind,
+    author: PersonId,
+    facts: &Facts,
+) -> Result<Vec<PersonId>, ConversationError> {
+    let mut out = Vec::new();
+    for id in participants.iter().copied().filter(|p| *p != author) {
+        if kind == ConversationKind::School && known(facts, id)?.is_staff() {
+            continue;
+        }
+        out.push(id);
+    }
+    Ok(out)
+}
+
+fn new_message_id(
+    state: &ConversationState,
+    id: MessageId,
+) -> Result<MessageId, ConversationError> {
+    if state.messages.contains(&id) {
+        Err(ValidationError::DuplicateMessageId { message_id: id }.into())
+    } else {
+        Ok(id)
+    }
+}
+
+fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
+    let header = started(state, c.conversation_id)?;
+    let (author_id, author) = acting_person(facts)?;
+    let inbox = is_inbox_holder(header, author, facts);
+    let from = c.from.unwrap_or(if inbox {
+        SendAs::School
+    } else {
+        SendAs::Personal
+    });
+    match from {
+        SendAs::School if header.kind != ConversationKind::School => {
+            return Err(ValidationError::NotApplicable {
+                field: "from",
+                reason: "only school conversations are sent from the school",
+            }
+            .into())
+        }
+        SendAs::School if !inbox => return Err(ConversationError::NotPermitted),
+        SendAs::School => {}
+        SendAs::Personal => {
+            if !state.participants.contains(&author_id) {
+                return Err(ConversationError::NotAParticipant {
+                    person_id: author_id,
+                });
+            }
+            if header.kind == ConversationKind::Personal
+                && author.is_staff()
+                && !holds(
+                    facts,
+                    author,
+                    header.school_id,
+                    Permission::PersonalMessages,
+                )
+            {
+                return Err(ConversationError::NotPermitted);
+            }
+        }
+    }
+    not_stopped(state, header)?;
+    let text = check_text(&c.body, None, facts)?;
+    let message_id = new_message_id(state, c.message_id)?;
+    let recipients = recipients(&state.participants, header.kind, author_id, facts)?;
+    let posted = compose(
+        Draft {
+            conversation_id: header.id,
+            message_id,
+            school_id: header.school_id,
+            author_id,
+            author,
+            sent_as: from,
+            text,
+            channel: None,
+            recipients,
+        },
+        facts,
+    )?;
+    Ok(vec![posted.into()])
+}
+
+/// Stop and rename: staff participants, or school-inbox holders of a school
+/// conversation; never families.
+fn may_manage(
+    state: &ConversationState,
+    id: ConversationId,
+    facts: &Facts,
+) -> Result<(Header, PersonId), ConversationError> {
+    let header = started(state, id)?;
+    let (person_id, person) = acting_person(facts)?;
+    if !person.is_staff() {
+        return Err(ConversationError::NotPermitted);
+    }
+    may_view(state, header, person_id, person, facts)?;
+    Ok((header, person_id))
+}
+
+fn stop(state: &ConversationState, id: ConversationId, facts: &Facts) -> Decision {
+    let (header, by) = may_manage(state, id, facts)?;
+    if state.stopped {
+        return Ok(vec![]);
+    }
+    Ok(vec![ConversationStopped {
+        conversation_id: header.id,
+        by,
+        at: facts.now,
+    }
+    .into()])
+}
+
+fn rename(state: &ConversationState, c: &RenameConversation, facts: &Facts) -> Decision {
+    let (header, by) = may_manage(state, c.conversation_id, facts)?;
+    let title = text::title(&c.title)?;
+    if state.title.as_deref() == Some(title.as_str()) {
+        return Ok(vec![]);
+    }
+    Ok(vec![ConversationRenamed {
+        conversation_id: header.id,
+        title,
+        by,
+        at: facts.now,
+    }
+    .into()])
+}
+
+#[derive(Clone, Copy)]
+enum Toggle {
+    Mute,
+    Unmute,
+    Archive,
+    Unarchive,
+}
+
+/// The per-participant switches; setting one to what it already is records nothing.
+fn toggle(state: &ConversationState, id: ConversationId, facts: &Facts, t: Toggle) -> Decision {
+    let header = started(state, id)?;
+    let (person_id, person) = acting_person(facts)?;
+    may_view(state, header, person_id, person, facts)?;
+    let muted = state.muted.contains(&person_id);
+    let archived = state.archived.contains(&person_id);
+    let (conversation_id, at) = (header.id, facts.now);
+    let event: Event = match t {
+        Toggle::Mute if !muted => ConversationMuted {
+            conversation_id,
+            person_id,
+            at,
+        }
+        .into(),
+        Toggle::Unmute if muted => ConversationUnmuted {
+            conversation_id,
+            person_id,
+            at,
+        }
+        .into(),
+        Toggle::Archive if !archived => ConversationArchived {
+            conversation_id,
+            person_id,
+            at,
+        }
+        .into(),
+        Toggle::Unarchive if archived => ConversationUnarchived {
+            conversation_id,
+            person_id,
+            at,
+        }
+        .into(),
+        _ => return Ok(vec![]),
+    };
+    Ok(vec![event])
+}
+
+fn mark_read(state: &ConversationState, c: &MarkRead, facts: &Facts) -> Decision {
+    let header = started(state, c.conversation_id)?;
+    let (person_id, person) = acting_person(facts)?;
+    may_view(state, header, person_id, person, facts)?;
+    let Some(index) = state.messages.iter().position(|m| *m == c.up_to_message_id) else {
+        return Err(ValidationError::UnknownMessage {
+            message_id: c.up_to_message_id,
+        }
+        .into());
+    };
+    if state
+        .read
+        .get(&person_id)
+        .is_some_and(|read| *read >= index)
+    {
+        return Ok(vec![]);
+    }
+    Ok(vec![MessagesRead {
+        conversation_id: header.id,
+        person_id,
+        up_to_message_id: c.up_to_message_id,
+        at: facts.now,
+    }
+    .into()])
+}
+
+/// Applies a conversation event; other events leave the state as it is.
+pub fn evolve(mut state: ConversationState, event: &Event) -> ConversationState {
+    match event {
+        Event::ConversationStarted(e) => {
+            state.header = Some(Header {
+                id: e.conversation_id,
+                kind: e.kind,
+                school_id: e.school_id,
+                started_by: e.started_by,
+            });
+            state.title = e.title.clone();
+            state.participants = e.participant_ids.clone();
+        }
+        Event::MessagePosted(e) if !state.messages.contains(&e.message_id) => {
+            state.messages.push(e.message_id);
+        }
+        Event::ConversationStopped(_) => state.stopped = true,
+        Event::ConversationRenamed(e) => state.title = Some(e.title.clone()),
+        Event::ConversationMuted(e) => {
+            state.muted.insert(e.person_id);
+        }
+        Event::ConversationUnmuted(e) => {
+            state.muted.remove(&e.person_id);
+        }
+        Event::ConversationArchived(e) => {
+            state.archived.insert(e.person_id);
+        }
+        Event::ConversationUnarchived(e) => {
+            state.archived.remove(&e.person_id);
+        }
+        Event::MessagesRead(e) => {
+            if let Some(index) = state.messages.iter().position(|m| *m == e.up_to_message_id) {
+                let read = state.read.entry(e.person_id).or_insert(index);
+                *read = (*read).max(index);
+            }
+        }
+        _ => {}
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! Turning a command's text into a `MessagePosted`: the text checks (length, merge
+//! fields, content guard) and the per-recipient delivery plan.
+
+use crate::events::MessagePosted;
+use crate::facts::Facts;
+use crate::ids::{delivery_id_for, ConversationId, MessageId, PersonId, SchoolId};
+use crate::merge::{self, MergeValues};
+use crate::person::PersonState;
+use crate::plan::{choose_channel, PlannedDelivery};
+use crate::text::{self, first_blocked, MessageBody};
+use crate::values::{Channel, PersonKind, SendAs};
+
+use super::ConversationError;
+
+/// A body and subject that passed every text rule.
+pub(super) struct CheckedText {
+    pub body: MessageBody,
+    pub subject: Option<String>,
+}
+
+/// Checks length, merge fields and the content guard, before anything is recorded.
+pub(super) fn check_text(
+    body: &str,
+    subject: Option<&str>,
+    facts: &Facts,
+) -> Result<CheckedText, ConversationError> {
+    let body = MessageBody::parse(body)?;
+    let subject = text::subject(subject)?;
+    let patterns = &facts.district.settings().blocked_patterns;
+    let texts: Vec<&str> = std::iter::once(body.as_str())
+        .chain(subject.as_deref())
+        .collect();
+    if let Some(pattern) = first_blocked(patterns, &texts) {
+        return Err(ConversationError::BlockedContent {
+            pattern: pattern.as_str().to_owned(),
+        });
+    }
+    for text in texts {
+        merge::check(text)?;
+    }
+    Ok(CheckedText { body, subject })
+}
+
+/// Everything needed to post one message.
+pub(super) struct Draft<'a> {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub school_id: SchoolId,
+    pub author_id: PersonId,
+    pub author: &'a PersonState,
+    pub sent_as: SendAs,
+    pub text: CheckedText,
+    pub channel: Option<Channel>,
+    pub recipients: Vec<PersonId>,
+}
+
+fn person(facts: &Facts, id: PersonId) -> Result<&PersonState, ConversationError> {
+    facts
+        .person(id)
+        .ok_or(ConversationError::UnknownPerson { person_id: id })
+}
+
+/// The `{student_name}` of a recipient: the student itself, a guardian's first linked
+/// student (whose facts must then be loaded), else the recipient's own name.
+fn student_name<'f>(
+    recipient: &'f PersonState,
+    facts: &'f Facts,
+) -> Result<&'f str, ConversationError> {
+    match (recipient.kind(), recipient.linked_students().first()) {
+        (Some(PersonKind::Guardian), Some(student)) => Ok(person(facts, *student)?.name()),
+        _ => Ok(recipient.name()),
+    }
+}
+
+/// Builds the `MessagePosted` event, rendering the text for every recipient.
+pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, ConversationError> {
+    let school_name = facts
+        .district
+        .school(draft.school_id)
+        .map_or("", |s| s.name.as_str());
+    let sender_name = match draft.sent_as {
+        SendAs::School => school_name,
+        SendAs::Personal => draft.author.name(),
+    };
+    let body = draft.text.body.as_str();
+    let subject = draft.text.subject.as_deref();
+    let needs_student = merge::uses(body, "student_name")
+        || subject.is_some_and(|s| merge::uses(s, "student_name"));
+    let default_channel = facts.district.settings().default_channel;
+    let mut deliveries = Vec::with_capacity(draft.recipients.len());
+    for recipient_id in &draft.recipients {
+        let recipient = person(facts, *recipient_id)?;
+        let values = MergeValues {
+            student_name: if needs_student {
+                student_name(recipient, facts)?
+            } else {
+                recipient.name()
+            },
+            recipient_name: recipient.name(),
+            school_name,
+            sender_name,
+        };
+        let (channel, address) = choose_channel(draft.channel, recipient, default_channel);
+        deliveries.push(PlannedDelivery {
+            delivery_id: delivery_id_for(draft.message_id, *recipient_id),
+            recipient_id: *recipient_id,
+            channel,
+            address,
+            language: recipient.language().to_owned(),
+            text: merge::render(body, &values)?,
+            subject: subject.map(|s| merge::render(s, &values)).transpose()?,
+        });
+    }
+    Ok(MessagePosted {
+        conversation_id: draft.conversation_id,
+        message_id: draft.message_id,
+        author_id: draft.author_id,
+        sent_as: draft.sent_as,
+        body: body.to_owned(),
+        subject: draft.text.subject,
+        deliveries,
+        at: facts.now,
+    })
+}

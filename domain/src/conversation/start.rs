@@ -1,0 +1,261 @@
+//! Starting conversations: the personal 1:1 (`SendPersonalMessage`) and group or
+//! school conversations (`StartConversation`), with the rules on who may write to whom.
+
+use crate::commands::{SendPersonalMessage, StartConversation};
+use crate::events::ConversationStarted;
+use crate::facts::Facts;
+use crate::ids::{message_id_for_command, personal_conversation_id, PersonId, SchoolId};
+use crate::permissions::Permission;
+use crate::person::PersonState;
+use crate::text;
+use crate::validation::ValidationError;
+use crate::values::{ConversationKind, PersonKind, SendAs};
+
+use super::compose::{check_text, compose, Draft};
+use super::{
+    acting_person, holds, known, new_message_id, not_stopped, recipients, school_ties, teaches,
+    ConversationError, ConversationState, Decision, MIN_PERSONAL_MESSAGE_AGE,
+};
+
+/// `SendPersonalMessage`: a staff member holding `personal_messages` at a school the
+/// recipient is tied to writes 1:1 to a student of 13 or over or to a guardian; the
+/// first message starts the personal conversation, later ones continue it.
+pub(super) fn send_personal(
+    state: &ConversationState,
+    c: &SendPersonalMessage,
+    facts: &Facts,
+) -> Decision {
+    let (sender_id, sender) = acting_person(facts)?;
+    let anywhere = facts.district.permissions_anywhere(sender);
+    if !sender.is_staff() || !anywhere.contains(Permission::PersonalMessages) {
+        return Err(ConversationError::NotPermitted);
+    }
+    let recipient = known(facts, c.recipient_id)?;
+    let unreachable = ConversationError::RecipientNotReachable {
+        recipient_id: c.recipient_id,
+    };
+    if recipient.is_staff() {
+        return Err(unreachable);
+    }
+    let shared: Vec<SchoolId> = school_ties(recipient, facts)
+        .into_iter()
+        .filter(|s| holds(facts, sender, *s, Permission::PersonalMessages))
+        .collect();
+    let Some(first_shared) = shared.first().copied() else {
+        return Err(unreachable);
+    };
+    if recipient.kind() == Some(PersonKind::Student) {
+        let age = recipient.age_on(facts.now.date_naive());
+        if age.is_none_or(|a| a < MIN_PERSONAL_MESSAGE_AGE) {
+            return Err(ConversationError::RecipientTooYoung {
+                recipient_id: c.recipient_id,
+                age,
+                min_age: MIN_PERSONAL_MESSAGE_AGE,
+            });
+        }
+    }
+    if let Some(header) = state.header {
+        not_stopped(state, header)?;
+    }
+    let text = check_text(&c.body, c.subject.as_deref(), facts)?;
+    let message_id = new_message_id(
+        state,
+        c.message_id
+            .unwrap_or_else(|| message_id_for_command(facts.command_id)),
+    )?;
+    let conversation_id = personal_conversation_id(sender_id, c.recipient_id);
+    let school_id = state.school_id().unwrap_or(first_shared);
+    let mut events = Vec::new();
+    if state.header.is_none() {
+        events.push(
+            ConversationStarted {
+                conversation_id,
+                kind: ConversationKind::Personal,
+                school_id,
+                title: None,
+                started_by: sender_id,
+                participant_ids: vec![sender_id, c.recipient_id],
+                at: facts.now,
+            }
+            .into(),
+        );
+    }
+    let posted = compose(
+        Draft {
+            conversation_id,
+            message_id,
+            school_id,
+            author_id: sender_id,
+            author: sender,
+            sent_as: SendAs::Personal,
+            text,
+            channel: c.channel,
+            recipients: vec![c.recipient_id],
+        },
+        facts,
+    )?;
+    events.push(posted.into());
+    Ok(events)
+}
+
+/// `StartConversation`: a group or school conversation with a first message, within the
+/// district's participant limit and the rules on who may start with whom.
+pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Facts) -> Decision {
+    if state.is_started() {
+        return Err(ConversationError::AlreadyStarted {
+            conversation_id: c.conversation_id,
+        });
+    }
+    let (starter_id, starter) = acting_person(facts)?;
+    if facts.district.school(c.school_id).is_none() {
+        return Err(ConversationError::UnknownSchool {
+            school_id: c.school_id,
+        });
+    }
+    let mut others: Vec<PersonId> = Vec::with_capacity(c.participant_ids.len());
+    for id in &c.participant_ids {
+        if *id != starter_id && !others.contains(id) {
+            others.push(*id);
+        }
+    }
+    if others.is_empty() {
+        return Err(ValidationError::NoParticipants.into());
+    }
+    let settings = facts.district.settings();
+    let got = others.len() + 1;
+    if got > usize::from(settings.max_participants) {
+        return Err(ConversationError::TooManyParticipants {
+            max: settings.max_participants,
+            got,
+        });
+    }
+    let mut people = Vec::with_capacity(others.len());
+    for id in &others {
+        people.push((*id, known(facts, *id)?));
+    }
+    if !settings.students_in_conversations {
+        let everyone = std::iter::once((starter_id, starter)).chain(people.iter().copied());
+        if let Some((student_id, _)) = everyone
+            .into_iter()
+            .find(|(_, p)| p.kind() == Some(PersonKind::Student))
+        {
+            return Err(ConversationError::StudentsNotEnabled { student_id });
+        }
+    }
+    let from = c.from.unwrap_or_default();
+    let kind = if starter.is_staff() {
+        staff_may_start(starter_id, starter, c.school_id, from, &people, facts)?
+    } else {
+        family_may_start(starter_id, starter, c.school_id, from, &people, facts)?
+    };
+    let title = c.title.as_deref().map(text::title).transpose()?;
+    let text = check_text(&c.body, None, facts)?;
+    let message_id = message_id_for_command(facts.command_id);
+    let participant_ids: Vec<PersonId> = std::iter::once(starter_id).chain(others).collect();
+    let recipients = recipients(&participant_ids, kind, starter_id, facts)?;
+    let posted = compose(
+        Draft {
+            conversation_id: c.conversation_id,
+            message_id,
+            school_id: c.school_id,
+            author_id: starter_id,
+            author: starter,
+            sent_as: from,
+            text,
+            channel: c.channel,
+            recipients,
+        },
+        facts,
+    )?;
+    Ok(vec![
+        ConversationStarted {
+            conversation_id: c.conversation_id,
+            kind,
+            school_id: c.school_id,
+            title,
+            started_by: starter_id,
+            participant_ids,
+            at: facts.now,
+        }
+        .into(),
+        posted.into(),
+    ])
+}
+
+/// Staff start a school conversation with `school_inbox`, a group one with
+/// `personal_messages` at the school or under the teacher rule; family participants
+/// must be tied to the school.
+fn staff_may_start(
+    starter_id: PersonId,
+    starter: &PersonState,
+    school: SchoolId,
+    from: SendAs,
+    people: &[(PersonId, &PersonState)],
+    facts: &Facts,
+) -> Result<ConversationKind, ConversationError> {
+    let kind = match from {
+        SendAs::School if holds(facts, starter, school, Permission::SchoolInbox) => {
+            ConversationKind::School
+        }
+        SendAs::School => return Err(ConversationError::NotPermitted),
+        SendAs::Personal => {
+            if !holds(facts, starter, school, Permission::PersonalMessages) {
+                teacher_rule(starter_id, people, facts)?;
+            }
+            ConversationKind::Group
+        }
+    };
+    for (id, person) in people.iter().filter(|(_, p)| p.is_family()) {
+        if !school_ties(person, facts).contains(&school) {
+            return Err(ConversationError::RecipientNotReachable { recipient_id: *id });
+        }
+    }
+    Ok(kind)
+}
+
+/// A staff member without `personal_messages` may start a conversation only with
+/// families of students they currently teach (and other staff alongside them).
+fn teacher_rule(
+    teacher_id: PersonId,
+    people: &[(PersonId, &PersonState)],
+    facts: &Facts,
+) -> Result<(), ConversationError> {
+    let family: Vec<_> = people.iter().filter(|(_, p)| p.is_family()).collect();
+    let uncovered: Vec<PersonId> = family
+        .iter()
+        .filter(|(_, p)| !teaches(facts, teacher_id, p))
+        .map(|(id, _)| *id)
+        .collect();
+    match uncovered.first() {
+        None if !family.is_empty() => Ok(()),
+        Some(of) if uncovered.len() < family.len() => Err(ConversationError::NotACurrentTeacher {
+            teacher_id,
+            of: *of,
+        }),
+        _ => Err(ConversationError::NotPermitted),
+    }
+}
+
+/// Guardians and students may start a conversation (from their own identity, at a
+/// school they are tied to) only with their students' current teachers.
+fn family_may_start(
+    starter_id: PersonId,
+    starter: &PersonState,
+    school: SchoolId,
+    from: SendAs,
+    people: &[(PersonId, &PersonState)],
+    facts: &Facts,
+) -> Result<ConversationKind, ConversationError> {
+    if from == SendAs::School || !school_ties(starter, facts).contains(&school) {
+        return Err(ConversationError::NotPermitted);
+    }
+    for (id, person) in people {
+        if !person.is_staff() || !teaches(facts, *id, starter) {
+            return Err(ConversationError::NotACurrentTeacher {
+                teacher_id: *id,
+                of: starter_id,
+            });
+        }
+    }
+    Ok(ConversationKind::Group)
+}

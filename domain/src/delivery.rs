@@ -1,0 +1,207 @@
+//! The delivery aggregate: one message to one recipient on one channel, from queued to
+//! sent, delivered or failed. Provider callbacks arrive late, twice or out of order, so
+//! every outcome that would not move the delivery forward is an idempotent no-op.
+
+use crate::commands::{Command, QueueDelivery, RecordDeliveryOutcome};
+use crate::events::{DeliveryDelivered, DeliveryFailed, DeliveryQueued, DeliverySent, Event};
+use crate::facts::{Actor, Facts};
+use crate::ids::{ConversationId, DeliveryId, MessageId};
+use crate::plan::PlannedDelivery;
+use crate::validation::ValidationError;
+use crate::values::OutcomeStatus;
+
+/// The longest provider error text recorded.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for a channel worker.
+    Queued,
+    /// Handed to the provider.
+    Sent,
+    /// Arrived (final).
+    Delivered,
+    /// Did not arrive (final).
+    Failed,
+}
+
+/// A delivery stream's state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryState {
+    plan: Option<PlannedDelivery>,
+    message_id: Option<MessageId>,
+    conversation_id: Option<ConversationId>,
+    status: Option<DeliveryStatus>,
+}
+
+impl DeliveryState {
+    /// Whether the delivery was queued.
+    pub fn is_queued(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// The plan, once queued.
+    pub fn plan(&self) -> Option<&PlannedDelivery> {
+        self.plan.as_ref()
+    }
+
+    /// The message delivered, once queued.
+    pub fn message_id(&self) -> Option<MessageId> {
+        self.message_id
+    }
+
+    /// The message's conversation, once queued.
+    pub fn conversation_id(&self) -> Option<ConversationId> {
+        self.conversation_id
+    }
+
+    /// Where it stands, once queued.
+    pub fn status(&self) -> Option<DeliveryStatus> {
+        self.status
+    }
+}
+
+/// Why a delivery command was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Only `system` services (the process manager, delivery workers) act on deliveries.
+    #[error("not permitted")]
+    NotPermitted,
+    /// No delivery with this id was queued.
+    #[error("unknown delivery {delivery_id}")]
+    UnknownDelivery {
+        /// The delivery.
+        delivery_id: DeliveryId,
+    },
+    /// A malformed value.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+}
+
+impl DeliveryError {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeliveryError::NotPermitted => "not_permitted",
+            DeliveryError::UnknownDelivery { .. } => "unknown_delivery",
+            DeliveryError::Validation(e) => e.code(),
+        }
+    }
+}
+
+/// Decides a delivery command.
+///
+/// # Errors
+/// [`DeliveryError`] when a rule refuses it.
+pub fn decide(
+    state: &DeliveryState,
+    cmd: &Command,
+    facts: &Facts,
+) -> Result<Vec<Event>, DeliveryError> {
+    if !matches!(facts.actor, Actor::System(_)) {
+        return Err(DeliveryError::NotPermitted);
+    }
+    match cmd {
+        Command::QueueDelivery(c) => queue(state, c, facts),
+        Command::RecordDeliveryOutcome(c) => record(state, c, facts),
+        other => Err(ValidationError::WrongStream {
+            command: other.name(),
+            state: "delivery",
+        }
+        .into()),
+    }
+}
+
+fn queue(
+    state: &DeliveryState,
+    c: &QueueDelivery,
+    facts: &Facts,
+) -> Result<Vec<Event>, DeliveryError> {
+    if state.is_queued() {
+        return Ok(vec![]);
+    }
+    Ok(vec![DeliveryQueued {
+        delivery: c.delivery.clone(),
+        message_id: c.message_id,
+        conversation_id: c.conversation_id,
+        at: facts.now,
+    }
+    .into()])
+}
+
+fn record(
+    state: &DeliveryState,
+    c: &RecordDeliveryOutcome,
+    facts: &Facts,
+) -> Result<Vec<Event>, DeliveryError> {
+    let Some(current) = state.status else {
+        return Err(DeliveryError::UnknownDelivery {
+            delivery_id: c.delivery_id,
+        });
+    };
+    if let Some(got) = c.error.as_ref().map(|e| e.chars().count()) {
+        if got > MAX_ERROR_CHARS {
+            return Err(ValidationError::TooLong {
+                field: "error",
+                max: MAX_ERROR_CHARS,
+                got,
+            }
+            .into());
+        }
+    }
+    use DeliveryStatus as S;
+    use OutcomeStatus as O;
+    let moves_forward = matches!(
+        (current, c.status),
+        (S::Queued, _) | (S::Sent, O::Delivered | O::Failed)
+    );
+    if !moves_forward {
+        return Ok(vec![]);
+    }
+    let (delivery_id, provider_message_id, at) =
+        (c.delivery_id, c.provider_message_id.clone(), facts.now);
+    let event: Event = match c.status {
+        O::Sent => DeliverySent {
+            delivery_id,
+            provider_message_id,
+            at,
+        }
+        .into(),
+        O::Delivered => DeliveryDelivered {
+            delivery_id,
+            provider_message_id,
+            at,
+        }
+        .into(),
+        O::Failed => DeliveryFailed {
+            delivery_id,
+            provider_message_id,
+            error: c.error.clone(),
+            permanent: c.permanent.unwrap_or(false),
+            at,
+        }
+        .into(),
+    };
+    Ok(vec![event])
+}
+
+/// Applies a delivery event; other events leave the state as it is.
+pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
+    match event {
+        Event::DeliveryQueued(e) => {
+            state.plan = Some(e.delivery.clone());
+            state.message_id = Some(e.message_id);
+            state.conversation_id = Some(e.conversation_id);
+            state.status = Some(DeliveryStatus::Queued);
+        }
+        Event::DeliverySent(_) => state.status = Some(DeliveryStatus::Sent),
+        Event::DeliveryDelivered(_) => state.status = Some(DeliveryStatus::Delivered),
+        Event::DeliveryFailed(_) => state.status = Some(DeliveryStatus::Failed),
+        _ => {}
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+use uuid::Uuid;
+
+use super::*;
+use crate::ids::{delivery_id_for, PersonId};
+use crate::testing::*;
+use crate::values::Channel;
+
+const MESSAGE: MessageId = MessageId::new(Uuid::from_u128(0xe001));
+const CONVERSATION: ConversationId = ConversationId::new(Uuid::from_u128(0xd001));
+
+fn plan() -> PlannedDelivery {
+    PlannedDelivery {
+        delivery_id: delivery_id_for(MESSAGE, GUARDIAN),
+        recipient_id: GUARDIAN,
+        channel: Channel::Sms,
+        address: Some("+15550100001".to_owned()),
+        language: "es".to_owned(),
+        text: "Hola".to_owned(),
+        subject: None,
+    }
+}
+
+fn id() -> DeliveryId {
+    plan().delivery_id
+}
+
+fn queue() -> QueueDelivery {
+    QueueDelivery {
+        delivery: plan(),
+        message_id: MESSAGE,
+        conversation_id: CONVERSATION,
+    }
+}
+
+fn queued() -> Event {
+    DeliveryQueued {
+        delivery: plan(),
+        message_id: MESSAGE,
+        conversation_id: CONVERSATION,
+        at: now(),
+    }
+    .into()
+}
+
+fn sent() -> Event {
+    DeliverySent {
+        delivery_id: id(),
+        provider_message_id: Some("SM1".to_owned()),
+        at: now(),
+    }
+    .into()
+}
+
+fn delivered() -> Event {
+    DeliveryDelivered {
+        delivery_id: id(),
+        provider_message_id: Some("SM1".to_owned()),
+        at: now(),
+    }
+    .into()
+}
+
+fn failed() -> Event {
+    DeliveryFailed {
+        delivery_id: id(),
+        provider_message_id: Some("SM1".to_owned()),
+        error: Some("30003".to_owned()),
+        permanent: true,
+        at: now(),
+    }
+    .into()
+}
+
+fn outcome(status: OutcomeStatus) -> RecordDeliveryOutcome {
+    RecordDeliveryOutcome {
+        delivery_id: id(),
+        status,
+        provider_message_id: Some("SM1".to_owned()),
+        error: (status == OutcomeStatus::Failed).then(|| "30003".to_owned()),
+        permanent: (status == OutcomeStatus::Failed).then_some(true),
+    }
+}
+
+#[test]
+fn the_process_manager_queues_a_planned_delivery_once() {
+    given([]).acting_as_system().when(queue()).then([queued()]);
+    given([queued()])
+        .acting_as_system()
+        .when(queue())
+        .then_nothing();
+}
+
+#[test]
+fn only_system_services_act_on_deliveries() {
+    given([])
+        .acting_as(ADMIN)
+        .when(queue())
+        .then_err(DeliveryError::NotPermitted);
+    given([queued()])
+        .acting_as(GUARDIAN)
+        .when(outcome(OutcomeStatus::Delivered))
+        .then_err(DeliveryError::NotPermitted);
+}
+
+#[test]
+fn an_outcome_for_an_unknown_delivery_is_refused() {
+    given([])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Sent))
+        .then_err(DeliveryError::UnknownDelivery { delivery_id: id() });
+}
+
+#[test]
+fn a_delivery_goes_from_queued_to_sent_to_delivered() {
+    given([queued()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Sent))
+        .then([sent()]);
+    given([queued(), sent()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Delivered))
+        .then([delivered()]);
+    given([queued()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Delivered))
+        .then([delivered()]);
+}
+
+#[test]
+fn a_failure_is_recorded_with_its_error_and_permanence() {
+    given([queued(), sent()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Failed))
+        .then([failed()]);
+}
+
+#[test]
+fn a_repeated_outcome_is_an_idempotent_no_op() {
+    given([queued(), sent()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Sent))
+        .then_nothing();
+    given([queued(), sent(), delivered()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Delivered))
+        .then_nothing();
+}
+
+#[test]
+fn delivered_and_failed_are_final() {
+    for status in [OutcomeStatus::Sent, OutcomeStatus::Failed] {
+        given([queued(), delivered()])
+            .acting_as_system()
+            .when(outcome(status))
+            .then_nothing();
+    }
+    for status in [OutcomeStatus::Sent, OutcomeStatus::Delivered] {
+        given([queued(), failed()])
+            .acting_as_system()
+            .when(outcome(status))
+            .then_nothing();
+    }
+}
+
+#[test]
+fn an_overlong_provider_error_is_refused() {
+    given([queued()])
+        .acting_as_system()
+        .when(RecordDeliveryOutcome {
+            error: Some("e".repeat(2001)),
+            ..outcome(OutcomeStatus::Failed)
+        })
+        .then_code("validation");
+}
+
+#[test]
+fn evolve_tracks_the_status_and_the_plan() {
+    let state = [queued(), sent(), delivered()]
+        .iter()
+        .fold(DeliveryState::default(), evolve);
+    assert_eq!(state.status(), Some(DeliveryStatus::Delivered));
+    assert_eq!(state.plan().map(|p| p.recipient_id), Some(GUARDIAN));
+    assert_eq!(state.message_id(), Some(MESSAGE));
+    assert_eq!(state.conversation_id(), Some(CONVERSATION));
+    let _ = PersonId::new(Uuid::nil());
+}

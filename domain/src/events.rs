@@ -1,0 +1,567 @@
+//! Events: what happened, in the past tense, immutable once recorded. Stored names are
+//! written out explicitly (never derived from Rust type names) and versioned, so
+//! renaming a type never breaks the log.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::district::DistrictSettings;
+use crate::facts::Actor;
+use crate::ids::{ConversationId, DeliveryId, MessageId, PersonId, PhoneNumber, RoleId, SchoolId};
+use crate::permissions::PermissionSet;
+use crate::plan::PlannedDelivery;
+use crate::values::{Channel, ContactPoint, ConversationKind, PersonKind, SendAs};
+
+/// A school joined the district.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchoolRegistered {
+    /// The school.
+    pub school_id: SchoolId,
+    /// Its name.
+    pub name: String,
+    /// Its shared SMS number.
+    pub sms_number: Option<PhoneNumber>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A custom role was defined or redefined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleDefined {
+    /// The role.
+    pub role_id: RoleId,
+    /// Its name.
+    pub name: String,
+    /// What it grants from now on.
+    pub permissions: PermissionSet,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// The district's settings changed; carries all of them as they now are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistrictSettingsChanged {
+    /// The settings after the change.
+    pub settings: DistrictSettings,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// Numbers joined the pool of personal SMS sender numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SenderNumbersAdded {
+    /// Only the numbers new to the pool.
+    pub numbers: Vec<PhoneNumber>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A person was registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonRegistered {
+    /// The person.
+    pub person_id: PersonId,
+    /// Staff, student or guardian.
+    pub kind: PersonKind,
+    /// Full name.
+    pub name: String,
+    /// Their schools.
+    pub school_ids: Vec<SchoolId>,
+    /// Birth date, if known.
+    pub birth_date: Option<NaiveDate>,
+    /// Added by hand rather than by the SIS.
+    pub manually_added: bool,
+    /// Preferred language.
+    pub language: String,
+    /// Preferred channel.
+    pub preferred_channel: Option<Channel>,
+    /// Contact points, addresses normalised.
+    pub contact_points: Vec<ContactPoint>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A guardian was linked to a student (on the guardian's stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardianLinked {
+    /// The guardian.
+    pub guardian_id: PersonId,
+    /// The student.
+    pub student_id: PersonId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A student's current teachers were replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentTeachersSet {
+    /// The student.
+    pub student_id: PersonId,
+    /// Every current teacher.
+    pub teacher_ids: Vec<PersonId>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A person was given a role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleAssigned {
+    /// The person.
+    pub person_id: PersonId,
+    /// The role.
+    pub role_id: RoleId,
+    /// Where it applies; `None` = district-wide.
+    pub school_id: Option<SchoolId>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A role assignment was taken back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleRevoked {
+    /// The person.
+    pub person_id: PersonId,
+    /// The role.
+    pub role_id: RoleId,
+    /// Where it applied; `None` = district-wide.
+    pub school_id: Option<SchoolId>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A person's contact preferences changed; carries both as they now are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactPreferencesSet {
+    /// The person.
+    pub person_id: PersonId,
+    /// Preferred channel now.
+    pub preferred_channel: Option<Channel>,
+    /// Language now.
+    pub language: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A failing contact point was reset, so messages use it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactPointReset {
+    /// The person.
+    pub person_id: PersonId,
+    /// The address, as recorded.
+    pub address: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
+/// A conversation began (always followed by its first `MessagePosted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationStarted {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Personal, school or group.
+    pub kind: ConversationKind,
+    /// The school it belongs to.
+    pub school_id: SchoolId,
+    /// Title, if given.
+    pub title: Option<String>,
+    /// The starter.
+    pub started_by: PersonId,
+    /// Every participant, the starter first.
+    pub participant_ids: Vec<PersonId>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A message was posted, with its delivery plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagePosted {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message.
+    pub message_id: MessageId,
+    /// The person who wrote it (also when sent from the school).
+    pub author_id: PersonId,
+    /// Personal or school identity.
+    pub sent_as: SendAs,
+    /// The original body, merge fields unrendered.
+    pub body: String,
+    /// The original subject.
+    pub subject: Option<String>,
+    /// One delivery per recipient.
+    pub deliveries: Vec<PlannedDelivery>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A conversation was stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationStopped {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Who stopped it.
+    pub by: PersonId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A conversation got a new title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRenamed {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The new title.
+    pub title: String,
+    /// Who renamed it.
+    pub by: PersonId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+macro_rules! per_person_event {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct $name {
+            /// The conversation.
+            pub conversation_id: ConversationId,
+            /// Whose view of it changed.
+            pub person_id: PersonId,
+            /// When.
+            pub at: DateTime<Utc>,
+        }
+    };
+}
+
+per_person_event!(
+    /// A person muted a conversation.
+    ConversationMuted
+);
+per_person_event!(
+    /// A person unmuted a conversation.
+    ConversationUnmuted
+);
+per_person_event!(
+    /// A person archived a conversation.
+    ConversationArchived
+);
+per_person_event!(
+    /// A person brought an archived conversation back.
+    ConversationUnarchived
+);
+
+/// A person read a conversation up to a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesRead {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The reader.
+    pub person_id: PersonId,
+    /// The last message read.
+    pub up_to_message_id: MessageId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A delivery was queued for a channel worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryQueued {
+    /// The plan, as recorded in `MessagePosted`.
+    pub delivery: PlannedDelivery,
+    /// The message.
+    pub message_id: MessageId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The provider accepted a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliverySent {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The provider's message id.
+    pub provider_message_id: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The provider confirmed a delivery arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryDelivered {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The provider's message id.
+    pub provider_message_id: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A delivery did not arrive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFailed {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The provider's message id.
+    pub provider_message_id: Option<String>,
+    /// The provider's error.
+    pub error: Option<String>,
+    /// Whether retrying the same address is pointless (e.g. a bounce).
+    pub permanent: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Every event, tagged with its stored name (`{"type": …, "data": …}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    /// `school_registered`.
+    #[serde(rename = "school_registered")]
+    SchoolRegistered(SchoolRegistered),
+    /// `role_defined`.
+    #[serde(rename = "role_defined")]
+    RoleDefined(RoleDefined),
+    /// `district_settings_changed`.
+    #[serde(rename = "district_settings_changed")]
+    DistrictSettingsChanged(DistrictSettingsChanged),
+    /// `sender_numbers_added`.
+    #[serde(rename = "sender_numbers_added")]
+    SenderNumbersAdded(SenderNumbersAdded),
+    /// `person_registered`.
+    #[serde(rename = "person_registered")]
+    PersonRegistered(PersonRegistered),
+    /// `guardian_linked`.
+    #[serde(rename = "guardian_linked")]
+    GuardianLinked(GuardianLinked),
+    /// `student_teachers_set`.
+    #[serde(rename = "student_teachers_set")]
+    StudentTeachersSet(StudentTeachersSet),
+    /// `role_assigned`.
+    #[serde(rename = "role_assigned")]
+    RoleAssigned(RoleAssigned),
+    /// `role_revoked`.
+    #[serde(rename = "role_revoked")]
+    RoleRevoked(RoleRevoked),
+    /// `contact_preferences_set`.
+    #[serde(rename = "contact_preferences_set")]
+    ContactPreferencesSet(ContactPreferencesSet),
+    /// `contact_point_reset`.
+    #[serde(rename = "contact_point_reset")]
+    ContactPointReset(ContactPointReset),
+    /// `conversation_started`.
+    #[serde(rename = "conversation_started")]
+    ConversationStarted(ConversationStarted),
+    /// `message_posted`.
+    #[serde(rename = "message_posted")]
+    MessagePosted(MessagePosted),
+    /// `conversation_stopped`.
+    #[serde(rename = "conversation_stopped")]
+    ConversationStopped(ConversationStopped),
+    /// `conversation_renamed`.
+    #[serde(rename = "conversation_renamed")]
+    ConversationRenamed(ConversationRenamed),
+    /// `conversation_muted`.
+    #[serde(rename = "conversation_muted")]
+    ConversationMuted(ConversationMuted),
+    /// `conversation_unmuted`.
+    #[serde(rename = "conversation_unmuted")]
+    ConversationUnmuted(ConversationUnmuted),
+    /// `conversation_archived`.
+    #[serde(rename = "conversation_archived")]
+    ConversationArchived(ConversationArchived),
+    /// `conversation_unarchived`.
+    #[serde(rename = "conversation_unarchived")]
+    ConversationUnarchived(ConversationUnarchived),
+    /// `messages_read`.
+    #[serde(rename = "messages_read")]
+    MessagesRead(MessagesRead),
+    /// `delivery_queued`.
+    #[serde(rename = "delivery_queued")]
+    DeliveryQueued(DeliveryQueued),
+    /// `delivery_sent`.
+    #[serde(rename = "delivery_sent")]
+    DeliverySent(DeliverySent),
+    /// `delivery_delivered`.
+    #[serde(rename = "delivery_delivered")]
+    DeliveryDelivered(DeliveryDelivered),
+    /// `delivery_failed`.
+    #[serde(rename = "delivery_failed")]
+    DeliveryFailed(DeliveryFailed),
+}
+
+impl Event {
+    /// Every stored name, for codecs and tests.
+    pub const NAMES: &'static [&'static str] = &[
+        "school_registered",
+        "role_defined",
+        "district_settings_changed",
+        "sender_numbers_added",
+        "person_registered",
+        "guardian_linked",
+        "student_teachers_set",
+        "role_assigned",
+        "role_revoked",
+        "contact_preferences_set",
+        "contact_point_reset",
+        "conversation_started",
+        "message_posted",
+        "conversation_stopped",
+        "conversation_renamed",
+        "conversation_muted",
+        "conversation_unmuted",
+        "conversation_archived",
+        "conversation_unarchived",
+        "messages_read",
+        "delivery_queued",
+        "delivery_sent",
+        "delivery_delivered",
+        "delivery_failed",
+    ];
+
+    /// The stored name (`conversation_stopped`, …), written out rather than derived
+    /// from the type name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::SchoolRegistered(_) => "school_registered",
+            Event::RoleDefined(_) => "role_defined",
+            Event::DistrictSettingsChanged(_) => "district_settings_changed",
+            Event::SenderNumbersAdded(_) => "sender_numbers_added",
+            Event::PersonRegistered(_) => "person_registered",
+            Event::GuardianLinked(_) => "guardian_linked",
+            Event::StudentTeachersSet(_) => "student_teachers_set",
+            Event::RoleAssigned(_) => "role_assigned",
+            Event::RoleRevoked(_) => "role_revoked",
+            Event::ContactPreferencesSet(_) => "contact_preferences_set",
+            Event::ContactPointReset(_) => "contact_point_reset",
+            Event::ConversationStarted(_) => "conversation_started",
+            Event::MessagePosted(_) => "message_posted",
+            Event::ConversationStopped(_) => "conversation_stopped",
+            Event::ConversationRenamed(_) => "conversation_renamed",
+            Event::ConversationMuted(_) => "conversation_muted",
+            Event::ConversationUnmuted(_) => "conversation_unmuted",
+            Event::ConversationArchived(_) => "conversation_archived",
+            Event::ConversationUnarchived(_) => "conversation_unarchived",
+            Event::MessagesRead(_) => "messages_read",
+            Event::DeliveryQueued(_) => "delivery_queued",
+            Event::DeliverySent(_) => "delivery_sent",
+            Event::DeliveryDelivered(_) => "delivery_delivered",
+            Event::DeliveryFailed(_) => "delivery_failed",
+        }
+    }
+}
+
+macro_rules! from_event {
+    ($($name:ident),* $(,)?) => {
+        $(
+            impl From<$name> for Event {
+                fn from(event: $name) -> Event {
+                    Event::$name(event)
+                }
+            }
+        )*
+    };
+}
+
+from_event!(
+    SchoolRegistered,
+    RoleDefined,
+    DistrictSettingsChanged,
+    SenderNumbersAdded,
+    PersonRegistered,
+    GuardianLinked,
+    StudentTeachersSet,
+    RoleAssigned,
+    RoleRevoked,
+    ContactPreferencesSet,
+    ContactPointReset,
+    ConversationStarted,
+    MessagePosted,
+    ConversationStopped,
+    ConversationRenamed,
+    ConversationMuted,
+    ConversationUnmuted,
+    ConversationArchived,
+    ConversationUnarchived,
+    MessagesRead,
+    DeliveryQueued,
+    DeliverySent,
+    DeliveryDelivered,
+    DeliveryFailed,
+);
+
+impl Event {
+    /// The shape version of the stored data; every event is at version 1 today. A new
+    /// shape bumps this for its event and adds an upcaster at the storage edge.
+    pub fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Event::SchoolRegistered(e) => e.at,
+            Event::RoleDefined(e) => e.at,
+            Event::DistrictSettingsChanged(e) => e.at,
+            Event::SenderNumbersAdded(e) => e.at,
+            Event::PersonRegistered(e) => e.at,
+            Event::GuardianLinked(e) => e.at,
+            Event::StudentTeachersSet(e) => e.at,
+            Event::RoleAssigned(e) => e.at,
+            Event::RoleRevoked(e) => e.at,
+            Event::ContactPreferencesSet(e) => e.at,
+            Event::ContactPointReset(e) => e.at,
+            Event::ConversationStarted(e) => e.at,
+            Event::MessagePosted(e) => e.at,
+            Event::ConversationStopped(e) => e.at,
+            Event::ConversationRenamed(e) => e.at,
+            Event::ConversationMuted(e) => e.at,
+            Event::ConversationUnmuted(e) => e.at,
+            Event::ConversationArchived(e) => e.at,
+            Event::ConversationUnarchived(e) => e.at,
+            Event::MessagesRead(e) => e.at,
+            Event::DeliveryQueued(e) => e.at,
+            Event::DeliverySent(e) => e.at,
+            Event::DeliveryDelivered(e) => e.at,
+            Event::DeliveryFailed(e) => e.at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_are_unique_snake_case() {
+        let mut names = Event::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 24);
+        for name in names {
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Identifiers and contact addresses: newtypes with private fields, so a value that
+//! exists has already passed its invariant.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why an identifier or an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The value was empty.
+    #[error("{what} is empty")]
+    Empty {
+        /// Which kind of value.
+        what: &'static str,
+    },
+    /// The value was longer than allowed.
+    #[error("{what} is {got} characters long, at most {max} allowed")]
+    TooLong {
+        /// Which kind of value.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+        /// The length received.
+        got: usize,
+    },
+    /// The value held a character outside its alphabet.
+    #[error("{what} may not contain {ch:?}")]
+    InvalidChar {
+        /// Which kind of value.
+        what: &'static str,
+        /// The first offending character.
+        ch: char,
+    },
+    /// Not an E.164 phone number.
+    #[error("{value:?} is not a phone number in E.164 form (+ and 8 to 15 digits)")]
+    InvalidPhone {
+        /// The value received.
+        value: String,
+    },
+    /// Not an email address.
+    #[error("{value:?} is not an email address")]
+    InvalidEmail {
+        /// The value received.
+        value: String,
+    },
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// Wraps a UUID chosen by the caller (or derived deterministically).
+            pub const fn new(id: Uuid) -> Self {
+                Self(id)
+            }
+
+            /// The UUID inside, for storage and stream names.
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A staff member, student or guardian, the same across every school of a district.
+    PersonId
+);
+uuid_id!(
+    /// A school of the district, chosen by the caller that registers it.
+    SchoolId
+);
+uuid_id!(
+    /// A conversation; personal ones get a deterministic id ([`personal_conversation_id`]).
+    ConversationId
+);
+uuid_id!(
+    /// A message; chosen by the caller or derived from the command id, so retries converge.
+    MessageId
+);
+uuid_id!(
+    /// One message to one recipient on one channel ([`delivery_id_for`]).
+    DeliveryId
+);
+
+/// The namespaces of the deterministic (UUID v5) ids, one per purpose so that two kinds
+/// of derived ids can never collide.
+pub mod namespace {
+    use uuid::Uuid;
+
+    /// Personal conversations: v5 over the sender's then the recipient's UUID bytes.
+    pub const PERSONAL_CONVERSATION: Uuid =
+        Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a001);
+    /// Messages without a caller-chosen id: v5 over the command id's bytes.
+    pub const MESSAGE: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a002);
+    /// Deliveries: v5 over the message id's then the recipient's UUID bytes.
+    pub const DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a003);
+}
+
+fn v5_pair(namespace: &Uuid, a: Uuid, b: Uuid) -> Uuid {
+    let mut name = [0u8; 32];
+    name[..16].copy_from_slice(a.as_bytes());
+    name[16..].copy_from_slice(b.as_bytes());
+    Uuid::new_v5(namespace, &name)
+}
+
+/// The one personal conversation of `sender` with `recipient`, so a second
+/// `SendPersonalMessage` continues it instead of starting another.
+pub fn personal_conversation_id(sender: PersonId, recipient: PersonId) -> ConversationId {
+    ConversationId(v5_pair(
+        &namespace::PERSONAL_CONVERSATION,
+        sender.0,
+        recipient.0,
+    ))
+}
+
+/// The message id of a command that did not choose one, so a retried command (same
+/// command id) names the same message.
+pub fn message_id_for_command(command_id: Uuid) -> MessageId {
+    MessageId(Uuid::new_v5(&namespace::MESSAGE, command_id.as_bytes()))
+}
+
+/// The delivery of `message` to `recipient`, so replays and retries of the process
+/// manager converge on one delivery.
+pub fn delivery_id_for(message: MessageId, recipient: PersonId) -> DeliveryId {
+    DeliveryId(v5_pair(&namespace::DELIVERY, message.0, recipient.0))
+}
+
+fn check_chars(
+    what: &'static str,
+    value: &str,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    let len = value.chars().count();
+    if len > 64 {
+        return Err(IdError::TooLong {
+            what,
+            max: 64,
+            got: len,
+        });
+    }
+    match value.chars().find(|c| !allowed(*c)) {
+        Some(ch) => Err(IdError::InvalidChar { what, ch }),
+        None => Ok(()),
+    }
+}
+
+macro_rules! string_value {
+    ($name:ident) => {
+        impl $name {
+            /// The value as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+    };
+}
+
+/// The tenant: every stream name and token carries it, so districts never mix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DistrictId(String);
+
+impl DistrictId {
+    /// Accepts 1 to 64 characters of `[A-Za-z0-9_-]`, safe inside stream names.
+    ///
+    /// # Errors
+    /// [`IdError`] when empty, too long or holding another character.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        check_chars("district id", value, |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
+        Ok(Self(value.to_owned()))
+    }
+}
+string_value!(DistrictId);
+
+/// A role, built-in (`school_admin`, …) or defined by the district.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(try_from = "String", into = "String")]
+pub struct RoleId(String);
+
+impl RoleId {
+    /// Accepts 1 to 64 characters of `[a-z0-9_-]`, so ids read the same in CSV files and URLs.
+    ///
+    /// # Errors
+    /// [`IdError`] when empty, too long or holding another character.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        check_chars("role id", value, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+        })?;
+        Ok(Self(value.to_owned()))
+    }
+}
+string_value!(RoleId);
+
+/// A phone number in E.164 form (`+` then 8 to 15 digits), the only form SMS providers
+/// and inbound routing compare reliably.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Normalises `value` (drops spaces, dashes, dots and parentheses) and checks E.164.
+    ///
+    /// # Errors
+    /// [`IdError::InvalidPhone`] when the result is not `+` and 8 to 15 digits.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let compact: String = value
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+            .collect();
+        let invalid = || IdError::InvalidPhone {
+            value: value.to_owned(),
+        };
+        let digits = compact.strip_prefix('+').ok_or_else(invalid)?;
+        if !(8..=15).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        Ok(Self(compact))
+    }
+}
+string_value!(PhoneNumber);
+
+/// An email address, checked only as far as needed to catch typos; the mail server has
+/// the final word (a bounce marks the contact point failing).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    /// Accepts `local@domain.tld`: one `@`, a non-empty local part, a domain holding a
+    /// dot (not at either end), no whitespace, at most 254 characters. Surrounding
+    /// whitespace is trimmed.
+    ///
+    /// # Errors
+    /// [`IdError::InvalidEmail`] otherwise.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let trimmed = value.trim();
+        let invalid = || IdError::InvalidEmail {
+            value: value.to_owned(),
+        };
+        if trimmed.chars().count() > 254 || trimmed.chars().any(char::is_whitespace) {
+            return Err(invalid());
+        }
+        let (local, domain) = trimmed.split_once('@').ok_or_else(invalid)?;
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@');
+        if local.is_empty() || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// Whether two addresses reach the same mailbox as far as Homeroom can tell
+    /// (case-insensitive).
+    pub fn same_as(&self, other: &EmailAddress) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+string_value!(EmailAddress);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn district_ids_are_short_and_safe_in_stream_names() {
+        assert!(DistrictId::parse("north-valley_1").is_ok());
+        assert_eq!(
+            DistrictId::parse(""),
+            Err(IdError::Empty {
+                what: "district id"
+            })
+        );
+        assert!(matches!(
+            DistrictId::parse("a:b"),
+            Err(IdError::InvalidChar { ch: ':', .. })
+        ));
+        assert!(matches!(
+            DistrictId::parse(&"x".repeat(65)),
+            Err(IdError::TooLong { got: 65, .. })
+        ));
+    }
+
+    #[test]
+    fn role_ids_are_lowercase() {
+        assert!(RoleId::parse("school_admin").is_ok());
+        assert!(RoleId::parse("School").is_err());
+    }
+
+    #[test]
+    fn phone_numbers_are_normalised_to_e164() {
+        let phone = PhoneNumber::parse("+1 (555) 010-2030").unwrap();
+        assert_eq!(phone.as_str(), "+15550102030");
+        assert!(PhoneNumber::parse("5550102030").is_err());
+        assert!(PhoneNumber::parse("+1234567").is_err());
+        assert!(PhoneNumber::parse("+1234567890123456").is_err());
+        assert!(PhoneNumber::parse("+1555abc2030").is_err());
+    }
+
+    #[test]
+    fn email_addresses_need_a_local_part_and_a_dotted_domain() {
+        assert!(EmailAddress::parse("pat@example.org").is_ok());
+        assert!(EmailAddress::parse("pat@example").is_err());
+        assert!(EmailAddress::parse("@example.org").is_err());
+        assert!(EmailAddress::parse("pat@@example.org").is_err());
+        assert!(EmailAddress::parse("p at@example.org").is_err());
+        assert!(EmailAddress::parse(&format!("{}@example.org", "a".repeat(250))).is_err());
+        let a = EmailAddress::parse("Pat@Example.org").unwrap();
+        assert!(a.same_as(&EmailAddress::parse("pat@example.org").unwrap()));
+    }
+
+    #[test]
+    fn derived_ids_are_deterministic_and_ordered() {
+        let a = PersonId::new(Uuid::from_u128(1));
+        let b = PersonId::new(Uuid::from_u128(2));
+        assert_eq!(
+            personal_conversation_id(a, b),
+            personal_conversation_id(a, b)
+        );
+        assert_ne!(
+            personal_conversation_id(a, b),
+            personal_conversation_id(b, a)
+        );
+        let m = message_id_for_command(Uuid::from_u128(9));
+        assert_eq!(m, message_id_for_command(Uuid::from_u128(9)));
+        assert_ne!(delivery_id_for(m, a), delivery_id_for(m, b));
+    }
+}

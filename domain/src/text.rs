@@ -1,0 +1,258 @@
+//! Message text: bodies, subjects, titles, and the content guard that refuses sensitive
+//! data before anything is recorded or sent.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::validation::{required_text, ValidationError};
+
+/// The longest body accepted, in characters.
+pub const MAX_BODY_CHARS: usize = 5000;
+/// The longest subject or conversation title accepted, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The longest blocked pattern accepted, in characters.
+pub const MAX_PATTERN_CHARS: usize = 100;
+
+/// A message body as sent (merge fields not yet rendered): trimmed, non-empty, at most
+/// [`MAX_BODY_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBody(String);
+
+impl MessageBody {
+    /// Trims `value` and checks its length.
+    ///
+    /// # Errors
+    /// [`ValidationError::Empty`] or [`ValidationError::TooLong`] (field `body`).
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        required_text("body", value, MAX_BODY_CHARS).map(Self)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An optional subject: blank means none; otherwise trimmed and at most
+/// [`MAX_TITLE_CHARS`] characters.
+///
+/// # Errors
+/// [`ValidationError::TooLong`] (field `subject`).
+pub fn subject(value: Option<&str>) -> Result<Option<String>, ValidationError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => required_text("subject", text, MAX_TITLE_CHARS).map(Some),
+    }
+}
+
+/// A conversation title: trimmed, 1 to [`MAX_TITLE_CHARS`] characters.
+///
+/// # Errors
+/// [`ValidationError::Empty`] or [`ValidationError::TooLong`] (field `title`).
+pub fn title(value: &str) -> Result<String, ValidationError> {
+    required_text("title", value, MAX_TITLE_CHARS)
+}
+
+/// A content-guard pattern in a deliberately tiny syntax, so district admins can write
+/// one without learning regular expressions:
+///
+/// - `#` matches one digit (`0`–`9`);
+/// - `@` matches one letter;
+/// - any other character matches itself, ignoring case.
+///
+/// A match must not be part of a longer run: when the pattern starts (ends) with `#`,
+/// the character before (after) the match may not be a digit, and likewise letters for
+/// `@`. So `###-##-####` finds `123-45-6789` in "SSN 123-45-6789." but not inside
+/// "9123-45-67890".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlockedPattern(String);
+
+#[derive(Clone, Copy)]
+enum Token {
+    Digit,
+    Letter,
+    Literal(char),
+}
+
+impl Token {
+    fn of(c: char) -> Token {
+        match c {
+            '#' => Token::Digit,
+            '@' => Token::Letter,
+            other => Token::Literal(other),
+        }
+    }
+
+    fn matches(self, c: char) -> bool {
+        match self {
+            Token::Digit => c.is_ascii_digit(),
+            Token::Letter => c.is_alphabetic(),
+            Token::Literal(l) => l == c || l.to_lowercase().eq(c.to_lowercase()),
+        }
+    }
+
+    /// Whether a neighbour `c` would extend the run this edge token matched.
+    fn extended_by(self, c: char) -> bool {
+        match self {
+            Token::Digit | Token::Letter => self.matches(c),
+            Token::Literal(_) => false,
+        }
+    }
+}
+
+impl BlockedPattern {
+    /// Checks a pattern: trimmed, non-empty, at most [`MAX_PATTERN_CHARS`] characters,
+    /// no control characters.
+    ///
+    /// # Errors
+    /// [`ValidationError::InvalidPattern`].
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let pattern = value.trim();
+        let invalid = |reason| ValidationError::InvalidPattern {
+            pattern: value.to_owned(),
+            reason,
+        };
+        if pattern.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if pattern.chars().count() > MAX_PATTERN_CHARS {
+            return Err(invalid("it is longer than 100 characters"));
+        }
+        if pattern.chars().any(char::is_control) {
+            return Err(invalid("it holds a control character"));
+        }
+        Ok(Self(pattern.to_owned()))
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `text` holds a match (see the type's documentation).
+    pub fn is_found_in(&self, text: &str) -> bool {
+        let tokens: Vec<Token> = self.0.chars().map(Token::of).collect();
+        let chars: Vec<char> = text.chars().collect();
+        let (Some(first), Some(last)) = (tokens.first().copied(), tokens.last().copied()) else {
+            return false;
+        };
+        if chars.len() < tokens.len() {
+            return false;
+        }
+        (0..=chars.len() - tokens.len()).any(|start| {
+            let end = start + tokens.len();
+            tokens
+                .iter()
+                .zip(&chars[start..end])
+                .all(|(t, c)| t.matches(*c))
+                && !(start > 0 && first.extended_by(chars[start - 1]))
+                && !(end < chars.len() && last.extended_by(chars[end]))
+        })
+    }
+}
+
+impl TryFrom<String> for BlockedPattern {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, ValidationError> {
+        Self::parse(&value)
+    }
+}
+
+impl From<BlockedPattern> for String {
+    fn from(pattern: BlockedPattern) -> String {
+        pattern.0
+    }
+}
+
+impl fmt::Display for BlockedPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The first pattern found in any of `texts`, if one is: the content guard.
+pub fn first_blocked<'p>(
+    patterns: &'p [BlockedPattern],
+    texts: &[&str],
+) -> Option<&'p BlockedPattern> {
+    patterns
+        .iter()
+        .find(|p| texts.iter().any(|text| p.is_found_in(text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> BlockedPattern {
+        BlockedPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn bodies_are_trimmed_non_empty_and_at_most_5000_characters() {
+        assert_eq!(MessageBody::parse("  hi  ").unwrap().as_str(), "hi");
+        assert_eq!(
+            MessageBody::parse(" \n "),
+            Err(ValidationError::Empty { field: "body" })
+        );
+        assert!(MessageBody::parse(&"é".repeat(5000)).is_ok());
+        assert_eq!(
+            MessageBody::parse(&"x".repeat(5001)),
+            Err(ValidationError::TooLong {
+                field: "body",
+                max: 5000,
+                got: 5001
+            })
+        );
+    }
+
+    #[test]
+    fn a_blank_subject_is_no_subject_and_long_ones_are_refused() {
+        assert_eq!(subject(Some("  ")), Ok(None));
+        assert_eq!(subject(None), Ok(None));
+        assert_eq!(subject(Some(" Trip ")), Ok(Some("Trip".to_owned())));
+        assert!(subject(Some(&"x".repeat(201))).is_err());
+    }
+
+    #[test]
+    fn hash_matches_a_digit_and_at_matches_a_letter() {
+        let ssn = p("###-##-####");
+        assert!(ssn.is_found_in("My SSN is 123-45-6789."));
+        assert!(!ssn.is_found_in("My SSN is 123-45-678."));
+        assert!(!ssn.is_found_in("id 9123-45-67890"));
+        let code = p("@@##");
+        assert!(code.is_found_in("room AB12 please"));
+        assert!(!code.is_found_in("room XAB12 please"));
+    }
+
+    #[test]
+    fn literals_match_ignoring_case() {
+        assert!(p("Password").is_found_in("my PASSWORD is"));
+        assert!(p("ÉCOLE").is_found_in("l'école"));
+    }
+
+    #[test]
+    fn invalid_patterns_are_refused() {
+        assert!(BlockedPattern::parse("  ").is_err());
+        assert!(BlockedPattern::parse(&"#".repeat(101)).is_err());
+        assert!(BlockedPattern::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn the_guard_reports_the_first_pattern_found() {
+        let patterns = vec![p("secret"), p("###-##-####")];
+        assert_eq!(
+            first_blocked(&patterns, &["hi", "ssn 111-22-3333"]).map(BlockedPattern::as_str),
+            Some("###-##-####")
+        );
+        assert_eq!(first_blocked(&patterns, &["hello"]), None);
+    }
+}

@@ -1,0 +1,362 @@
+//! The conversations read model: every conversation with its participants and
+//! messages in order, and each person's view of it (mute, archive, read position).
+//!
+//! Inboxes, threads, oversight, student records and exports are all queries over these
+//! three tables (plus names from the directory and statuses from the deliveries):
+//!
+//! - `conversations`: one row per conversation, with its last message denormalised so
+//!   an inbox page is one indexed scan;
+//! - `conversation_people`: one row per (conversation, person) for participants
+//!   (`participant`, `ordinal`) and for anyone else who muted, archived or read it (a
+//!   school-inbox holder), with `read_seq`, the order number of the last message read;
+//! - `messages`: every message with its order number `seq` in the conversation and its
+//!   log position (the paging key of a student's record).
+
+use super::names;
+use crate::error::ProjectionError;
+use crate::projector::{render_for, Generation, PerGeneration, Projector};
+use crate::sqlite::{position_columns, ts, Tx};
+use async_trait::async_trait;
+use homeroom_domain::events::MessagePosted;
+use homeroom_domain::Event;
+use homeroom_eventstore::RecordedEvent;
+
+/// The projector's name.
+pub const NAME: &str = "conversations";
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS conversations{conversations} (
+        district TEXT NOT NULL,
+        conversation_id {uuid} NOT NULL,
+        school_id {uuid} NOT NULL,
+        kind TEXT NOT NULL,
+        title TEXT,
+        started_by {uuid} NOT NULL,
+        started_at {ts} NOT NULL,
+        stopped BOOLEAN NOT NULL,
+        message_count BIGINT NOT NULL,
+        last_message_id {uuid},
+        last_author_id {uuid},
+        last_body TEXT,
+        last_sent_at {ts},
+        last_commit BIGINT NOT NULL,
+        last_sequence BIGINT NOT NULL,
+        PRIMARY KEY (district, conversation_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS conversations{conversations}_recent
+        ON conversations{conversations} (district, last_commit, last_sequence)",
+    "CREATE INDEX IF NOT EXISTS conversations{conversations}_school
+        ON conversations{conversations} (district, school_id, kind, last_commit, last_sequence)",
+    "CREATE TABLE IF NOT EXISTS conversation_people{conversations} (
+        district TEXT NOT NULL,
+        conversation_id {uuid} NOT NULL,
+        person_id {uuid} NOT NULL,
+        participant BOOLEAN NOT NULL,
+        ordinal BIGINT,
+        muted BOOLEAN NOT NULL,
+        archived BOOLEAN NOT NULL,
+        read_seq BIGINT NOT NULL,
+        PRIMARY KEY (district, conversation_id, person_id)
+    ) {compact}",
+    "CREATE INDEX IF NOT EXISTS conversation_people{conversations}_person
+        ON conversation_people{conversations} (district, person_id, participant)",
+    "CREATE TABLE IF NOT EXISTS messages{conversations} (
+        district TEXT NOT NULL,
+        message_id {uuid} NOT NULL,
+        conversation_id {uuid} NOT NULL,
+        seq BIGINT NOT NULL,
+        author_id {uuid} NOT NULL,
+        sent_as TEXT NOT NULL,
+        body TEXT NOT NULL,
+        subject TEXT,
+        sent_at {ts} NOT NULL,
+        pos_commit BIGINT NOT NULL,
+        pos_sequence BIGINT NOT NULL,
+        PRIMARY KEY (district, message_id)
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS messages{conversations}_order
+        ON messages{conversations} (district, conversation_id, seq)",
+];
+
+struct Sql {
+    start: String,
+    participant: String,
+    insert_message: String,
+    last_message: String,
+    message_known: String,
+    stop: String,
+    rename: String,
+    mute: String,
+    archive: String,
+    read: String,
+}
+
+impl Sql {
+    fn new(g: Generation) -> Self {
+        let r = |t: &str| render_for(t, NAME, g);
+        Self {
+            start: r("INSERT INTO conversations{conversations}
+                    (district, conversation_id, school_id, kind, title, started_by, started_at,
+                     stopped, message_count, last_commit, last_sequence)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, 0, $8, $9)
+                ON CONFLICT (district, conversation_id) DO NOTHING"),
+            participant: r("INSERT INTO conversation_people{conversations} AS p
+                    (district, conversation_id, person_id, participant, ordinal, muted, archived,
+                     read_seq)
+                VALUES ($1, $2, $3, TRUE, $4, FALSE, FALSE, 0)
+                ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
+                    participant = TRUE, ordinal = excluded.ordinal"),
+            // The order number comes from the conversation's row; a message already
+            // stored inserts nothing, and then the conversation is left alone.
+            insert_message: r("INSERT INTO messages{conversations}
+                    (district, message_id, conversation_id, seq, author_id, sent_as, body,
+                     subject, sent_at, pos_commit, pos_sequence)
+                SELECT $1, $2, $3, c.message_count + 1, $4, $5, $6, $7, $8, $9, $10
+                FROM conversations{conversations} c
+                WHERE c.district = $1 AND c.conversation_id = $3
+                ON CONFLICT (district, message_id) DO NOTHING"),
+            last_message: r("UPDATE conversations{conversations} SET
+                    message_count = message_count + 1,
+                    last_message_id = $3, last_author_id = $4, last_body = $5,
+                    last_sent_at = $6, last_commit = $7, last_sequence = $8
+                WHERE district = $1 AND conversation_id = $2"),
+            message_known: r("SELECT COUNT(*) FROM messages{conversations}
+                WHERE district = $1 AND message_id = $2"),
+            stop: r("UPDATE conversations{conversations} SET stopped = TRUE
+                WHERE district = $1 AND conversation_id = $2"),
+            rename: r("UPDATE conversations{conversations} SET title = $3
+                WHERE district = $1 AND conversation_id = $2"),
+            mute: r("INSERT INTO conversation_people{conversations} AS p
+                    (district, conversation_id, person_id, participant, muted, archived, read_seq)
+                VALUES ($1, $2, $3, FALSE, $4, FALSE, 0)
+                ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
+                    muted = excluded.muted"),
+            archive: r("INSERT INTO conversation_people{conversations} AS p
+                    (district, conversation_id, person_id, participant, muted, archived, read_seq)
+                VALUES ($1, $2, $3, FALSE, FALSE, $4, 0)
+                ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
+                    archived = excluded.archived"),
+            // Read positions only move forward.
+            read: r("INSERT INTO conversation_people{conversations} AS p
+                    (district, conversation_id, person_id, participant, muted, archived, read_seq)
+                SELECT $1, $2, $3, FALSE, FALSE, FALSE, m.seq
+                FROM messages{conversations} m
+                WHERE m.district = $1 AND m.message_id = $4 AND m.conversation_id = $2
+                ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
+                    read_seq = CASE WHEN excluded.read_seq > p.read_seq
+                                    THEN excluded.read_seq ELSE p.read_seq END"),
+        }
+    }
+}
+
+/// Builds `conversations`, `conversation_people` and `messages` from the conversation
+/// streams' events.
+#[derive(Default)]
+pub struct Conversations {
+    sql: PerGeneration<Sql>,
+}
+
+impl Conversations {
+    async fn posted(
+        &self,
+        tx: &mut Tx<'_>,
+        sql: &Sql,
+        recorded: &RecordedEvent,
+        e: &MessagePosted,
+    ) -> Result<(), ProjectionError> {
+        let district = recorded.metadata.district.as_str();
+        let (commit, sequence) = position_columns(recorded.position)?;
+        let sent_at = ts(&e.at);
+        let inserted = sqlx::query(&sql.insert_message)
+            .bind(district)
+            .bind(e.message_id.as_uuid())
+            .bind(e.conversation_id.as_uuid())
+            .bind(e.author_id.as_uuid())
+            .bind(names::sent_as(e.sent_as))
+            .bind(&e.body)
+            .bind(&e.subject)
+            .bind(&sent_at)
+            .bind(commit)
+            .bind(sequence)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            let known: i64 = sqlx::query_scalar(&sql.message_known)
+                .bind(district)
+                .bind(e.message_id.as_uuid())
+                .fetch_one(&mut **tx)
+                .await?;
+            return if known > 0 {
+                Ok(())
+            } else {
+                Err(ProjectionError::Inconsistent {
+                    projector: NAME,
+                    event_type: recorded.event_type.clone(),
+                    position: recorded.position,
+                    reason: "a message for a conversation that never started",
+                })
+            };
+        }
+        sqlx::query(&sql.last_message)
+            .bind(district)
+            .bind(e.conversation_id.as_uuid())
+            .bind(e.message_id.as_uuid())
+            .bind(e.author_id.as_uuid())
+            .bind(&e.body)
+            .bind(&sent_at)
+            .bind(commit)
+            .bind(sequence)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Projector for Conversations {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["conversations", "conversation_people", "messages"]
+    }
+
+    fn schema(&self, generation: Generation) -> Vec<String> {
+        SCHEMA
+            .iter()
+            .map(|t| render_for(t, NAME, generation))
+            .collect()
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), ProjectionError> {
+        let sql = self.sql.get(generation, Sql::new);
+        let district = recorded.metadata.district.as_str();
+        match event {
+            Event::ConversationStarted(e) => {
+                let (commit, sequence) = position_columns(recorded.position)?;
+                sqlx::query(&sql.start)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .bind(e.school_id.as_uuid())
+                    .bind(names::conversation_kind(e.kind))
+                    .bind(&e.title)
+                    .bind(e.started_by.as_uuid())
+                    .bind(ts(&e.at))
+                    .bind(commit)
+                    .bind(sequence)
+                    .execute(&mut **tx)
+                    .await?;
+                for (ordinal, person) in e.participant_ids.iter().enumerate() {
+                    sqlx::query(&sql.participant)
+                        .bind(district)
+                        .bind(e.conversation_id.as_uuid())
+                        .bind(person.as_uuid())
+                        .bind(i64::try_from(ordinal).map_err(|_| ProjectionError::OutOfRange)?)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            Event::MessagePosted(e) => self.posted(tx, &sql, recorded, e).await?,
+            Event::ConversationStopped(e) => {
+                sqlx::query(&sql.stop)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Event::ConversationRenamed(e) => {
+                sqlx::query(&sql.rename)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .bind(&e.title)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Event::ConversationMuted(e) => {
+                toggle(
+                    tx,
+                    &sql.mute,
+                    district,
+                    e.conversation_id,
+                    e.person_id,
+                    true,
+                )
+                .await?
+            }
+            Event::ConversationUnmuted(e) => {
+                toggle(
+                    tx,
+                    &sql.mute,
+                    district,
+                    e.conversation_id,
+                    e.person_id,
+                    false,
+                )
+                .await?
+            }
+            Event::ConversationArchived(e) => {
+                toggle(
+                    tx,
+                    &sql.archive,
+                    district,
+                    e.conversation_id,
+                    e.person_id,
+                    true,
+                )
+                .await?
+            }
+            Event::ConversationUnarchived(e) => {
+                toggle(
+                    tx,
+                    &sql.archive,
+                    district,
+                    e.conversation_id,
+                    e.person_id,
+                    false,
+                )
+                .await?
+            }
+            Event::MessagesRead(e) => {
+                sqlx::query(&sql.read)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .bind(e.person_id.as_uuid())
+                    .bind(e.up_to_message_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn toggle(
+    tx: &mut Tx<'_>,
+    sql: &str,
+    district: &str,
+    conversation: homeroom_domain::ConversationId,
+    person: homeroom_domain::PersonId,
+    on: bool,
+) -> Result<(), ProjectionError> {
+    sqlx::query(sql)
+        .bind(district)
+        .bind(conversation.as_uuid())
+        .bind(person.as_uuid())
+        .bind(on)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

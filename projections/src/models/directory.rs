@@ -1,0 +1,129 @@
+//! The directory read model: who people are (name, kind, language) and which guardians
+//! speak for which student. Queries join it for names and for a student's record.
+
+use super::names;
+use crate::error::ProjectionError;
+use crate::projector::{render_for, Generation, PerGeneration, Projector};
+use crate::sqlite::{ts, Tx};
+use async_trait::async_trait;
+use homeroom_domain::Event;
+use homeroom_eventstore::RecordedEvent;
+
+/// The projector's name.
+pub const NAME: &str = "directory";
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS people{directory} (
+        district TEXT NOT NULL,
+        person_id {uuid} NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        language TEXT NOT NULL,
+        registered_at {ts} NOT NULL,
+        PRIMARY KEY (district, person_id)
+    ) {compact}",
+    "CREATE TABLE IF NOT EXISTS guardian_links{directory} (
+        district TEXT NOT NULL,
+        student_id {uuid} NOT NULL,
+        guardian_id {uuid} NOT NULL,
+        linked_at {ts} NOT NULL,
+        PRIMARY KEY (district, student_id, guardian_id)
+    ) {compact}",
+];
+
+struct Sql {
+    register: String,
+    language: String,
+    link: String,
+}
+
+impl Sql {
+    fn new(g: Generation) -> Self {
+        let r = |t: &str| render_for(t, NAME, g);
+        Self {
+            register: r("INSERT INTO people{directory}
+                    (district, person_id, kind, name, language, registered_at)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (district, person_id) DO UPDATE SET
+                    kind = excluded.kind, name = excluded.name, language = excluded.language"),
+            language: r("UPDATE people{directory} SET language = $3
+                WHERE district = $1 AND person_id = $2"),
+            link: r("INSERT INTO guardian_links{directory}
+                    (district, student_id, guardian_id, linked_at)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (district, student_id, guardian_id) DO NOTHING"),
+        }
+    }
+}
+
+/// Builds `people` and `guardian_links` from `PersonRegistered`,
+/// `ContactPreferencesSet` and `GuardianLinked`.
+#[derive(Default)]
+pub struct Directory {
+    sql: PerGeneration<Sql>,
+}
+
+#[async_trait]
+impl Projector for Directory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["people", "guardian_links"]
+    }
+
+    fn schema(&self, generation: Generation) -> Vec<String> {
+        SCHEMA
+            .iter()
+            .map(|t| render_for(t, NAME, generation))
+            .collect()
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), ProjectionError> {
+        let sql = self.sql.get(generation, Sql::new);
+        let district = recorded.metadata.district.as_str();
+        match event {
+            Event::PersonRegistered(e) => {
+                sqlx::query(&sql.register)
+                    .bind(district)
+                    .bind(e.person_id.as_uuid())
+                    .bind(names::person_kind(e.kind))
+                    .bind(&e.name)
+                    .bind(&e.language)
+                    .bind(ts(&e.at))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Event::ContactPreferencesSet(e) => {
+                sqlx::query(&sql.language)
+                    .bind(district)
+                    .bind(e.person_id.as_uuid())
+                    .bind(&e.language)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Event::GuardianLinked(e) => {
+                sqlx::query(&sql.link)
+                    .bind(district)
+                    .bind(e.student_id.as_uuid())
+                    .bind(e.guardian_id.as_uuid())
+                    .bind(ts(&e.at))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

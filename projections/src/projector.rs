@@ -1,0 +1,142 @@
+//! The projector contract: a pure fold over the log, written as idempotent SQL into one
+//! generation of its own tables.
+
+use crate::error::ProjectionError;
+use crate::sqlite::{render, Tx};
+use async_trait::async_trait;
+use homeroom_domain::Event;
+use homeroom_eventstore::RecordedEvent;
+use std::sync::{Arc, Mutex};
+
+/// One build of a projector's tables. Generation `n` of table `messages` is
+/// `messages_g{n}`: a rebuild fills a new generation while the old one keeps answering
+/// queries, then the runtime switches which generation is served in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u64);
+
+impl Generation {
+    /// The generation numbered `n` (the first build of a projector is 1).
+    pub const fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// Its number, as stored in `projection_generations`.
+    pub fn number(self) -> u64 {
+        self.0
+    }
+
+    /// What its tables' names end with (`_g3`).
+    pub fn suffix(self) -> String {
+        format!("_g{}", self.0)
+    }
+}
+
+/// A recorded event with its decoded domain event: decoded once per batch and shared
+/// by every projector.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The event as stored (position, metadata, hash).
+    pub recorded: RecordedEvent,
+    /// What it says.
+    pub event: Event,
+}
+
+/// A read model's builder.
+///
+/// A projector owns a few tables (named in [`Projector::tables`], created per
+/// generation by [`Projector::schema`]) and folds events into them. The runtime calls
+/// [`Projector::apply_batch`] inside a transaction that also moves the projector's
+/// checkpoint, so a batch is applied exactly once or not at all. Writes should still be
+/// idempotent upserts, so that a projector is easy to reason about and to test.
+///
+/// Bump [`Projector::version`] whenever the fold or the tables change: on start the
+/// runtime rebuilds every projector whose serving generation was built by another
+/// version, blue/green, while the old generation keeps answering queries.
+#[async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// Unique, stable name: it keys checkpoints and generations, and queries refer to
+    /// table suffixes by it (`messages{conversations}`).
+    fn name(&self) -> &'static str;
+
+    /// The version of the fold and of the tables.
+    fn version(&self) -> u32;
+
+    /// Base names of the tables it owns, so a retired generation can be dropped.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// The statements creating one generation of its tables and indexes.
+    fn schema(&self, generation: Generation) -> Vec<String>;
+
+    /// Folds one event into `generation` of its tables. Events it does not care about
+    /// are `Ok(())`.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when the database fails or the event does not fit what the
+    /// tables hold; the runtime rolls the batch back, retries, and eventually parks the
+    /// projector at this event. Never `unwrap()` here.
+    async fn apply(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), ProjectionError>;
+
+    /// Folds a run of consecutive events. The default applies them one by one;
+    /// projectors that can write many rows per statement override it.
+    ///
+    /// # Errors
+    /// As [`Projector::apply`].
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        for envelope in events {
+            self.apply(tx, generation, &envelope.recorded, &envelope.event)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A projector's SQL statements rendered for one generation, kept so the apply path
+/// formats no strings per event (and SQLite reuses its prepared statements, which are
+/// cached by text). Holds the last few generations: during a rebuild two are written.
+#[derive(Debug)]
+pub struct PerGeneration<T> {
+    slots: Mutex<Vec<(Generation, Arc<T>)>>,
+}
+
+impl<T> Default for PerGeneration<T> {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> PerGeneration<T> {
+    const KEEP: usize = 4;
+
+    /// The value for `generation`, made by `make` the first time.
+    pub fn get(&self, generation: Generation, make: impl FnOnce(Generation) -> T) -> Arc<T> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, value)) = slots.iter().find(|(g, _)| *g == generation) {
+            return value.clone();
+        }
+        let value = Arc::new(make(generation));
+        if slots.len() >= Self::KEEP {
+            slots.remove(0);
+        }
+        slots.push((generation, value.clone()));
+        value
+    }
+}
+
+/// Renders a projector's own SQL template for `generation`: `{name}` (the projector's
+/// name) becomes the generation's table suffix, engine spellings are filled in.
+pub fn render_for(template: &str, name: &str, generation: Generation) -> String {
+    render(template, |n| (n == name).then_some(generation))
+}

@@ -1,0 +1,166 @@
+//! Inboxes: a person's own tab, and a school's shared inbox.
+
+use super::{
+    conversation_cursor, conversation_kind, count, last_message, uuid, Cursor, Inbox,
+    InboxConversation, PageRequest, ReadModels, Snapshot,
+};
+use crate::error::QueryError;
+use crate::models::{conversations, deliveries, directory};
+use homeroom_domain::{DistrictId, PersonId, SchoolId};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row};
+
+const COLUMNS: &str = "c.conversation_id, c.title, c.kind, c.school_id, c.stopped,
+    c.last_message_id, c.last_author_id, c.last_sent_at, c.last_commit, c.last_sequence";
+
+fn item(row: &SqliteRow) -> Result<InboxConversation, QueryError> {
+    Ok(InboxConversation {
+        conversation_id: uuid(row, "conversation_id")?.into(),
+        title: row.try_get("title")?,
+        kind: conversation_kind(row, "kind")?,
+        school_id: uuid(row, "school_id")?.into(),
+        last_message: last_message(row, "body")?,
+        unread_count: count(row, "unread")?,
+        muted: row.try_get("muted")?,
+        archived: row.try_get("archived")?,
+        stopped: row.try_get("stopped")?,
+    })
+}
+
+/// Turns `size + 1` fetched rows into a page and its `next` cursor.
+fn page(rows: Vec<SqliteRow>, size: i64) -> Result<Inbox, QueryError> {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let more = rows.len() > size;
+    let rows = &rows[..rows.len().min(size)];
+    let next = match (more, rows.last()) {
+        (true, Some(last)) => Some(conversation_cursor(last)?.encode()),
+        _ => None,
+    };
+    Ok(Inbox {
+        conversations: rows.iter().map(item).collect::<Result<_, _>>()?,
+        next,
+    })
+}
+
+impl ReadModels {
+    /// A person's own tab: the personal and group conversations they take part in
+    /// (and, for students and guardians, the school conversations they take part in:
+    /// staff see those in the school inbox). Only conversations where `person` is a
+    /// participant are ever returned. Most recent activity first; `archived` picks the
+    /// archive tab or the main one.
+    ///
+    /// # Errors
+    /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
+    /// the database fails.
+    pub async fn inbox_personal(
+        &self,
+        district: &DistrictId,
+        person: PersonId,
+        archived: bool,
+        page_request: &PageRequest,
+    ) -> Result<Inbox, QueryError> {
+        let after = Cursor::decode(page_request.cursor.as_deref(), Cursor::TOP)?;
+        let size = page_request.size();
+        let mut s = Snapshot::open(
+            &self.db,
+            &[conversations::NAME, deliveries::NAME, directory::NAME],
+        )
+        .await?;
+        let sql = s.sql(&format!(
+            "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, p.muted, p.archived,
+                (SELECT COUNT(*) FROM messages{{conversations}} m
+                 WHERE m.district = c.district AND m.conversation_id = c.conversation_id
+                   AND m.seq > p.read_seq AND m.author_id <> p.person_id) AS unread
+             FROM conversation_people{{conversations}} p
+             JOIN conversations{{conversations}} c
+               ON c.district = p.district AND c.conversation_id = p.conversation_id
+             LEFT JOIN deliveries{{deliveries}} d
+               ON d.district = c.district AND d.message_id = c.last_message_id
+              AND d.recipient_id = p.person_id
+             LEFT JOIN people{{directory}} me
+               ON me.district = p.district AND me.person_id = p.person_id
+             WHERE p.district = $1 AND p.person_id = $2 AND p.participant = TRUE
+               AND p.archived = $3
+               AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff')
+               AND (c.last_commit, c.last_sequence, c.conversation_id) < ($4, $5, $6)
+             ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC
+             LIMIT $7"
+        ));
+        let rows = sqlx::query(&sql)
+            .bind(district.as_str())
+            .bind(person.as_uuid())
+            .bind(archived)
+            .bind(after.commit)
+            .bind(after.sequence)
+            .bind(after.id)
+            .bind(size + 1)
+            .fetch_all(&mut *s.tx)
+            .await?;
+        page(rows, size)
+    }
+
+    /// The shared inbox of `school_ids` (the schools where the viewer holds
+    /// `school_inbox`): every school conversation there, with the viewer's own mute,
+    /// archive and unread count. Most recent activity first.
+    ///
+    /// # Errors
+    /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
+    /// the database fails.
+    pub async fn inbox_school(
+        &self,
+        district: &DistrictId,
+        school_ids: &[SchoolId],
+        viewer: PersonId,
+        archived: bool,
+        page_request: &PageRequest,
+    ) -> Result<Inbox, QueryError> {
+        let after = Cursor::decode(page_request.cursor.as_deref(), Cursor::TOP)?;
+        let size = page_request.size();
+        if school_ids.is_empty() {
+            return Ok(Inbox {
+                conversations: Vec::new(),
+                next: None,
+            });
+        }
+        let mut s = Snapshot::open(&self.db, &[conversations::NAME]).await?;
+        let head = s.sql(&format!(
+            "SELECT {COLUMNS}, c.last_body AS body,
+                COALESCE(p.muted, FALSE) AS muted, COALESCE(p.archived, FALSE) AS archived,
+                (SELECT COUNT(*) FROM messages{{conversations}} m
+                 WHERE m.district = c.district AND m.conversation_id = c.conversation_id
+                   AND m.seq > COALESCE(p.read_seq, 0) AND m.author_id <> "
+        ));
+        let tables = s.sql(
+            ") AS unread
+             FROM conversations{conversations} c
+             LEFT JOIN conversation_people{conversations} p
+               ON p.district = c.district AND p.conversation_id = c.conversation_id
+              AND p.person_id = ",
+        );
+        let mut q = QueryBuilder::new(head);
+        q.push_bind(viewer.as_uuid());
+        q.push(tables);
+        q.push_bind(viewer.as_uuid());
+        q.push(" WHERE c.district = ");
+        q.push_bind(district.as_str().to_owned());
+        q.push(" AND c.kind = 'school' AND COALESCE(p.archived, FALSE) = ");
+        q.push_bind(archived);
+        q.push(" AND c.school_id IN (");
+        let mut list = q.separated(", ");
+        for school in school_ids {
+            list.push_bind(school.as_uuid());
+        }
+        q.push(") AND (c.last_commit, c.last_sequence, c.conversation_id) < (");
+        q.push_bind(after.commit);
+        q.push(", ");
+        q.push_bind(after.sequence);
+        q.push(", ");
+        q.push_bind(after.id);
+        q.push(
+            ") ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC LIMIT ",
+        );
+        q.push_bind(size + 1);
+        let rows = q.build().fetch_all(&mut *s.tx).await?;
+        page(rows, size)
+    }
+}

@@ -1,0 +1,326 @@
+//! Queries over the read models, parameterised by what to show.
+//!
+//! Who may see what is the query layer's business (in `crates/app`, from the viewer's
+//! permissions); these functions only answer what they are asked, always within one
+//! district. Each runs in one read transaction: it first reads which generation of
+//! each projector serves (`projection_generations`), then its rows, all from one
+//! snapshot, so a rebuild switching meanwhile is never half-seen.
+
+mod audit;
+mod export;
+mod inbox;
+mod oversight;
+mod record;
+mod thread;
+mod types;
+
+pub use export::{
+    ConversationExport, ExportDelivery, ExportMessage, ExportParticipant, EXPORT_MEDIA_TYPE,
+};
+pub use types::*;
+
+use crate::error::QueryError;
+use crate::projector::Generation;
+use crate::sqlite::{parse_ts, render, ReadDb, Tx};
+use chrono::{DateTime, Utc};
+use homeroom_domain::{DistrictId, PersonId};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The read models' queries. Cheap to clone; shares the read connection pool.
+#[derive(Clone, Debug)]
+pub struct ReadModels {
+    db: ReadDb,
+}
+
+impl ReadModels {
+    /// Queries over the read models in `db` (built by a [`crate::ProjectionRuntime`],
+    /// possibly in another process).
+    pub fn new(db: ReadDb) -> Self {
+        Self { db }
+    }
+
+    /// One person as the directory knows them (`None` when unknown in `district`).
+    ///
+    /// # Errors
+    /// [`QueryError`] when the database fails.
+    pub async fn person(
+        &self,
+        district: &DistrictId,
+        person: PersonId,
+    ) -> Result<Option<PersonView>, QueryError> {
+        let mut s = Snapshot::open(&self.db, &[crate::models::directory::NAME]).await?;
+        let sql = s.sql(
+            "SELECT kind, name, language FROM people{directory}
+             WHERE district = $1 AND person_id = $2",
+        );
+        let row = sqlx::query(&sql)
+            .bind(district.as_str())
+            .bind(person.as_uuid())
+            .fetch_optional(&mut *s.tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PersonView {
+            person_id: person,
+            kind: person_kind(&row, "kind")?.ok_or(QueryError::Corrupt("person kind"))?,
+            name: row.try_get("name")?,
+            language: row.try_get("language")?,
+        }))
+    }
+
+    /// One delivery with its status (`None` when unknown in `district`).
+    ///
+    /// # Errors
+    /// [`QueryError`] when the database fails.
+    pub async fn delivery(
+        &self,
+        district: &DistrictId,
+        delivery: homeroom_domain::DeliveryId,
+    ) -> Result<Option<DeliveryView>, QueryError> {
+        let mut s = Snapshot::open(&self.db, &[crate::models::deliveries::NAME]).await?;
+        let sql = s.sql(
+            "SELECT delivery_id, message_id, conversation_id, recipient_id, channel, address,
+                    language, status, status_at, provider_message_id, error, permanent
+             FROM deliveries{deliveries} WHERE district = $1 AND delivery_id = $2",
+        );
+        let row = sqlx::query(&sql)
+            .bind(district.as_str())
+            .bind(delivery.as_uuid())
+            .fetch_optional(&mut *s.tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(DeliveryView {
+            delivery_id: delivery,
+            message_id: uuid(&row, "message_id")?.into(),
+            conversation_id: uuid(&row, "conversation_id")?.into(),
+            recipient_id: uuid(&row, "recipient_id")?.into(),
+            channel: channel(&row, "channel")?,
+            address: row.try_get("address")?,
+            language: row.try_get("language")?,
+            status: status(&row, "status")?,
+            status_at: time(&row, "status_at")?,
+            provider_message_id: row.try_get("provider_message_id")?,
+            error: row.try_get("error")?,
+            permanent: row.try_get("permanent")?,
+        }))
+    }
+}
+
+/// One read transaction and the generations serving in it.
+pub(crate) struct Snapshot {
+    pub tx: Tx<'static>,
+    generations: HashMap<String, Generation>,
+}
+
+impl Snapshot {
+    /// Begins the snapshot and reads the serving generations of `needs`.
+    pub async fn open(db: &ReadDb, needs: &[&'static str]) -> Result<Self, QueryError> {
+        let mut tx = db.begin_read().await?;
+        let rows =
+            match sqlx::query("SELECT projector, active_generation FROM projection_generations")
+                .fetch_all(&mut *tx)
+                .await
+            {
+                Ok(rows) => rows,
+                // Nothing has opened the runtime on this database yet.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        let mut generations = HashMap::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let number: i64 = row.try_get(1)?;
+            let number = u64::try_from(number).map_err(|_| QueryError::Corrupt("generation"))?;
+            generations.insert(name, Generation::new(number));
+        }
+        if let Some(missing) = needs.iter().find(|n| !generations.contains_key(**n)) {
+            return Err(QueryError::NotInitialised(missing));
+        }
+        Ok(Self { tx, generations })
+    }
+
+    /// Renders a query template for the serving generations.
+    pub fn sql(&self, template: &str) -> String {
+        render(template, |name| self.generations.get(name).copied())
+    }
+}
+
+/// A keyset paging cursor: the sort key of the last item returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub commit: i64,
+    pub sequence: i64,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// Before everything in descending order.
+    pub const TOP: Cursor = Cursor {
+        commit: i64::MAX,
+        sequence: i64::MAX,
+        id: Uuid::max(),
+    };
+
+    /// Before everything in ascending order.
+    pub const BOTTOM: Cursor = Cursor {
+        commit: -1,
+        sequence: -1,
+        id: Uuid::nil(),
+    };
+
+    /// Opaque text for clients.
+    pub fn encode(&self) -> String {
+        hex::encode(format!(
+            "{}.{}.{}",
+            self.commit,
+            self.sequence,
+            self.id.simple()
+        ))
+    }
+
+    /// Reads back [`Cursor::encode`]; `default` when there is none.
+    pub fn decode(text: Option<&str>, default: Cursor) -> Result<Cursor, QueryError> {
+        let Some(text) = text else {
+            return Ok(default);
+        };
+        let bytes = hex::decode(text).map_err(|_| QueryError::BadCursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| QueryError::BadCursor)?;
+        let mut parts = text.split('.');
+        let mut next = || parts.next().ok_or(QueryError::BadCursor);
+        let commit = next()?.parse().map_err(|_| QueryError::BadCursor)?;
+        let sequence = next()?.parse().map_err(|_| QueryError::BadCursor)?;
+        let id = Uuid::parse_str(next()?).map_err(|_| QueryError::BadCursor)?;
+        Ok(Cursor {
+            commit,
+            sequence,
+            id,
+        })
+    }
+}
+
+pub(crate) fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, QueryError> {
+    Ok(row.try_get(column)?)
+}
+
+pub(crate) fn opt_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, QueryError> {
+    Ok(row.try_get(column)?)
+}
+
+pub(crate) fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, QueryError> {
+    let text: String = row.try_get(column)?;
+    parse_ts(&text).ok_or(QueryError::Corrupt("time"))
+}
+
+pub(crate) fn opt_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, QueryError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| parse_ts(&t).ok_or(QueryError::Corrupt("time")))
+        .transpose()
+}
+
+pub(crate) fn count(row: &SqliteRow, column: &str) -> Result<u64, QueryError> {
+    let n: i64 = row.try_get(column)?;
+    u64::try_from(n).map_err(|_| QueryError::Corrupt("count"))
+}
+
+pub(crate) fn conversation_kind(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<homeroom_domain::ConversationKind, QueryError> {
+    let text: String = row.try_get(column)?;
+    crate::models::names::parse_conversation_kind(&text)
+        .ok_or(QueryError::Corrupt("conversation kind"))
+}
+
+pub(crate) fn person_kind(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<homeroom_domain::PersonKind>, QueryError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        crate::models::names::parse_person_kind(&t).ok_or(QueryError::Corrupt("person kind"))
+    })
+    .transpose()
+}
+
+pub(crate) fn channel(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<homeroom_domain::Channel, QueryError> {
+    let text: String = row.try_get(column)?;
+    crate::models::names::parse_channel(&text).ok_or(QueryError::Corrupt("channel"))
+}
+
+pub(crate) fn sent_as(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<homeroom_domain::SendAs, QueryError> {
+    let text: String = row.try_get(column)?;
+    crate::models::names::parse_sent_as(&text).ok_or(QueryError::Corrupt("sent as"))
+}
+
+pub(crate) fn status(row: &SqliteRow, column: &str) -> Result<DeliveryStatus, QueryError> {
+    let text: String = row.try_get(column)?;
+    DeliveryStatus::parse(&text).ok_or(QueryError::Corrupt("delivery status"))
+}
+
+/// The conversation's last message from the denormalised columns `last_*`, with
+/// `body_column` as its text.
+pub(crate) fn last_message(
+    row: &SqliteRow,
+    body_column: &str,
+) -> Result<Option<LastMessage>, QueryError> {
+    let (Some(message_id), Some(author_id), Some(sent_at)) = (
+        opt_uuid(row, "last_message_id")?,
+        opt_uuid(row, "last_author_id")?,
+        opt_time(row, "last_sent_at")?,
+    ) else {
+        return Ok(None);
+    };
+    let body: Option<String> = row.try_get(body_column)?;
+    Ok(Some(LastMessage {
+        message_id: message_id.into(),
+        author_id: author_id.into(),
+        body: body.unwrap_or_default(),
+        sent_at,
+    }))
+}
+
+/// The paging cursor of a conversation row (`last_commit`, `last_sequence`,
+/// `conversation_id`).
+pub(crate) fn conversation_cursor(row: &SqliteRow) -> Result<Cursor, QueryError> {
+    Ok(Cursor {
+        commit: row.try_get("last_commit")?,
+        sequence: row.try_get("last_sequence")?,
+        id: uuid(row, "conversation_id")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            commit: 0,
+            sequence: 42,
+            id: Uuid::from_u128(7),
+        };
+        assert_eq!(Cursor::decode(Some(&c.encode()), Cursor::TOP).unwrap(), c);
+        assert_eq!(Cursor::decode(None, Cursor::TOP).unwrap(), Cursor::TOP);
+        assert!(matches!(
+            Cursor::decode(Some("zz"), Cursor::TOP),
+            Err(QueryError::BadCursor)
+        ));
+        assert!(matches!(
+            Cursor::decode(Some(&hex::encode("1.2")), Cursor::TOP),
+            Err(QueryError::BadCursor)
+        ));
+    }
+}

@@ -1,0 +1,175 @@
+//! A student's message record.
+
+use super::{
+    channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, MessageDelivery,
+    PageRequest, ReadModels, RecordEntry, Snapshot, StudentRecord,
+};
+use crate::error::QueryError;
+use crate::models::{conversations, deliveries, directory};
+use homeroom_domain::{DistrictId, MessageId, PersonId};
+use sqlx::{QueryBuilder, Row};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+impl ReadModels {
+    /// The messages logged on `student`'s record, oldest first: every message written
+    /// by staff in a conversation where the student or one of their guardians takes
+    /// part (outbound), and, when `include_inbound`, the replies the student and their
+    /// guardians wrote there (inbound). Other families' messages in a shared group are
+    /// on their own students' records, not this one.
+    ///
+    /// The query layer passes `include_inbound` from the viewer's `inbound_replies`
+    /// permission, and calls this at all only with `student_record`.
+    ///
+    /// # Errors
+    /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
+    /// the database fails.
+    pub async fn student_record(
+        &self,
+        district: &DistrictId,
+        student: PersonId,
+        include_inbound: bool,
+        page: &PageRequest,
+    ) -> Result<StudentRecord, QueryError> {
+        let after = Cursor::decode(page.cursor.as_deref(), Cursor::BOTTOM)?;
+        let size = page.size();
+        let d = district.as_str().to_owned();
+        let mut s = Snapshot::open(
+            &self.db,
+            &[conversations::NAME, deliveries::NAME, directory::NAME],
+        )
+        .await?;
+
+        let sql = s.sql(
+            "SELECT guardian_id FROM guardian_links{directory}
+             WHERE district = $1 AND student_id = $2 ORDER BY guardian_id",
+        );
+        let mut family: Vec<Uuid> = vec![student.as_uuid()];
+        family.extend(
+            sqlx::query_scalar::<_, Uuid>(&sql)
+                .bind(&d)
+                .bind(student.as_uuid())
+                .fetch_all(&mut *s.tx)
+                .await?,
+        );
+
+        let head = s.sql(
+            "SELECT m.message_id, m.conversation_id, c.kind AS conversation_kind, m.author_id,
+                    a.name AS author_name, a.kind AS author_kind, m.sent_as, m.sent_at, m.body,
+                    m.pos_commit, m.pos_sequence
+             FROM messages{conversations} m
+             JOIN conversations{conversations} c
+               ON c.district = m.district AND c.conversation_id = m.conversation_id
+             LEFT JOIN people{directory} a
+               ON a.district = m.district AND a.person_id = m.author_id
+             WHERE m.district = ",
+        );
+        let people = s.sql(
+            " AND m.conversation_id IN (
+                SELECT p.conversation_id FROM conversation_people{conversations} p
+                WHERE p.district = m.district AND p.participant = TRUE AND p.person_id IN (",
+        );
+        let mut q = QueryBuilder::new(head);
+        q.push_bind(d.clone());
+        q.push(people);
+        push_list(&mut q, &family);
+        q.push(")) AND (COALESCE(a.kind, 'staff') = 'staff'");
+        if include_inbound {
+            q.push(" OR m.author_id IN (");
+            push_list(&mut q, &family);
+            q.push(")");
+        }
+        q.push(") AND (m.pos_commit, m.pos_sequence, m.message_id) > (");
+        q.push_bind(after.commit);
+        q.push(", ");
+        q.push_bind(after.sequence);
+        q.push(", ");
+        q.push_bind(after.id);
+        q.push(") ORDER BY m.pos_commit, m.pos_sequence, m.message_id LIMIT ");
+        q.push_bind(size + 1);
+        let rows = q.build().fetch_all(&mut *s.tx).await?;
+
+        let limit = usize::try_from(size).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let next = match (more, rows.last()) {
+            (true, Some(last)) => Some(
+                Cursor {
+                    commit: last.try_get("pos_commit")?,
+                    sequence: last.try_get("pos_sequence")?,
+                    id: uuid(last, "message_id")?,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+
+        let mut by_message: HashMap<MessageId, Vec<MessageDelivery>> = HashMap::new();
+        if !rows.is_empty() {
+            let head = s.sql(
+                "SELECT delivery_id, message_id, recipient_id, channel, status, status_at
+                 FROM deliveries{deliveries} WHERE district = ",
+            );
+            let mut q = QueryBuilder::new(head);
+            q.push_bind(d.clone());
+            q.push(" AND message_id IN (");
+            let ids = rows
+                .iter()
+                .map(|r| uuid(r, "message_id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            push_list(&mut q, &ids);
+            q.push(") ORDER BY message_id, recipient_id");
+            for row in q.build().fetch_all(&mut *s.tx).await? {
+                by_message
+                    .entry(uuid(&row, "message_id")?.into())
+                    .or_default()
+                    .push(MessageDelivery {
+                        delivery_id: uuid(&row, "delivery_id")?.into(),
+                        recipient_id: uuid(&row, "recipient_id")?.into(),
+                        channel: channel(&row, "channel")?,
+                        status: status(&row, "status")?,
+                        status_at: time(&row, "status_at")?,
+                    });
+            }
+        }
+
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let message_id: MessageId = uuid(row, "message_id")?.into();
+            let author = uuid(row, "author_id")?;
+            let direction = if family.contains(&author) {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            };
+            let mut deliveries = by_message.remove(&message_id).unwrap_or_default();
+            if direction == Direction::Outbound {
+                deliveries.retain(|d| family.contains(&d.recipient_id.as_uuid()));
+            }
+            messages.push(RecordEntry {
+                message_id,
+                conversation_id: uuid(row, "conversation_id")?.into(),
+                conversation_kind: conversation_kind(row, "conversation_kind")?,
+                direction,
+                sender_id: author.into(),
+                sender_name: row.try_get("author_name")?,
+                sent_as: sent_as(row, "sent_as")?,
+                sent_at: time(row, "sent_at")?,
+                body: row.try_get("body")?,
+                deliveries,
+            });
+        }
+        Ok(StudentRecord {
+            student_id: student,
+            messages,
+            next,
+        })
+    }
+}
+
+fn push_list(q: &mut QueryBuilder<'_, crate::sqlite::Db>, ids: &[Uuid]) {
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+}

@@ -1,0 +1,210 @@
+//! A conversation's thread: participants, messages in order with their deliveries and
+//! read receipts.
+
+use super::{
+    channel, conversation_kind, person_kind, sent_as, status, time, uuid, Conversation,
+    MessageDelivery, Participant, ReadModels, Snapshot, ThreadMessage,
+};
+use crate::error::QueryError;
+use crate::models::{conversations, deliveries, directory};
+use homeroom_domain::{ConversationId, DistrictId, MessageId, PersonId};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// One delivery with what the thread's views add to it.
+pub(crate) struct Planned {
+    pub delivery: MessageDelivery,
+    pub recipient_name: Option<String>,
+    /// The text rendered for the recipient.
+    pub text: String,
+    pub language: String,
+}
+
+/// The parts of a thread every view of it needs.
+pub(crate) struct Parts {
+    pub conversation: Conversation,
+    /// Each message's deliveries.
+    pub deliveries: HashMap<MessageId, Vec<Planned>>,
+}
+
+impl Snapshot {
+    /// Reads a conversation's rows; `viewer` picks whose rendering of each message is
+    /// the `body`.
+    pub(crate) async fn thread(
+        &mut self,
+        district: &DistrictId,
+        id: ConversationId,
+        viewer: Option<PersonId>,
+    ) -> Result<Option<Parts>, QueryError> {
+        let d = district.as_str();
+        let sql = self.sql(
+            "SELECT conversation_id, title, kind, school_id, started_by, started_at, stopped
+             FROM conversations{conversations} WHERE district = $1 AND conversation_id = $2",
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(d)
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *self.tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut conversation = Conversation {
+            conversation_id: id,
+            title: row.try_get("title")?,
+            kind: conversation_kind(&row, "kind")?,
+            school_id: uuid(&row, "school_id")?.into(),
+            started_by: uuid(&row, "started_by")?.into(),
+            started_at: time(&row, "started_at")?,
+            stopped: row.try_get("stopped")?,
+            participants: Vec::new(),
+            messages: Vec::new(),
+        };
+
+        let sql = self.sql(
+            "SELECT p.person_id, n.name, n.kind
+             FROM conversation_people{conversations} p
+             LEFT JOIN people{directory} n ON n.district = p.district AND n.person_id = p.person_id
+             WHERE p.district = $1 AND p.conversation_id = $2 AND p.participant = TRUE
+             ORDER BY p.ordinal",
+        );
+        for row in sqlx::query(&sql)
+            .bind(d)
+            .bind(id.as_uuid())
+            .fetch_all(&mut *self.tx)
+            .await?
+        {
+            conversation.participants.push(Participant {
+                person_id: uuid(&row, "person_id")?.into(),
+                name: row.try_get("name")?,
+                kind: person_kind(&row, "kind")?,
+            });
+        }
+
+        let sql = self.sql(
+            "SELECT person_id, read_seq FROM conversation_people{conversations}
+             WHERE district = $1 AND conversation_id = $2 AND read_seq > 0
+             ORDER BY person_id",
+        );
+        let mut reads: Vec<(PersonId, i64)> = Vec::new();
+        for row in sqlx::query(&sql)
+            .bind(d)
+            .bind(id.as_uuid())
+            .fetch_all(&mut *self.tx)
+            .await?
+        {
+            reads.push((uuid(&row, "person_id")?.into(), row.try_get("read_seq")?));
+        }
+
+        let sql = self.sql(
+            "SELECT v.delivery_id, v.message_id, v.recipient_id, v.channel, v.status,
+                    v.status_at, v.text, v.language, n.name
+             FROM deliveries{deliveries} v
+             LEFT JOIN people{directory} n ON n.district = v.district AND n.person_id = v.recipient_id
+             WHERE v.district = $1 AND v.conversation_id = $2
+             ORDER BY v.message_id, v.recipient_id",
+        );
+        let mut by_message: HashMap<MessageId, Vec<Planned>> = HashMap::new();
+        for row in sqlx::query(&sql)
+            .bind(d)
+            .bind(id.as_uuid())
+            .fetch_all(&mut *self.tx)
+            .await?
+        {
+            let delivery = MessageDelivery {
+                delivery_id: uuid(&row, "delivery_id")?.into(),
+                recipient_id: uuid(&row, "recipient_id")?.into(),
+                channel: channel(&row, "channel")?,
+                status: status(&row, "status")?,
+                status_at: time(&row, "status_at")?,
+            };
+            by_message
+                .entry(uuid(&row, "message_id")?.into())
+                .or_default()
+                .push(Planned {
+                    delivery,
+                    recipient_name: row.try_get("name")?,
+                    text: row.try_get("text")?,
+                    language: row.try_get("language")?,
+                });
+        }
+
+        let sql = self.sql(
+            "SELECT m.message_id, m.seq, m.author_id, a.name AS author_name,
+                    a.language AS author_language, m.sent_as, m.subject, m.body, m.sent_at
+             FROM messages{conversations} m
+             LEFT JOIN people{directory} a ON a.district = m.district AND a.person_id = m.author_id
+             WHERE m.district = $1 AND m.conversation_id = $2
+             ORDER BY m.seq",
+        );
+        for row in sqlx::query(&sql)
+            .bind(d)
+            .bind(id.as_uuid())
+            .fetch_all(&mut *self.tx)
+            .await?
+        {
+            let message_id: MessageId = uuid(&row, "message_id")?.into();
+            let author_id: PersonId = uuid(&row, "author_id")?.into();
+            let seq: i64 = row.try_get("seq")?;
+            let original: String = row.try_get("body")?;
+            let planned = by_message.get(&message_id);
+            let mine = viewer.and_then(|v| {
+                planned.and_then(|ds| ds.iter().find(|p| p.delivery.recipient_id == v))
+            });
+            let (body, language) = match mine {
+                Some(p) => (p.text.clone(), Some(p.language.clone())),
+                None => (original.clone(), row.try_get("author_language")?),
+            };
+            conversation.messages.push(ThreadMessage {
+                message_id,
+                author_id,
+                author_name: row.try_get("author_name")?,
+                sent_as: sent_as(&row, "sent_as")?,
+                subject: row.try_get("subject")?,
+                body,
+                original_body: original,
+                language,
+                sent_at: time(&row, "sent_at")?,
+                deliveries: planned
+                    .map(|ds| ds.iter().map(|p| p.delivery.clone()).collect())
+                    .unwrap_or_default(),
+                read_by: reads
+                    .iter()
+                    .filter(|(p, read)| *read >= seq && *p != author_id)
+                    .map(|(p, _)| *p)
+                    .collect(),
+            });
+        }
+        Ok(Some(Parts {
+            conversation,
+            deliveries: by_message,
+        }))
+    }
+}
+
+impl ReadModels {
+    /// A conversation's thread (`None` when there is no such conversation in
+    /// `district`). `viewer` is whose rendering of each message becomes `body` (their
+    /// merge fields and language); without one, or for messages the viewer did not
+    /// receive, `body` is the original. The query layer checks that the viewer may see
+    /// it (participant, school-inbox holder, oversight) from `participants`, `kind` and
+    /// `school_id`.
+    ///
+    /// # Errors
+    /// [`QueryError`] when the database fails.
+    pub async fn conversation(
+        &self,
+        district: &DistrictId,
+        id: ConversationId,
+        viewer: Option<PersonId>,
+    ) -> Result<Option<Conversation>, QueryError> {
+        let mut s = Snapshot::open(
+            &self.db,
+            &[conversations::NAME, deliveries::NAME, directory::NAME],
+        )
+        .await?;
+        Ok(s.thread(district, id, viewer)
+            .await?
+            .map(|p| p.conversation))
+    }
+}

@@ -1,0 +1,1111 @@
+//! Each read model's behaviour from a given event history.
+
+use super::support::*;
+use crate::queries::*;
+use homeroom_domain::events::*;
+use homeroom_domain::{delivery_id_for, ConversationKind, PersonKind};
+
+const TEACHER: u128 = 1;
+const ADMIN: u128 = 2;
+const STUDENT: u128 = 10;
+const OTHER_STUDENT: u128 = 11;
+const GUARDIAN: u128 = 20;
+const OTHER_GUARDIAN: u128 = 21;
+
+/// A small school: a teacher and an admin, two students with a guardian each, and
+///
+/// - conversation 1: personal, teacher → guardian (message 1);
+/// - conversation 2: group of teacher, guardian, other guardian (messages 2, 3 by the
+///   guardian, 4 by the other guardian);
+/// - conversation 3: school conversation from the admin to the guardian (message 5),
+///   the guardian's reply (message 6);
+/// - conversation 4: personal, teacher → student (message 7), the student's reply (8).
+async fn school_day(w: &World) -> homeroom_eventstore::Position {
+    let (t, a, s, s2, g, g2) = (
+        person(TEACHER),
+        person(ADMIN),
+        person(STUDENT),
+        person(OTHER_STUDENT),
+        person(GUARDIAN),
+        person(OTHER_GUARDIAN),
+    );
+    w.register(NORTH, t, PersonKind::Staff, "Tess Teacher")
+        .await;
+    w.register(NORTH, a, PersonKind::Staff, "Ada Admin").await;
+    w.register(NORTH, s, PersonKind::Student, "Sam Student")
+        .await;
+    w.register(NORTH, s2, PersonKind::Student, "Sid Student")
+        .await;
+    w.register(NORTH, g, PersonKind::Guardian, "Gail Guardian")
+        .await;
+    w.register(NORTH, g2, PersonKind::Guardian, "Gus Guardian")
+        .await;
+    w.link(NORTH, g, s).await;
+    w.link(NORTH, g2, s2).await;
+    w.start(
+        NORTH,
+        conversation(1),
+        ConversationKind::Personal,
+        &[t, g],
+        message(1),
+        "Hello {student_name}",
+    )
+    .await;
+    w.start(
+        NORTH,
+        conversation(2),
+        ConversationKind::Group,
+        &[t, g, g2],
+        message(2),
+        "Field trip",
+    )
+    .await;
+    w.post(
+        NORTH,
+        conversation(2),
+        message(3),
+        g,
+        "We will come",
+        &[t, g2],
+    )
+    .await;
+    w.post(NORTH, conversation(2), message(4), g2, "Us too", &[t, g])
+        .await;
+    w.start(
+        NORTH,
+        conversation(3),
+        ConversationKind::School,
+        &[a, g],
+        message(5),
+        "Office hours",
+    )
+    .await;
+    w.post(NORTH, conversation(3), message(6), g, "Thanks", &[])
+        .await;
+    w.start(
+        NORTH,
+        conversation(4),
+        ConversationKind::Personal,
+        &[t, s],
+        message(7),
+        "Homework",
+    )
+    .await;
+    w.post(NORTH, conversation(4), message(8), s, "Done", &[t])
+        .await
+}
+
+fn ids(inbox: &Inbox) -> Vec<u128> {
+    inbox
+        .conversations
+        .iter()
+        .map(|c| c.conversation_id.as_uuid().as_u128() - 0xc000)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in() {
+    let w = World::new();
+    school_day(&w).await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let teacher = read
+        .inbox_personal(&north, person(TEACHER), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(ids(&teacher), vec![4, 2, 1], "most recent first");
+    let admin = read
+        .inbox_personal(&north, person(ADMIN), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert!(
+        admin.conversations.is_empty(),
+        "staff see school conversations in the school inbox"
+    );
+    let guardian = read
+        .inbox_personal(&north, person(GUARDIAN), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&guardian),
+        vec![3, 2, 1],
+        "families see their school conversations"
+    );
+    let other = read
+        .inbox_personal(&north, person(OTHER_GUARDIAN), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(ids(&other), vec![2]);
+
+    let first = &guardian.conversations[2];
+    assert_eq!(first.kind, ConversationKind::Personal);
+    let last = first.last_message.as_ref().unwrap();
+    assert_eq!(last.message_id, message(1));
+    assert_eq!(last.author_id, person(TEACHER));
+    assert_eq!(
+        last.body, "Hello {student_name} (for 20)",
+        "the guardian's rendering"
+    );
+    assert_eq!(guardian.next, None);
+}
+
+#[tokio::test]
+async fn unread_counts_follow_read_positions_and_skip_ones_own_messages() {
+    let w = World::new();
+    school_day(&w).await;
+    let g = person(GUARDIAN);
+    w.conv_event(
+        NORTH,
+        conversation(2),
+        g,
+        MessagesRead {
+            conversation_id: conversation(2),
+            person_id: g,
+            up_to_message_id: message(2),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let unread = |inbox: &Inbox, c: u128| {
+        inbox
+            .conversations
+            .iter()
+            .find(|i| i.conversation_id == conversation(c))
+            .map(|i| i.unread_count)
+    };
+    let inbox = read
+        .inbox_personal(&north, g, false, &PageRequest::first())
+        .await
+        .unwrap();
+    // Conversation 2: read up to message 2; message 3 is the guardian's own; 4 unread.
+    assert_eq!(unread(&inbox, 2), Some(1));
+    assert_eq!(unread(&inbox, 1), Some(1));
+    let teacher = read
+        .inbox_personal(&north, person(TEACHER), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(unread(&teacher, 2), Some(2), "messages 3 and 4 by others");
+    assert_eq!(unread(&teacher, 4), Some(1));
+
+    // Reading backwards never moves the read position back.
+    w.conv_event(
+        NORTH,
+        conversation(2),
+        g,
+        MessagesRead {
+            conversation_id: conversation(2),
+            person_id: g,
+            up_to_message_id: message(4),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    w.conv_event(
+        NORTH,
+        conversation(2),
+        g,
+        MessagesRead {
+            conversation_id: conversation(2),
+            person_id: g,
+            up_to_message_id: message(2),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    runtime.catch_up().await.unwrap();
+    let inbox = read
+        .inbox_personal(&north, g, false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(unread(&inbox, 2), Some(0));
+}
+
+#[tokio::test]
+async fn archive_mute_rename_and_stop_show_in_the_inbox() {
+    let w = World::new();
+    school_day(&w).await;
+    let t = person(TEACHER);
+    let c = conversation(2);
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        ConversationArchived {
+            conversation_id: c,
+            person_id: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        ConversationMuted {
+            conversation_id: c,
+            person_id: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        ConversationRenamed {
+            conversation_id: c,
+            title: "Trip".into(),
+            by: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        ConversationStopped {
+            conversation_id: c,
+            by: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let main = read
+        .inbox_personal(&north, t, false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(ids(&main), vec![4, 1], "archived ones leave the main tab");
+    let archive = read
+        .inbox_personal(&north, t, true, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(ids(&archive), vec![2]);
+    let item = &archive.conversations[0];
+    assert!(item.muted && item.archived && item.stopped);
+    assert_eq!(item.title.as_deref(), Some("Trip"));
+
+    // Only the teacher archived it.
+    let g = read
+        .inbox_personal(&north, person(GUARDIAN), false, &PageRequest::first())
+        .await
+        .unwrap();
+    let item = g
+        .conversations
+        .iter()
+        .find(|i| i.conversation_id == c)
+        .unwrap();
+    assert!(!item.muted && !item.archived && item.stopped);
+
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        ConversationUnarchived {
+            conversation_id: c,
+            person_id: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    runtime.catch_up().await.unwrap();
+    let main = read
+        .inbox_personal(&north, t, false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(ids(&main), vec![4, 2, 1], "ordered by last message");
+}
+
+#[tokio::test]
+async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state() {
+    let w = World::new();
+    school_day(&w).await;
+    let other_admin = person(3);
+    w.register(NORTH, other_admin, PersonKind::Staff, "Otto Office")
+        .await;
+    let c = conversation(3);
+    w.conv_event(
+        NORTH,
+        c,
+        other_admin,
+        MessagesRead {
+            conversation_id: c,
+            person_id: other_admin,
+            up_to_message_id: message(6),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    w.conv_event(
+        NORTH,
+        c,
+        other_admin,
+        ConversationMuted {
+            conversation_id: c,
+            person_id: other_admin,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let admin = read
+        .inbox_school(
+            &north,
+            &[school(1)],
+            person(ADMIN),
+            false,
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&admin), vec![3]);
+    assert_eq!(
+        admin.conversations[0].unread_count, 1,
+        "the guardian's reply"
+    );
+    assert_eq!(
+        admin.conversations[0].last_message.as_ref().unwrap().body,
+        "Thanks"
+    );
+    let other = read
+        .inbox_school(
+            &north,
+            &[school(1)],
+            other_admin,
+            false,
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&other), vec![3], "holders need not be participants");
+    assert_eq!(other.conversations[0].unread_count, 0);
+    assert!(other.conversations[0].muted);
+    assert!(!admin.conversations[0].muted);
+
+    let elsewhere = read
+        .inbox_school(
+            &north,
+            &[school(2)],
+            person(ADMIN),
+            false,
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert!(elsewhere.conversations.is_empty());
+    let none = read
+        .inbox_school(&north, &[], person(ADMIN), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert!(none.conversations.is_empty());
+}
+
+#[tokio::test]
+async fn inboxes_page_with_an_opaque_cursor() {
+    let w = World::new();
+    let t = person(TEACHER);
+    w.register(NORTH, t, PersonKind::Staff, "Tess").await;
+    for n in 0..5u128 {
+        let g = person(100 + n);
+        w.register(NORTH, g, PersonKind::Guardian, "G").await;
+        w.start(
+            NORTH,
+            conversation(100 + n),
+            ConversationKind::Personal,
+            &[t, g],
+            message(100 + n),
+            "hi",
+        )
+        .await;
+    }
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let first = read
+        .inbox_personal(&north, t, false, &PageRequest::of(2))
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), vec![104, 103]);
+    let second = read
+        .inbox_personal(
+            &north,
+            t,
+            false,
+            &PageRequest::after(2, first.next.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), vec![102, 101]);
+    let third = read
+        .inbox_personal(
+            &north,
+            t,
+            false,
+            &PageRequest::after(2, second.next.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&third), vec![100]);
+    assert_eq!(third.next, None);
+    assert!(matches!(
+        read.inbox_personal(&north, t, false, &PageRequest::after(2, "nonsense"))
+            .await,
+        Err(crate::QueryError::BadCursor)
+    ));
+}
+
+#[tokio::test]
+async fn the_thread_shows_participants_messages_deliveries_and_read_receipts() {
+    let w = World::new();
+    school_day(&w).await;
+    let (t, g, g2) = (person(TEACHER), person(GUARDIAN), person(OTHER_GUARDIAN));
+    let c = conversation(2);
+    w.outcome(NORTH, delivery_id_for(message(2), g), "sent")
+        .await;
+    w.outcome(NORTH, delivery_id_for(message(2), g), "delivered")
+        .await;
+    w.outcome(NORTH, delivery_id_for(message(2), g2), "failed")
+        .await;
+    w.conv_event(
+        NORTH,
+        c,
+        g2,
+        MessagesRead {
+            conversation_id: c,
+            person_id: g2,
+            up_to_message_id: message(3),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        MessagesRead {
+            conversation_id: c,
+            person_id: t,
+            up_to_message_id: message(4),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let thread = read
+        .conversation(&north, c, Some(g))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(thread.kind, ConversationKind::Group);
+    assert!(!thread.stopped);
+    let names: Vec<_> = thread
+        .participants
+        .iter()
+        .map(|p| (p.person_id, p.name.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (t, "Tess Teacher".into()),
+            (g, "Gail Guardian".into()),
+            (g2, "Gus Guardian".into())
+        ]
+    );
+    let bodies: Vec<_> = thread
+        .messages
+        .iter()
+        .map(|m| m.original_body.as_str())
+        .collect();
+    assert_eq!(bodies, vec!["Field trip", "We will come", "Us too"]);
+
+    let first = &thread.messages[0];
+    assert_eq!(first.author_id, t);
+    assert_eq!(first.author_name.as_deref(), Some("Tess Teacher"));
+    assert_eq!(first.body, "Field trip (for 20)", "the viewer's rendering");
+    assert_eq!(
+        first.language.as_deref(),
+        Some("en"),
+        "the delivery's language"
+    );
+    let statuses: Vec<_> = first
+        .deliveries
+        .iter()
+        .map(|d| (d.recipient_id, d.status))
+        .collect();
+    assert!(statuses.contains(&(g, DeliveryStatus::Delivered)));
+    assert!(statuses.contains(&(g2, DeliveryStatus::Failed)));
+    assert_eq!(first.read_by, vec![g2], "the author is not a reader");
+
+    let own = &thread.messages[1];
+    assert_eq!(
+        own.body, "We will come",
+        "the viewer's own message is the original"
+    );
+    assert_eq!(own.language.as_deref(), Some("es"), "the author's language");
+    assert_eq!(own.read_by, {
+        let mut r = vec![t, g2];
+        r.sort();
+        r
+    });
+    assert_eq!(thread.messages[2].read_by, vec![t]);
+
+    // JSON field names are API.md's.
+    let json = serde_json::to_value(&thread).unwrap();
+    for field in [
+        "conversation_id",
+        "title",
+        "kind",
+        "stopped",
+        "participants",
+        "messages",
+    ] {
+        assert!(json.get(field).is_some(), "{field}");
+    }
+    let m = &json["messages"][0];
+    for field in [
+        "message_id",
+        "author_id",
+        "body",
+        "original_body",
+        "language",
+        "sent_at",
+        "deliveries",
+        "read_by",
+    ] {
+        assert!(m.get(field).is_some(), "{field}");
+    }
+    for field in ["recipient_id", "channel", "status"] {
+        assert!(m["deliveries"][0].get(field).is_some(), "{field}");
+    }
+    assert_eq!(json["participants"][0]["name"], "Tess Teacher");
+
+    assert!(read
+        .conversation(&north, conversation(99), None)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn delivery_status_moves_forward_only() {
+    let w = World::new();
+    school_day(&w).await;
+    let d = delivery_id_for(message(1), person(GUARDIAN));
+    w.outcome(NORTH, d, "delivered").await;
+    w.outcome(NORTH, d, "sent").await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let view = read.delivery(&north, d).await.unwrap().unwrap();
+    assert_eq!(view.status, DeliveryStatus::Delivered);
+    assert_eq!(view.recipient_id, person(GUARDIAN));
+    assert_eq!(view.message_id, message(1));
+
+    let queued = read
+        .delivery(&north, delivery_id_for(message(7), person(STUDENT)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        queued.status,
+        DeliveryStatus::Queued,
+        "from the MessagePosted plan"
+    );
+
+    // A DeliveryQueued for a planned delivery keeps its status.
+    w.append(
+        NORTH,
+        &format!("delivery-{NORTH}:{d}"),
+        "pm",
+        vec![DeliveryQueued {
+            delivery: planned(message(1), person(GUARDIAN), "again"),
+            message_id: message(1),
+            conversation_id: conversation(1),
+            at: w.now(),
+        }
+        .into()],
+    )
+    .await;
+    runtime.catch_up().await.unwrap();
+    let view = read.delivery(&north, d).await.unwrap().unwrap();
+    assert_eq!(view.status, DeliveryStatus::Delivered);
+    assert!(read.delivery(&district(SOUTH), d).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_students_record_holds_staff_messages_and_optionally_the_familys_replies() {
+    let w = World::new();
+    school_day(&w).await;
+    let d = delivery_id_for(message(2), person(GUARDIAN));
+    w.outcome(NORTH, d, "sent").await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let record = read
+        .student_record(&north, person(STUDENT), true, &PageRequest::first())
+        .await
+        .unwrap();
+    let got: Vec<_> = record
+        .messages
+        .iter()
+        .map(|e| (e.message_id.as_uuid().as_u128() - 0xe000, e.direction))
+        .collect();
+    use Direction::*;
+    assert_eq!(
+        got,
+        vec![
+            (1, Outbound),
+            (2, Outbound),
+            (3, Inbound),
+            (5, Outbound),
+            (6, Inbound),
+            (7, Outbound),
+            (8, Inbound)
+        ],
+        "another family's reply (4) is not on this record"
+    );
+    let trip = &record.messages[1];
+    assert_eq!(trip.sender_name.as_deref(), Some("Tess Teacher"));
+    assert_eq!(
+        trip.deliveries.len(),
+        1,
+        "only deliveries to the student's family"
+    );
+    assert_eq!(trip.deliveries[0].recipient_id, person(GUARDIAN));
+    assert_eq!(trip.deliveries[0].status, DeliveryStatus::Sent);
+    let reply = &record.messages[2];
+    assert_eq!(
+        reply.deliveries.len(),
+        2,
+        "an inbound reply shows every delivery"
+    );
+
+    let outbound = read
+        .student_record(&north, person(STUDENT), false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert!(outbound.messages.iter().all(|e| e.direction == Outbound));
+    assert_eq!(outbound.messages.len(), 4);
+
+    let paged = read
+        .student_record(&north, person(STUDENT), true, &PageRequest::of(4))
+        .await
+        .unwrap();
+    assert_eq!(paged.messages.len(), 4);
+    let rest = read
+        .student_record(
+            &north,
+            person(STUDENT),
+            true,
+            &PageRequest::after(4, paged.next.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.messages.len(), 3);
+    assert_eq!(rest.next, None);
+
+    let other = read
+        .student_record(&north, person(OTHER_STUDENT), true, &PageRequest::first())
+        .await
+        .unwrap();
+    let got: Vec<_> = other.messages.iter().map(|e| e.message_id).collect();
+    assert_eq!(got, vec![message(2), message(4)]);
+}
+
+#[tokio::test]
+async fn oversight_sees_every_conversation_and_searches_text_participant_and_dates() {
+    let w = World::new();
+    school_day(&w).await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let all = |f: OversightFilter| {
+        let read = read.clone();
+        let north = north.clone();
+        async move {
+            let page = read
+                .oversight(&north, &OversightScope::District, &f, &PageRequest::first())
+                .await
+                .unwrap();
+            page.conversations
+                .iter()
+                .map(|c| c.conversation_id.as_uuid().as_u128() - 0xc000)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        all(OversightFilter::default()).await,
+        vec![4, 3, 2, 1],
+        "personal ones included"
+    );
+    let text = |q: &str| OversightFilter {
+        q: Some(q.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        all(text("field TRIP")).await,
+        vec![2],
+        "case-insensitive body match"
+    );
+    assert_eq!(all(text("gus")).await, vec![2], "participant names");
+    assert_eq!(
+        all(text("100%")).await,
+        Vec::<u128>::new(),
+        "wildcards are literal"
+    );
+    let with = OversightFilter {
+        participant: Some(person(STUDENT)),
+        ..Default::default()
+    };
+    assert_eq!(all(with).await, vec![4]);
+
+    let thread = read
+        .conversation(&north, conversation(3), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let since = thread.messages[0].sent_at;
+    let range = OversightFilter {
+        since: Some(since),
+        ..Default::default()
+    };
+    assert_eq!(all(range).await, vec![4, 3]);
+    let before = OversightFilter {
+        until: Some(since),
+        ..Default::default()
+    };
+    assert_eq!(all(before).await, vec![2, 1]);
+
+    let scoped = read
+        .oversight(
+            &north,
+            &OversightScope::Schools(vec![school(2)]),
+            &OversightFilter::default(),
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert!(scoped.conversations.is_empty());
+    let page = read
+        .oversight(
+            &north,
+            &OversightScope::Schools(vec![school(1)]),
+            &OversightFilter::default(),
+            &PageRequest::of(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.conversations.len(), 3);
+    assert_eq!(page.conversations[0].participants.len(), 2);
+    assert_eq!(page.conversations[0].message_count, 2);
+    assert!(page.next.is_some());
+}
+
+#[tokio::test]
+async fn audit_lists_every_event_with_its_metadata_paged_by_position() {
+    let w = World::new();
+    let last = school_day(&w).await;
+    w.register(SOUTH, person(TEACHER), PersonKind::Staff, "Elsewhere")
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let all = read
+        .audit(
+            &north,
+            &AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.events.len() as u64,
+        last.sequence,
+        "every north event, none of south's"
+    );
+    assert_eq!(all.next, None);
+    let stored = w.store_events().await;
+    let first = &all.events[0];
+    assert_eq!(first.position, stored[0].position);
+    assert_eq!(first.hash, stored[0].hash);
+    assert_eq!(first.prev_hash, stored[0].prev_hash);
+    assert_eq!(first.data, stored[0].data);
+    assert_eq!(first.event_type, "person_registered");
+    assert_eq!(first.actor, "sis");
+    assert_eq!(first.district, NORTH);
+    let json = serde_json::to_value(first).unwrap();
+    for field in [
+        "position",
+        "stream",
+        "version",
+        "type",
+        "recorded_at",
+        "actor",
+        "district",
+        "correlation_id",
+        "causation_id",
+        "hash",
+        "prev_hash",
+        "data",
+    ] {
+        assert!(json.get(field).is_some(), "{field}");
+    }
+    assert_eq!(
+        json["position"],
+        serde_json::json!(1),
+        "a number on SQLite-ordered logs"
+    );
+
+    let page = read
+        .audit(
+            &north,
+            &AuditFilter {
+                limit: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 5);
+    let next = read
+        .audit(
+            &north,
+            &AuditFilter {
+                limit: 5,
+                after: page.next,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next.events[0].position.sequence,
+        page.events[4].position.sequence + 1
+    );
+
+    let stream = conv_stream(NORTH, conversation(2));
+    let by_stream = read
+        .audit(
+            &north,
+            &AuditFilter {
+                stream: Some(stream.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_stream.events.len(), 4);
+    assert!(by_stream.events.iter().all(|e| e.stream == stream));
+    let versions: Vec<_> = by_stream.events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    let by_actor = read
+        .audit(
+            &north,
+            &AuditFilter {
+                actor: Some(person(GUARDIAN).to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_actor.events.len(), 2);
+
+    let recorded = stored[3].recorded_at;
+    let since = read
+        .audit(
+            &north,
+            &AuditFilter {
+                since: Some(recorded),
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(since.events.iter().all(|e| e.recorded_at >= recorded));
+    let until = read
+        .audit(
+            &north,
+            &AuditFilter {
+                until: Some(recorded),
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(until.events.iter().all(|e| e.recorded_at < recorded));
+    assert_eq!(since.events.len() + until.events.len(), all.events.len());
+}
+
+#[tokio::test]
+async fn districts_never_see_each_others_rows() {
+    let w = World::new();
+    school_day(&w).await;
+    // The same ids in another district.
+    let (t, g) = (person(TEACHER), person(GUARDIAN));
+    w.register(SOUTH, t, PersonKind::Staff, "South Teacher")
+        .await;
+    w.register(SOUTH, g, PersonKind::Guardian, "South Guardian")
+        .await;
+    w.start(
+        SOUTH,
+        conversation(1),
+        ConversationKind::Personal,
+        &[t, g],
+        message(50),
+        "South hello",
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let (north, south) = (district(NORTH), district(SOUTH));
+
+    let south_inbox = read
+        .inbox_personal(&south, t, false, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(ids(&south_inbox), vec![1]);
+    assert_eq!(
+        south_inbox.conversations[0]
+            .last_message
+            .as_ref()
+            .unwrap()
+            .body,
+        "South hello"
+    );
+    let north_thread = read
+        .conversation(&north, conversation(1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(north_thread.messages.len(), 1);
+    assert_eq!(
+        north_thread.messages[0].original_body,
+        "Hello {student_name}"
+    );
+    assert_eq!(
+        north_thread.participants[0].name.as_deref(),
+        Some("Tess Teacher")
+    );
+    let south_thread = read
+        .conversation(&south, conversation(1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        south_thread.participants[0].name.as_deref(),
+        Some("South Teacher")
+    );
+    assert!(read
+        .conversation(&south, conversation(2), None)
+        .await
+        .unwrap()
+        .is_none());
+    let record = read
+        .student_record(&south, person(STUDENT), true, &PageRequest::first())
+        .await
+        .unwrap();
+    assert!(record.messages.is_empty());
+    let oversight = read
+        .oversight(
+            &south,
+            &OversightScope::District,
+            &OversightFilter::default(),
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(oversight.conversations.len(), 1);
+    assert_eq!(
+        read.person(&south, t).await.unwrap().unwrap().name,
+        "South Teacher"
+    );
+}
+
+#[tokio::test]
+async fn a_conversation_exports_as_json_lines() {
+    let w = World::new();
+    school_day(&w).await;
+    w.outcome(
+        NORTH,
+        delivery_id_for(message(2), person(GUARDIAN)),
+        "delivered",
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let export = read
+        .export_conversation(&district(NORTH), conversation(2))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = export.to_json_lines();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "a conversation line and three messages");
+    assert_eq!(lines[0]["record"], "conversation");
+    assert_eq!(lines[0]["participants"].as_array().unwrap().len(), 3);
+    assert_eq!(lines[1]["record"], "message");
+    assert_eq!(lines[1]["body"], "Field trip");
+    assert_eq!(lines[1]["author_name"], "Tess Teacher");
+    let deliveries = lines[1]["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2);
+    let to_gail = deliveries
+        .iter()
+        .find(|d| d["recipient_name"] == "Gail Guardian")
+        .unwrap();
+    assert_eq!(to_gail["status"], "delivered");
+    assert_eq!(to_gail["channel"], "sms");
+    assert!(to_gail["status_at"].is_string());
+    assert!(text.ends_with('\n'));
+    assert!(read
+        .export_conversation(&district(SOUTH), conversation(2))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn queries_before_the_runtime_ever_ran_say_so() {
+    let w = World::new();
+    let read = crate::ReadModels::new(w.db().await);
+    assert!(matches!(
+        read.inbox_personal(&district(NORTH), person(1), false, &PageRequest::first())
+            .await,
+        Err(crate::QueryError::NotInitialised(_))
+    ));
+}

@@ -1,0 +1,498 @@
+//! The runtime: batch and checkpoint together, crash safety, retries and parking,
+//! catch-up then live, `wait_for`, status.
+
+use super::support::*;
+use crate::codec::decode;
+use crate::error::ProjectionError;
+use crate::projector::{render_for, Envelope, Generation, Projector};
+use crate::runtime::lanes::{self, BatchError, LaneSet};
+use crate::sqlite::{ReadDb, Tx};
+use crate::{models, Health, RuntimeConfig, WaitError};
+use async_trait::async_trait;
+use homeroom_domain::{ConversationKind, Event, PersonKind};
+use homeroom_eventstore::{
+    EventAppender, EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// How a [`Counter`] misbehaves.
+#[derive(Default)]
+struct Plan {
+    /// The sequence it fails (or hangs) at.
+    at: Option<u64>,
+    /// How many more times it fails there.
+    failures: u32,
+    /// Whether its failure is transient.
+    transient: bool,
+    /// Hang at `at` forever, after notifying this.
+    hang: Option<Arc<Notify>>,
+}
+
+/// Counts how often each event reaches it: `times` is deliberately incremented, not
+/// upserted, so applying an event twice shows.
+struct Counter {
+    name: &'static str,
+    tables: &'static [&'static str],
+    plan: Mutex<Plan>,
+}
+
+impl Counter {
+    fn new(name: &'static str, tables: &'static [&'static str], plan: Plan) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            tables,
+            plan: Mutex::new(plan),
+        })
+    }
+
+    fn heal(&self) {
+        self.plan.lock().unwrap().failures = 0;
+    }
+
+    fn sql(&self, template: &str, generation: Generation) -> String {
+        render_for(
+            &template.replace("@T", &format!("{}{{{}}}", self.tables[0], self.name)),
+            self.name,
+            generation,
+        )
+    }
+}
+
+#[async_trait]
+impl Projector for Counter {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.tables
+    }
+
+    fn schema(&self, generation: Generation) -> Vec<String> {
+        vec![self.sql(
+            "CREATE TABLE IF NOT EXISTS @T (sequence BIGINT PRIMARY KEY, times BIGINT NOT NULL)",
+            generation,
+        )]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        recorded: &RecordedEvent,
+        _event: &Event,
+    ) -> Result<(), ProjectionError> {
+        let sequence = recorded.position.sequence;
+        let (fail, transient, hang) = {
+            let mut plan = self.plan.lock().unwrap();
+            let here = plan.at == Some(sequence);
+            let fail = here && plan.failures > 0;
+            if fail {
+                plan.failures -= 1;
+            }
+            (fail, plan.transient, plan.hang.clone().filter(|_| here))
+        };
+        if let Some(hang) = hang {
+            hang.notify_one();
+            std::future::pending::<()>().await;
+        }
+        if fail {
+            return Err(if transient {
+                ProjectionError::Database(sqlx::Error::PoolTimedOut)
+            } else {
+                ProjectionError::Inconsistent {
+                    projector: self.name,
+                    event_type: recorded.event_type.clone(),
+                    position: recorded.position,
+                    reason: "told to fail",
+                }
+            });
+        }
+        sqlx::query(&self.sql(
+            "INSERT INTO @T (sequence, times) VALUES ($1, 1)
+             ON CONFLICT (sequence) DO UPDATE SET times = @T.times + 1",
+            generation,
+        ))
+        .bind(i64::try_from(sequence).map_err(|_| ProjectionError::OutOfRange)?)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `(sequence, times)` rows of a counter's first generation.
+async fn counted(db: &ReadDb, table: &str) -> Vec<(i64, i64)> {
+    let rows = crate::sqlite::dump_table(db, &format!("{table}_g1")).await;
+    let mut out: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let (a, b) = r.split_once('|').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn once(n: i64) -> Vec<(i64, i64)> {
+    (1..=n).map(|s| (s, 1)).collect()
+}
+
+async fn people(w: &World, n: u128) -> Position {
+    let mut last = Position::START;
+    for i in 0..n {
+        last = w
+            .register(NORTH, person(1000 + i), PersonKind::Staff, "Pat")
+            .await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once() {
+    let w = World::new();
+    people(&w, 10).await;
+    let a = Counter::new(
+        "counter_a",
+        &["count_a"],
+        Plan {
+            at: Some(5),
+            failures: 1,
+            ..Plan::default()
+        },
+    );
+    let b = Counter::new("counter_b", &["count_b"], Plan::default());
+    let (runtime, _) = w.runtime_with(vec![b.clone(), a.clone()], fast()).await;
+    let db = w.db().await;
+    let events: Vec<Envelope> = w
+        .store_events()
+        .await
+        .into_iter()
+        .map(|recorded| Envelope {
+            event: decode(&recorded).unwrap(),
+            recorded,
+        })
+        .collect();
+
+    let failed =
+        lanes::write_batch(&runtime.inner, LaneSet::Active, Position::START, &events).await;
+    match failed {
+        Err(BatchError::Lane { name, position, .. }) => {
+            assert_eq!(name, "counter_a");
+            assert_eq!(position, Position::at(1), "the first event the lane got");
+        }
+        _ => panic!("the batch should fail in counter_a"),
+    }
+    assert!(counted(&db, "count_a").await.is_empty());
+    assert!(
+        counted(&db, "count_b").await.is_empty(),
+        "the other projector's work is rolled back too"
+    );
+    let status = runtime.status().await.unwrap();
+    assert!(status.iter().all(|s| s.checkpoint == Position::START));
+
+    assert!(
+        lanes::write_batch(&runtime.inner, LaneSet::Active, Position::START, &events)
+            .await
+            .is_ok()
+    );
+    assert_eq!(counted(&db, "count_a").await, once(10));
+    assert_eq!(counted(&db, "count_b").await, once(10));
+    // Fed the same events again, nothing is applied twice.
+    assert!(
+        lanes::write_batch(&runtime.inner, LaneSet::Active, Position::START, &events)
+            .await
+            .is_ok()
+    );
+    assert_eq!(counted(&db, "count_a").await, once(10));
+    let status = runtime.status().await.unwrap();
+    assert!(status
+        .iter()
+        .all(|s| s.checkpoint == Position::at(10) && s.lag == 0));
+}
+
+#[tokio::test]
+async fn a_crash_mid_batch_loses_only_that_batch_and_a_restart_applies_it_once() {
+    let w = World::new();
+    people(&w, 30).await;
+    let reached = Arc::new(Notify::new());
+    let hanging = Counter::new(
+        "counter_a",
+        &["count_a"],
+        Plan {
+            at: Some(17),
+            hang: Some(reached.clone()),
+            ..Plan::default()
+        },
+    );
+    let config = RuntimeConfig {
+        batch_size: 10,
+        ..fast()
+    };
+    let (runtime, _) = w.runtime_with(vec![hanging], config.clone()).await;
+    let task = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.catch_up().await }
+    });
+    reached.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    drop(runtime);
+
+    let db = w.db().await;
+    assert_eq!(
+        counted(&db, "count_a").await,
+        once(10),
+        "the interrupted batch left nothing"
+    );
+    let healthy = Counter::new("counter_a", &["count_a"], Plan::default());
+    let (runtime, _) = w.runtime_with(vec![healthy], config).await;
+    assert_eq!(runtime.checkpoint("counter_a"), Some(Position::at(10)));
+    runtime.catch_up().await.unwrap();
+    assert_eq!(counted(&db, "count_a").await, once(30));
+}
+
+#[tokio::test]
+async fn a_poison_event_parks_only_its_projector_until_resumed() {
+    let w = World::new();
+    people(&w, 15).await;
+    let a = Counter::new(
+        "counter_a",
+        &["count_a"],
+        Plan {
+            at: Some(8),
+            failures: u32::MAX,
+            ..Plan::default()
+        },
+    );
+    let b = Counter::new("counter_b", &["count_b"], Plan::default());
+    let (runtime, _) = w.runtime_with(vec![a.clone(), b.clone()], fast()).await;
+    let db = w.db().await;
+    runtime.catch_up().await.unwrap();
+
+    let status = runtime.status().await.unwrap();
+    let (sa, sb) = (&status[0], &status[1]);
+    match &sa.health {
+        Health::Parked { position, error } => {
+            assert_eq!(*position, Position::at(8));
+            assert!(error.contains("told to fail"), "{error}");
+        }
+        other => panic!("expected parked, got {other:?}"),
+    }
+    assert_eq!(
+        sa.checkpoint,
+        Position::at(7),
+        "every event before the poison one"
+    );
+    assert_eq!(sa.lag, 8);
+    assert_eq!(sb.health, Health::Live);
+    assert_eq!(sb.checkpoint, Position::at(15));
+    assert_eq!(counted(&db, "count_a").await, once(7));
+    assert_eq!(counted(&db, "count_b").await, once(15));
+
+    a.heal();
+    runtime.resume("counter_a").unwrap();
+    runtime.catch_up().await.unwrap();
+    assert_eq!(counted(&db, "count_a").await, once(15));
+    assert_eq!(counted(&db, "count_b").await, once(15));
+    let status = runtime.status().await.unwrap();
+    assert_eq!(status[0].health, Health::Live);
+    assert!(matches!(
+        runtime.resume("nobody"),
+        Err(ProjectionError::UnknownProjector(_))
+    ));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_they_pass() {
+    let w = World::new();
+    people(&w, 10).await;
+    let a = Counter::new(
+        "counter_a",
+        &["count_a"],
+        Plan {
+            at: Some(5),
+            failures: 6,
+            transient: true,
+            ..Plan::default()
+        },
+    );
+    let (runtime, _) = w.runtime_with(vec![a], fast()).await;
+    let db = w.db().await;
+    runtime.catch_up().await.unwrap();
+    assert_eq!(counted(&db, "count_a").await, once(10));
+    let status = runtime.status().await.unwrap();
+    assert_eq!(status[0].health, Health::Live);
+}
+
+#[tokio::test]
+async fn an_event_that_does_not_decode_parks_every_projector_that_needs_it() {
+    let w = World::new();
+    people(&w, 3).await;
+    let stream = StreamId::parse("mystery-north:1").unwrap();
+    w.store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: "from_the_future".into(),
+                schema_version: 1,
+                data: serde_json::json!({}),
+                metadata: EventMetadata {
+                    district: NORTH.into(),
+                    ..EventMetadata::default()
+                },
+            }],
+        )
+        .await
+        .unwrap();
+    people(&w, 2).await;
+    let (runtime, _) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    for s in runtime.status().await.unwrap() {
+        assert_eq!(s.checkpoint, Position::at(3), "{}", s.name);
+        match &s.health {
+            Health::Parked { position, error } => {
+                assert_eq!(*position, Position::at(4));
+                assert!(error.contains("from_the_future"), "{error}");
+            }
+            other => panic!("{} should be parked, is {other:?}", s.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_projection_answers_wait_for_without_polling() {
+    let w = World::new();
+    let (runtime, read) = w
+        .runtime_with(models::all(), RuntimeConfig::default())
+        .await;
+    let (stop, task) = spawn_live(&runtime);
+    runtime
+        .wait_for(Position::START, Duration::ZERO)
+        .await
+        .unwrap();
+
+    let (t, g) = (person(1), person(2));
+    w.register(NORTH, t, PersonKind::Staff, "Tess").await;
+    w.register(NORTH, g, PersonKind::Guardian, "Gail").await;
+    let at = w
+        .start(
+            NORTH,
+            conversation(1),
+            ConversationKind::Personal,
+            &[t, g],
+            message(1),
+            "Hi",
+        )
+        .await;
+    runtime.wait_for(at, WAIT).await.unwrap();
+    let thread = read
+        .conversation(&district(NORTH), conversation(1), None)
+        .await
+        .unwrap()
+        .expect("visible once wait_for returned");
+    assert_eq!(thread.messages.len(), 1);
+
+    let later = w
+        .post(NORTH, conversation(1), message(2), g, "Hello", &[t])
+        .await;
+    runtime
+        .wait_for_projectors(&["conversations"], later, WAIT)
+        .await
+        .unwrap();
+    let thread = read
+        .conversation(&district(NORTH), conversation(1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(thread.messages.len(), 2);
+
+    let beyond = Position::at(later.sequence + 100);
+    assert!(matches!(
+        runtime.wait_for(beyond, Duration::from_millis(20)).await,
+        Err(WaitError::Timeout { .. })
+    ));
+    assert!(matches!(
+        runtime
+            .wait_for_projectors(&["nope"], later, Duration::ZERO)
+            .await,
+        Err(WaitError::UnknownProjector(_))
+    ));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_live_loop_resumes_from_its_checkpoint_after_a_restart() {
+    let w = World::new();
+    let first = people(&w, 5).await;
+    let counter = || Counter::new("counter_a", &["count_a"], Plan::default());
+    let (runtime, _) = w.runtime_with(vec![counter()], fast()).await;
+    let (stop, task) = spawn_live(&runtime);
+    runtime.wait_for(first, WAIT).await.unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    drop(runtime);
+
+    let last = people(&w, 12).await;
+    let (runtime, _) = w.runtime_with(vec![counter()], fast()).await;
+    assert_eq!(runtime.checkpoint("counter_a"), Some(first));
+    let (stop, task) = spawn_live(&runtime);
+    runtime.wait_for(last, WAIT).await.unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(counted(&w.db().await, "count_a").await, once(17));
+}
+
+#[tokio::test]
+async fn status_reports_generation_checkpoint_and_lag() {
+    let w = World::new();
+    people(&w, 10).await;
+    let (runtime, _) = w.runtime().await;
+    let before = runtime.status().await.unwrap();
+    assert_eq!(
+        before.iter().map(|s| s.name).collect::<Vec<_>>(),
+        vec!["directory", "conversations", "deliveries", "audit"]
+    );
+    for s in &before {
+        assert_eq!(
+            (s.generation, s.checkpoint, s.lag),
+            (1, Position::START, 10)
+        );
+        assert_eq!(s.health, Health::Live);
+        assert!(s.rebuild.is_none());
+    }
+    runtime.catch_up().await.unwrap();
+    for s in runtime.status().await.unwrap() {
+        assert_eq!((s.checkpoint, s.lag), (Position::at(10), 0));
+    }
+    let json = serde_json::to_value(runtime.status().await.unwrap()).unwrap();
+    assert_eq!(json[0]["health"]["state"], "live");
+    assert_eq!(json[0]["checkpoint"], 10);
+}
+
+#[tokio::test]
+async fn projector_names_must_be_unique() {
+    let w = World::new();
+    let a = || Counter::new("counter_a", &["count_a"], Plan::default());
+    let opened = crate::ProjectionRuntime::open(
+        w.dyn_store(),
+        w.db().await,
+        vec![a(), a()],
+        RuntimeConfig::default(),
+    )
+    .await;
+    assert!(matches!(
+        opened,
+        Err(ProjectionError::DuplicateProjector("counter_a"))
+    ));
+}

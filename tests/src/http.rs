@@ -1,0 +1,754 @@
+//! The seeds' scenarios over HTTP, against any running Homeroom: an in-process server
+//! on any backend (`tests/tests/http_scenarios.rs`) or the real binary
+//! (`crates/homeroom/tests/`). A scenario only knows a base URL and how to get tokens.
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Gets bearer tokens for a district and subject.
+pub trait Tokens: Send + Sync {
+    /// A token for `subject` in `district`; `system` grants scope `system`.
+    fn token(&self, district: &str, subject: &str, system: bool) -> String;
+}
+
+/// An answer from the server.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body as JSON (`null` when it is not JSON).
+    pub body: Value,
+    /// The `Content-Type` header.
+    pub content_type: String,
+    /// Whether `Idempotent-Replayed: true` was sent.
+    pub replayed: bool,
+    /// The body as text.
+    pub text: String,
+}
+
+impl Reply {
+    /// Asserts success and returns the body.
+    ///
+    /// # Panics
+    /// When the status is not 200.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "{}", self.text);
+        &self.body
+    }
+
+    /// Asserts a problem document with `status` and `code`.
+    ///
+    /// # Panics
+    /// When the answer is anything else.
+    #[track_caller]
+    pub fn refused(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.body["code"].as_str()),
+            (status, Some(code)),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.content_type, "application/problem+json");
+    }
+}
+
+/// A Homeroom reachable over HTTP, with a way to get tokens.
+pub struct Api {
+    base: String,
+    agent: ureq::Agent,
+    tokens: Box<dyn Tokens>,
+    cache: Mutex<HashMap<(String, String, bool), String>>,
+}
+
+impl Api {
+    /// The server at `addr` (`127.0.0.1:port`).
+    pub fn new(addr: &str, tokens: Box<dyn Tokens>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Self {
+            base: format!("http://{addr}"),
+            agent,
+            tokens,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// A token for `subject` in `district` (cached).
+    pub fn token(&self, district: &str, subject: &str, system: bool) -> String {
+        let key = (district.to_owned(), subject.to_owned(), system);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(key)
+            .or_insert_with(|| self.tokens.token(district, subject, system))
+            .clone()
+    }
+
+    /// `POST path` with `body`, or the transport error (connection refused, reset).
+    ///
+    /// # Errors
+    /// When the request could not be sent or the answer read.
+    pub fn try_post(
+        &self,
+        token: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        key: Option<Uuid>,
+    ) -> Result<Reply, ureq::Error> {
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", content_type);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key.to_string());
+        }
+        reply(request.send(body)?)
+    }
+
+    /// Runs command `name` with `body`, under `key` when given.
+    ///
+    /// # Panics
+    /// On a transport error.
+    pub fn command(&self, token: &str, name: &str, body: &Value, key: Option<Uuid>) -> Reply {
+        self.try_post(
+            token,
+            &format!("/v1/commands/{name}"),
+            "application/json",
+            &body.to_string(),
+            key,
+        )
+        .unwrap_or_else(|e| panic!("POST {name}: {e}"))
+    }
+
+    /// Imports a role-assignment CSV file.
+    ///
+    /// # Panics
+    /// On a transport error.
+    pub fn import_roles(&self, token: &str, csv: &str, key: Option<Uuid>) -> Reply {
+        self.try_post(token, "/v1/imports/role-assignments", "text/csv", csv, key)
+            .unwrap_or_else(|e| panic!("POST import: {e}"))
+    }
+
+    /// `GET path`.
+    ///
+    /// # Errors
+    /// When the request could not be sent or the answer read.
+    pub fn try_get(&self, path: &str) -> Result<Reply, ureq::Error> {
+        reply(self.agent.get(format!("{}{path}", self.base)).call()?)
+    }
+
+    /// `GET path`.
+    ///
+    /// # Panics
+    /// On a transport error.
+    pub fn get(&self, path: &str) -> Reply {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The log's head position as `/readyz` reports it.
+    ///
+    /// # Panics
+    /// When the server is not ready.
+    pub fn head(&self) -> Value {
+        self.get("/readyz").ok()["position"].clone()
+    }
+}
+
+fn reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, ureq::Error> {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let content_type = header("content-type");
+    let replayed = header("idempotent-replayed") == "true";
+    let text = response.body_mut().read_to_string()?;
+    Ok(Reply {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        content_type,
+        replayed,
+        text,
+    })
+}
+
+/// A district with one school and the people the seeds talk about, built over HTTP
+/// as an SIS sync would (scope `system`).
+pub struct District<'a> {
+    /// The server.
+    pub api: &'a Api,
+    /// The tenant.
+    pub name: String,
+    /// The school.
+    pub school: Uuid,
+    /// A School Admin.
+    pub principal: Uuid,
+    /// A Technical School Admin.
+    pub technician: Uuid,
+    /// `teen`'s teacher.
+    pub teacher: Uuid,
+    /// A student who is 14 today.
+    pub teen: Uuid,
+    /// A student who is 12 today.
+    pub child: Uuid,
+    /// `teen`'s guardian.
+    pub parent: Uuid,
+}
+
+fn born(years: u32) -> String {
+    let today = chrono::Utc::now().date_naive();
+    today
+        .checked_sub_months(chrono::Months::new(12 * years))
+        .expect("a real date")
+        .to_string()
+}
+
+impl<'a> District<'a> {
+    /// Builds the district through the API.
+    ///
+    /// # Panics
+    /// When a set-up command is refused.
+    pub fn build(api: &'a Api, name: &str) -> Self {
+        let d = Self {
+            api,
+            name: name.to_owned(),
+            school: Uuid::now_v7(),
+            principal: Uuid::now_v7(),
+            technician: Uuid::now_v7(),
+            teacher: Uuid::now_v7(),
+            teen: Uuid::now_v7(),
+            child: Uuid::now_v7(),
+            parent: Uuid::now_v7(),
+        };
+        d.system("RegisterSchool", json!({"school_id": d.school, "name": "Lincoln Middle School", "sms_number": "+15550001000"}));
+        for (id, name) in [
+            (d.principal, "Principal Skinner"),
+            (d.technician, "Tech Admin"),
+            (d.teacher, "Ms. Rivera"),
+        ] {
+            d.staff(id, name);
+        }
+        d.system("RegisterPerson", json!({"person_id": d.teen, "kind": "student", "name": "Dennis", "school_ids": [d.school], "birth_date": born(14), "contact_points": [{"channel": "sms", "address": "+15550002001"}]}));
+        d.system("RegisterPerson", json!({"person_id": d.child, "kind": "student", "name": "Lisa", "school_ids": [d.school], "birth_date": born(12), "contact_points": [{"channel": "sms", "address": "+15550002002"}]}));
+        d.system("RegisterPerson", json!({"person_id": d.parent, "kind": "guardian", "name": "Marge", "school_ids": [d.school], "contact_points": [{"channel": "sms", "address": "+15550002003"}]}));
+        d.system(
+            "LinkGuardian",
+            json!({"guardian_id": d.parent, "student_id": d.teen}),
+        );
+        d.system(
+            "SetStudentTeachers",
+            json!({"student_id": d.teen, "teacher_ids": [d.teacher]}),
+        );
+        // The roles go in as a CSV import, as a district admin would upload them.
+        let csv = format!(
+            "person_id,role_id,school_id\n{},school_admin,{s}\n{},technical_school_admin,{s}\n{},teacher,{s}\n",
+            d.principal,
+            d.technician,
+            d.teacher,
+            s = d.school
+        );
+        let report = api.import_roles(&d.system_token(), &csv, None);
+        assert_eq!(report.ok()["accepted"], 3, "{}", report.text);
+        d
+    }
+
+    /// A token of the SIS sync service.
+    pub fn system_token(&self) -> String {
+        self.api.token(&self.name, "sis-sync", true)
+    }
+
+    /// Registers a staff member at the school.
+    ///
+    /// # Panics
+    /// When refused.
+    pub fn staff(&self, id: Uuid, name: &str) {
+        self.system(
+            "RegisterPerson",
+            json!({"person_id": id, "kind": "staff", "name": name, "school_ids": [self.school]}),
+        );
+    }
+
+    /// Runs a command as the SIS sync, asserting it is recorded.
+    ///
+    /// # Panics
+    /// When refused.
+    #[track_caller]
+    pub fn system(&self, name: &str, body: Value) -> Value {
+        self.api
+            .command(&self.system_token(), name, &body, None)
+            .ok()
+            .clone()
+    }
+
+    /// Runs a command as `person`.
+    pub fn by(&self, person: Uuid, name: &str, body: Value) -> Reply {
+        self.by_keyed(person, name, body, None)
+    }
+
+    /// Runs a command as `person` under an idempotency key.
+    pub fn by_keyed(&self, person: Uuid, name: &str, body: Value, key: Option<Uuid>) -> Reply {
+        let token = self.api.token(&self.name, &person.to_string(), false);
+        self.api.command(&token, name, &body, key)
+    }
+}
+
+/// One scenario: it builds its own district(s) on the server and asserts as it goes.
+pub type Scenario = fn(&Api);
+
+/// Every scenario, by name, so each runner lists them once.
+pub const SCENARIOS: &[(&str, Scenario)] = &[
+    (
+        "a_school_admin_messages_a_teen_but_not_a_twelve_year_old",
+        a_school_admin_messages_a_teen_but_not_a_twelve_year_old,
+    ),
+    (
+        "a_technical_school_admin_needs_a_custom_role_for_personal_messages",
+        a_technical_school_admin_needs_a_custom_role_for_personal_messages,
+    ),
+    (
+        "personal_messages_alone_cannot_send_from_the_school",
+        personal_messages_alone_cannot_send_from_the_school,
+    ),
+    (
+        "a_sixteenth_participant_is_refused",
+        a_sixteenth_participant_is_refused,
+    ),
+    (
+        "a_parent_starts_conversations_with_current_teachers_only",
+        a_parent_starts_conversations_with_current_teachers_only,
+    ),
+    (
+        "a_stopped_conversation_refuses_replies",
+        a_stopped_conversation_refuses_replies,
+    ),
+    (
+        "retries_with_the_same_idempotency_key_record_one_event",
+        retries_with_the_same_idempotency_key_record_one_event,
+    ),
+    (
+        "a_token_of_one_district_cannot_see_another",
+        a_token_of_one_district_cannot_see_another,
+    ),
+    (
+        "malformed_requests_record_nothing",
+        malformed_requests_record_nothing,
+    ),
+];
+
+fn district_name(prefix: &str) -> String {
+    format!("{prefix}-{}", &Uuid::now_v7().simple().to_string()[20..])
+}
+
+/// A school admin sends a personal message to a 14-year-old, and is refused
+/// (`recipient_too_young`) for a 12-year-old.
+pub fn a_school_admin_messages_a_teen_but_not_a_twelve_year_old(api: &Api) {
+    let d = District::build(api, &district_name("springfield"));
+    let sent = d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.teen, "body": "Hi {student_name}, see me after class."}),
+    );
+    let sent = sent.ok();
+    assert!(sent["conversation_id"].is_string() && sent["message_id"].is_string());
+    assert_eq!(sent["delivery_ids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sent["events"][1]["type"], "message_posted");
+    let head = api.head();
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.child, "body": "Hi"}),
+    )
+    .refused(422, "recipient_too_young");
+    assert_eq!(api.head(), head, "a refusal records nothing");
+}
+
+/// A Technical School Admin is refused (`not_permitted`) until a custom role granting
+/// `personal_messages` is assigned.
+pub fn a_technical_school_admin_needs_a_custom_role_for_personal_messages(api: &Api) {
+    let d = District::build(api, &district_name("shelbyville"));
+    let message = json!({"recipient_id": d.parent, "body": "Hello from the office"});
+    d.by(d.technician, "SendPersonalMessage", message.clone())
+        .refused(403, "not_permitted");
+    d.system(
+        "DefineRole",
+        json!({"role_id": "messenger", "name": "Personal messages", "permissions": ["personal_messages"]}),
+    );
+    d.system(
+        "AssignRole",
+        json!({"person_id": d.technician, "role_id": "messenger", "school_id": d.school}),
+    );
+    d.by(d.technician, "SendPersonalMessage", message).ok();
+}
+
+/// A user with only `personal_messages` cannot send `from: school`.
+pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
+    let d = District::build(api, &district_name("capital"));
+    let nurse = Uuid::now_v7();
+    d.staff(nurse, "Nurse Joy");
+    d.system(
+        "DefineRole",
+        json!({"role_id": "nurse", "name": "Nurse", "permissions": ["personal_messages"]}),
+    );
+    let csv = format!("person_id,role_id,school_id\n{nurse},nurse,{}\n", d.school);
+    api.import_roles(&d.system_token(), &csv, None).ok();
+    d.by(
+        nurse,
+        "StartConversation",
+        json!({"conversation_id": Uuid::now_v7(), "school_id": d.school, "participant_ids": [d.parent], "body": "From the school", "from": "school"}),
+    )
+    .refused(403, "not_permitted");
+    d.by(
+        nurse,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.parent, "body": "From me"}),
+    )
+    .ok();
+    // The school admin holds school_inbox and may.
+    d.by(
+        d.principal,
+        "StartConversation",
+        json!({"conversation_id": Uuid::now_v7(), "school_id": d.school, "participant_ids": [d.parent], "body": "From the school", "from": "school"}),
+    )
+    .ok();
+}
+
+/// A conversation holds at most 15 people, its starter included.
+pub fn a_sixteenth_participant_is_refused(api: &Api) {
+    let d = District::build(api, &district_name("ogdenville"));
+    let staff: Vec<Uuid> = (0..15).map(|_| Uuid::now_v7()).collect();
+    for (i, id) in staff.iter().enumerate() {
+        d.staff(*id, &format!("Staff {i}"));
+    }
+    let start = |others: &[Uuid]| {
+        d.by(
+            d.principal,
+            "StartConversation",
+            json!({"conversation_id": Uuid::now_v7(), "school_id": d.school, "participant_ids": others, "body": "Staff meeting"}),
+        )
+    };
+    let head = api.head();
+    start(&staff).refused(422, "too_many_participants");
+    assert_eq!(api.head(), head);
+    start(&staff[..14]).ok();
+}
+
+/// A parent may start a conversation with a current teacher of their student only.
+pub fn a_parent_starts_conversations_with_current_teachers_only(api: &Api) {
+    let d = District::build(api, &district_name("brockway"));
+    let start = |with: Uuid| {
+        d.by(
+            d.parent,
+            "StartConversation",
+            json!({"conversation_id": Uuid::now_v7(), "school_id": d.school, "participant_ids": [with], "body": "About Dennis"}),
+        )
+    };
+    start(d.principal).refused(422, "not_a_current_teacher");
+    start(d.teacher).ok();
+}
+
+/// A stopped conversation stays, but refuses replies.
+pub fn a_stopped_conversation_refuses_replies(api: &Api) {
+    let d = District::build(api, &district_name("cypress"));
+    let conversation = Uuid::now_v7();
+    d.by(
+        d.teacher,
+        "StartConversation",
+        json!({"conversation_id": conversation, "school_id": d.school, "participant_ids": [d.parent], "body": "Field trip on Friday"}),
+    )
+    .ok();
+    d.by(
+        d.parent,
+        "PostMessage",
+        json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "Thanks!"}),
+    )
+    .ok();
+    d.by(
+        d.teacher,
+        "StopConversation",
+        json!({"conversation_id": conversation}),
+    )
+    .ok();
+    d.by(
+        d.parent,
+        "PostMessage",
+        json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "One more thing"}),
+    )
+    .refused(422, "conversation_stopped");
+}
+
+/// The same Idempotency-Key with the same body answers the first result and records
+/// one event; with another body it is 409.
+pub fn retries_with_the_same_idempotency_key_record_one_event(api: &Api) {
+    let d = District::build(api, &district_name("northhaverbrook"));
+    let key = Uuid::now_v7();
+    let body = json!({"recipient_id": d.teen, "body": "Don't forget your form"});
+    let first = d.by_keyed(d.principal, "SendPersonalMessage", body.clone(), Some(key));
+    let first = first.ok().clone();
+    assert_eq!(first["command_id"], key.to_string());
+    let head = api.head();
+    for _ in 0..3 {
+        let again = d.by_keyed(d.principal, "SendPersonalMessage", body.clone(), Some(key));
+        assert_eq!(again.ok(), &first);
+        assert!(again.replayed, "marked as a replay");
+    }
+    assert_eq!(api.head(), head, "nothing recorded by the retries");
+    d.by_keyed(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.teen, "body": "Something else"}),
+        Some(key),
+    )
+    .refused(409, "idempotency_key_reused");
+    assert_eq!(api.head(), head);
+}
+
+/// A token of district A cannot see or change district B: B's ids answer 404.
+pub fn a_token_of_one_district_cannot_see_another(api: &Api) {
+    let a = District::build(api, &district_name("a"));
+    let b = District::build(api, &district_name("b"));
+    let conversation = a
+        .by(
+            a.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": a.teen, "body": "Hi"}),
+        )
+        .ok()["conversation_id"]
+        .clone();
+    let head = api.head();
+    b.by(
+        b.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": a.teen, "body": "Hi"}),
+    )
+    .refused(404, "unknown_person");
+    b.by(
+        b.principal,
+        "StopConversation",
+        json!({"conversation_id": conversation}),
+    )
+    .refused(404, "unknown_conversation");
+    api.command(
+        &b.system_token(),
+        "AssignRole",
+        &json!({"person_id": a.principal, "role_id": "school_admin"}),
+        None,
+    )
+    .refused(404, "unknown_person");
+    // A's principal, with a token of B, is nobody there.
+    let token = api.token(&b.name, &a.principal.to_string(), false);
+    api.command(
+        &token,
+        "SendPersonalMessage",
+        &json!({"recipient_id": b.teen, "body": "Hi"}),
+        None,
+    )
+    .refused(404, "unknown_person");
+    assert_eq!(api.head(), head);
+}
+
+/// Malformed JSON, unknown fields, wrong types, unknown commands and missing tokens are
+/// 4xx problem documents, and record nothing.
+pub fn malformed_requests_record_nothing(api: &Api) {
+    let d = District::build(api, &district_name("malformed"));
+    let token = d.api.token(&d.name, &d.principal.to_string(), false);
+    let head = api.head();
+    let post = |token: &str, name: &str, body: &str| {
+        api.try_post(
+            token,
+            &format!("/v1/commands/{name}"),
+            "application/json",
+            body,
+            None,
+        )
+        .unwrap()
+    };
+    post(&token, "SendPersonalMessage", "{\"recipient_id\": ").refused(400, "validation");
+    post(
+        &token,
+        "SendPersonalMessage",
+        &json!({"recipient_id": d.teen, "body": "x", "bcc": "all"}).to_string(),
+    )
+    .refused(400, "validation");
+    post(
+        &token,
+        "SendPersonalMessage",
+        &json!({"recipient_id": d.teen, "body": 5}).to_string(),
+    )
+    .refused(400, "validation");
+    post(&token, "EditMessage", "{}").refused(404, "unknown_command");
+    post("not-a-token", "SendPersonalMessage", "{}").refused(401, "unauthenticated");
+    let huge = json!({"recipient_id": d.teen, "body": "x".repeat(100 * 1024)}).to_string();
+    post(&token, "SendPersonalMessage", &huge).refused(413, "too_large");
+    assert_eq!(api.head(), head);
+}
+
+/// Tokens from `homeroom token`, for a server started from the binary.
+pub struct CliTokens {
+    /// The `homeroom` binary.
+    pub bin: PathBuf,
+    /// The instance's data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Tokens for CliTokens {
+    fn token(&self, district: &str, subject: &str, system: bool) -> String {
+        let mut command = Command::new(&self.bin);
+        command.args([
+            "token",
+            "--district",
+            district,
+            "--subject",
+            subject,
+            "--data-dir",
+        ]);
+        command.arg(&self.data_dir);
+        if system {
+            command.args(["--scope", "system"]);
+        }
+        let out = command.output().expect("homeroom token runs");
+        assert!(
+            out.status.success(),
+            "homeroom token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("a token is text")
+            .trim()
+            .to_owned()
+    }
+}
+
+/// A `homeroom serve` process on a data directory and a free port. Killed on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: String,
+    /// Every line it printed on stdout, up to the listening line.
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    /// Starts `bin serve --listen 127.0.0.1:0 --data-dir data_dir` and waits for its
+    /// `listening on ADDR` line (bounded), then for `/readyz`.
+    ///
+    /// # Panics
+    /// When it does not start within 60 s.
+    pub fn start(bin: &Path, data_dir: &Path) -> Self {
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("homeroom serve starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    banner.push(line.clone());
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        break addr.trim().to_owned();
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("no listening line from homeroom serve ({e}); it printed {banner:?}");
+                }
+            }
+        };
+        Self {
+            child: Some(child),
+            addr,
+            banner,
+        }
+    }
+
+    /// An [`Api`] on this server with tokens from `homeroom token`.
+    pub fn api(&self, bin: &Path, data_dir: &Path) -> Api {
+        let api = Api::new(
+            &self.addr,
+            Box::new(CliTokens {
+                bin: bin.to_owned(),
+                data_dir: data_dir.to_owned(),
+            }),
+        );
+        wait_ready(&api);
+        api
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    ///
+    /// # Panics
+    /// When it has not exited within 60 s.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let mut child = self.child.take().expect("running");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("homeroom exits within 60 s of SIGTERM")
+            .expect("waitpid")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `/readyz` until it answers 200 (bounded: 200 tries).
+///
+/// # Panics
+/// When it never does.
+pub fn wait_ready(api: &Api) {
+    for _ in 0..200 {
+        if api.try_get("/readyz").is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("/readyz never answered 200");
+}

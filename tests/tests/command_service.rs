@@ -1,0 +1,296 @@
+//! The command service end to end, on every embedded backend: the seeds' rules, what a
+//! refusal leaves behind (nothing), idempotency across restarts, concurrent writers, and
+//! fresh facts across service instances.
+
+use homeroom_app::{CommandContext, CommandError, CommandService};
+use homeroom_domain::{Actor, PersonId};
+use homeroom_eventstore::{hash, memory::InMemoryStore, EventStore, Position};
+use homeroom_store_sqlite::SqliteStore;
+use homeroom_tests::District;
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Runs one scenario against every embedded backend.
+macro_rules! on_every_backend {
+    ($($scenario:ident),+ $(,)?) => {
+        mod in_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario(std::sync::Arc::new(super::InMemoryStore::default())).await;
+            })+
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = super::SqliteStore::open(&dir.path().join("events.sqlite")).await.unwrap();
+                super::$scenario(std::sync::Arc::new(store)).await;
+            })+
+        }
+    };
+}
+
+on_every_backend!(
+    a_school_admin_messages_a_teen_but_not_a_twelve_year_old,
+    a_refused_command_records_nothing,
+    a_retried_command_answers_its_first_result_even_after_a_restart,
+    a_reused_command_id_with_another_body_is_refused,
+    concurrent_posts_to_one_conversation_all_land_in_order,
+    a_revoked_role_is_honoured_by_a_service_with_a_stale_cache,
+    every_recorded_stream_verifies,
+);
+
+fn code(result: Result<homeroom_app::CommandOutcome, CommandError>) -> &'static str {
+    match result {
+        Ok(outcome) => panic!("expected a refusal, got {outcome:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+async fn a_school_admin_messages_a_teen_but_not_a_twelve_year_old(store: Arc<dyn EventStore>) {
+    let d = District::build(store, "springfield").await;
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Hi {student_name}, see me after class."}),
+        )
+        .await
+        .expect("a school admin may message a 14-year-old");
+    assert!(sent.conversation_id.is_some() && sent.message_id.is_some());
+    assert_eq!(
+        sent.delivery_ids.len(),
+        1,
+        "one delivery for the one recipient"
+    );
+
+    let again = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "One more thing."}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.conversation_id, sent.conversation_id,
+        "a second personal message continues the same conversation"
+    );
+
+    let refused = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.child, "body": "Hi"}),
+        )
+        .await;
+    assert_eq!(code(refused), "recipient_too_young");
+
+    let refused = d
+        .by(
+            d.technician,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Hi"}),
+        )
+        .await;
+    assert_eq!(code(refused), "not_permitted");
+}
+
+async fn a_refused_command_records_nothing(store: Arc<dyn EventStore>) {
+    let d = District::build(store.clone(), "shelbyville").await;
+    let before = store.head().await.unwrap();
+    let refused = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.child, "body": "Hi"}),
+        )
+        .await;
+    assert_eq!(code(refused), "recipient_too_young");
+    let refused = d
+        .by(
+            d.parent,
+            "StartConversation",
+            json!({
+                "conversation_id": Uuid::now_v7(), "school_id": d.school,
+                "participant_ids": [d.principal], "body": "Hello"
+            }),
+        )
+        .await;
+    assert_eq!(code(refused), "not_a_current_teacher");
+    assert_eq!(
+        store.head().await.unwrap(),
+        before,
+        "refusals append nothing"
+    );
+}
+
+async fn a_retried_command_answers_its_first_result_even_after_a_restart(
+    store: Arc<dyn EventStore>,
+) {
+    let d = District::build(store.clone(), "ogdenville").await;
+    let key = Uuid::now_v7();
+    let ctx = CommandContext::new(d.district.clone(), Actor::Person(PersonId::new(d.parent)))
+        .with_command_id(key);
+    let body = json!({
+        "conversation_id": Uuid::now_v7(), "school_id": d.school,
+        "participant_ids": [d.teacher], "body": "Is Dennis's project due Friday?"
+    });
+    let first = d
+        .run_in(&ctx, "StartConversation", body.clone())
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+
+    let second = d
+        .run_in(&ctx, "StartConversation", body.clone())
+        .await
+        .unwrap();
+    assert!(second.replayed && !first.replayed);
+    assert_eq!(
+        homeroom_app::CommandOutcome {
+            replayed: false,
+            ..second
+        },
+        first,
+        "the same key and body answer the first result"
+    );
+
+    // A new service has an empty cache: the answer comes from the store itself.
+    let restarted = CommandService::new(store.clone(), 100);
+    let command = homeroom_app::parse_command("StartConversation", body).unwrap();
+    let third = restarted.execute(&ctx, &command).await.unwrap();
+    assert_eq!(third.events, first.events);
+    assert_eq!(third.position, first.position);
+    assert_eq!(store.head().await.unwrap(), head, "retries record nothing");
+}
+
+async fn a_reused_command_id_with_another_body_is_refused(store: Arc<dyn EventStore>) {
+    let d = District::build(store.clone(), "capital_city").await;
+    let ctx = CommandContext::new(
+        d.district.clone(),
+        Actor::Person(PersonId::new(d.principal)),
+    )
+    .with_command_id(Uuid::now_v7());
+    d.run_in(
+        &ctx,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.teen, "body": "Hi"}),
+    )
+    .await
+    .unwrap();
+    let head = store.head().await.unwrap();
+    let reused = d
+        .run_in(
+            &ctx,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Something else"}),
+        )
+        .await;
+    assert_eq!(code(reused), "idempotency_key_reused");
+    assert_eq!(store.head().await.unwrap(), head);
+}
+
+async fn concurrent_posts_to_one_conversation_all_land_in_order(store: Arc<dyn EventStore>) {
+    let d = Arc::new(District::build(store.clone(), "north_haverbrook").await);
+    let started = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Welcome!"}),
+        )
+        .await
+        .unwrap();
+    let conversation = started.conversation_id.unwrap();
+    let writers: Vec<_> = (0..24)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.by(
+                    d.principal,
+                    "PostMessage",
+                    json!({
+                        "conversation_id": conversation, "message_id": Uuid::now_v7(),
+                        "body": format!("update {i}")
+                    }),
+                )
+                .await
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await
+            .unwrap()
+            .expect("every concurrent post lands after retries");
+    }
+    let stream = homeroom_app::service::stream_id(
+        &homeroom_domain::StreamRef::Conversation(conversation),
+        &d.district,
+    )
+    .unwrap();
+    let events = store.read_stream(&stream, 0, 1_000).await.unwrap();
+    let posted = events
+        .iter()
+        .filter(|e| e.event_type == "message_posted")
+        .count();
+    assert_eq!(posted, 25, "the welcome and 24 updates");
+    let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=events.len() as u64).collect::<Vec<_>>());
+}
+
+async fn a_revoked_role_is_honoured_by_a_service_with_a_stale_cache(store: Arc<dyn EventStore>) {
+    let d = District::build(store.clone(), "brockway").await;
+    // A second API node: it decides one message, so it caches the principal's roles.
+    let other_node = CommandService::new(store.clone(), 100);
+    let ctx = || {
+        CommandContext::new(
+            d.district.clone(),
+            Actor::Person(PersonId::new(d.principal)),
+        )
+    };
+    let send = homeroom_app::parse_command(
+        "SendPersonalMessage",
+        json!({"recipient_id": d.teen, "body": "Hi"}),
+    )
+    .unwrap();
+    other_node.execute(&ctx(), &send).await.unwrap();
+
+    // The first node revokes the role; the caller is told it was recorded.
+    d.system(
+        "RevokeRole",
+        json!({"person_id": d.principal, "role_id": "school_admin", "school_id": d.school}),
+    )
+    .await;
+
+    let refused = other_node.execute(&ctx(), &send).await;
+    assert_eq!(
+        code(refused),
+        "not_permitted",
+        "the other node must not decide on its stale copy of the roles"
+    );
+}
+
+async fn every_recorded_stream_verifies(store: Arc<dyn EventStore>) {
+    let d = District::build(store.clone(), "cypress_creek").await;
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.teen, "body": "Hi"}),
+    )
+    .await
+    .unwrap();
+    let all = store.read_all(Position::START, 10_000).await.unwrap();
+    assert!(all.len() > 10);
+    let mut streams = std::collections::BTreeMap::<_, Vec<_>>::new();
+    for e in &all {
+        streams.entry(e.stream.clone()).or_default().push(e.clone());
+        assert_eq!(e.metadata.district, "cypress_creek");
+    }
+    for (stream, events) in streams {
+        assert!(
+            hash::verify_stream(&events).is_empty(),
+            "{stream} does not verify"
+        );
+    }
+}
