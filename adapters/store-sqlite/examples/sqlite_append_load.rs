@@ -3,7 +3,7 @@
 //! expected versions, through the real group-commit path and fsync.
 //!
 //! ```sh
-//! cargo run --release -p homeroom-store-sqlite --example append_load [-- EVENTS TASKS [FILE]]
+//! cargo run --release -p homeroom-store-sqlite --example sqlite_append_load [-- EVENTS TASKS [FILE]]
 //! ```
 //!
 //! Defaults: 100,000 events from 64 tasks into a fresh file in a temporary directory.

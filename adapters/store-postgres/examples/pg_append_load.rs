@@ -3,7 +3,7 @@
 //! expected versions, through the real append path, into a throwaway schema.
 //!
 //! ```sh
-//! cargo run --release -p homeroom-store-postgres --example append_load [-- EVENTS TASKS [BATCH]]
+//! cargo run --release -p homeroom-store-postgres --example pg_append_load [-- EVENTS TASKS [BATCH]]
 //! ```
 //!
 //! Defaults: 20,000 events from 32 tasks, one event per append, against `DATABASE_URL`
