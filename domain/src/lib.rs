@@ -18,6 +18,8 @@
 //!   [`permissions`] (permissions and built-in roles), [`text`] (bodies, titles, the
 //!   content guard), [`merge`] (merge fields), [`plan`] (the delivery plan and channel
 //!   choice), [`values`] (small enums), [`validation`] (malformed values).
+//! - [`visibility`]: who may see what (conversations, school inboxes, oversight, a
+//!   student's record, the audit trail): the read side's rules.
 //! - This module: the top-level [`State`], [`StreamRef`] (which stream a command appends
 //!   to), [`people_needed`] (which facts to load) and [`decide`], which dispatches to
 //!   the aggregate.
@@ -63,6 +65,7 @@ pub mod plan;
 pub mod text;
 pub mod validation;
 pub mod values;
+pub mod visibility;
 
 #[cfg(test)]
 mod testing;

@@ -1,0 +1,182 @@
+//! Who may see what: the read-side rules, beside the write-side ones.
+//!
+//! Reads are decided like commands, from the directory facts the event streams own (the
+//! district's roles and the viewer's assignments), never from a read model: a viewer
+//! whose role was just revoked sees nothing more the moment the caller was told the
+//! revocation was recorded.
+//!
+//! - A participant sees the conversations they take part in.
+//! - `school_inbox` at a school: that school's shared inbox (its school conversations).
+//! - `oversight` at a school (or district-wide): every conversation of the school,
+//!   personal ones included.
+//! - `student_record` at one of a student's schools: the messages on the student's
+//!   record; `inbound_replies` there as well: the family's replies in it.
+//! - The audit trail: `oversight` held district-wide (or a `system` service).
+//! - A custom role holding only `personal_messages` grants none of these: such a user
+//!   sees their own conversations and nothing else.
+//! - `system` services (SIS sync, delivery workers, compliance tooling) see everything
+//!   of their district but have no inbox of their own.
+
+use crate::district::DistrictState;
+use crate::ids::{PersonId, SchoolId};
+use crate::permissions::Permission;
+use crate::person::PersonState;
+use crate::values::ConversationKind;
+
+/// Who is looking.
+#[derive(Debug, Clone, Copy)]
+pub enum Viewer<'a> {
+    /// A `system` service of the district.
+    System,
+    /// A person, with their directory state (unregistered when unknown).
+    Person {
+        /// Their id.
+        id: PersonId,
+        /// What the directory knows of them.
+        state: &'a PersonState,
+    },
+}
+
+/// What the rules need to know of a conversation.
+#[derive(Debug, Clone, Copy)]
+pub struct ConversationFacts<'a> {
+    /// Personal, school or group.
+    pub kind: ConversationKind,
+    /// The school it belongs to.
+    pub school: SchoolId,
+    /// Everyone taking part.
+    pub participants: &'a [PersonId],
+}
+
+/// How much of the oversight view a viewer may search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OversightReach {
+    /// Every school of the district.
+    District,
+    /// These schools (never empty).
+    Schools(Vec<SchoolId>),
+}
+
+/// How much of a student's record a viewer may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAccess {
+    /// Whether the family's inbound replies are included.
+    pub inbound_replies: bool,
+}
+
+/// Whether `viewer` holds `permission` at `school` (or district-wide).
+fn holds_at(
+    district: &DistrictState,
+    viewer: &PersonState,
+    permission: Permission,
+    school: SchoolId,
+) -> bool {
+    viewer.is_registered() && district.permissions_of(viewer, school).contains(permission)
+}
+
+/// Whether `viewer` may read `conversation`: its participants, the school inbox holders
+/// of its school (for school conversations), and oversight at its school.
+pub fn may_see_conversation(
+    district: &DistrictState,
+    viewer: Viewer<'_>,
+    conversation: ConversationFacts<'_>,
+) -> bool {
+    let Viewer::Person { id, state } = viewer else {
+        return true;
+    };
+    conversation.participants.contains(&id)
+        || (conversation.kind == ConversationKind::School
+            && holds_at(
+                district,
+                state,
+                Permission::SchoolInbox,
+                conversation.school,
+            ))
+        || holds_at(district, state, Permission::Oversight, conversation.school)
+}
+
+/// The schools whose shared inbox `viewer` sees: where they hold `school_inbox`
+/// (every school of the district when they hold it district-wide). Empty when none.
+pub fn school_inboxes(district: &DistrictState, viewer: &PersonState) -> Vec<SchoolId> {
+    schools_where(district, viewer, Permission::SchoolInbox)
+}
+
+fn schools_where(
+    district: &DistrictState,
+    viewer: &PersonState,
+    permission: Permission,
+) -> Vec<SchoolId> {
+    if !viewer.is_registered() {
+        return Vec::new();
+    }
+    district
+        .schools()
+        .map(|s| s.id)
+        .filter(|school| holds_at(district, viewer, permission, *school))
+        .collect()
+}
+
+/// How far `viewer` may search oversight: district-wide `oversight` (or a `system`
+/// service) reaches every school, `oversight` at some schools reaches those; `None`
+/// when they hold it nowhere.
+pub fn oversight_reach(district: &DistrictState, viewer: Viewer<'_>) -> Option<OversightReach> {
+    let Viewer::Person { state, .. } = viewer else {
+        return Some(OversightReach::District);
+    };
+    if !state.is_registered() {
+        return None;
+    }
+    if district
+        .district_wide_permissions(state)
+        .contains(Permission::Oversight)
+    {
+        return Some(OversightReach::District);
+    }
+    let schools = schools_where(district, state, Permission::Oversight);
+    (!schools.is_empty()).then_some(OversightReach::Schools(schools))
+}
+
+/// What `viewer` may read of `student`'s record: `student_record` at one of the
+/// student's schools opens it, `inbound_replies` there adds the family's replies; `None`
+/// when the viewer holds `student_record` at none of them.
+pub fn student_record_access(
+    district: &DistrictState,
+    viewer: Viewer<'_>,
+    student: &PersonState,
+) -> Option<RecordAccess> {
+    let Viewer::Person { state, .. } = viewer else {
+        return Some(RecordAccess {
+            inbound_replies: true,
+        });
+    };
+    let holds_for_student = |permission| {
+        student
+            .school_ids()
+            .iter()
+            .any(|school| holds_at(district, state, permission, *school))
+            || (state.is_registered()
+                && district
+                    .district_wide_permissions(state)
+                    .contains(permission))
+    };
+    holds_for_student(Permission::StudentRecord).then(|| RecordAccess {
+        inbound_replies: holds_for_student(Permission::InboundReplies),
+    })
+}
+
+/// Whether `viewer` may read the audit trail and verify its hash chains: a `system`
+/// service, or `oversight` held district-wide.
+pub fn may_read_audit(district: &DistrictState, viewer: Viewer<'_>) -> bool {
+    match viewer {
+        Viewer::System => true,
+        Viewer::Person { state, .. } => {
+            state.is_registered()
+                && district
+                    .district_wide_permissions(state)
+                    .contains(Permission::Oversight)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
