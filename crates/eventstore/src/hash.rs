@@ -6,7 +6,7 @@
 //! event on. Backends compute the hash with [`chain_hash`] when they append; auditors
 //! check a stream with [`verify_stream`].
 
-use crate::{EventMetadata, RecordedEvent, StreamId};
+use crate::{EventMetadata, EventReader, Position, RecordedEvent, StoreError, StreamId};
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -110,32 +110,112 @@ fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&sort(value)).unwrap_or_default()
 }
 
-/// Checks a whole stream, read in version order, and returns the versions whose hash or
-/// link does not hold (empty when the chain is intact).
-///
-/// An event is broken when its stored hash differs from the recomputed one, when its
-/// `prev_hash` is not the previous event's hash, or when its version does not follow.
-pub fn verify_stream<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Vec<u64> {
-    let mut broken = Vec::new();
-    let mut expected_prev = GENESIS.to_owned();
-    let mut expected_version = 1;
-    for event in events {
-        let intact = event.prev_hash == expected_prev
-            && event.version == expected_version
-            && recompute(event) == event.hash;
-        if !intact {
-            broken.push(event.version);
+/// Where one stream's chain stands while it is being checked: the version and the
+/// `prev_hash` its next event must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    expected_version: u64,
+    expected_prev: String,
+}
+
+impl Default for ChainLink {
+    fn default() -> Self {
+        Self {
+            expected_version: 1,
+            expected_prev: GENESIS.to_owned(),
         }
-        expected_prev = event.hash.clone();
-        expected_version = event.version + 1;
     }
-    broken
+}
+
+impl ChainLink {
+    /// Checks the stream's next event and moves past it; `false` when it is broken: its
+    /// stored hash differs from the recomputed one, its `prev_hash` is not the previous
+    /// event's hash, or its version does not follow.
+    pub fn accept(&mut self, event: &RecordedEvent) -> bool {
+        let intact = event.prev_hash == self.expected_prev
+            && event.version == self.expected_version
+            && recompute(event) == event.hash;
+        self.expected_prev.clone_from(&event.hash);
+        self.expected_version = event.version + 1;
+        intact
+    }
+}
+
+/// Checks a whole stream, read in version order, and returns the versions whose hash or
+/// link does not hold (empty when the chain is intact). See [`ChainLink::accept`].
+pub fn verify_stream<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Vec<u64> {
+    let mut link = ChainLink::default();
+    events
+        .into_iter()
+        .filter(|event| !link.accept(event))
+        .map(|event| event.version)
+        .collect()
+}
+
+/// Checks every stream of a log read in delivery order (in which each stream's events
+/// come in version order), holding one [`ChainLink`] per stream rather than the log.
+#[derive(Debug, Default)]
+pub struct LogVerifier {
+    links: std::collections::HashMap<StreamId, ChainLink>,
+    checked: u64,
+    broken: Vec<(StreamId, u64)>,
+}
+
+impl LogVerifier {
+    /// A verifier that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the next event of the log.
+    pub fn check(&mut self, event: &RecordedEvent) {
+        self.checked += 1;
+        let link = self.links.entry(event.stream.clone()).or_default();
+        if !link.accept(event) {
+            self.broken.push((event.stream.clone(), event.version));
+        }
+    }
+
+    /// How many events were checked.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// Every broken event so far, as (stream, version), in the order found.
+    pub fn broken(&self) -> &[(StreamId, u64)] {
+        &self.broken
+    }
+}
+
+/// Events read per round trip by [`verify_log`].
+const VERIFY_PAGE: usize = 1_000;
+
+/// Reads the whole log from `reader`, in delivery order, and checks the chain of every
+/// stream whose events `include` keeps (e.g. one district's).
+///
+/// # Errors
+/// [`StoreError`] when the log cannot be read.
+pub async fn verify_log<R: EventReader + ?Sized>(
+    reader: &R,
+    include: impl Fn(&RecordedEvent) -> bool,
+) -> Result<LogVerifier, StoreError> {
+    let mut verifier = LogVerifier::new();
+    let mut after = Position::START;
+    loop {
+        let page = reader.read_all(after, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(verifier);
+        };
+        after = last.position;
+        for event in page.iter().filter(|e| include(e)) {
+            verifier.check(event);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Position;
 
     fn event(prev: &str, version: u64, data: serde_json::Value) -> RecordedEvent {
         let stream = StreamId::parse("conversation-d:1").unwrap();
@@ -177,6 +257,25 @@ mod tests {
         let b = event(&a.hash, 2, serde_json::json!(2));
         let c = event(&b.hash, 3, serde_json::json!(3));
         assert_eq!(verify_stream([&a, &c]), vec![3]);
+    }
+
+    #[test]
+    fn a_log_verifier_checks_interleaved_streams_each_on_its_own_chain() {
+        let a1 = event(GENESIS, 1, serde_json::json!(1));
+        let a2 = event(&a1.hash, 2, serde_json::json!(2));
+        let mut b1 = event(GENESIS, 1, serde_json::json!("b"));
+        b1.stream = StreamId::parse("person-d:2").unwrap();
+        b1.hash = recompute(&b1);
+        let mut b2 = b1.clone();
+        b2.version = 2;
+        b2.prev_hash = b1.hash.clone();
+        b2.data = serde_json::json!("forged");
+        let mut verifier = LogVerifier::new();
+        for e in [&a1, &b1, &a2, &b2] {
+            verifier.check(e);
+        }
+        assert_eq!(verifier.checked(), 4);
+        assert_eq!(verifier.broken(), &[(b2.stream.clone(), 2)]);
     }
 
     #[test]
