@@ -97,6 +97,7 @@ pub enum OutcomeStatus {
 
 /// The three kinds of conversation, which differ in who may post and who is notified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     /// 1:1 from a staff member's own identity (`SendPersonalMessage`).

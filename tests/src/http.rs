@@ -157,6 +157,22 @@ impl Api {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// `GET path` with a bearer token.
+    ///
+    /// # Panics
+    /// On a transport error.
+    pub fn read(&self, token: &str, path: &str) -> Reply {
+        let request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"));
+        request
+            .call()
+            .map_err(|e| e.to_string())
+            .and_then(|r| reply(r).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// The log's head position as `/readyz` reports it.
     ///
     /// # Panics
@@ -349,7 +365,437 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
         "malformed_requests_record_nothing",
         malformed_requests_record_nothing,
     ),
+    (
+        "a_sent_message_reaches_both_inboxes_and_the_thread",
+        a_sent_message_reaches_both_inboxes_and_the_thread,
+    ),
+    (
+        "personal_messages_alone_sees_only_its_own_conversations",
+        personal_messages_alone_sees_only_its_own_conversations,
+    ),
+    (
+        "oversight_and_the_student_record_show_personal_messages",
+        oversight_and_the_student_record_show_personal_messages,
+    ),
+    (
+        "the_audit_trail_holds_every_event_and_verifies",
+        the_audit_trail_holds_every_event_and_verifies,
+    ),
+    (
+        "a_conversation_exports_as_a_file",
+        a_conversation_exports_as_a_file,
+    ),
+    (
+        "reads_of_another_district_answer_404",
+        reads_of_another_district_answer_404,
+    ),
 ];
+
+/// `?min_position=` for the position a command answered.
+fn after(result: &Value) -> String {
+    match &result["position"] {
+        Value::String(s) => format!("min_position={s}"),
+        other => format!("min_position={other}"),
+    }
+}
+
+/// The personal message lands in the sender's and the recipient's inbox and in the
+/// thread, with its delivery; reading moves the recipient's unread count and read receipt.
+pub fn a_sent_message_reaches_both_inboxes_and_the_thread(api: &Api) {
+    let d = District::build(api, &district_name("shelbyville"));
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Hi {student_name}, see me after class."}),
+        )
+        .ok()
+        .clone();
+    let conversation = sent["conversation_id"].as_str().unwrap().to_owned();
+    let message = sent["message_id"].as_str().unwrap().to_owned();
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let teen = api.token(&d.name, &d.teen.to_string(), false);
+
+    let mine = api.read(
+        &principal,
+        &format!("/v1/inbox?box=personal&{}", after(&sent)),
+    );
+    let row = &mine.ok()["conversations"][0];
+    assert_eq!(
+        row["conversation_id"],
+        conversation.as_str(),
+        "{}",
+        mine.text
+    );
+    assert_eq!(row["kind"], "personal");
+    assert_eq!(row["unread_count"], 0, "one's own message is not unread");
+    assert_eq!(row["last_message"]["message_id"], message.as_str());
+
+    let theirs = api.read(&teen, &format!("/v1/inbox?{}", after(&sent)));
+    let row = &theirs.ok()["conversations"][0];
+    assert_eq!(row["unread_count"], 1, "{}", theirs.text);
+    assert_eq!(
+        row["last_message"]["body"], "Hi Dennis, see me after class.",
+        "the recipient sees the text rendered for them"
+    );
+
+    let thread = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}?{}", after(&sent)),
+    );
+    let body = thread.ok();
+    assert_eq!(body["stopped"], false);
+    let participants: Vec<&str> = body["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["person_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        participants.contains(&d.teen.to_string().as_str()),
+        "{}",
+        thread.text
+    );
+    let m = &body["messages"][0];
+    assert_eq!(m["original_body"], "Hi {student_name}, see me after class.");
+    assert_eq!(m["deliveries"][0]["recipient_id"], d.teen.to_string());
+    assert_eq!(m["deliveries"][0]["channel"], "sms");
+    assert!(m["deliveries"][0]["status"].is_string());
+
+    let read = d
+        .by(
+            d.teen,
+            "MarkRead",
+            json!({"conversation_id": conversation, "up_to_message_id": message}),
+        )
+        .ok()
+        .clone();
+    let thread = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}?{}", after(&read)),
+    );
+    assert_eq!(
+        thread.ok()["messages"][0]["read_by"],
+        json!([d.teen.to_string()]),
+        "{}",
+        thread.text
+    );
+    let theirs = api.read(&teen, &format!("/v1/inbox?{}", after(&read)));
+    assert_eq!(theirs.ok()["conversations"][0]["unread_count"], 0);
+}
+
+/// A custom role holding only `personal_messages` sees its own conversations and
+/// nothing else: no school inbox, no oversight, no one else's thread, no record, no audit.
+pub fn personal_messages_alone_sees_only_its_own_conversations(api: &Api) {
+    let d = District::build(api, &district_name("springfield"));
+    let nurse = Uuid::now_v7();
+    d.staff(nurse, "Nurse Joy");
+    d.system(
+        "DefineRole",
+        json!({"role_id": "nurse", "name": "Nurse", "permissions": ["personal_messages"]}),
+    );
+    let csv = format!(
+        "person_id,role_id,school_id
+{nurse},nurse,{}
+",
+        d.school
+    );
+    api.import_roles(&d.system_token(), &csv, None).ok();
+    let own = d
+        .by(
+            nurse,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Dennis's inhaler is at the office"}),
+        )
+        .ok()
+        .clone();
+    let other = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Hi"}),
+        )
+        .ok()
+        .clone();
+    let token = api.token(&d.name, &nurse.to_string(), false);
+    let inbox = api.read(&token, &format!("/v1/inbox?{}", after(&other)));
+    let rows = inbox.ok()["conversations"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1, "{}", inbox.text);
+    assert_eq!(rows[0]["conversation_id"], own["conversation_id"]);
+    api.read(
+        &token,
+        &format!(
+            "/v1/conversations/{}",
+            own["conversation_id"].as_str().unwrap()
+        ),
+    )
+    .ok();
+    api.read(
+        &token,
+        &format!(
+            "/v1/conversations/{}",
+            other["conversation_id"].as_str().unwrap()
+        ),
+    )
+    .refused(403, "not_permitted");
+    api.read(&token, "/v1/inbox?box=school")
+        .refused(403, "not_permitted");
+    api.read(&token, "/v1/oversight/conversations")
+        .refused(403, "not_permitted");
+    api.read(&token, &format!("/v1/students/{}/messages", d.teen))
+        .refused(403, "not_permitted");
+    api.read(&token, "/v1/audit").refused(403, "not_permitted");
+}
+
+/// A school admin's oversight sees every conversation of the school, personal ones
+/// included, and finds them by text and participant; the student's record logs the
+/// staff messages and the family's replies.
+pub fn oversight_and_the_student_record_show_personal_messages(api: &Api) {
+    let d = District::build(api, &district_name("capitalcity"));
+    let counselor = Uuid::now_v7();
+    d.staff(counselor, "Counselor Troi");
+    d.system(
+        "DefineRole",
+        json!({"role_id": "counselor", "name": "Counselor", "permissions": ["personal_messages"]}),
+    );
+    let csv = format!(
+        "person_id,role_id,school_id
+{counselor},counselor,{}
+",
+        d.school
+    );
+    api.import_roles(&d.system_token(), &csv, None).ok();
+    let sent = d
+        .by(
+            counselor,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Your schedule change is approved"}),
+        )
+        .ok()
+        .clone();
+    let conversation = sent["conversation_id"].as_str().unwrap().to_owned();
+    let reply = d
+        .by(
+            d.teen,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "Thank you!"}),
+        )
+        .ok()
+        .clone();
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let found = api.read(
+        &principal,
+        &format!("/v1/oversight/conversations?q=schedule&{}", after(&reply)),
+    );
+    let rows = found.ok()["conversations"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1, "{}", found.text);
+    assert_eq!(rows[0]["conversation_id"], conversation.as_str());
+    assert_eq!(rows[0]["kind"], "personal");
+    let by_participant = api.read(
+        &principal,
+        &format!(
+            "/v1/oversight/conversations?participant_id={counselor}&school_id={}",
+            d.school
+        ),
+    );
+    assert_eq!(
+        by_participant.ok()["conversations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let nothing = api.read(
+        &principal,
+        "/v1/oversight/conversations?q=no-such-words-anywhere",
+    );
+    assert_eq!(nothing.ok()["conversations"], json!([]));
+    api.read(&principal, &format!("/v1/conversations/{conversation}"))
+        .ok();
+
+    let record = api.read(&principal, &format!("/v1/students/{}/messages", d.teen));
+    let entries = record.ok()["messages"].as_array().unwrap().clone();
+    let directions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["direction"].as_str().unwrap())
+        .collect();
+    assert_eq!(directions, ["outbound", "inbound"], "{}", record.text);
+    assert_eq!(entries[0]["sender_id"], counselor.to_string());
+    assert_eq!(entries[0]["deliveries"][0]["channel"], "sms");
+    assert_eq!(entries[1]["body"], "Thank you!");
+    // The teacher holds no student_record: the record is closed to them.
+    let teacher = api.token(&d.name, &d.teacher.to_string(), false);
+    api.read(&teacher, &format!("/v1/students/{}/messages", d.teen))
+        .refused(403, "not_permitted");
+    api.read(&principal, &format!("/v1/students/{}/messages", d.parent))
+        .refused(404, "unknown_person");
+}
+
+/// The audit trail holds every event with its metadata and hash chain, pages by
+/// position, and `verify` finds every chain intact.
+pub fn the_audit_trail_holds_every_event_and_verifies(api: &Api) {
+    let d = District::build(api, &district_name("audit"));
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Report cards are out"}),
+        )
+        .ok()
+        .clone();
+    let system = d.system_token();
+    let page = api.read(&system, &format!("/v1/audit?limit=1000&{}", after(&sent)));
+    let events = page.ok()["events"].as_array().unwrap().clone();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for expected in [
+        "school_registered",
+        "person_registered",
+        "role_assigned",
+        "conversation_started",
+        "message_posted",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
+    }
+    let posted = events
+        .iter()
+        .find(|e| e["type"] == "message_posted")
+        .unwrap();
+    assert_eq!(posted["actor"], d.principal.to_string());
+    assert_eq!(posted["district"], d.name.as_str());
+    assert_eq!(posted["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(posted["data"]["body"], "Report cards are out");
+    let started = events
+        .iter()
+        .find(|e| e["type"] == "conversation_started")
+        .unwrap();
+    assert_eq!(
+        posted["prev_hash"], started["hash"],
+        "chained to the previous event of its stream"
+    );
+    // Paging: two events at a time walks the same trail.
+    let mut walked = 0;
+    let mut next = String::new();
+    loop {
+        let page = api.read(&system, &format!("/v1/audit?limit=2{next}"));
+        let body = page.ok();
+        walked += body["events"].as_array().unwrap().len();
+        match &body["next"] {
+            Value::Null => break,
+            Value::String(s) => next = format!("&after={s}"),
+            other => next = format!("&after={other}"),
+        }
+    }
+    assert_eq!(walked, events.len());
+    let by_actor = api.read(&system, &format!("/v1/audit?actor={}", d.principal));
+    assert!(by_actor.ok()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == d.principal.to_string()));
+    let verified = api.read(&system, "/v1/audit/verify");
+    let body = verified.ok();
+    assert_eq!(body["ok"], true, "{}", verified.text);
+    assert!(body["checked"].as_u64().unwrap() >= events.len() as u64);
+    assert_eq!(body["broken"], json!([]));
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    api.read(&principal, "/v1/audit")
+        .refused(403, "not_permitted");
+    api.read(&system, "/v1/audit?after=not-a-position")
+        .refused(400, "validation");
+}
+
+/// A records officer downloads a whole conversation as a file.
+pub fn a_conversation_exports_as_a_file(api: &Api) {
+    let d = District::build(api, &district_name("export"));
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Bring your permission slip, please"}),
+        )
+        .ok()
+        .clone();
+    let conversation = sent["conversation_id"].as_str().unwrap();
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let file = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}/export?{}", after(&sent)),
+    );
+    assert_eq!(file.status, 200, "{}", file.text);
+    assert_eq!(file.content_type, "application/x-ndjson");
+    let lines: Vec<Value> = file
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["record"], "conversation");
+    assert_eq!(lines[1]["record"], "message");
+    assert_eq!(lines[1]["body"], "Bring your permission slip, please");
+    assert_eq!(lines[1]["deliveries"][0]["channel"], "sms");
+    let csv = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}/export?format=csv"),
+    );
+    assert_eq!(csv.status, 200);
+    assert!(csv.content_type.starts_with("text/csv"));
+    assert!(
+        csv.text.starts_with("conversation_id,title,message_id"),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains("Bring your permission slip, please"));
+    let teacher = api.token(&d.name, &d.teacher.to_string(), false);
+    api.read(
+        &teacher,
+        &format!("/v1/conversations/{conversation}/export"),
+    )
+    .refused(403, "not_permitted");
+}
+
+/// Another district's conversations and students are unknown to a token of this one;
+/// a read waiting for a position the log has not reached answers 503 `stale`.
+pub fn reads_of_another_district_answer_404(api: &Api) {
+    let a = District::build(api, &district_name("reada"));
+    let b = District::build(api, &district_name("readb"));
+    let sent = a
+        .by(
+            a.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": a.teen, "body": "Hi"}),
+        )
+        .ok()
+        .clone();
+    let conversation = sent["conversation_id"].as_str().unwrap();
+    let b_admin = api.token(&b.name, &b.principal.to_string(), false);
+    api.read(
+        &b_admin,
+        &format!("/v1/conversations/{conversation}?{}", after(&sent)),
+    )
+    .refused(404, "unknown_conversation");
+    api.read(
+        &b_admin,
+        &format!("/v1/conversations/{conversation}/export"),
+    )
+    .refused(404, "unknown_conversation");
+    api.read(&b_admin, &format!("/v1/students/{}/messages", a.teen))
+        .refused(404, "unknown_person");
+    let b_system = b.system_token();
+    let trail = api.read(&b_system, "/v1/audit?limit=1000");
+    assert!(trail.ok()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["district"] == b.name.as_str()));
+    api.read(&b_admin, "/v1/conversations/not-a-uuid")
+        .refused(400, "validation");
+    api.read(&b_admin, "/v1/inbox?box=everything")
+        .refused(400, "validation");
+    api.read(&b_admin, "/v1/inbox?min_position=999999999")
+        .refused(503, "stale");
+}
 
 fn district_name(prefix: &str) -> String {
     format!("{prefix}-{}", &Uuid::now_v7().simple().to_string()[20..])

@@ -5,12 +5,55 @@
 
 pub mod http;
 
+use homeroom_api::{ApiState, TokenKeys};
+use homeroom_app::QueryService;
+use homeroom_projections::{models, ProjectionRuntime, ReadDb, RuntimeConfig};
+
 use homeroom_app::{parse_command, CommandContext, CommandError, CommandOutcome, CommandService};
 use homeroom_domain::{Actor, DistrictId, PersonId};
 use homeroom_eventstore::EventStore;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// The API's state over `store` with the read models in a fresh temporary directory and
+/// the projectors following the log on the current runtime, as `homeroom serve` wires
+/// them.
+pub struct InProcess {
+    /// What the router serves.
+    pub state: ApiState,
+    /// The projectors the reads wait on.
+    pub runtime: ProjectionRuntime,
+    _read_models: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Opens the read models and starts the projectors.
+    ///
+    /// # Panics
+    /// When the read models cannot be created: the test cannot run.
+    pub async fn start(store: Arc<dyn EventStore>, keys: TokenKeys) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = ReadDb::open(&dir.path().join("read.sqlite"))
+            .await
+            .expect("the read models open");
+        let runtime =
+            ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
+                .await
+                .expect("the projection runtime opens");
+        tokio::spawn({
+            let runtime = runtime.clone();
+            async move { runtime.run(std::future::pending()).await }
+        });
+        let commands = Arc::new(CommandService::new(store, 10_000));
+        let queries = Arc::new(QueryService::new(commands.clone(), runtime.clone()));
+        Self {
+            state: ApiState::new(commands, queries, keys),
+            runtime,
+            _read_models: dir,
+        }
+    }
+}
 
 /// A district with one school and the people the seeds talk about.
 pub struct District {

@@ -2,12 +2,13 @@
 //! on 127.0.0.1:0) over each embedded backend. The same scenarios run against the real
 //! binary in `crates/homeroom/tests/http_binary.rs`.
 
-use homeroom_api::{ApiState, Claims, TokenKeys};
+use homeroom_api::{Claims, TokenKeys};
 use homeroom_domain::DistrictId;
 use homeroom_eventstore::memory::InMemoryStore;
 use homeroom_eventstore::EventStore;
 use homeroom_store_sqlite::SqliteStore;
 use homeroom_tests::http::{wait_ready, Api, Tokens, SCENARIOS};
+use homeroom_tests::InProcess;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,8 +48,8 @@ where
             let (store, _dir) = open().await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            let state = ApiState::new(store, TokenKeys::from_secret(&SECRET));
-            homeroom_api::serve(listener, state, async {
+            let instance = InProcess::start(store, TokenKeys::from_secret(&SECRET)).await;
+            homeroom_api::serve(listener, instance.state, async {
                 let _ = stop_rx.await;
             })
             .await

@@ -46,8 +46,16 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Readine
     }))
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. Projection lag is read at scrape time.
 pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    match state.queries.runtime().status().await {
+        Ok(projectors) => {
+            for p in projectors {
+                state.metrics.projection_lag(p.name, p.lag);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "projection status unavailable for /metrics"),
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),

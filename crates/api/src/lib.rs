@@ -9,6 +9,9 @@
 //! - [`commands`]: `POST /v1/commands/{CommandName}`. The body is parsed by
 //!   `homeroom_app::parse_command`, the `Idempotency-Key` header becomes the command id,
 //!   and the answer is the [`commands::CommandResult`].
+//! - [`queries`]: the reads (`/v1/inbox`, `/v1/conversations/{id}` and its export,
+//!   `/v1/students/{id}/messages`, `/v1/oversight/conversations`, `/v1/audit` and
+//!   `/v1/audit/verify`), answered by `homeroom_app::QueryService`.
 //! - [`import`]: `POST /v1/imports/role-assignments`, one `AssignRole` per CSV row; the
 //!   `homeroom import roles` subcommand runs the same code.
 //! - [`auth`]: HS256 bearer tokens, the [`auth::Caller`] extractor that scopes every
@@ -28,6 +31,7 @@ pub mod import;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod queries;
 mod state;
 
 pub use auth::{Caller, Claims, TokenKeys};
@@ -72,9 +76,22 @@ pub fn router(state: ApiState) -> Router {
         limits.import_body,
         limits.import_timeout,
     );
+    let reads = bounded(
+        Router::new()
+            .route("/v1/inbox", get(queries::inbox))
+            .route("/v1/conversations/{id}", get(queries::conversation))
+            .route("/v1/conversations/{id}/export", get(queries::export))
+            .route("/v1/students/{id}/messages", get(queries::student_record))
+            .route("/v1/oversight/conversations", get(queries::oversight))
+            .route("/v1/audit", get(queries::audit))
+            .route("/v1/audit/verify", get(queries::verify)),
+        limits.command_body,
+        limits.read_timeout,
+    );
     Router::new()
         .merge(commands)
         .merge(imports)
+        .merge(reads)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -15,6 +15,9 @@ pub const COMMANDS_TOTAL: &str = "homeroom_commands_total";
 /// Time to handle a command, by `command` and `outcome`.
 pub const COMMAND_DURATION: &str = "homeroom_command_duration_seconds";
 
+/// Events a projector's serving generation is behind the head of the log, by `projector`.
+pub const PROJECTION_LAG: &str = "homeroom_projection_lag";
+
 /// Histogram buckets in seconds: a command takes milliseconds, a slow disk a second.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -57,6 +60,10 @@ impl Metrics {
                 Unit::Seconds,
                 "Time to handle a command, by command and outcome."
             );
+            metrics::describe_gauge!(
+                PROJECTION_LAG,
+                "Events a projector's serving generation is behind the head of the log."
+            );
         });
         Self {
             recorder: Arc::new(recorder),
@@ -70,6 +77,13 @@ impl Metrics {
             let labels = [("command", command), ("outcome", outcome)];
             metrics::counter!(COMMANDS_TOTAL, &labels).increment(1);
             metrics::histogram!(COMMAND_DURATION, &labels).record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Sets how far `projector` is behind the head of the log.
+    pub fn projection_lag(&self, projector: &'static str, lag: u64) {
+        with_local_recorder(&*self.recorder, || {
+            metrics::gauge!(PROJECTION_LAG, "projector" => projector).set(lag as f64);
         });
     }
 

@@ -12,7 +12,7 @@ use crate::import::ImportReport;
 use crate::problem::{Problem, PROBLEM_JSON};
 use homeroom_domain::commands;
 use schemars::generate::SchemaSettings;
-use schemars::SchemaGenerator;
+use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 use std::sync::LazyLock;
 
@@ -47,6 +47,7 @@ fn build() -> Value {
     let report = generator.subschema_for::<ImportReport>();
     let health = generator.subschema_for::<Health>();
     let readiness = generator.subschema_for::<Readiness>();
+    let reads = read_operations(&mut generator);
     let schemas = generator.take_definitions(true);
 
     let problem = problem.to_value();
@@ -88,6 +89,23 @@ fn build() -> Value {
                 }
             }}),
         );
+    }
+    for (path, operation) in reads {
+        let mut operation = operation;
+        let responses = operation["get"]["responses"]
+            .as_object_mut()
+            .expect("a read has responses");
+        for (status, text) in [
+            ("400", "A malformed query string or id (code `validation`)."),
+            ("401", "No token, or one that does not verify (code `unauthenticated`)."),
+            ("403", "The caller may not see this (code `not_permitted`)."),
+            ("404", "Unknown here (code `unknown_conversation` / `unknown_person`), another district's ids included."),
+            ("500", "An internal failure (code `internal`)."),
+            ("503", "The read models have not applied `min_position` after 5 s (code `stale`), or the store is unavailable."),
+        ] {
+            responses.insert(status.into(), error(text));
+        }
+        paths.insert(path.into(), operation);
     }
     paths.insert(
         "/v1/imports/role-assignments".into(),
@@ -161,6 +179,7 @@ fn build() -> Value {
             {"name": "directory", "description": "Schools, people, roles and settings (scope `system` or permission `roles_admin`)."},
             {"name": "messaging", "description": "Conversations and messages; the acting person comes from the token."},
             {"name": "delivery", "description": "Delivery workers report outcomes (scope `system`)."},
+            {"name": "reads", "description": "Views built from the log (eventually consistent; pass `min_position` to read your own writes). What a caller sees follows their roles."},
             {"name": "operations", "description": "Health, readiness, metrics and this document; no token needed."}
         ],
         "paths": paths,
@@ -179,6 +198,108 @@ fn build() -> Value {
             }
         }
     })
+}
+
+/// The query parameters of `T` (a flat struct of optional fields) as OpenAPI parameters.
+fn query_parameters<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    let schema = T::json_schema(generator).to_value();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let parameters: Vec<Value> = schema["properties"]
+        .as_object()
+        .map(|properties| {
+            properties
+                .iter()
+                .map(|(name, property)| {
+                    let mut property = property.clone();
+                    let description = property
+                        .as_object_mut()
+                        .and_then(|p| p.remove("description"))
+                        .unwrap_or(Value::Null);
+                    json!({
+                        "name": name,
+                        "in": "query",
+                        "required": required.contains(&name.as_str()),
+                        "description": description,
+                        "schema": property,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Value::Array(parameters)
+}
+
+/// Every read endpoint: its path, parameters and answer schema, from the code's types.
+fn read_operations(generator: &mut SchemaGenerator) -> Vec<(&'static str, Value)> {
+    use crate::queries::{
+        AuditParams, ExportParams, InboxParams, OversightParams, PageParams, ReadParams,
+    };
+    use homeroom_app::queries::VerifyReport;
+    use homeroom_app::views::{AuditPage, Conversation, Inbox, Oversight, StudentRecord};
+    let id = |what: &str| json!({"name": "id", "in": "path", "required": true, "description": what, "schema": {"type": "string", "format": "uuid"}});
+    let with_id = |what: &str, query: Value| {
+        let mut list = vec![id(what)];
+        list.extend(query.as_array().cloned().unwrap_or_default());
+        Value::Array(list)
+    };
+    let json_answer = |description: &str, schema: Value| json!({"200": {"description": description, "content": {"application/json": {"schema": schema}}}});
+    let operation = |id: &str, summary: &str, parameters: Value, responses: Value| {
+        json!({"get": {
+            "operationId": id, "tags": ["reads"], "summary": summary,
+            "security": [{"bearer": []}], "parameters": parameters, "responses": responses
+        }})
+    };
+    vec![
+        ("/v1/inbox", operation(
+            "Inbox",
+            "The caller's conversations (box=personal) or the school inboxes they hold school_inbox for (box=school), most recent activity first.",
+            query_parameters::<InboxParams>(generator),
+            json_answer("A page of conversations; pass `next` as `cursor` for the next page.", generator.subschema_for::<Inbox>().to_value()),
+        )),
+        ("/v1/conversations/{id}", operation(
+            "Conversation",
+            "A conversation: participants, every message in order with each recipient's channel and status, and who has read it.",
+            with_id("The conversation.", query_parameters::<ReadParams>(generator)),
+            json_answer("The thread.", generator.subschema_for::<Conversation>().to_value()),
+        )),
+        ("/v1/conversations/{id}/export", operation(
+            "ExportConversation",
+            "The whole conversation as a file a records officer can hand over (participants, every message with time, channel and status).",
+            with_id("The conversation.", query_parameters::<ExportParams>(generator)),
+            json!({"200": {"description": "A download (Content-Disposition: attachment).", "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+                "text/csv": {"schema": {"type": "string"}}
+            }}}),
+        )),
+        ("/v1/students/{id}/messages", operation(
+            "StudentRecord",
+            "The messages on a student's record, oldest first; inbound replies only with inbound_replies.",
+            with_id("The student.", query_parameters::<PageParams>(generator)),
+            json_answer("A page of the record.", generator.subschema_for::<StudentRecord>().to_value()),
+        )),
+        ("/v1/oversight/conversations", operation(
+            "Oversight",
+            "Every conversation of the schools the caller holds oversight for, personal ones included, searchable by text, participant and date.",
+            query_parameters::<OversightParams>(generator),
+            json_answer("A page of conversations.", generator.subschema_for::<Oversight>().to_value()),
+        )),
+        ("/v1/audit", operation(
+            "Audit",
+            "Every event of the district with its metadata and hash, in position order (scope system, or oversight district-wide).",
+            query_parameters::<AuditParams>(generator),
+            json_answer("A page of events; pass `next` as `after` for the next page.", generator.subschema_for::<AuditPage>().to_value()),
+        )),
+        ("/v1/audit/verify", operation(
+            "VerifyAudit",
+            "Checks every hash chain of the district against the event store (scope system, or oversight district-wide).",
+            json!([]),
+            json_answer("The verification report.", generator.subschema_for::<VerifyReport>().to_value()),
+        )),
+    ]
 }
 
 fn tag_of(name: &str) -> &'static str {

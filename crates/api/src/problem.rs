@@ -7,9 +7,10 @@
 
 use crate::auth::AuthError;
 use crate::import::ImportError;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use homeroom_app::{CommandError, CommandParseError};
+use homeroom_app::{CommandError, CommandParseError, QueryError};
 use homeroom_domain::Command;
 use homeroom_eventstore::StoreError;
 use schemars::JsonSchema;
@@ -85,6 +86,15 @@ pub enum ApiError {
     /// The command service refused or failed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// The query service refused or failed.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The query string does not fit the endpoint (an unknown parameter, a wrong type).
+    #[error("the query string is malformed: {}", .0.body_text())]
+    QueryString(#[source] QueryRejection),
+    /// A path segment is not what the route expects (e.g. an id that is not a UUID).
+    #[error("the path is malformed: {}", .0.body_text())]
+    PathSegment(#[source] PathRejection),
     /// A CSV file that cannot be imported at all (its header, its encoding).
     #[error(transparent)]
     Import(#[from] ImportError),
@@ -132,10 +142,13 @@ impl ApiError {
             | Self::Field { .. }
             | Self::IdempotencyKey { .. }
             | Self::Import(_)
+            | Self::QueryString(_)
+            | Self::PathSegment(_)
             | Self::BadRequest => "validation",
             Self::Parse(CommandParseError::UnknownCommand { .. }) => "unknown_command",
             Self::Parse(CommandParseError::Body { .. }) => "validation",
             Self::Command(e) => e.code(),
+            Self::Query(e) => e.code(),
             Self::TooLarge { .. } => "too_large",
             Self::TimedOut { .. } | Self::StoreUnavailable(_) => "unavailable",
             Self::NotFound { .. } => "not_found",
@@ -266,6 +279,11 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read, so the connection cannot carry another
+            // request: say so, or a client reusing it fails its next request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

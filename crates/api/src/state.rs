@@ -3,7 +3,7 @@
 
 use crate::auth::TokenKeys;
 use crate::metrics::Metrics;
-use homeroom_app::CommandService;
+use homeroom_app::{CommandService, QueryService};
 use homeroom_eventstore::EventStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,9 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// Longest an import request may take.
     pub import_timeout: Duration,
+    /// Longest a read may take (a `min_position` wait is 5 s of it; verifying a whole
+    /// log takes longer).
+    pub read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +31,7 @@ impl Default for Limits {
             import_body: 10 * 1024 * 1024,
             command_timeout: Duration::from_secs(30),
             import_timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -46,8 +50,10 @@ impl Limits {
     pub fn timeout_for(&self, path: &str) -> Duration {
         if path.starts_with("/v1/imports/") {
             self.import_timeout
-        } else {
+        } else if path.starts_with("/v1/commands/") {
             self.command_timeout
+        } else {
+            self.read_timeout
         }
     }
 }
@@ -57,6 +63,8 @@ impl Limits {
 pub struct ApiState {
     /// Decides and records commands.
     pub commands: Arc<CommandService>,
+    /// Answers reads from the read models.
+    pub queries: Arc<QueryService>,
     /// The event store (readiness and reads).
     pub store: Arc<dyn EventStore>,
     /// Verifies bearer tokens.
@@ -68,11 +76,13 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State over `store` with a fresh command service, fresh metrics and default limits.
-    pub fn new(store: Arc<dyn EventStore>, auth: TokenKeys) -> Self {
+    /// State over the services the composition root built, with fresh metrics and
+    /// default limits.
+    pub fn new(commands: Arc<CommandService>, queries: Arc<QueryService>, auth: TokenKeys) -> Self {
         Self {
-            commands: Arc::new(CommandService::new(store.clone(), 100_000)),
-            store,
+            store: commands.store().clone(),
+            commands,
+            queries,
             auth: Arc::new(auth),
             metrics: Metrics::new(),
             limits: Limits::default(),

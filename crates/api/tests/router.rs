@@ -6,9 +6,11 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use homeroom_api::{router, ApiState, Claims, Limits, TokenKeys};
+use homeroom_app::{CommandService, QueryService};
 use homeroom_domain::{Command, DistrictId};
 use homeroom_eventstore::memory::InMemoryStore;
 use homeroom_eventstore::{EventStore, Position};
+use homeroom_projections::{models, ProjectionRuntime, ReadDb, RuntimeConfig};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -22,6 +24,8 @@ struct Api {
     router: Router,
     store: Arc<dyn EventStore>,
     keys: TokenKeys,
+    /// Holds the read models' file; the projectors follow the log until the test ends.
+    _read_models: tempfile::TempDir,
 }
 
 struct Reply {
@@ -66,18 +70,32 @@ impl Reply {
 }
 
 impl Api {
-    fn new() -> Self {
-        Self::with_limits(Limits::default())
+    async fn new() -> Self {
+        Self::with_limits(Limits::default()).await
     }
 
-    fn with_limits(limits: Limits) -> Self {
+    /// The API over a fresh in-memory store, with the projectors running.
+    async fn with_limits(limits: Limits) -> Self {
         let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-        let mut state = ApiState::new(store.clone(), TokenKeys::from_secret(&SECRET));
+        let dir = tempfile::tempdir().unwrap();
+        let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
+        let runtime =
+            ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
+                .await
+                .unwrap();
+        tokio::spawn({
+            let runtime = runtime.clone();
+            async move { runtime.run(std::future::pending()).await }
+        });
+        let commands = Arc::new(CommandService::new(store.clone(), 1_000));
+        let queries = Arc::new(QueryService::new(commands.clone(), runtime));
+        let mut state = ApiState::new(commands, queries, TokenKeys::from_secret(&SECRET));
         state.limits = limits;
         Self {
             router: router(state),
             store,
             keys: TokenKeys::from_secret(&SECRET),
+            _read_models: dir,
         }
     }
 
@@ -203,7 +221,7 @@ async fn seed(api: &Api, district: &str) -> Seeded {
 
 #[tokio::test]
 async fn a_command_answers_its_result_shape() {
-    let api = Api::new();
+    let api = Api::new().await;
     let sys = api.system("north");
     let school = Uuid::now_v7();
     let reply = api
@@ -228,7 +246,7 @@ async fn a_command_answers_its_result_shape() {
 
 #[tokio::test]
 async fn a_personal_message_answers_the_ids_it_created() {
-    let api = Api::new();
+    let api = Api::new().await;
     let s = seed(&api, "north").await;
     let reply = api
         .command(
@@ -244,7 +262,7 @@ async fn a_personal_message_answers_the_ids_it_created() {
 
 #[tokio::test]
 async fn refusals_answer_problem_documents_with_their_codes_and_record_nothing() {
-    let api = Api::new();
+    let api = Api::new().await;
     let s = seed(&api, "north").await;
     let admin = api.person("north", s.admin);
     let before = api.head().await;
@@ -305,7 +323,7 @@ async fn refusals_answer_problem_documents_with_their_codes_and_record_nothing()
 
 #[tokio::test]
 async fn malformed_requests_are_400_and_record_nothing() {
-    let api = Api::new();
+    let api = Api::new().await;
     let sys = api.system("north");
     let before = api.head().await;
     let path = "/v1/commands/RegisterSchool";
@@ -356,7 +374,8 @@ async fn oversize_bodies_are_413_and_record_nothing() {
         command_body: 1024,
         import_body: 2048,
         ..Limits::default()
-    });
+    })
+    .await;
     let sys = api.system("north");
     let before = api.head().await;
     let big = json!({"school_id": Uuid::now_v7(), "name": "x".repeat(5000)}).to_string();
@@ -387,7 +406,7 @@ async fn oversize_bodies_are_413_and_record_nothing() {
 
 #[tokio::test]
 async fn an_unknown_command_is_404_listing_every_known_one() {
-    let api = Api::new();
+    let api = Api::new().await;
     let detail = api
         .command(&api.system("north"), "EditMessage", json!({}))
         .await
@@ -402,7 +421,7 @@ async fn an_unknown_command_is_404_listing_every_known_one() {
 
 #[tokio::test]
 async fn requests_without_a_valid_token_are_401() {
-    let api = Api::new();
+    let api = Api::new().await;
     let body = json!({"school_id": Uuid::now_v7(), "name": "X"}).to_string();
     let path = "/v1/commands/RegisterSchool";
     let reply = api.raw(None, path, body.clone()).await;
@@ -431,7 +450,7 @@ async fn requests_without_a_valid_token_are_401() {
 
 #[tokio::test]
 async fn the_same_idempotency_key_answers_the_first_result_and_records_once() {
-    let api = Api::new();
+    let api = Api::new().await;
     let sys = api.system("north");
     let key = Uuid::now_v7().to_string();
     let body = json!({"school_id": Uuid::now_v7(), "name": "Lincoln"});
@@ -457,7 +476,7 @@ async fn the_same_idempotency_key_answers_the_first_result_and_records_once() {
 
 #[tokio::test]
 async fn another_districts_ids_answer_404() {
-    let api = Api::new();
+    let api = Api::new().await;
     let north = seed(&api, "north").await;
     let sent = api
         .command(
@@ -515,7 +534,7 @@ async fn import(api: &Api, token: &str, key: Option<&str>, csv: String) -> Reply
 
 #[tokio::test]
 async fn a_csv_import_applies_good_rows_and_reports_bad_ones() {
-    let api = Api::new();
+    let api = Api::new().await;
     let s = seed(&api, "north").await;
     let sys = api.system("north");
     let staff: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
@@ -596,7 +615,7 @@ async fn a_csv_import_applies_good_rows_and_reports_bad_ones() {
 
 #[tokio::test]
 async fn operations_endpoints_answer_without_a_token() {
-    let api = Api::new();
+    let api = Api::new().await;
     assert_eq!(api.get("/healthz").await.ok()["status"], "ok");
     let ready = api.get("/readyz").await;
     assert_eq!(ready.ok()["status"], "ready");
@@ -641,7 +660,7 @@ async fn operations_endpoints_answer_without_a_token() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_answer_problem_documents() {
-    let api = Api::new();
+    let api = Api::new().await;
     api.get("/v2/nothing").await.problem(404, "not_found");
     api.get("/v1/commands/RegisterSchool")
         .await

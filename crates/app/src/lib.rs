@@ -6,14 +6,20 @@
 //!   domain decide, and appends with the expected version, retrying a bounded number of
 //!   times on conflict. A command id seen before answers with its first result.
 //! - [`codec`] turns domain events into stored events and back, upcasting old shapes.
+//! - [`queries::QueryService`] answers every read of the API from the read models,
+//!   authorised by the domain's visibility rules on facts from the event streams.
 //! - [`CommandError`] keeps a rule's refusal apart from a store failure.
 
 pub mod cache;
 pub mod codec;
 pub mod commands;
 mod error;
+pub mod queries;
 pub mod service;
 
 pub use commands::{parse_command, CommandParseError, API_COMMANDS};
 pub use error::CommandError;
+/// The shapes reads answer with (API.md's field names), as the read models build them.
+pub use homeroom_projections::queries as views;
+pub use queries::{QueryError, QueryService, Reader};
 pub use service::{CommandContext, CommandOutcome, CommandService, RecordedRef};

@@ -14,8 +14,8 @@ use crate::codec;
 use crate::error::CommandError;
 use chrono::{DateTime, Utc};
 use homeroom_domain::{
-    Actor, Command, ConversationId, DeliveryId, DistrictId, Event, Facts, MessageId, PersonId,
-    State, StreamRef,
+    Actor, Command, ConversationId, DeliveryId, DistrictId, DistrictState, Event, Facts, MessageId,
+    PersonId, PersonState, State, StreamRef,
 };
 use homeroom_eventstore::{
     EventMetadata, EventStore, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
@@ -402,18 +402,23 @@ impl CommandService {
     }
 
     /// The state of each stream, noting in `read` the version each decision input has.
-    async fn load_many(
+    ///
+    /// Cached states are trusted without asking the store only when the store checks
+    /// facts with the append and `always_ask` is false: a read has no append to catch a
+    /// stale fact, so it asks.
+    async fn load_many_checked(
         &self,
         district: &DistrictId,
         refs: &[StreamRef],
         stale: &HashSet<StreamId>,
         read: &mut Vec<(StreamId, u64)>,
+        always_ask: bool,
     ) -> Result<Vec<CachedState>, CommandError> {
         let streams = refs
             .iter()
             .map(|r| stream_id(r, district))
             .collect::<Result<Vec<_>, _>>()?;
-        let current_versions = if self.store.checks_facts() {
+        let current_versions = if self.store.checks_facts() && !always_ask {
             None
         } else {
             Some(self.store.stream_versions(&streams).await?)
@@ -442,6 +447,49 @@ impl CommandService {
             states.push(cached);
         }
         Ok(states)
+    }
+
+    async fn load_many(
+        &self,
+        district: &DistrictId,
+        refs: &[StreamRef],
+        stale: &HashSet<StreamId>,
+        read: &mut Vec<(StreamId, u64)>,
+    ) -> Result<Vec<CachedState>, CommandError> {
+        self.load_many_checked(district, refs, stale, read, false)
+            .await
+    }
+
+    /// The district's directory as its streams hold it now: the district (schools,
+    /// roles, settings) and each of `people` (unregistered when unknown), caught up to
+    /// the store's current version. What a read is allowed to show rests on these, as a
+    /// decision does, never on a read model.
+    ///
+    /// # Errors
+    /// [`CommandError::Store`] / [`CommandError::Codec`] when the store fails.
+    pub async fn directory(
+        &self,
+        district: &DistrictId,
+        people: &[PersonId],
+    ) -> Result<(DistrictState, Vec<PersonState>), CommandError> {
+        let mut refs = vec![StreamRef::District];
+        refs.extend(people.iter().map(|id| StreamRef::Person(*id)));
+        let mut read = Vec::new();
+        let mut loaded = self
+            .load_many_checked(district, &refs, &HashSet::new(), &mut read, true)
+            .await?
+            .into_iter()
+            .map(|cached| cached.state);
+        let Some(State::District(district_state)) = loaded.next() else {
+            unreachable!("the district stream folds to a district state")
+        };
+        let people = loaded
+            .map(|state| match state {
+                State::Person(p) => p,
+                _ => unreachable!("a person stream folds to a person state"),
+            })
+            .collect();
+        Ok((district_state, people))
     }
 
     /// The streams among `read` whose version in the store is no longer the one read.

@@ -6,6 +6,9 @@
 //! - `token`: prints a bearer token signed with the instance's key.
 //! - `import roles FILE.csv`: assigns roles from a CSV file through the command service,
 //!   with a progress bar.
+//! - `projections status|rebuild`: the read models' lag and health; blue/green rebuilds
+//!   with a progress bar.
+//! - `audit verify`: checks every hash chain of the log.
 
 mod config;
 mod run;
@@ -58,6 +61,52 @@ enum Cmd {
     Import {
         #[command(subcommand)]
         what: ImportCmd,
+    },
+    /// Watch and rebuild the read models (safe while `serve` runs on the same data).
+    Projections {
+        #[command(subcommand)]
+        what: ProjectionsCmd,
+    },
+    /// Check the tamper-evident event log.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCmd {
+    /// Each projector's version, serving generation, checkpoint, lag and health.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Rebuild read models blue/green: new tables are built from the log while the old
+    /// ones keep answering, then queries switch over atomically.
+    Rebuild {
+        /// The projector to rebuild (see `projections status`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every projector (the log is read once).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify every hash chain of the log; exits 3 when one is broken.
+    Verify {
+        /// Only this district's streams (default: every district).
+        #[arg(long)]
+        district: Option<String>,
+        #[command(flatten)]
+        instance: InstanceArgs,
     },
 }
 
@@ -129,6 +178,20 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Cmd::Projections {
+                what: ProjectionsCmd::Status { json, instance },
+            } => run::projections_status(json, &instance).await,
+            Cmd::Projections {
+                what:
+                    ProjectionsCmd::Rebuild {
+                        name,
+                        all: _,
+                        instance,
+                    },
+            } => run::projections_rebuild(name, &instance).await,
+            Cmd::Audit {
+                what: AuditCmd::Verify { district, instance },
+            } => run::audit_verify(district.as_deref(), &instance).await,
         }
     });
     match result {

@@ -3,9 +3,12 @@
 use crate::config::{ConfigError, InstanceArgs, Settings, StoreChoice};
 use homeroom_api::import::{self, ImportError, RowStatus};
 use homeroom_api::{auth::KeyFileError, auth::SignError, ApiState, Caller, Claims, TokenKeys};
-use homeroom_app::CommandService;
+use homeroom_app::{CommandService, QueryService};
 use homeroom_domain::{Actor, DistrictId, IdError, PersonId};
 use homeroom_eventstore::{EventReader, EventStore, StoreError};
+use homeroom_projections::{
+    models, ProjectionError, ProjectionRuntime, ReadDb, RebuildTarget, RuntimeConfig,
+};
 use homeroom_store_sqlite::SqliteStore;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -39,6 +42,9 @@ pub enum RunError {
     /// The event store cannot be opened or read.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
+    /// The read models cannot be opened, built or rebuilt.
+    #[error("read models: {0}")]
+    Projections(#[from] ProjectionError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -118,10 +124,14 @@ pub fn parse_ttl(text: &str) -> Result<Duration, BadTtl> {
         .ok_or_else(bad)
 }
 
+/// An opened instance: its event store, read models and services.
 struct Instance {
     settings: Settings,
     store: SqliteStore,
     store_path: PathBuf,
+    commands: Arc<CommandService>,
+    read_db: ReadDb,
+    runtime: ProjectionRuntime,
 }
 
 fn settings(args: &InstanceArgs) -> Result<(Settings, StoreChoice), RunError> {
@@ -130,24 +140,46 @@ fn settings(args: &InstanceArgs) -> Result<(Settings, StoreChoice), RunError> {
     Ok((settings, store))
 }
 
-async fn open(settings: Settings, store: StoreChoice) -> Result<Instance, RunError> {
-    let StoreChoice::Sqlite(store_path) = store;
-    for dir in [Some(settings.data_dir.as_path()), store_path.parent()]
-        .into_iter()
-        .flatten()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+impl Instance {
+    /// Opens the event store and the read models (creating what is missing).
+    async fn open(settings: Settings, store: StoreChoice) -> Result<Self, RunError> {
+        let StoreChoice::Sqlite(store_path) = store;
+        for dir in [Some(settings.data_dir.as_path()), store_path.parent()]
+            .into_iter()
+            .flatten()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let store = SqliteStore::open(&store_path).await?;
+        let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+        let commands = Arc::new(CommandService::new(shared.clone(), 100_000));
+        let read_db = ReadDb::open(&ReadDb::default_path(&settings.data_dir)).await?;
+        let runtime = ProjectionRuntime::open(
+            shared,
+            read_db.clone(),
+            models::all(),
+            RuntimeConfig::default(),
+        )
+        .await?;
+        Ok(Self {
+            settings,
+            store,
+            store_path,
+            commands,
+            read_db,
+            runtime,
+        })
     }
-    let store = SqliteStore::open(&store_path).await?;
-    Ok(Instance {
-        settings,
-        store,
-        store_path,
-    })
+
+    /// Closes the read models, then the store (which commits what it accepted).
+    async fn close(self) {
+        self.read_db.close().await;
+        self.store.close().await;
+    }
 }
 
 /// `homeroom serve`.
@@ -160,34 +192,50 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         settings.listen = listen;
     }
     let key_file = settings.jwt_key_file();
-    let Instance {
-        settings,
-        store,
-        store_path,
-    } = open(settings, store).await?;
+    let instance = Instance::open(settings, store).await?;
     let keys = TokenKeys::load_or_create(&key_file)?;
-    let head = store.head().await?;
-    let listener = TcpListener::bind(&settings.listen)
+    let head = instance.store.head().await?;
+    let listener = TcpListener::bind(&instance.settings.listen)
         .await
         .map_err(|source| RunError::Listen {
-            addr: settings.listen.clone(),
+            addr: instance.settings.listen.clone(),
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
 
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let state = ApiState::new(shared, keys);
-    let data_dir = absolute(&settings.data_dir);
+    let queries = Arc::new(QueryService::new(
+        instance.commands.clone(),
+        instance.runtime.clone(),
+    ));
+    let state = ApiState::new(instance.commands.clone(), queries, keys);
+    let data_dir = absolute(&instance.settings.data_dir);
     println!("homeroom {}", env!("CARGO_PKG_VERSION"));
     println!("data directory: {}", data_dir.display());
     println!(
         "event store: SQLite {} (log head at position {head})",
-        absolute(&store_path).display()
+        absolute(&instance.store_path).display()
+    );
+    println!(
+        "read models: SQLite {}",
+        absolute(instance.read_db.path()).display()
     );
     println!("token key: {}", absolute(&key_file).display());
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, data_dir = %data_dir.display(), "serving the HTTP API; stop with Ctrl-C or SIGTERM");
+
+    // The projectors follow the log until the server has answered its last request.
+    let (projections_stop, projections_stopped) = tokio::sync::oneshot::channel::<()>();
+    let projections = tokio::spawn({
+        let runtime = instance.runtime.clone();
+        async move {
+            runtime
+                .run(async {
+                    let _ = projections_stopped.await;
+                })
+                .await
+        }
+    });
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -211,7 +259,13 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
             Ok(())
         }
     };
-    store.close().await;
+    let _ = projections_stop.send(());
+    match projections.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the projectors stopped with an error"),
+        Err(error) => tracing::error!(%error, "the projectors' task failed"),
+    }
+    instance.close().await;
     served.map_err(RunError::Serve)?;
     tracing::info!("stopped; the event store is closed");
     Ok(ExitCode::SUCCESS)
@@ -293,9 +347,7 @@ pub async fn import_roles(
         source,
     })?;
     let (settings, store) = settings(args)?;
-    let instance = open(settings, store).await?;
-    let shared: Arc<dyn EventStore> = Arc::new(instance.store.clone());
-    let service = CommandService::new(shared, 100_000);
+    let instance = Instance::open(settings, store).await?;
 
     let bar = ProgressBar::new(rows.len() as u64);
     if std::io::stderr().is_terminal() {
@@ -307,9 +359,10 @@ pub async fn import_roles(
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     let caller = Caller { district, actor };
-    let report = import::import_rows(&service, &caller, key, rows, None, |_| bar.inc(1)).await;
+    let report =
+        import::import_rows(&instance.commands, &caller, key, rows, None, |_| bar.inc(1)).await;
     bar.finish_and_clear();
-    instance.store.close().await;
+    instance.close().await;
 
     println!(
         "{}: {} rows, {} accepted, {} rejected",
@@ -335,6 +388,148 @@ pub async fn import_roles(
     } else {
         ExitCode::from(2)
     })
+}
+
+/// `homeroom projections status`.
+///
+/// # Errors
+/// [`RunError`] when the instance cannot be opened.
+pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitCode, RunError> {
+    let (settings, store) = settings(args)?;
+    let instance = Instance::open(settings, store).await?;
+    let status = instance.runtime.status().await;
+    instance.close().await;
+    let status = status?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:>7} {:>10} {:>24} {:>8}  health",
+        "projector", "version", "generation", "checkpoint", "lag"
+    );
+    for p in &status {
+        let health = match &p.health {
+            homeroom_projections::Health::Live => "live".to_owned(),
+            homeroom_projections::Health::Stale { built_by } => {
+                format!("stale (built by version {built_by}; rebuilding)")
+            }
+            homeroom_projections::Health::Retrying { attempts, error } => {
+                format!("retrying ({attempts} attempts): {error}")
+            }
+            homeroom_projections::Health::Parked { position, error } => {
+                format!("PARKED at {position}: {error}")
+            }
+        };
+        println!(
+            "{:<16} {:>7} {:>10} {:>24} {:>8}  {health}",
+            p.name,
+            p.version,
+            p.generation,
+            p.checkpoint.to_string(),
+            p.lag
+        );
+        if let Some(rebuild) = &p.rebuild {
+            println!(
+                "{:<16} rebuilding: {}",
+                "",
+                serde_json::to_string(rebuild).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `homeroom projections rebuild NAME|--all`.
+///
+/// # Errors
+/// [`RunError`] when the instance cannot be opened or the rebuild fails (its half-built
+/// generation is kept, and the next rebuild resumes it).
+pub async fn projections_rebuild(
+    name: Option<String>,
+    args: &InstanceArgs,
+) -> Result<ExitCode, RunError> {
+    let (settings, store) = settings(args)?;
+    let instance = Instance::open(settings, store).await?;
+    let target = match name {
+        Some(name) => RebuildTarget::Projector(name),
+        None => RebuildTarget::All,
+    };
+    let bar = ProgressBar::new(0);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} {bar:40} {pos}/{len} events ({per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let result = instance
+        .runtime
+        .rebuild(target, |progress| {
+            bar.set_length(progress.total());
+            bar.set_position(progress.done());
+            bar.set_message(format!(
+                "{} ({:?})",
+                progress.projectors.join(", "),
+                progress.phase
+            ));
+        })
+        .await;
+    bar.finish_and_clear();
+    instance.close().await;
+    let report = result?;
+    for p in &report.projectors {
+        println!(
+            "{}: version {} now serves from generation {} (checkpoint {}{})",
+            p.name,
+            p.version,
+            p.generation,
+            p.checkpoint,
+            if p.resumed {
+                ", resumed an interrupted rebuild"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `homeroom audit verify`: reads the whole log and checks every stream's hash chain.
+///
+/// # Errors
+/// [`RunError`] when the store cannot be read. A broken chain is reported and gives
+/// exit code 3.
+pub async fn audit_verify(
+    district: Option<&str>,
+    args: &InstanceArgs,
+) -> Result<ExitCode, RunError> {
+    if let Some(d) = district {
+        DistrictId::parse(d).map_err(RunError::District)?;
+    }
+    let (settings, store) = settings(args)?;
+    let instance = Instance::open(settings, store).await?;
+    let result = homeroom_eventstore::hash::verify_log(&instance.store, |e| {
+        district.is_none_or(|d| e.metadata.district == d)
+    })
+    .await;
+    instance.close().await;
+    let verifier = result?;
+    println!("checked {} events", verifier.checked());
+    if verifier.broken().is_empty() {
+        println!("every hash chain holds");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (stream, version) in verifier.broken() {
+        println!("BROKEN: {stream} version {version}");
+    }
+    Ok(ExitCode::from(3))
 }
 
 #[cfg(test)]

@@ -156,6 +156,9 @@ fn every_subcommand_has_help() {
         &["token", "--help"],
         &["import", "--help"],
         &["import", "roles", "--help"],
+        &["projections", "status", "--help"],
+        &["projections", "rebuild", "--help"],
+        &["audit", "verify", "--help"],
     ] {
         let out = Command::new(bin()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -316,5 +319,61 @@ fn import_roles_applies_good_rows_reports_bad_ones_and_is_idempotent_with_a_key(
         None,
     )
     .ok();
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn projections_rebuild_while_serving_and_the_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, api) = start(&data);
+    let d = District::build(&api, "rebuildton");
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Picture day is Tuesday"}),
+        )
+        .ok()
+        .clone();
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let min = format!("min_position={}", sent["position"]);
+    let before = api
+        .read(&principal, &format!("/v1/inbox?{min}"))
+        .ok()
+        .clone();
+    assert_eq!(before["conversations"].as_array().unwrap().len(), 1);
+
+    let status = homeroom(&["projections", "status", "--json"], &data);
+    assert!(status.status.success(), "{status:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["directory", "conversations", "deliveries", "audit"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+
+    // Rebuilt by another process while the server answers; then the same views.
+    let rebuilt = homeroom(&["projections", "rebuild", "--all"], &data);
+    let text = String::from_utf8_lossy(&rebuilt.stdout).into_owned();
+    assert!(rebuilt.status.success(), "{text} {rebuilt:?}");
+    assert!(text.contains("conversations: version"), "{text}");
+    let after = api
+        .read(&principal, &format!("/v1/inbox?{min}"))
+        .ok()
+        .clone();
+    assert_eq!(after, before, "the rebuilt views answer the same");
+    let unknown = homeroom(&["projections", "rebuild", "no-such"], &data);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such"));
+
+    let verified = homeroom(&["audit", "verify", "--district", &d.name], &data);
+    let text = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(verified.status.success(), "{text}");
+    assert!(text.contains("every hash chain holds"), "{text}");
     assert!(server.terminate().success());
 }

@@ -28,6 +28,7 @@ pub type ExportParticipant = Participant;
 
 /// One recipient's delivery of a message, as exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportDelivery {
     /// The delivery.
     pub delivery_id: DeliveryId,
@@ -47,6 +48,7 @@ pub struct ExportDelivery {
 
 /// One message, as exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportMessage {
     /// The message.
     pub message_id: MessageId,
@@ -68,6 +70,7 @@ pub struct ExportMessage {
 
 /// Everything about one conversation a records officer needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConversationExport {
     /// The conversation.
     pub conversation_id: ConversationId,

@@ -112,6 +112,24 @@ impl ReadModels {
     }
 }
 
+/// The JSON Schema of a position token (a number, or an order-preserving string).
+#[cfg(feature = "schema")]
+pub fn position_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A token of the log's delivery order; compare only for equality and order.",
+        "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]
+    })
+}
+
+/// The JSON Schema of an optional position token.
+#[cfg(feature = "schema")]
+pub fn optional_position_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A token of the log's delivery order, or null when there is none.",
+        "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}]
+    })
+}
+
 /// One read transaction and the generations serving in it.
 pub(crate) struct Snapshot {
     pub tx: Tx<'static>,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for a channel worker.
@@ -78,6 +79,7 @@ impl PageRequest {
 
 /// The latest message of a conversation, as an inbox shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LastMessage {
     /// The message.
     pub message_id: MessageId,
@@ -91,6 +93,7 @@ pub struct LastMessage {
 
 /// One conversation in an inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InboxConversation {
     /// The conversation.
     pub conversation_id: ConversationId,
@@ -114,6 +117,7 @@ pub struct InboxConversation {
 
 /// `GET /v1/inbox`: most recent activity first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Inbox {
     /// The page.
     pub conversations: Vec<InboxConversation>,
@@ -123,6 +127,7 @@ pub struct Inbox {
 
 /// A person taking part in a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Participant {
     /// The person.
     pub person_id: PersonId,
@@ -134,6 +139,7 @@ pub struct Participant {
 
 /// One recipient's delivery of a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MessageDelivery {
     /// The delivery.
     pub delivery_id: DeliveryId,
@@ -149,6 +155,7 @@ pub struct MessageDelivery {
 
 /// One message of a thread.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ThreadMessage {
     /// The message.
     pub message_id: MessageId,
@@ -177,6 +184,7 @@ pub struct ThreadMessage {
 
 /// `GET /v1/conversations/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Conversation {
     /// The conversation.
     pub conversation_id: ConversationId,
@@ -207,6 +215,7 @@ impl Conversation {
 
 /// Which way a message on a student's record went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// From staff (needs `student_record` to see).
@@ -217,6 +226,7 @@ pub enum Direction {
 
 /// One message on a student's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecordEntry {
     /// The message.
     pub message_id: MessageId,
@@ -243,6 +253,7 @@ pub struct RecordEntry {
 
 /// `GET /v1/students/{id}/messages`: oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StudentRecord {
     /// The student.
     pub student_id: PersonId,
@@ -254,6 +265,7 @@ pub struct StudentRecord {
 
 /// One conversation as oversight lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OversightConversation {
     /// The conversation.
     pub conversation_id: ConversationId,
@@ -279,6 +291,7 @@ pub struct OversightConversation {
 
 /// `GET /v1/oversight/conversations`: most recent activity first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Oversight {
     /// The page.
     pub conversations: Vec<OversightConversation>,
@@ -327,8 +340,13 @@ pub struct AuditFilter {
 
 /// One event of the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditEvent {
     /// Its position (a token: number or string).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::queries::position_schema")
+    )]
     pub position: Position,
     /// Its stream.
     pub stream: String,
@@ -365,15 +383,21 @@ pub struct AuditEvent {
 
 /// `GET /v1/audit`: in position order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditPage {
     /// The page.
     pub events: Vec<AuditEvent>,
     /// Pass as `after` for the next page; null when this page is the last.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::queries::optional_position_schema")
+    )]
     pub next: Option<Position>,
 }
 
 /// One delivery, with everything known about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeliveryView {
     /// The delivery.
     pub delivery_id: DeliveryId,
@@ -403,6 +427,7 @@ pub struct DeliveryView {
 
 /// A person as the directory read model knows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PersonView {
     /// The person.
     pub person_id: PersonId,

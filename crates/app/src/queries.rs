@@ -1,0 +1,451 @@
+//! The query service: every read of API.md, authorised by the domain's
+//! [`visibility`](homeroom_domain::visibility) rules and answered from the read models.
+//!
+//! 1. `?min_position=P` waits until the read models have applied `P` (read your own
+//!    writes), or answers [`QueryError::Stale`] after [`QueryService::STALE_AFTER`].
+//! 2. The viewer's directory facts (roles, schools) come from the event streams through
+//!    the command service's version-checked cache, as a decision's do: a revoked role
+//!    stops showing anything the moment its revocation was recorded.
+//! 3. The read model answers; what the viewer may not see is refused with
+//!    `not_permitted`, and what does not exist in the viewer's district is unknown (the
+//!    read models are keyed by district, so another district's ids are unknown too).
+
+use crate::error::CommandError;
+use crate::service::CommandService;
+use homeroom_domain::visibility::{self, ConversationFacts, OversightReach, Viewer};
+use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId};
+use homeroom_eventstore::hash::verify_log;
+use homeroom_eventstore::{Position, StoreError};
+use homeroom_projections::queries::{
+    AuditFilter, AuditPage, Conversation, ConversationExport, Inbox, Oversight, OversightFilter,
+    OversightScope, PageRequest, StudentRecord,
+};
+use homeroom_projections::{ProjectionRuntime, ReadModels, WaitError};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which inbox tab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxBox {
+    /// The viewer's own conversations.
+    Personal,
+    /// The shared inboxes of the schools where the viewer holds `school_inbox`.
+    School,
+}
+
+/// Who reads, in which district.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    /// The tenant.
+    pub district: DistrictId,
+    /// The person or service reading.
+    pub actor: Actor,
+}
+
+/// One chain that does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BrokenLink {
+    /// The stream.
+    pub stream: String,
+    /// The version of the event that does not verify.
+    pub version: u64,
+}
+
+/// What `GET /v1/audit/verify` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct VerifyReport {
+    /// Whether every hash chain of the district holds.
+    pub ok: bool,
+    /// How many events were checked.
+    pub checked: u64,
+    /// Every event that does not verify, in log order.
+    pub broken: Vec<BrokenLink>,
+}
+
+/// Why a read answered nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The viewer may not see this.
+    #[error("not permitted: {0}")]
+    NotPermitted(&'static str),
+    /// No such conversation in the viewer's district.
+    #[error("unknown conversation {0}")]
+    UnknownConversation(ConversationId),
+    /// No such person (or not a student) in the viewer's district.
+    #[error("unknown student {0}")]
+    UnknownPerson(PersonId),
+    /// The read models had not applied `min_position` in time.
+    #[error("the read models have not caught up with position {position} yet; retry shortly")]
+    Stale {
+        /// The position asked for.
+        position: Position,
+    },
+    /// A paging cursor not handed out here.
+    #[error("malformed paging cursor; pass back the `next` of an earlier page")]
+    BadCursor,
+    /// The directory facts could not be loaded.
+    #[error("directory: {0}")]
+    Directory(#[source] CommandError),
+    /// The read models failed.
+    #[error("read models: {0}")]
+    ReadModel(#[source] homeroom_projections::QueryError),
+    /// The event store failed (verification reads it directly).
+    #[error("event store: {0}")]
+    Store(#[source] StoreError),
+}
+
+impl QueryError {
+    /// The stable API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotPermitted(_) => "not_permitted",
+            Self::UnknownConversation(_) => "unknown_conversation",
+            Self::UnknownPerson(_) => "unknown_person",
+            Self::Stale { .. } => "stale",
+            Self::BadCursor => "validation",
+            Self::Directory(e) => e.code(),
+            Self::Store(StoreError::Closed) => "unavailable",
+            Self::ReadModel(_) | Self::Store(_) => "internal",
+        }
+    }
+}
+
+impl From<homeroom_projections::QueryError> for QueryError {
+    fn from(err: homeroom_projections::QueryError) -> Self {
+        match err {
+            homeroom_projections::QueryError::BadCursor => Self::BadCursor,
+            other => Self::ReadModel(other),
+        }
+    }
+}
+
+/// Answers the API's reads. Cheap to share behind an `Arc`.
+pub struct QueryService {
+    commands: Arc<CommandService>,
+    runtime: ProjectionRuntime,
+    read: ReadModels,
+}
+
+impl QueryService {
+    /// How long a query waits for `min_position` before answering `stale`.
+    pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+    /// Reads over `runtime`'s read models, authorised with `commands`' directory.
+    pub fn new(commands: Arc<CommandService>, runtime: ProjectionRuntime) -> Self {
+        let read = runtime.read_models();
+        Self {
+            commands,
+            runtime,
+            read,
+        }
+    }
+
+    /// The projection runtime the reads wait on.
+    pub fn runtime(&self) -> &ProjectionRuntime {
+        &self.runtime
+    }
+
+    async fn caught_up(&self, min_position: Option<Position>) -> Result<(), QueryError> {
+        let Some(position) = min_position else {
+            return Ok(());
+        };
+        self.runtime
+            .wait_for(position, Self::STALE_AFTER)
+            .await
+            .map_err(|e| match e {
+                WaitError::Timeout { position, .. } => QueryError::Stale { position },
+                WaitError::UnknownProjector(_) => QueryError::Stale { position },
+            })
+    }
+
+    /// The district and the reading person (if a person reads), from the streams.
+    async fn viewer_facts(&self, reader: &Reader, more: &[PersonId]) -> Result<Facts, QueryError> {
+        let mut people: Vec<PersonId> = reader.actor.person_id().into_iter().collect();
+        people.extend(more);
+        let (district, mut states) = self
+            .commands
+            .directory(&reader.district, &people)
+            .await
+            .map_err(QueryError::Directory)?;
+        let viewer = reader.actor.person_id().map(|id| (id, states.remove(0)));
+        Ok(Facts {
+            district,
+            viewer,
+            others: states,
+        })
+    }
+
+    /// `GET /v1/inbox`: the viewer's own tab, or the school inboxes they hold
+    /// `school_inbox` for (narrowed to `school` when given).
+    ///
+    /// # Errors
+    /// [`QueryError::NotPermitted`] for a service (no inbox of its own) or a school
+    /// inbox the viewer does not hold; [`QueryError::Stale`], [`QueryError::BadCursor`].
+    pub async fn inbox(
+        &self,
+        reader: &Reader,
+        tab: InboxBox,
+        school: Option<SchoolId>,
+        archived: bool,
+        page: &PageRequest,
+        min_position: Option<Position>,
+    ) -> Result<Inbox, QueryError> {
+        self.caught_up(min_position).await?;
+        let Some(person) = reader.actor.person_id() else {
+            return Err(QueryError::NotPermitted("a service has no inbox"));
+        };
+        match tab {
+            InboxBox::Personal => Ok(self
+                .read
+                .inbox_personal(&reader.district, person, archived, page)
+                .await?),
+            InboxBox::School => {
+                let facts = self.viewer_facts(reader, &[]).await?;
+                let Some((_, state)) = &facts.viewer else {
+                    unreachable!("a person reads")
+                };
+                let mut schools = visibility::school_inboxes(&facts.district, state);
+                if let Some(school) = school {
+                    schools.retain(|s| *s == school);
+                }
+                if schools.is_empty() {
+                    return Err(QueryError::NotPermitted(
+                        "the school inbox needs the school_inbox permission at that school",
+                    ));
+                }
+                Ok(self
+                    .read
+                    .inbox_school(&reader.district, &schools, person, archived, page)
+                    .await?)
+            }
+        }
+    }
+
+    /// `GET /v1/conversations/{id}`: the whole thread, in the viewer's language where
+    /// they received it.
+    ///
+    /// # Errors
+    /// [`QueryError::UnknownConversation`], [`QueryError::NotPermitted`],
+    /// [`QueryError::Stale`].
+    pub async fn conversation(
+        &self,
+        reader: &Reader,
+        id: ConversationId,
+        min_position: Option<Position>,
+    ) -> Result<Conversation, QueryError> {
+        self.caught_up(min_position).await?;
+        let conversation = self
+            .read
+            .conversation(&reader.district, id, reader.actor.person_id())
+            .await?
+            .ok_or(QueryError::UnknownConversation(id))?;
+        let participants: Vec<PersonId> = conversation
+            .participants
+            .iter()
+            .map(|p| p.person_id)
+            .collect();
+        self.check_conversation(
+            reader,
+            ConversationFacts {
+                kind: conversation.kind,
+                school: conversation.school_id,
+                participants: &participants,
+            },
+        )
+        .await?;
+        Ok(conversation)
+    }
+
+    /// `GET /v1/conversations/{id}/export`: the whole conversation for a records
+    /// officer: participants, every message with its time, channel and status.
+    ///
+    /// # Errors
+    /// As [`QueryService::conversation`].
+    pub async fn export(
+        &self,
+        reader: &Reader,
+        id: ConversationId,
+        min_position: Option<Position>,
+    ) -> Result<ConversationExport, QueryError> {
+        self.caught_up(min_position).await?;
+        let export = self
+            .read
+            .export_conversation(&reader.district, id)
+            .await?
+            .ok_or(QueryError::UnknownConversation(id))?;
+        let participants: Vec<PersonId> = export.participants.iter().map(|p| p.person_id).collect();
+        self.check_conversation(
+            reader,
+            ConversationFacts {
+                kind: export.kind,
+                school: export.school_id,
+                participants: &participants,
+            },
+        )
+        .await?;
+        Ok(export)
+    }
+
+    async fn check_conversation(
+        &self,
+        reader: &Reader,
+        conversation: ConversationFacts<'_>,
+    ) -> Result<(), QueryError> {
+        // A participant needs no directory lookup.
+        if reader
+            .actor
+            .person_id()
+            .is_some_and(|p| conversation.participants.contains(&p))
+        {
+            return Ok(());
+        }
+        let facts = self.viewer_facts(reader, &[]).await?;
+        if visibility::may_see_conversation(&facts.district, facts.as_viewer(), conversation) {
+            Ok(())
+        } else {
+            Err(QueryError::NotPermitted(
+                "only its participants, the school inbox (for school conversations) and oversight see this conversation",
+            ))
+        }
+    }
+
+    /// `GET /v1/students/{id}/messages`: the student's message record; inbound replies
+    /// only for viewers holding `inbound_replies`.
+    ///
+    /// # Errors
+    /// [`QueryError::UnknownPerson`] when `student` is not a student of the district;
+    /// [`QueryError::NotPermitted`] without `student_record` at one of their schools.
+    pub async fn student_record(
+        &self,
+        reader: &Reader,
+        student: PersonId,
+        page: &PageRequest,
+        min_position: Option<Position>,
+    ) -> Result<StudentRecord, QueryError> {
+        self.caught_up(min_position).await?;
+        let facts = self.viewer_facts(reader, &[student]).await?;
+        let student_state = &facts.others[0];
+        if !student_state.is_registered() || student_state.kind() != Some(PersonKind::Student) {
+            return Err(QueryError::UnknownPerson(student));
+        }
+        let access =
+            visibility::student_record_access(&facts.district, facts.as_viewer(), student_state)
+                .ok_or(QueryError::NotPermitted(
+                    "a student's record needs the student_record permission at their school",
+                ))?;
+        Ok(self
+            .read
+            .student_record(&reader.district, student, access.inbound_replies, page)
+            .await?)
+    }
+
+    /// `GET /v1/oversight/conversations`: every conversation the viewer's `oversight`
+    /// reaches (narrowed to `school` when given), searchable.
+    ///
+    /// # Errors
+    /// [`QueryError::NotPermitted`] without `oversight` (at `school`, when given).
+    pub async fn oversight(
+        &self,
+        reader: &Reader,
+        school: Option<SchoolId>,
+        filter: &OversightFilter,
+        page: &PageRequest,
+        min_position: Option<Position>,
+    ) -> Result<Oversight, QueryError> {
+        self.caught_up(min_position).await?;
+        let facts = self.viewer_facts(reader, &[]).await?;
+        let denied = QueryError::NotPermitted("oversight needs the oversight permission");
+        let reach =
+            visibility::oversight_reach(&facts.district, facts.as_viewer()).ok_or(denied)?;
+        let scope = match (reach, school) {
+            (OversightReach::District, None) => OversightScope::District,
+            (OversightReach::District, Some(school)) => OversightScope::Schools(vec![school]),
+            (OversightReach::Schools(schools), None) => OversightScope::Schools(schools),
+            (OversightReach::Schools(schools), Some(school)) if schools.contains(&school) => {
+                OversightScope::Schools(vec![school])
+            }
+            (OversightReach::Schools(_), Some(_)) => {
+                return Err(QueryError::NotPermitted(
+                    "oversight of that school needs the oversight permission there",
+                ))
+            }
+        };
+        Ok(self
+            .read
+            .oversight(&reader.district, &scope, filter, page)
+            .await?)
+    }
+
+    /// `GET /v1/audit`: every event of the district with its metadata and hash.
+    ///
+    /// # Errors
+    /// [`QueryError::NotPermitted`] unless a service or `oversight` district-wide.
+    pub async fn audit(
+        &self,
+        reader: &Reader,
+        filter: &AuditFilter,
+        min_position: Option<Position>,
+    ) -> Result<AuditPage, QueryError> {
+        self.caught_up(min_position).await?;
+        self.check_audit(reader).await?;
+        Ok(self.read.audit(&reader.district, filter).await?)
+    }
+
+    async fn check_audit(&self, reader: &Reader) -> Result<(), QueryError> {
+        let facts = self.viewer_facts(reader, &[]).await?;
+        if visibility::may_read_audit(&facts.district, facts.as_viewer()) {
+            Ok(())
+        } else {
+            Err(QueryError::NotPermitted(
+                "the audit trail needs the oversight permission district-wide",
+            ))
+        }
+    }
+
+    /// `GET /v1/audit/verify`: checks every hash chain of the district against the event
+    /// store itself (not a read model), from the first event to the head.
+    ///
+    /// # Errors
+    /// As [`QueryService::audit`]; [`QueryError::Store`] when the store fails.
+    pub async fn verify(&self, reader: &Reader) -> Result<VerifyReport, QueryError> {
+        self.check_audit(reader).await?;
+        let district = reader.district.as_str();
+        let verifier = verify_log(&**self.commands.store(), |e| {
+            e.metadata.district == district
+        })
+        .await
+        .map_err(QueryError::Store)?;
+        let broken: Vec<BrokenLink> = verifier
+            .broken()
+            .iter()
+            .map(|(stream, version)| BrokenLink {
+                stream: stream.to_string(),
+                version: *version,
+            })
+            .collect();
+        Ok(VerifyReport {
+            ok: broken.is_empty(),
+            checked: verifier.checked(),
+            broken,
+        })
+    }
+}
+
+/// The directory facts a read rests on.
+struct Facts {
+    district: homeroom_domain::DistrictState,
+    viewer: Option<(PersonId, homeroom_domain::PersonState)>,
+    others: Vec<homeroom_domain::PersonState>,
+}
+
+impl Facts {
+    fn as_viewer(&self) -> Viewer<'_> {
+        match &self.viewer {
+            Some((id, state)) => Viewer::Person { id: *id, state },
+            None => Viewer::System,
+        }
+    }
+}
