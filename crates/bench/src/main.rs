@@ -1,9 +1,16 @@
 //! Homeroom's benchmarks. Each subcommand prints the figures `docs/benchmarks.md` quotes,
 //! with the command that produced them.
 //!
-//! `commands`: many concurrent staff members post messages into many conversations
-//! through the real command service on the real SQLite store (WAL, `synchronous=FULL`,
-//! group commit), measuring commands per second and per-command latency.
+//! - `commands`: many concurrent staff members post messages into many conversations
+//!   through the real command service on the real SQLite store (WAL,
+//!   `synchronous=FULL`, group commit), measuring commands per second and per-command
+//!   latency.
+//! - `replay`: every projector together rebuilds its read models from a log of a million
+//!   events, measuring events per second and the process's memory as the log goes by.
+//! - `inbox`: inbox queries against read models holding a million messages, measuring
+//!   per-query latency.
+
+mod read_side;
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -40,6 +47,28 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         warmup: u64,
     },
+    /// Replay throughput of all projectors together, and memory as the log grows.
+    Replay {
+        /// Messages in the log (one event each, plus the set-up events).
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Keep the generated log here and reuse it on the next run (it is built when
+        /// the directory holds none).
+        #[arg(long, value_name = "DIR")]
+        data: Option<std::path::PathBuf>,
+    },
+    /// Inbox query latency with read models holding many messages.
+    Inbox {
+        /// Messages in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Inbox queries to time.
+        #[arg(long, default_value_t = 20_000)]
+        queries: u64,
+        /// Keep the generated log and read models here and reuse them.
+        #[arg(long, value_name = "DIR")]
+        data: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -51,14 +80,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             messages,
             warmup,
         } => commands(senders, conversations, messages, warmup).await,
+        Bench::Replay { messages, data } => read_side::replay(messages, data).await,
+        Bench::Inbox {
+            messages,
+            queries,
+            data,
+        } => read_side::inbox(messages, queries, data).await,
     }
 }
 
-struct World {
-    service: Arc<CommandService>,
-    district: DistrictId,
+pub(crate) struct World {
+    pub(crate) service: Arc<CommandService>,
+    pub(crate) district: DistrictId,
     /// For each conversation, the staff member who started it.
-    conversations: Vec<(Uuid, PersonId)>,
+    pub(crate) conversations: Vec<(Uuid, PersonId)>,
+    /// The store, to close it when done.
+    pub(crate) store: SqliteStore,
 }
 
 async fn run(
@@ -76,13 +113,13 @@ async fn run(
 
 /// A district with one school, `senders` school admins and one guardian per
 /// conversation, each conversation started by one of the admins.
-async fn build_world(
+pub(crate) async fn build_world(
     dir: &std::path::Path,
     senders: usize,
     conversations: usize,
 ) -> Result<World, Box<dyn std::error::Error>> {
     let store = SqliteStore::open(&dir.join("events.sqlite")).await?;
-    let service = Arc::new(CommandService::new(Arc::new(store), 100_000));
+    let service = Arc::new(CommandService::new(Arc::new(store.clone()), 100_000));
     let district = DistrictId::parse("bench")?;
     let system = || Actor::System("bench-setup".into());
     let school = Uuid::now_v7();
@@ -139,12 +176,13 @@ async fn build_world(
         service,
         district,
         conversations: list,
+        store,
     })
 }
 
 /// Sends `count` PostMessage commands from `senders` tasks; returns the merged latency
 /// histogram (microseconds) and the elapsed time.
-async fn post_messages(
+pub(crate) async fn post_messages(
     world: &Arc<World>,
     senders: usize,
     count: u64,
