@@ -5,8 +5,13 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ids::{ConversationId, DeliveryId, MessageId, PersonId, RoleId, SchoolId};
+use crate::ids::{
+    ConversationId, DeliveryId, DistrictId, MessageId, PersonId, PhoneNumber, ProviderMessageId,
+    RoleId, SchoolId,
+};
+use crate::inbound::InboundRoute;
 use crate::permissions::PermissionSet;
+use crate::values::NumberOwner;
 
 /// The value types command fields use, re-exported so callers find them beside the
 /// commands.
@@ -310,10 +315,20 @@ pub struct RecordDeliveryOutcome {
     /// Whether a failure is permanent (e.g. an email bounce).
     #[serde(default)]
     pub permanent: Option<bool>,
+    /// With `sent`: the address it went out from (an SMS number, an email address).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// With `sent`: the text exactly as handed to the provider.
+    #[serde(default)]
+    pub sent_text: Option<String>,
+    /// With `sent`: the language `sent_text` was machine-translated to, if it was.
+    #[serde(default)]
+    pub translated_to: Option<String>,
 }
 
 /// Internal (not in the HTTP API): creates one delivery from a message's plan; issued by
-/// the process manager that reacts to `MessagePosted`.
+/// the process manager that reacts to `MessagePosted` (and, with `fallback_of`, by the
+/// one that reacts to a failed delivery).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueDelivery {
@@ -323,10 +338,134 @@ pub struct QueueDelivery {
     pub message_id: MessageId,
     /// The message's conversation.
     pub conversation_id: ConversationId,
+    /// The failed delivery this one replaces on the other channel.
+    #[serde(default)]
+    pub fallback_of: Option<DeliveryId>,
+}
+
+/// Internal: a delivery worker's attempt failed in a way worth retrying (the provider
+/// was unreachable or asked to try later). After the last allowed attempt the delivery
+/// fails for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFailedAttempt {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The attempt that failed (the delivery's current one).
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Internal: a delivery to this address failed for good; mark it failing so later
+/// messages use the person's other channel until `ResetContactPoint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkContactPointFailing {
+    /// The person.
+    pub person_id: PersonId,
+    /// The phone number or email address.
+    pub address: String,
+    /// The delivery whose failure showed it.
+    pub delivery_id: DeliveryId,
+}
+
+/// Internal: gives a staff member their own SMS number from the district's pool (at
+/// their first personal SMS). Repeating it answers the number already given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignSenderNumber {
+    /// The staff member.
+    pub person_id: PersonId,
+}
+
+/// Internal: binds an SMS number to the district and identity sending from it, so
+/// inbound SMS to it find their way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindSmsNumber {
+    /// The number.
+    pub number: PhoneNumber,
+    /// The district sending from it.
+    pub district: DistrictId,
+    /// The school or person it belongs to.
+    pub owner: NumberOwner,
+}
+
+/// Internal: an SMS for a conversation went from one of the district's numbers to a
+/// family number (recorded by the process manager that reacts to a sent SMS delivery).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSmsSent {
+    /// The district's number.
+    pub our_number: PhoneNumber,
+    /// The recipient's number.
+    pub their_number: PhoneNumber,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The person it was for.
+    pub recipient_id: PersonId,
+    /// The delivery that sent it.
+    pub delivery_id: DeliveryId,
+}
+
+/// Internal: a family number answered STOP (`opted_out: true`) or START.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSmsOptOut {
+    /// The district's number it wrote to.
+    pub our_number: PhoneNumber,
+    /// The family number.
+    pub their_number: PhoneNumber,
+    /// STOP (true) or START (false).
+    pub opted_out: bool,
+    /// The inbound SMS that said so.
+    pub message_sid: ProviderMessageId,
+}
+
+/// Internal: records an inbound SMS exactly as the provider sent it, before anything
+/// is decided about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveSms {
+    /// The provider's id of the SMS.
+    pub message_sid: ProviderMessageId,
+    /// The sender's number, as given.
+    pub from: String,
+    /// The number it was sent to, as given.
+    pub to: String,
+    /// The text.
+    pub body: String,
+}
+
+/// Internal: records where an inbound SMS went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteInboundSms {
+    /// The provider's id of the SMS.
+    pub message_sid: ProviderMessageId,
+    /// Its route.
+    pub route: InboundRoute,
+}
+
+/// Internal: an SMS reply from a family member in a conversation they received SMS
+/// for. Posted as their message when the conversation is open; kept and refused when
+/// it was stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveReply {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Who replied (the person the conversation's SMS went to on that number).
+    pub author_id: PersonId,
+    /// The provider's id of the SMS (the message id derives from it).
+    pub message_sid: ProviderMessageId,
+    /// The text.
+    pub body: String,
 }
 
 macro_rules! commands {
-    ($($name:ident => $api:literal),* $(,)?) => {
+    (api: $($name:ident => $api:literal),* $(,)?; internal: $($inner:ident),* $(,)?) => {
         /// Every command the domain decides, one variant per command struct. Serialises
         /// as `{"Name": {body}}`, the canonical form a command's digest is taken over.
         #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -335,20 +474,25 @@ macro_rules! commands {
                 #[doc = concat!("`", stringify!($name), "`.")]
                 $name($name),
             )*
-            /// `QueueDelivery` (internal, not in the HTTP API).
-            QueueDelivery(QueueDelivery),
+            $(
+                #[doc = concat!("`", stringify!($inner), "` (internal, not in the HTTP API).")]
+                $inner($inner),
+            )*
         }
 
         impl Command {
             /// The command names served at `POST /v1/commands/{CommandName}`.
             pub const API_NAMES: &'static [&'static str] = &[$($api),*];
 
-            /// The API name of the command (`"RegisterSchool"`, …; `"QueueDelivery"` for
-            /// the internal one).
+            /// The commands Homeroom's own process managers and workers issue, never
+            /// accepted over the API.
+            pub const INTERNAL_NAMES: &'static [&'static str] = &[$(stringify!($inner)),*];
+
+            /// The name of the command (`"RegisterSchool"`, …, and the internal ones').
             pub fn name(&self) -> &'static str {
                 match self {
                     $(Command::$name(_) => $api,)*
-                    Command::QueueDelivery(_) => "QueueDelivery",
+                    $(Command::$inner(_) => stringify!($inner),)*
                 }
             }
 
@@ -375,10 +519,18 @@ macro_rules! commands {
                 }
             }
         )*
+        $(
+            impl From<$inner> for Command {
+                fn from(cmd: $inner) -> Command {
+                    Command::$inner(cmd)
+                }
+            }
+        )*
     };
 }
 
 commands! {
+    api:
     RegisterSchool => "RegisterSchool",
     RegisterPerson => "RegisterPerson",
     LinkGuardian => "LinkGuardian",
@@ -400,13 +552,18 @@ commands! {
     ArchiveConversation => "ArchiveConversation",
     UnarchiveConversation => "UnarchiveConversation",
     MarkRead => "MarkRead",
-    RecordDeliveryOutcome => "RecordDeliveryOutcome",
-}
-
-impl From<QueueDelivery> for Command {
-    fn from(cmd: QueueDelivery) -> Command {
-        Command::QueueDelivery(cmd)
-    }
+    RecordDeliveryOutcome => "RecordDeliveryOutcome";
+    internal:
+    QueueDelivery,
+    RecordFailedAttempt,
+    MarkContactPointFailing,
+    AssignSenderNumber,
+    BindSmsNumber,
+    RecordSmsSent,
+    SetSmsOptOut,
+    ReceiveSms,
+    RouteInboundSms,
+    ReceiveReply,
 }
 
 #[cfg(test)]
@@ -422,7 +579,9 @@ mod tests {
             );
         }
         assert_eq!(Command::API_NAMES.len(), 22);
-        assert!(!Command::API_NAMES.contains(&"QueueDelivery"));
+        for internal in Command::INTERNAL_NAMES {
+            assert!(!Command::API_NAMES.contains(internal), "{internal}");
+        }
     }
 
     #[test]

@@ -7,20 +7,22 @@ mod start;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::commands::{Command, MarkRead, PostMessage, RenameConversation};
+use crate::commands::{Command, MarkRead, PostMessage, ReceiveReply, RenameConversation};
 use crate::events::{
     ConversationArchived, ConversationMuted, ConversationRenamed, ConversationStopped,
-    ConversationUnarchived, ConversationUnmuted, Event, MessagesRead,
+    ConversationUnarchived, ConversationUnmuted, Event, InboundReplyRefused, MessagesRead,
 };
-use crate::facts::Facts;
-use crate::ids::{ConversationId, MessageId, PersonId, SchoolId};
+use crate::facts::{Actor, Facts};
+use crate::ids::{
+    inbound_message_id, ConversationId, MessageId, PersonId, ProviderMessageId, SchoolId,
+};
 use crate::permissions::Permission;
 use crate::person::PersonState;
 use crate::text;
 use crate::validation::ValidationError;
 use crate::values::{ConversationKind, SendAs};
 
-use compose::{check_text, compose, Draft};
+use compose::{check_text, compose, CheckedText, Draft};
 use start::{send_personal, start};
 
 /// The youngest age (on the day of sending) at which a student may get personal
@@ -47,6 +49,7 @@ pub struct ConversationState {
     muted: BTreeSet<PersonId>,
     archived: BTreeSet<PersonId>,
     read: BTreeMap<PersonId, usize>,
+    refused_replies: BTreeSet<ProviderMessageId>,
 }
 
 impl ConversationState {
@@ -247,6 +250,7 @@ pub fn decide(state: &ConversationState, cmd: &Command, facts: &Facts) -> Decisi
             toggle(state, c.conversation_id, facts, Toggle::Unarchive)
         }
         Command::MarkRead(c) => mark_read(state, c, facts),
+        Command::ReceiveReply(c) => receive_reply(state, c, facts),
         other => Err(ValidationError::WrongStream {
             command: other.name(),
             state: "conversation",
@@ -429,6 +433,54 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
     Ok(vec![posted.into()])
 }
 
+/// An SMS reply from a family member the conversation sent SMS to: posted as their
+/// message, delivered as written to everyone else; in a stopped conversation it is kept
+/// (`inbound_reply_refused`), never dropped. The provider retrying its webhook posts
+/// it once.
+fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> Decision {
+    if !matches!(facts.actor, Actor::System(_)) {
+        return Err(ConversationError::NotPermitted);
+    }
+    let header = started(state, c.conversation_id)?;
+    let message_id = inbound_message_id(&c.message_sid);
+    if state.messages.contains(&message_id) || state.refused_replies.contains(&c.message_sid) {
+        return Ok(vec![]);
+    }
+    if !state.participants.contains(&c.author_id) {
+        return Err(ConversationError::NotAParticipant {
+            person_id: c.author_id,
+        });
+    }
+    let author = known(facts, c.author_id)?;
+    if state.stopped {
+        return Ok(vec![InboundReplyRefused {
+            conversation_id: header.id,
+            author_id: c.author_id,
+            message_sid: c.message_sid.clone(),
+            body: c.body.clone(),
+            at: facts.now,
+        }
+        .into()]);
+    }
+    let body = text::MessageBody::from_outside(&c.body, crate::inbound::MAX_INBOUND_CHARS)?;
+    let recipients = recipients(&state.participants, header.kind, c.author_id, facts)?;
+    let posted = compose(
+        Draft {
+            conversation_id: header.id,
+            message_id,
+            school_id: header.school_id,
+            author_id: c.author_id,
+            author,
+            sent_as: SendAs::Personal,
+            text: CheckedText::verbatim(body),
+            channel: None,
+            recipients,
+        },
+        facts,
+    )?;
+    Ok(vec![posted.into()])
+}
+
 /// Stop and rename: staff participants, or school-inbox holders of a school
 /// conversation; never families.
 fn may_manage(
@@ -562,6 +614,9 @@ pub fn evolve(mut state: ConversationState, event: &Event) -> ConversationState 
             state.messages.push(e.message_id);
         }
         Event::ConversationStopped(_) => state.stopped = true,
+        Event::InboundReplyRefused(e) => {
+            state.refused_replies.insert(e.message_sid.clone());
+        }
         Event::ConversationRenamed(e) => state.title = Some(e.title.clone()),
         Event::ConversationMuted(e) => {
             state.muted.insert(e.person_id);

@@ -2,8 +2,10 @@
 //! sent, delivered or failed. Provider callbacks arrive late, twice or out of order, so
 //! every outcome that would not move the delivery forward is an idempotent no-op.
 
-use crate::commands::{Command, QueueDelivery, RecordDeliveryOutcome};
-use crate::events::{DeliveryDelivered, DeliveryFailed, DeliveryQueued, DeliverySent, Event};
+use crate::commands::{Command, QueueDelivery, RecordDeliveryOutcome, RecordFailedAttempt};
+use crate::events::{
+    DeliveryAttemptFailed, DeliveryDelivered, DeliveryFailed, DeliveryQueued, DeliverySent, Event,
+};
 use crate::facts::{Actor, Facts};
 use crate::ids::{ConversationId, DeliveryId, MessageId};
 use crate::plan::PlannedDelivery;
@@ -12,6 +14,10 @@ use crate::values::OutcomeStatus;
 
 /// The longest provider error text recorded.
 pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// How many attempts a delivery gets before a failure worth retrying becomes a
+/// permanent one: a delivery that keeps failing ends as a failure, never silently.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 5;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,7 +38,9 @@ pub struct DeliveryState {
     plan: Option<PlannedDelivery>,
     message_id: Option<MessageId>,
     conversation_id: Option<ConversationId>,
+    fallback_of: Option<DeliveryId>,
     status: Option<DeliveryStatus>,
+    failed_attempts: u32,
 }
 
 impl DeliveryState {
@@ -59,6 +67,23 @@ impl DeliveryState {
     /// Where it stands, once queued.
     pub fn status(&self) -> Option<DeliveryStatus> {
         self.status
+    }
+
+    /// The failed delivery this one replaces on the other channel, if it does.
+    pub fn fallback_of(&self) -> Option<DeliveryId> {
+        self.fallback_of
+    }
+
+    /// The attempt a worker makes next (1 for the first): it names the provider's
+    /// idempotency key, so a worker that dies after the provider took a message and
+    /// tries again sends the same attempt, which the provider does not send twice.
+    pub fn attempt(&self) -> u32 {
+        self.failed_attempts + 1
+    }
+
+    /// Whether it still waits for a worker (queued, no outcome yet).
+    pub fn awaits_sending(&self) -> bool {
+        self.status == Some(DeliveryStatus::Queued)
     }
 }
 
@@ -105,6 +130,7 @@ pub fn decide(
     match cmd {
         Command::QueueDelivery(c) => queue(state, c, facts),
         Command::RecordDeliveryOutcome(c) => record(state, c, facts),
+        Command::RecordFailedAttempt(c) => failed_attempt(state, c, facts),
         other => Err(ValidationError::WrongStream {
             command: other.name(),
             state: "delivery",
@@ -125,9 +151,67 @@ fn queue(
         delivery: c.delivery.clone(),
         message_id: c.message_id,
         conversation_id: c.conversation_id,
+        fallback_of: c.fallback_of,
         at: facts.now,
     }
     .into()])
+}
+
+fn check_error_length(error: Option<&str>) -> Result<(), DeliveryError> {
+    if let Some(got) = error.map(|e| e.chars().count()) {
+        if got > MAX_ERROR_CHARS {
+            return Err(ValidationError::TooLong {
+                field: "error",
+                max: MAX_ERROR_CHARS,
+                got,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A retryable failure of the current attempt; the last allowed attempt's failure is
+/// the delivery's permanent failure. A report for another attempt, or for a delivery
+/// that already has its outcome, changes nothing (a worker's retry of its report).
+fn failed_attempt(
+    state: &DeliveryState,
+    c: &RecordFailedAttempt,
+    facts: &Facts,
+) -> Result<Vec<Event>, DeliveryError> {
+    if state.status.is_none() {
+        return Err(DeliveryError::UnknownDelivery {
+            delivery_id: c.delivery_id,
+        });
+    }
+    check_error_length(Some(&c.error))?;
+    if !state.awaits_sending() || c.attempt != state.attempt() {
+        return Ok(vec![]);
+    }
+    let mut events: Vec<Event> = vec![DeliveryAttemptFailed {
+        delivery_id: c.delivery_id,
+        attempt: c.attempt,
+        error: c.error.clone(),
+        at: facts.now,
+    }
+    .into()];
+    if c.attempt >= MAX_DELIVERY_ATTEMPTS {
+        events.push(
+            DeliveryFailed {
+                delivery_id: c.delivery_id,
+                provider_message_id: None,
+                error: Some(format!(
+                    "gave up after {} attempts; the last said: {}",
+                    c.attempt, c.error
+                ))
+                .map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
+                permanent: true,
+                at: facts.now,
+            }
+            .into(),
+        );
+    }
+    Ok(events)
 }
 
 fn record(
@@ -140,16 +224,7 @@ fn record(
             delivery_id: c.delivery_id,
         });
     };
-    if let Some(got) = c.error.as_ref().map(|e| e.chars().count()) {
-        if got > MAX_ERROR_CHARS {
-            return Err(ValidationError::TooLong {
-                field: "error",
-                max: MAX_ERROR_CHARS,
-                got,
-            }
-            .into());
-        }
-    }
+    check_error_length(c.error.as_deref())?;
     use DeliveryStatus as S;
     use OutcomeStatus as O;
     let moves_forward = matches!(
@@ -165,6 +240,9 @@ fn record(
         O::Sent => DeliverySent {
             delivery_id,
             provider_message_id,
+            sender: c.sender.clone(),
+            sent_text: c.sent_text.clone(),
+            translated_to: c.translated_to.clone(),
             at,
         }
         .into(),
@@ -193,11 +271,13 @@ pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
             state.plan = Some(e.delivery.clone());
             state.message_id = Some(e.message_id);
             state.conversation_id = Some(e.conversation_id);
+            state.fallback_of = e.fallback_of;
             state.status = Some(DeliveryStatus::Queued);
         }
         Event::DeliverySent(_) => state.status = Some(DeliveryStatus::Sent),
         Event::DeliveryDelivered(_) => state.status = Some(DeliveryStatus::Delivered),
         Event::DeliveryFailed(_) => state.status = Some(DeliveryStatus::Failed),
+        Event::DeliveryAttemptFailed(e) => state.failed_attempts = e.attempt,
         _ => {}
     }
     state

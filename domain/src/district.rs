@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::{
-    AddSenderNumbers, ChangeDistrictSettings, Command, DefineRole, RegisterSchool,
+    AddSenderNumbers, AssignSenderNumber, ChangeDistrictSettings, Command, DefineRole,
+    RegisterSchool,
 };
 use crate::events::{
-    DistrictSettingsChanged, Event, RoleDefined, SchoolRegistered, SenderNumbersAdded,
+    DistrictSettingsChanged, Event, RoleDefined, SchoolRegistered, SenderNumberAssigned,
+    SenderNumbersAdded,
 };
 use crate::facts::Facts;
-use crate::ids::{PhoneNumber, RoleId, SchoolId};
+use crate::ids::{PersonId, PhoneNumber, RoleId, SchoolId};
 use crate::permissions::{builtin_role, PermissionSet, RoleDefinition};
 use crate::person::PersonState;
 use crate::text::BlockedPattern;
@@ -68,6 +70,7 @@ pub struct DistrictState {
     roles: BTreeMap<RoleId, RoleDefinition>,
     settings: DistrictSettings,
     sender_numbers: Vec<PhoneNumber>,
+    assigned: BTreeMap<PersonId, PhoneNumber>,
 }
 
 impl DistrictState {
@@ -89,6 +92,11 @@ impl DistrictState {
     /// The pool of personal SMS sender numbers.
     pub fn sender_numbers(&self) -> &[PhoneNumber] {
         &self.sender_numbers
+    }
+
+    /// The personal SMS number given to `person`, if one was.
+    pub fn sender_number_of(&self, person: PersonId) -> Option<&PhoneNumber> {
+        self.assigned.get(&person)
     }
 
     /// A role by id: built-in, or defined by the district.
@@ -154,6 +162,18 @@ pub enum DistrictError {
         /// The school.
         school_id: SchoolId,
     },
+    /// Every number of the district's pool is already some staff member's.
+    #[error("no sender number is left in the district's pool; add some with AddSenderNumbers")]
+    NoSenderNumberAvailable,
+    /// Only Homeroom's own services assign sender numbers.
+    #[error("sender numbers are assigned by Homeroom's delivery services")]
+    NotAService,
+    /// The person to give a number to is not a registered staff member.
+    #[error("{person_id} is not a registered staff member")]
+    NotStaff {
+        /// The person.
+        person_id: PersonId,
+    },
     /// Custom roles may not reuse a built-in role id.
     #[error("role id {role_id} belongs to a built-in role")]
     BuiltinRoleId {
@@ -172,6 +192,9 @@ impl DistrictError {
             DistrictError::NotPermitted => "not_permitted",
             DistrictError::SchoolAlreadyRegistered { .. } => "already_exists",
             DistrictError::BuiltinRoleId { .. } => "validation",
+            DistrictError::NoSenderNumberAvailable => "no_sender_number",
+            DistrictError::NotAService => "not_permitted",
+            DistrictError::NotStaff { .. } => "unknown_person",
             DistrictError::Validation(e) => e.code(),
         }
     }
@@ -194,6 +217,7 @@ pub fn decide(
         Command::DefineRole(c) => define_role(state, c, facts),
         Command::ChangeDistrictSettings(c) => change_settings(state, c, facts),
         Command::AddSenderNumbers(c) => add_sender_numbers(state, c, facts),
+        Command::AssignSenderNumber(c) => assign_sender_number(state, c, facts),
         other => Err(ValidationError::WrongStream {
             command: other.name(),
             state: "district",
@@ -357,6 +381,38 @@ fn add_sender_numbers(
     .into()])
 }
 
+/// A staff member's own number: the one already given, else the first free number of
+/// the pool (numbers are never given to two people).
+fn assign_sender_number(
+    state: &DistrictState,
+    c: &AssignSenderNumber,
+    facts: &Facts,
+) -> Result<Vec<Event>, DistrictError> {
+    if facts.actor.person_id().is_some() {
+        return Err(DistrictError::NotAService);
+    }
+    if !facts.person(c.person_id).is_some_and(PersonState::is_staff) {
+        return Err(DistrictError::NotStaff {
+            person_id: c.person_id,
+        });
+    }
+    if state.assigned.contains_key(&c.person_id) {
+        return Ok(vec![]);
+    }
+    let taken: std::collections::BTreeSet<&PhoneNumber> = state.assigned.values().collect();
+    let number = state
+        .sender_numbers
+        .iter()
+        .find(|n| !taken.contains(n))
+        .ok_or(DistrictError::NoSenderNumberAvailable)?;
+    Ok(vec![SenderNumberAssigned {
+        person_id: c.person_id,
+        number: number.clone(),
+        at: facts.now,
+    }
+    .into()])
+}
+
 /// Applies a district event; other events leave the state as it is.
 pub fn evolve(mut state: DistrictState, event: &Event) -> DistrictState {
     match event {
@@ -381,6 +437,9 @@ pub fn evolve(mut state: DistrictState, event: &Event) -> DistrictState {
             );
         }
         Event::DistrictSettingsChanged(e) => state.settings = e.settings.clone(),
+        Event::SenderNumberAssigned(e) => {
+            state.assigned.insert(e.person_id, e.number.clone());
+        }
         Event::SenderNumbersAdded(e) => {
             for number in &e.numbers {
                 if !state.sender_numbers.contains(number) {

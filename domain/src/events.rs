@@ -7,9 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::district::DistrictSettings;
 use crate::facts::Actor;
-use crate::ids::{ConversationId, DeliveryId, MessageId, PersonId, PhoneNumber, RoleId, SchoolId};
+use crate::ids::{
+    ConversationId, DeliveryId, DistrictId, MessageId, PersonId, PhoneNumber, ProviderMessageId,
+    RoleId, SchoolId,
+};
+use crate::inbound::InboundRoute;
 use crate::permissions::PermissionSet;
 use crate::plan::PlannedDelivery;
+use crate::values::NumberOwner;
 use crate::values::{Channel, ContactPoint, ConversationKind, PersonKind, SendAs};
 
 /// A school joined the district.
@@ -293,6 +298,9 @@ pub struct DeliveryQueued {
     pub message_id: MessageId,
     /// The conversation.
     pub conversation_id: ConversationId,
+    /// The delivery that failed, when this one carries its message by the other channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_of: Option<DeliveryId>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -304,6 +312,17 @@ pub struct DeliverySent {
     pub delivery_id: DeliveryId,
     /// The provider's message id.
     pub provider_message_id: Option<String>,
+    /// The address it went out from (the sender's or the school's SMS number, the
+    /// email From address), when the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The text exactly as handed to the provider (label and translation applied), when
+    /// the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_text: Option<String>,
+    /// The language of `sent_text`, when it was machine-translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_to: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -330,6 +349,146 @@ pub struct DeliveryFailed {
     pub error: Option<String>,
     /// Whether retrying the same address is pointless (e.g. a bounce).
     pub permanent: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A delivery attempt failed in a way worth retrying (the provider was unreachable, or
+/// asked to try later). The delivery stays queued for its next attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryAttemptFailed {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// Which attempt failed (1 for the first).
+    pub attempt: u32,
+    /// What the provider or the connection said.
+    pub error: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A contact point stopped working (a bounce, an unreachable number, an opt-out):
+/// later messages use the person's other channel until `ResetContactPoint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactPointFailing {
+    /// The person.
+    pub person_id: PersonId,
+    /// The phone number or email address.
+    pub address: String,
+    /// The delivery whose failure showed it.
+    pub delivery_id: DeliveryId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A staff member was given their own SMS number from the district's pool, at their
+/// first personal SMS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SenderNumberAssigned {
+    /// The staff member.
+    pub person_id: PersonId,
+    /// Their number from now on.
+    pub number: PhoneNumber,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An SMS number was bound to the district (and the identity) that sends from it, so
+/// inbound SMS to it find their district.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmsNumberBound {
+    /// The number.
+    pub number: PhoneNumber,
+    /// The district sending from it.
+    pub district: DistrictId,
+    /// The school or person it belongs to.
+    pub owner: NumberOwner,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An SMS went out from one of the district's numbers to a family number for a
+/// conversation: a reply from that number to that number belongs there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmsLineUsed {
+    /// The district's number.
+    pub our_number: PhoneNumber,
+    /// The recipient's number.
+    pub their_number: PhoneNumber,
+    /// The conversation the SMS belonged to.
+    pub conversation_id: ConversationId,
+    /// The person it was for.
+    pub recipient_id: PersonId,
+    /// The delivery that sent it.
+    pub delivery_id: DeliveryId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A family number answered STOP: it receives no SMS from that number until START.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmsOptedOut {
+    /// The district's number.
+    pub our_number: PhoneNumber,
+    /// The number that opted out.
+    pub their_number: PhoneNumber,
+    /// The inbound SMS that said so.
+    pub message_sid: ProviderMessageId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A family number answered START after a STOP: SMS may go to it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmsOptedIn {
+    /// The district's number.
+    pub our_number: PhoneNumber,
+    /// The number that opted back in.
+    pub their_number: PhoneNumber,
+    /// The inbound SMS that said so.
+    pub message_sid: ProviderMessageId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An SMS arrived from the provider, exactly as received: recorded before anything is
+/// decided about it, so nothing inbound is ever lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundSmsReceived {
+    /// The provider's id of the SMS.
+    pub message_sid: ProviderMessageId,
+    /// The sender's number, as the provider gave it.
+    pub from: String,
+    /// The number it was sent to, as the provider gave it.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Where an inbound SMS went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundSmsRouted {
+    /// The provider's id of the SMS.
+    pub message_sid: ProviderMessageId,
+    /// Its route.
+    pub route: InboundRoute,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A reply arrived for a stopped conversation: kept with the conversation, not posted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundReplyRefused {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Who replied.
+    pub author_id: PersonId,
+    /// The provider's id of the SMS.
+    pub message_sid: ProviderMessageId,
+    /// The text.
+    pub body: String,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -410,6 +569,36 @@ pub enum Event {
     /// `delivery_failed`.
     #[serde(rename = "delivery_failed")]
     DeliveryFailed(DeliveryFailed),
+    /// `delivery_attempt_failed`.
+    #[serde(rename = "delivery_attempt_failed")]
+    DeliveryAttemptFailed(DeliveryAttemptFailed),
+    /// `contact_point_failing`.
+    #[serde(rename = "contact_point_failing")]
+    ContactPointFailing(ContactPointFailing),
+    /// `sender_number_assigned`.
+    #[serde(rename = "sender_number_assigned")]
+    SenderNumberAssigned(SenderNumberAssigned),
+    /// `sms_number_bound`.
+    #[serde(rename = "sms_number_bound")]
+    SmsNumberBound(SmsNumberBound),
+    /// `sms_line_used`.
+    #[serde(rename = "sms_line_used")]
+    SmsLineUsed(SmsLineUsed),
+    /// `sms_opted_out`.
+    #[serde(rename = "sms_opted_out")]
+    SmsOptedOut(SmsOptedOut),
+    /// `sms_opted_in`.
+    #[serde(rename = "sms_opted_in")]
+    SmsOptedIn(SmsOptedIn),
+    /// `inbound_sms_received`.
+    #[serde(rename = "inbound_sms_received")]
+    InboundSmsReceived(InboundSmsReceived),
+    /// `inbound_sms_routed`.
+    #[serde(rename = "inbound_sms_routed")]
+    InboundSmsRouted(InboundSmsRouted),
+    /// `inbound_reply_refused`.
+    #[serde(rename = "inbound_reply_refused")]
+    InboundReplyRefused(InboundReplyRefused),
 }
 
 impl Event {
@@ -439,6 +628,16 @@ impl Event {
         "delivery_sent",
         "delivery_delivered",
         "delivery_failed",
+        "delivery_attempt_failed",
+        "contact_point_failing",
+        "sender_number_assigned",
+        "sms_number_bound",
+        "sms_line_used",
+        "sms_opted_out",
+        "sms_opted_in",
+        "inbound_sms_received",
+        "inbound_sms_routed",
+        "inbound_reply_refused",
     ];
 
     /// The stored name (`conversation_stopped`, …), written out rather than derived
@@ -469,6 +668,16 @@ impl Event {
             Event::DeliverySent(_) => "delivery_sent",
             Event::DeliveryDelivered(_) => "delivery_delivered",
             Event::DeliveryFailed(_) => "delivery_failed",
+            Event::DeliveryAttemptFailed(_) => "delivery_attempt_failed",
+            Event::ContactPointFailing(_) => "contact_point_failing",
+            Event::SenderNumberAssigned(_) => "sender_number_assigned",
+            Event::SmsNumberBound(_) => "sms_number_bound",
+            Event::SmsLineUsed(_) => "sms_line_used",
+            Event::SmsOptedOut(_) => "sms_opted_out",
+            Event::SmsOptedIn(_) => "sms_opted_in",
+            Event::InboundSmsReceived(_) => "inbound_sms_received",
+            Event::InboundSmsRouted(_) => "inbound_sms_routed",
+            Event::InboundReplyRefused(_) => "inbound_reply_refused",
         }
     }
 }
@@ -510,6 +719,16 @@ from_event!(
     DeliverySent,
     DeliveryDelivered,
     DeliveryFailed,
+    DeliveryAttemptFailed,
+    ContactPointFailing,
+    SenderNumberAssigned,
+    SmsNumberBound,
+    SmsLineUsed,
+    SmsOptedOut,
+    SmsOptedIn,
+    InboundSmsReceived,
+    InboundSmsRouted,
+    InboundReplyRefused,
 );
 
 impl Event {
@@ -546,6 +765,16 @@ impl Event {
             Event::DeliverySent(e) => e.at,
             Event::DeliveryDelivered(e) => e.at,
             Event::DeliveryFailed(e) => e.at,
+            Event::DeliveryAttemptFailed(e) => e.at,
+            Event::ContactPointFailing(e) => e.at,
+            Event::SenderNumberAssigned(e) => e.at,
+            Event::SmsNumberBound(e) => e.at,
+            Event::SmsLineUsed(e) => e.at,
+            Event::SmsOptedOut(e) => e.at,
+            Event::SmsOptedIn(e) => e.at,
+            Event::InboundSmsReceived(e) => e.at,
+            Event::InboundSmsRouted(e) => e.at,
+            Event::InboundReplyRefused(e) => e.at,
         }
     }
 }
@@ -559,7 +788,7 @@ mod tests {
         let mut names = Event::NAMES.to_vec();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), Event::NAMES.len());
         for name in names {
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }

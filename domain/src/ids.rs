@@ -33,6 +33,14 @@ pub enum IdError {
         /// The first offending character.
         ch: char,
     },
+    /// A value Homeroom keeps for its own use.
+    #[error("{what} may not start with {prefix:?}: such names are reserved")]
+    Reserved {
+        /// Which kind of value.
+        what: &'static str,
+        /// The reserved prefix.
+        prefix: &'static str,
+    },
     /// Not an E.164 phone number.
     #[error("{value:?} is not a phone number in E.164 form (+ and 8 to 15 digits)")]
     InvalidPhone {
@@ -116,6 +124,10 @@ pub mod namespace {
     pub const MESSAGE: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a002);
     /// Deliveries: v5 over the message id's then the recipient's UUID bytes.
     pub const DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a003);
+    /// Fallback deliveries: v5 over the failed delivery's UUID bytes.
+    pub const FALLBACK_DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a004);
+    /// Messages made of inbound SMS: v5 over the provider's message id.
+    pub const INBOUND_MESSAGE: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a005);
 }
 
 fn v5_pair(namespace: &Uuid, a: Uuid, b: Uuid) -> Uuid {
@@ -145,6 +157,24 @@ pub fn message_id_for_command(command_id: Uuid) -> MessageId {
 /// manager converge on one delivery.
 pub fn delivery_id_for(message: MessageId, recipient: PersonId) -> DeliveryId {
     DeliveryId(v5_pair(&namespace::DELIVERY, message.0, recipient.0))
+}
+
+/// The delivery that carries a message by the other channel when `failed` did not
+/// arrive, so the process manager that reacts to the failure converges on one.
+pub fn fallback_delivery_id(failed: DeliveryId) -> DeliveryId {
+    DeliveryId(Uuid::new_v5(
+        &namespace::FALLBACK_DELIVERY,
+        failed.0.as_bytes(),
+    ))
+}
+
+/// The message an inbound SMS becomes, so the provider's retries of one webhook post
+/// one message.
+pub fn inbound_message_id(sms: &ProviderMessageId) -> MessageId {
+    MessageId(Uuid::new_v5(
+        &namespace::INBOUND_MESSAGE,
+        sms.as_str().as_bytes(),
+    ))
 }
 
 fn check_chars(
@@ -205,15 +235,31 @@ macro_rules! string_value {
 pub struct DistrictId(String);
 
 impl DistrictId {
-    /// Accepts 1 to 64 characters of `[A-Za-z0-9_-]`, safe inside stream names.
+    /// The name of [`DistrictId::unrouted`].
+    pub const UNROUTED: &'static str = "_unrouted";
+
+    /// Accepts 1 to 64 characters of `[A-Za-z0-9_-]`, safe inside stream names and bus
+    /// subjects, not starting with `_` (kept for Homeroom's own use).
     ///
     /// # Errors
-    /// [`IdError`] when empty, too long or holding another character.
+    /// [`IdError`] when empty, too long, holding another character or reserved.
     pub fn parse(value: &str) -> Result<Self, IdError> {
         check_chars("district id", value, |c| {
             c.is_ascii_alphanumeric() || c == '_' || c == '-'
         })?;
+        if value.starts_with('_') {
+            return Err(IdError::Reserved {
+                what: "district id",
+                prefix: "_",
+            });
+        }
         Ok(Self(value.to_owned()))
+    }
+
+    /// Where what reaches Homeroom without a district is recorded (an SMS to a number no
+    /// district owns), so it is never lost.
+    pub fn unrouted() -> Self {
+        Self(Self::UNROUTED.to_owned())
     }
 }
 string_value!(DistrictId);
@@ -265,6 +311,27 @@ impl PhoneNumber {
     }
 }
 string_value!(PhoneNumber);
+
+/// A provider's id of one message (Twilio's `MessageSid`): 1 to 64 characters of
+/// `[A-Za-z0-9_-]`, so it can name a stream.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderMessageId(String);
+
+impl ProviderMessageId {
+    /// Checks the characters.
+    ///
+    /// # Errors
+    /// [`IdError`] when empty, too long or holding another character.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        check_chars("provider message id", value, |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
+        Ok(Self(value.to_owned()))
+    }
+}
+string_value!(ProviderMessageId);
 
 /// An email address, checked only as far as needed to catch typos; the mail server has
 /// the final word (a bounce marks the contact point failing).

@@ -6,12 +6,15 @@
 //!   [`Command`]; there is no command that edits or deletes a message.
 //! - [`events`]: what happened, gathered in [`Event`] with explicit stored names and
 //!   schema versions.
-//! - Four aggregates, each with a state, `decide(state, cmd, facts)`, `evolve(state,
+//! - The aggregates, each with a state, `decide(state, cmd, facts)`, `evolve(state,
 //!   event)` and one error enum whose variants map to API codes:
 //!   [`district`] (schools, custom roles, settings, sender numbers),
 //!   [`person`] (directory details, links, teachers, roles, contact points),
 //!   [`conversation`] (personal, school and group conversations and their messages),
-//!   [`delivery`] (one message to one recipient: queued → sent → delivered / failed).
+//!   [`delivery`] (one message to one recipient: queued → sent → delivered / failed,
+//!   with retried attempts), [`sms_line`] (one of our numbers and one family number:
+//!   where replies go, STOP and START), [`sms_number`] (which district sends from a
+//!   number) and [`inbound`] (an inbound SMS as received, then where it went).
 //! - [`facts`]: the time, the actor and the directory facts a decision reads from other
 //!   streams ([`Facts`], [`Actor`]).
 //! - Values with invariants: [`ids`] (ids, phone numbers, email addresses),
@@ -58,10 +61,13 @@ pub mod district;
 pub mod events;
 pub mod facts;
 pub mod ids;
+pub mod inbound;
 pub mod merge;
 pub mod permissions;
 pub mod person;
 pub mod plan;
+pub mod sms_line;
+pub mod sms_number;
 pub mod text;
 pub mod validation;
 pub mod values;
@@ -77,15 +83,20 @@ pub use district::{DistrictError, DistrictState};
 pub use events::Event;
 pub use facts::{Actor, Facts};
 pub use ids::{
-    delivery_id_for, message_id_for_command, personal_conversation_id, ConversationId, DeliveryId,
-    DistrictId, EmailAddress, IdError, MessageId, PersonId, PhoneNumber, RoleId, SchoolId,
+    delivery_id_for, fallback_delivery_id, inbound_message_id, message_id_for_command,
+    personal_conversation_id, ConversationId, DeliveryId, DistrictId, EmailAddress, IdError,
+    MessageId, PersonId, PhoneNumber, ProviderMessageId, RoleId, SchoolId,
 };
+pub use inbound::{InboundError, InboundState};
 pub use permissions::{Permission, PermissionSet};
 pub use person::{PersonError, PersonState};
 pub use plan::{choose_channel, PlannedDelivery};
+pub use sms_line::{SmsLineError, SmsLineState};
+pub use sms_number::{SmsNumberError, SmsNumberState};
 pub use validation::ValidationError;
 pub use values::{
-    Channel, ContactChannel, ContactPoint, ConversationKind, OutcomeStatus, PersonKind, SendAs,
+    Channel, ContactChannel, ContactPoint, ConversationKind, NumberOwner, OutcomeStatus,
+    PersonKind, SendAs,
 };
 
 use uuid::Uuid;
@@ -101,6 +112,12 @@ pub enum State {
     Conversation(ConversationState),
     /// A delivery stream.
     Delivery(DeliveryState),
+    /// An SMS line stream.
+    SmsLine(SmsLineState),
+    /// An SMS number's binding.
+    SmsNumber(SmsNumberState),
+    /// An inbound SMS stream.
+    Inbound(InboundState),
 }
 
 impl State {
@@ -111,6 +128,9 @@ impl State {
             State::Person(s) => State::Person(person::evolve(s, event)),
             State::Conversation(s) => State::Conversation(conversation::evolve(s, event)),
             State::Delivery(s) => State::Delivery(delivery::evolve(s, event)),
+            State::SmsLine(s) => State::SmsLine(sms_line::evolve(s, event)),
+            State::SmsNumber(s) => State::SmsNumber(sms_number::evolve(s, event)),
+            State::Inbound(s) => State::Inbound(inbound::evolve(s, event)),
         }
     }
 
@@ -120,12 +140,15 @@ impl State {
             State::Person(_) => "person",
             State::Conversation(_) => "conversation",
             State::Delivery(_) => "delivery",
+            State::SmsLine(_) => "sms line",
+            State::SmsNumber(_) => "sms number",
+            State::Inbound(_) => "inbound",
         }
     }
 }
 
 /// A stream of a district: the one a command appends to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StreamRef {
     /// The district's own stream.
     District,
@@ -135,17 +158,33 @@ pub enum StreamRef {
     Conversation(ConversationId),
     /// A delivery's stream.
     Delivery(DeliveryId),
+    /// The SMS line between one of the district's numbers and a family number.
+    SmsLine {
+        /// The district's number.
+        ours: PhoneNumber,
+        /// The family number.
+        theirs: PhoneNumber,
+    },
+    /// An SMS number's binding to its district: the one stream named without one.
+    SmsNumber(PhoneNumber),
+    /// One inbound SMS.
+    Inbound(ProviderMessageId),
 }
 
 impl StreamRef {
     /// The stream's name in the store: `district-{d}`, `person-{d}:{uuid}`,
-    /// `conversation-{d}:{uuid}`, `delivery-{d}:{uuid}`.
+    /// `conversation-{d}:{uuid}`, `delivery-{d}:{uuid}`, `smsline-{d}:{ours}:{theirs}`,
+    /// `inbound-{d}:{sid}`, and `smsnumber-{number}` (under no district: an inbound SMS
+    /// names only the number, and this is how it finds its district).
     pub fn stream_name(&self, district: &DistrictId) -> String {
         match self {
             StreamRef::District => format!("district-{district}"),
             StreamRef::Person(id) => format!("person-{district}:{id}"),
             StreamRef::Conversation(id) => format!("conversation-{district}:{id}"),
             StreamRef::Delivery(id) => format!("delivery-{district}:{id}"),
+            StreamRef::SmsLine { ours, theirs } => format!("smsline-{district}:{ours}:{theirs}"),
+            StreamRef::SmsNumber(number) => format!("smsnumber-{number}"),
+            StreamRef::Inbound(sid) => format!("inbound-{district}:{sid}"),
         }
     }
 
@@ -156,6 +195,9 @@ impl StreamRef {
             StreamRef::Person(_) => State::Person(PersonState::default()),
             StreamRef::Conversation(_) => State::Conversation(ConversationState::default()),
             StreamRef::Delivery(_) => State::Delivery(DeliveryState::default()),
+            StreamRef::SmsLine { .. } => State::SmsLine(SmsLineState::default()),
+            StreamRef::SmsNumber(_) => State::SmsNumber(SmsNumberState::default()),
+            StreamRef::Inbound(_) => State::Inbound(InboundState::default()),
         }
     }
 }
@@ -168,7 +210,9 @@ pub fn target(cmd: &Command, actor: &Actor) -> StreamRef {
         Command::RegisterSchool(_)
         | Command::DefineRole(_)
         | Command::ChangeDistrictSettings(_)
-        | Command::AddSenderNumbers(_) => StreamRef::District,
+        | Command::AddSenderNumbers(_)
+        | Command::AssignSenderNumber(_) => StreamRef::District,
+        Command::MarkContactPointFailing(c) => StreamRef::Person(c.person_id),
         Command::RegisterPerson(c) => StreamRef::Person(c.person_id),
         Command::LinkGuardian(c) => StreamRef::Person(c.guardian_id),
         Command::SetStudentTeachers(c) => StreamRef::Person(c.student_id),
@@ -193,6 +237,19 @@ pub fn target(cmd: &Command, actor: &Actor) -> StreamRef {
         Command::MarkRead(c) => StreamRef::Conversation(c.conversation_id),
         Command::RecordDeliveryOutcome(c) => StreamRef::Delivery(c.delivery_id),
         Command::QueueDelivery(c) => StreamRef::Delivery(c.delivery.delivery_id),
+        Command::RecordFailedAttempt(c) => StreamRef::Delivery(c.delivery_id),
+        Command::ReceiveReply(c) => StreamRef::Conversation(c.conversation_id),
+        Command::RecordSmsSent(c) => StreamRef::SmsLine {
+            ours: c.our_number.clone(),
+            theirs: c.their_number.clone(),
+        },
+        Command::SetSmsOptOut(c) => StreamRef::SmsLine {
+            ours: c.our_number.clone(),
+            theirs: c.their_number.clone(),
+        },
+        Command::BindSmsNumber(c) => StreamRef::SmsNumber(c.number.clone()),
+        Command::ReceiveSms(c) => StreamRef::Inbound(c.message_sid.clone()),
+        Command::RouteInboundSms(c) => StreamRef::Inbound(c.message_sid.clone()),
     }
 }
 
@@ -218,6 +275,9 @@ pub fn people_needed(cmd: &Command, state: &State, actor: &Actor) -> Vec<PersonI
         Command::ResetContactPoint(c) => people.push(c.person_id),
         Command::SendPersonalMessage(c) => people.push(c.recipient_id),
         Command::StartConversation(c) => people.extend(&c.participant_ids),
+        Command::ReceiveReply(c) => people.push(c.author_id),
+        Command::MarkContactPointFailing(c) => people.push(c.person_id),
+        Command::AssignSenderNumber(c) => people.push(c.person_id),
         _ => {}
     }
     if let State::Conversation(conversation) = state {
@@ -248,6 +308,9 @@ pub fn decide(state: &State, cmd: &Command, facts: &Facts) -> Result<Vec<Event>,
         State::Person(s) => person::decide(s, cmd, facts)?,
         State::Conversation(s) => conversation::decide(s, cmd, facts)?,
         State::Delivery(s) => delivery::decide(s, cmd, facts)?,
+        State::SmsLine(s) => sms_line::decide(s, cmd, facts)?,
+        State::SmsNumber(s) => sms_number::decide(s, cmd, facts)?,
+        State::Inbound(s) => inbound::decide(s, cmd, facts)?,
     })
 }
 
@@ -287,6 +350,15 @@ pub enum DomainError {
     /// Refused by the delivery rules.
     #[error(transparent)]
     Delivery(DeliveryError),
+    /// Refused by the SMS line rules.
+    #[error(transparent)]
+    SmsLine(SmsLineError),
+    /// Refused by the SMS number rules.
+    #[error(transparent)]
+    SmsNumber(SmsNumberError),
+    /// Refused by the inbound SMS rules.
+    #[error(transparent)]
+    Inbound(InboundError),
     /// A malformed command, or one sent to the wrong kind of stream.
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -312,6 +384,9 @@ lift_validation! {
     PersonError => Person,
     ConversationError => Conversation,
     DeliveryError => Delivery,
+    SmsLineError => SmsLine,
+    SmsNumberError => SmsNumber,
+    InboundError => Inbound,
 }
 
 impl DomainError {
@@ -322,6 +397,9 @@ impl DomainError {
             DomainError::Person(e) => e.code(),
             DomainError::Conversation(e) => e.code(),
             DomainError::Delivery(e) => e.code(),
+            DomainError::SmsLine(e) => e.code(),
+            DomainError::SmsNumber(e) => e.code(),
+            DomainError::Inbound(e) => e.code(),
             DomainError::Validation(e) => e.code(),
         }
     }

@@ -4,13 +4,13 @@
 use chrono::NaiveDate;
 
 use crate::commands::{
-    AssignRole, Command, LinkGuardian, RegisterPerson, ResetContactPoint, RevokeRole,
-    SetContactPreferences, SetStudentTeachers,
+    AssignRole, Command, LinkGuardian, MarkContactPointFailing, RegisterPerson, ResetContactPoint,
+    RevokeRole, SetContactPreferences, SetStudentTeachers,
 };
 use crate::district::MAX_NAME_CHARS;
 use crate::events::{
-    ContactPointReset, ContactPreferencesSet, Event, GuardianLinked, PersonRegistered,
-    RoleAssigned, RoleRevoked, StudentTeachersSet,
+    ContactPointFailing, ContactPointReset, ContactPreferencesSet, Event, GuardianLinked,
+    PersonRegistered, RoleAssigned, RoleRevoked, StudentTeachersSet,
 };
 use crate::facts::Facts;
 use crate::ids::{EmailAddress, PersonId, PhoneNumber, RoleId, SchoolId};
@@ -251,6 +251,7 @@ pub fn decide(
         Command::RevokeRole(c) => revoke_role(state, c, facts),
         Command::SetContactPreferences(c) => set_preferences(state, c, facts),
         Command::ResetContactPoint(c) => reset_contact_point(state, c, facts),
+        Command::MarkContactPointFailing(c) => mark_failing(state, c, facts),
         other => Err(ValidationError::WrongStream {
             command: other.name(),
             state: "person",
@@ -561,6 +562,33 @@ fn reset_contact_point(
     .into()])
 }
 
+/// A permanent delivery failure marks the address failing (Homeroom's own delivery
+/// services only); an address already failing, or no longer the person's, changes
+/// nothing.
+fn mark_failing(
+    state: &PersonState,
+    c: &MarkContactPointFailing,
+    facts: &Facts,
+) -> Result<Vec<Event>, PersonError> {
+    if facts.actor.person_id().is_some() {
+        return Err(PersonError::NotPermitted);
+    }
+    let person = registered(state, c.person_id)?;
+    let Some(cp) = find_contact_point(person, &c.address) else {
+        return Ok(vec![]);
+    };
+    if cp.failing {
+        return Ok(vec![]);
+    }
+    Ok(vec![ContactPointFailing {
+        person_id: c.person_id,
+        address: cp.address.clone(),
+        delivery_id: c.delivery_id,
+        at: facts.now,
+    }
+    .into()])
+}
+
 /// Applies a person event; other events leave the state as it is.
 pub fn evolve(mut state: PersonState, event: &Event) -> PersonState {
     match event {
@@ -604,6 +632,13 @@ pub fn evolve(mut state: PersonState, event: &Event) -> PersonState {
             for cp in &mut state.contact_points {
                 if cp.address == e.address {
                     cp.failing = false;
+                }
+            }
+        }
+        Event::ContactPointFailing(e) => {
+            for cp in &mut state.contact_points {
+                if cp.address == e.address {
+                    cp.failing = true;
                 }
             }
         }

@@ -77,6 +77,44 @@ pub fn choose_channel(
     }
 }
 
+/// When `failed` did not arrive, the same message by the recipient's other channel:
+/// email falls back to SMS and SMS to email, on a contact point that is not failing
+/// (the failed address is about to be marked failing). `None` when there is no other
+/// channel (in-app, or a recipient with one kind of contact point), and for a delivery
+/// that was itself a fallback: a message falls back once.
+pub fn fallback_for(
+    failed: &PlannedDelivery,
+    was_fallback: bool,
+    recipient: &PersonState,
+    delivery_id: DeliveryId,
+) -> Option<PlannedDelivery> {
+    if was_fallback {
+        return None;
+    }
+    let other = match failed.channel {
+        Channel::Email => ContactChannel::Sms,
+        Channel::Sms => ContactChannel::Email,
+        Channel::App => return None,
+    };
+    let address = recipient
+        .contact_points()
+        .iter()
+        .find(|cp| {
+            cp.channel == other && !cp.failing && Some(&cp.address) != failed.address.as_ref()
+        })?
+        .address
+        .clone();
+    Some(PlannedDelivery {
+        delivery_id,
+        recipient_id: failed.recipient_id,
+        channel: other.into(),
+        address: Some(address),
+        language: failed.language.clone(),
+        text: failed.text.clone(),
+        subject: failed.subject.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +201,79 @@ mod tests {
         assert_eq!(
             choose_channel(Some(Channel::App), &r, ContactChannel::Email).0,
             Channel::Email
+        );
+    }
+
+    fn planned(channel: Channel, address: &str) -> PlannedDelivery {
+        PlannedDelivery {
+            delivery_id: DeliveryId::new(uuid::Uuid::from_u128(1)),
+            recipient_id: crate::testing::GUARDIAN,
+            channel,
+            address: Some(address.to_owned()),
+            language: "es".to_owned(),
+            text: "Hola".to_owned(),
+            subject: Some("Aviso".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_failed_email_falls_back_to_sms_and_an_sms_to_email() {
+        let r = both(Some(Channel::Email));
+        let next = DeliveryId::new(uuid::Uuid::from_u128(2));
+        let sms = fallback_for(&planned(Channel::Email, "pat@example.org"), false, &r, next)
+            .expect("an SMS fallback");
+        assert_eq!(
+            (sms.channel, sms.address.as_deref(), sms.delivery_id),
+            (Channel::Sms, Some("+15550100001"), next)
+        );
+        assert_eq!(
+            (sms.text.as_str(), sms.language.as_str()),
+            ("Hola", "es"),
+            "the same text"
+        );
+        let email = fallback_for(&planned(Channel::Sms, "+15550100001"), false, &r, next)
+            .expect("an email fallback");
+        assert_eq!(email.channel, Channel::Email);
+    }
+
+    #[test]
+    fn there_is_no_fallback_without_another_channel_or_for_a_fallback() {
+        let sms_only = person_with_contacts(PersonKind::Guardian, None, vec![sms()], &[]);
+        let next = DeliveryId::new(uuid::Uuid::from_u128(2));
+        assert_eq!(
+            fallback_for(
+                &planned(Channel::Sms, "+15550100001"),
+                false,
+                &sms_only,
+                next
+            ),
+            None
+        );
+        assert_eq!(
+            fallback_for(
+                &planned(Channel::Email, "pat@example.org"),
+                true,
+                &both(None),
+                next
+            ),
+            None,
+            "a message falls back once"
+        );
+        let failing_sms = person_with_contacts(
+            PersonKind::Guardian,
+            None,
+            vec![sms(), email()],
+            &["+15550100001"],
+        );
+        assert_eq!(
+            fallback_for(
+                &planned(Channel::Email, "pat@example.org"),
+                false,
+                &failing_sms,
+                next
+            ),
+            None,
+            "a failing contact point is no fallback"
         );
     }
 

@@ -79,6 +79,9 @@ fn commands_target_the_stream_they_change() {
         provider_message_id: None,
         error: None,
         permanent: None,
+        sender: None,
+        sent_text: None,
+        translated_to: None,
     }
     .into();
     assert_eq!(

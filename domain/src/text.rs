@@ -28,6 +28,15 @@ impl MessageBody {
         required_text("body", value, MAX_BODY_CHARS).map(Self)
     }
 
+    /// A body someone outside Homeroom wrote (an SMS reply), kept as written: trimmed,
+    /// not empty, up to `max` characters; never checked for merge fields.
+    ///
+    /// # Errors
+    /// [`ValidationError::Empty`] or [`ValidationError::TooLong`] (field `body`).
+    pub fn from_outside(value: &str, max: usize) -> Result<Self, ValidationError> {
+        required_text("body", value, max).map(Self)
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -107,3 +107,14 @@ pub enum ConversationKind {
     /// A group conversation of up to `max_participants` people.
     Group,
 }
+
+/// Who sends from an SMS number: a school's shared identity, or one staff member's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NumberOwner {
+    /// The school's shared number.
+    School(crate::ids::SchoolId),
+    /// A staff member's personal number from the district's pool.
+    Person(crate::ids::PersonId),
+}

@@ -8,7 +8,7 @@
 //! (existing samples are never rewritten).
 
 use homeroom_app::codec;
-use homeroom_domain::Event;
+use homeroom_domain::{commands, Event};
 use homeroom_eventstore::{memory::InMemoryStore, EventReader, Position};
 use homeroom_tests::District;
 use serde_json::{json, Value};
@@ -165,9 +165,17 @@ async fn walk_every_command(d: &District) {
                 delivery: delivery.clone(),
                 message_id: message,
                 conversation_id: homeroom_domain::ConversationId::new(conversation),
+                fallback_of: None,
             });
         let ctx = homeroom_app::CommandContext::new(d.district.clone(), system());
         d.service.execute(&ctx, &queue).await.unwrap();
+        if i == 0 {
+            internal::<commands::RecordFailedAttempt>(
+                d,
+                json!({"delivery_id": delivery.delivery_id, "attempt": 1, "error": "503 from the provider"}),
+            )
+            .await;
+        }
         let outcomes: &[Value] = if i == 0 {
             &[
                 json!({"status": "sent", "provider_message_id": "SM1"}),
@@ -185,4 +193,70 @@ async fn walk_every_command(d: &District) {
         }
     }
     d.by(d.principal, "StopConversation", c).await.unwrap();
+
+    // What the delivery services and the SMS webhook record.
+    let reached = plan
+        .iter()
+        .find(|p| p.address.is_some())
+        .expect("someone is reached at an address");
+    internal::<commands::MarkContactPointFailing>(
+        d,
+        json!({"person_id": reached.recipient_id, "address": reached.address, "delivery_id": reached.delivery_id}),
+    )
+    .await;
+    internal::<commands::AssignSenderNumber>(d, json!({"person_id": d.principal})).await;
+    internal::<commands::BindSmsNumber>(
+        d,
+        json!({"number": "+15550009001", "district": d.district, "owner": {"person": d.principal}}),
+    )
+    .await;
+    let line = json!({"our_number": "+15550009001", "their_number": "+15550002003"});
+    let mut used = line.clone();
+    used["conversation_id"] = json!(conversation);
+    used["recipient_id"] = json!(d.parent);
+    used["delivery_id"] = json!(plan[0].delivery_id);
+    internal::<commands::RecordSmsSent>(d, used).await;
+    for opted_out in [true, false] {
+        let mut stop = line.clone();
+        stop["opted_out"] = json!(opted_out);
+        stop["message_sid"] = json!(format!("SMstop{opted_out}"));
+        internal::<commands::SetSmsOptOut>(d, stop).await;
+    }
+    internal::<commands::ReceiveSms>(
+        d,
+        json!({"message_sid": "SMin1", "from": "+15550002003", "to": "+15550009001", "body": "Thanks!"}),
+    )
+    .await;
+    internal::<commands::ReceiveReply>(
+        d,
+        json!({"conversation_id": conversation, "author_id": d.parent, "message_sid": "SMin1", "body": "Thanks!"}),
+    )
+    .await;
+    internal::<commands::RouteInboundSms>(
+        d,
+        json!({"message_sid": "SMin1", "route": {"to": "refused", "conversation_id": conversation}}),
+    )
+    .await;
+}
+
+/// Runs an internal command (not in the HTTP API) as a delivery service, asserting it
+/// records something.
+async fn internal<T>(d: &District, body: Value)
+where
+    T: serde::de::DeserializeOwned + Into<homeroom_domain::Command>,
+{
+    let command: homeroom_domain::Command = serde_json::from_value::<T>(body)
+        .expect("an internal command body")
+        .into();
+    let name = command.name();
+    let ctx = homeroom_app::CommandContext::new(
+        d.district.clone(),
+        homeroom_domain::Actor::System("delivery-worker".into()),
+    );
+    let outcome = d
+        .service
+        .execute(&ctx, &command)
+        .await
+        .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+    assert!(!outcome.events.is_empty(), "{name} recorded nothing");
 }

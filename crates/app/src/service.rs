@@ -324,7 +324,7 @@ impl CommandService {
         let mut read = Vec::new();
         // The first round asks for the target, the district, and everyone the rule needs
         // according to the cached target (usually all of them).
-        let mut first_round = vec![*target, StreamRef::District];
+        let mut first_round = vec![target.clone(), StreamRef::District];
         let mut guessed_people: Vec<PersonId> = self
             .cache
             .get(stream_id(target, &ctx.district)?.as_str())

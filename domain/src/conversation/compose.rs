@@ -16,6 +16,20 @@ use super::ConversationError;
 pub(super) struct CheckedText {
     pub body: MessageBody,
     pub subject: Option<String>,
+    /// Written outside Homeroom (an SMS reply): delivered as written, merge fields and
+    /// all, to every recipient.
+    pub verbatim: bool,
+}
+
+impl CheckedText {
+    /// A reply from outside, as written.
+    pub(super) fn verbatim(body: MessageBody) -> Self {
+        Self {
+            body,
+            subject: None,
+            verbatim: true,
+        }
+    }
 }
 
 /// Checks length, merge fields and the content guard, before anything is recorded.
@@ -38,7 +52,11 @@ pub(super) fn check_text(
     for text in texts {
         merge::check(text)?;
     }
-    Ok(CheckedText { body, subject })
+    Ok(CheckedText {
+        body,
+        subject,
+        verbatim: false,
+    })
 }
 
 /// Everything needed to post one message.
@@ -84,7 +102,7 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
     };
     let body = draft.text.body.as_str();
     let subject = draft.text.subject.as_deref();
-    let needs_student = merge::uses(body, "student_name")
+    let needs_student = !draft.text.verbatim && merge::uses(body, "student_name")
         || subject.is_some_and(|s| merge::uses(s, "student_name"));
     let default_channel = facts.district.settings().default_channel;
     let mut deliveries = Vec::with_capacity(draft.recipients.len());
@@ -107,8 +125,16 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
             channel,
             address,
             language: recipient.language().to_owned(),
-            text: merge::render(body, &values)?,
-            subject: subject.map(|s| merge::render(s, &values)).transpose()?,
+            text: if draft.text.verbatim {
+                body.to_owned()
+            } else {
+                merge::render(body, &values)?
+            },
+            subject: if draft.text.verbatim {
+                subject.map(str::to_owned)
+            } else {
+                subject.map(|s| merge::render(s, &values)).transpose()?
+            },
         });
     }
     Ok(MessagePosted {

@@ -1154,6 +1154,9 @@ fn evolve_folds_the_conversations_history() {
         crate::events::DeliverySent {
             delivery_id: delivery_id_for(M1, GUARDIAN),
             provider_message_id: None,
+            sender: None,
+            sent_text: None,
+            translated_to: None,
             at: now(),
         }
         .into(),
@@ -1182,4 +1185,83 @@ fn channel_choice_uses_the_district_default_for_recipients_with_both() {
         .when(personal(GUARDIAN, "Hi"))
         .events();
     assert_eq!(the_message(&events).deliveries[0].channel, Channel::Email);
+}
+
+// ---- SMS replies --------------------------------------------------------------------
+
+fn sms_sid() -> ProviderMessageId {
+    ProviderMessageId::parse("SMreply0001").unwrap()
+}
+
+fn reply(author_id: PersonId, body: &str) -> ReceiveReply {
+    ReceiveReply {
+        conversation_id: CONV,
+        author_id,
+        message_sid: sms_sid(),
+        body: body.to_owned(),
+    }
+}
+
+#[test]
+fn an_sms_reply_is_posted_as_the_family_members_message_exactly_as_written() {
+    let events = given([group(&[TEACHER, GUARDIAN])])
+        .acting_as_system()
+        .when(reply(GUARDIAN, "Gracias! {student_name} will be there"))
+        .events();
+    let [Event::MessagePosted(posted)] = &events[..] else {
+        panic!("expected a posted message, got {events:?}")
+    };
+    assert_eq!(posted.author_id, GUARDIAN);
+    assert_eq!(posted.message_id, inbound_message_id(&sms_sid()));
+    assert_eq!(posted.body, "Gracias! {student_name} will be there");
+    let recipients: Vec<PersonId> = posted.deliveries.iter().map(|d| d.recipient_id).collect();
+    assert_eq!(recipients, vec![TEACHER], "everyone else gets the reply");
+    assert_eq!(
+        posted.deliveries[0].text, "Gracias! {student_name} will be there",
+        "a family's text is never rendered as a template"
+    );
+}
+
+#[test]
+fn an_sms_reply_to_a_stopped_conversation_is_kept_and_refused() {
+    given([group(&[TEACHER, GUARDIAN]), stopped(TEACHER)])
+        .acting_as_system()
+        .when(reply(GUARDIAN, "One more thing"))
+        .then([InboundReplyRefused {
+            conversation_id: CONV,
+            author_id: GUARDIAN,
+            message_sid: sms_sid(),
+            body: "One more thing".to_owned(),
+            at: now(),
+        }
+        .into()]);
+}
+
+#[test]
+fn a_reply_the_provider_sends_twice_is_posted_once() {
+    let first = given([group(&[TEACHER, GUARDIAN])])
+        .acting_as_system()
+        .when(reply(GUARDIAN, "Thanks"))
+        .events();
+    let history: Vec<Event> = std::iter::once(group(&[TEACHER, GUARDIAN]))
+        .chain(first)
+        .collect();
+    given(history)
+        .acting_as_system()
+        .when(reply(GUARDIAN, "Thanks"))
+        .then_nothing();
+}
+
+#[test]
+fn only_participants_reply_and_only_through_homeroom_services() {
+    given([group(&[TEACHER, GUARDIAN])])
+        .acting_as_system()
+        .when(reply(GUARDIAN_12, "Hi"))
+        .then_err(ConversationError::NotAParticipant {
+            person_id: GUARDIAN_12,
+        });
+    given([group(&[TEACHER, GUARDIAN])])
+        .acting_as(GUARDIAN)
+        .when(reply(GUARDIAN, "Hi"))
+        .then_err(ConversationError::NotPermitted);
 }

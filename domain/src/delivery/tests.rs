@@ -29,6 +29,7 @@ fn queue() -> QueueDelivery {
         delivery: plan(),
         message_id: MESSAGE,
         conversation_id: CONVERSATION,
+        fallback_of: None,
     }
 }
 
@@ -37,6 +38,7 @@ fn queued() -> Event {
         delivery: plan(),
         message_id: MESSAGE,
         conversation_id: CONVERSATION,
+        fallback_of: None,
         at: now(),
     }
     .into()
@@ -46,6 +48,9 @@ fn sent() -> Event {
     DeliverySent {
         delivery_id: id(),
         provider_message_id: Some("SM1".to_owned()),
+        sender: None,
+        sent_text: None,
+        translated_to: None,
         at: now(),
     }
     .into()
@@ -78,6 +83,9 @@ fn outcome(status: OutcomeStatus) -> RecordDeliveryOutcome {
         provider_message_id: Some("SM1".to_owned()),
         error: (status == OutcomeStatus::Failed).then(|| "30003".to_owned()),
         permanent: (status == OutcomeStatus::Failed).then_some(true),
+        sender: None,
+        sent_text: None,
+        translated_to: None,
     }
 }
 
@@ -183,4 +191,102 @@ fn evolve_tracks_the_status_and_the_plan() {
     assert_eq!(state.message_id(), Some(MESSAGE));
     assert_eq!(state.conversation_id(), Some(CONVERSATION));
     let _ = PersonId::new(Uuid::nil());
+}
+
+fn attempt_failed(attempt: u32) -> Event {
+    DeliveryAttemptFailed {
+        delivery_id: id(),
+        attempt,
+        error: "503 from the provider".to_owned(),
+        at: now(),
+    }
+    .into()
+}
+
+fn fail_attempt(attempt: u32) -> RecordFailedAttempt {
+    RecordFailedAttempt {
+        delivery_id: id(),
+        attempt,
+        error: "503 from the provider".to_owned(),
+    }
+}
+
+#[test]
+fn a_retryable_failure_keeps_the_delivery_queued_for_its_next_attempt() {
+    given([queued()])
+        .acting_as_system()
+        .when(fail_attempt(1))
+        .then([attempt_failed(1)]);
+    let state = [queued(), attempt_failed(1)]
+        .iter()
+        .fold(DeliveryState::default(), evolve);
+    assert!(state.awaits_sending());
+    assert_eq!(state.attempt(), 2, "the next attempt has its own key");
+}
+
+#[test]
+fn a_delivery_that_keeps_failing_ends_as_a_permanent_failure() {
+    let history: Vec<Event> = std::iter::once(queued())
+        .chain((1..MAX_DELIVERY_ATTEMPTS).map(attempt_failed))
+        .collect();
+    let events = given(history)
+        .acting_as_system()
+        .when(fail_attempt(MAX_DELIVERY_ATTEMPTS))
+        .events();
+    assert_eq!(events[0], attempt_failed(MAX_DELIVERY_ATTEMPTS));
+    match &events[1] {
+        Event::DeliveryFailed(f) => {
+            assert!(f.permanent);
+            assert!(
+                f.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("gave up after 5 attempts")),
+                "{f:?}"
+            );
+        }
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_report_for_another_attempt_or_a_finished_delivery_changes_nothing() {
+    given([queued(), attempt_failed(1)])
+        .acting_as_system()
+        .when(fail_attempt(1))
+        .then_nothing();
+    given([queued(), delivered()])
+        .acting_as_system()
+        .when(fail_attempt(1))
+        .then_nothing();
+    given([])
+        .acting_as_system()
+        .when(fail_attempt(1))
+        .then_err(DeliveryError::UnknownDelivery { delivery_id: id() });
+}
+
+#[test]
+fn the_worker_reports_what_it_handed_over_with_the_sent_outcome() {
+    let mut report = outcome(OutcomeStatus::Sent);
+    report.sender = Some("+15550009999".to_owned());
+    report.sent_text = Some("For Dennis: Hola".to_owned());
+    let events = given([queued()]).acting_as_system().when(report).events();
+    match &events[..] {
+        [Event::DeliverySent(e)] => {
+            assert_eq!(e.sender.as_deref(), Some("+15550009999"));
+            assert_eq!(e.sent_text.as_deref(), Some("For Dennis: Hola"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_fallback_delivery_remembers_the_one_it_replaces() {
+    let mut command = queue();
+    command.fallback_of = Some(DeliveryId::new(Uuid::from_u128(0xfa11)));
+    let events = given([]).acting_as_system().when(command).events();
+    let state = events.iter().fold(DeliveryState::default(), evolve);
+    assert_eq!(
+        state.fallback_of(),
+        Some(DeliveryId::new(Uuid::from_u128(0xfa11)))
+    );
 }

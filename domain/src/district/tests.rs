@@ -275,3 +275,79 @@ fn settings_default_to_15_participants_sms_and_no_students() {
     assert_eq!(s.default_channel, ContactChannel::Sms);
     assert!(s.blocked_patterns.is_empty());
 }
+
+fn pool(numbers: &[&str]) -> Event {
+    SenderNumbersAdded {
+        numbers: numbers
+            .iter()
+            .map(|n| PhoneNumber::parse(n).unwrap())
+            .collect(),
+        at: now(),
+        by: sis(),
+    }
+    .into()
+}
+
+fn assign(person_id: crate::ids::PersonId) -> AssignSenderNumber {
+    AssignSenderNumber { person_id }
+}
+
+fn assigned(person_id: crate::ids::PersonId, number: &str) -> Event {
+    SenderNumberAssigned {
+        person_id,
+        number: PhoneNumber::parse(number).unwrap(),
+        at: now(),
+    }
+    .into()
+}
+
+#[test]
+fn a_staff_member_gets_a_number_of_their_own_from_the_pool_at_their_first_sms() {
+    given([pool(&["+15550009001", "+15550009002"])])
+        .acting_as_system()
+        .when(assign(ADMIN))
+        .then([assigned(ADMIN, "+15550009001")]);
+    given([
+        pool(&["+15550009001", "+15550009002"]),
+        assigned(ADMIN, "+15550009001"),
+    ])
+    .acting_as_system()
+    .when(assign(TEACHER))
+    .then([assigned(TEACHER, "+15550009002")]);
+}
+
+#[test]
+fn a_staff_member_keeps_their_number() {
+    let history = [pool(&["+15550009001"]), assigned(ADMIN, "+15550009001")];
+    given(history.clone())
+        .acting_as_system()
+        .when(assign(ADMIN))
+        .then_nothing();
+    let state = history.iter().fold(DistrictState::default(), evolve);
+    assert_eq!(
+        state.sender_number_of(ADMIN).map(PhoneNumber::as_str),
+        Some("+15550009001")
+    );
+}
+
+#[test]
+fn an_exhausted_pool_is_refused_with_a_clear_code() {
+    given([pool(&["+15550009001"]), assigned(ADMIN, "+15550009001")])
+        .acting_as_system()
+        .when(assign(TEACHER))
+        .then_code("no_sender_number");
+}
+
+#[test]
+fn sender_numbers_go_to_staff_and_are_given_by_homeroom_services_only() {
+    given([pool(&["+15550009001"])])
+        .acting_as(DISTRICT_ADMIN)
+        .when(assign(ADMIN))
+        .then_err(DistrictError::NotAService);
+    given([pool(&["+15550009001"])])
+        .acting_as_system()
+        .when(assign(GUARDIAN))
+        .then_err(DistrictError::NotStaff {
+            person_id: GUARDIAN,
+        });
+}

@@ -522,3 +522,54 @@ fn person_commands_go_to_person_streams_only() {
         Err("validation")
     );
 }
+
+fn mark_failing(address: &str) -> MarkContactPointFailing {
+    MarkContactPointFailing {
+        person_id: NEW,
+        address: address.to_owned(),
+        delivery_id: crate::ids::DeliveryId::new(uuid::Uuid::from_u128(0xd1)),
+    }
+}
+
+#[test]
+fn a_permanent_failure_marks_the_contact_point_failing_until_it_is_reset() {
+    let events = given(with_contacts())
+        .acting_as_system()
+        .when(mark_failing("LEE@example.org"))
+        .events();
+    assert_eq!(
+        events,
+        vec![ContactPointFailing {
+            person_id: NEW,
+            address: "lee@example.org".to_owned(),
+            delivery_id: crate::ids::DeliveryId::new(uuid::Uuid::from_u128(0xd1)),
+            at: now(),
+        }
+        .into()]
+    );
+    let state = with_contacts()
+        .iter()
+        .chain(&events)
+        .fold(PersonState::default(), evolve);
+    assert!(state
+        .contact_points()
+        .iter()
+        .any(|cp| cp.address == "lee@example.org" && cp.failing));
+    let again: Vec<Event> = with_contacts().into_iter().chain(events).collect();
+    given(again)
+        .acting_as_system()
+        .when(mark_failing("lee@example.org"))
+        .then_nothing();
+}
+
+#[test]
+fn only_homeroom_services_mark_contact_points_failing() {
+    given(with_contacts())
+        .acting_as(DISTRICT_ADMIN)
+        .when(mark_failing("lee@example.org"))
+        .then_err(PersonError::NotPermitted);
+    given(with_contacts())
+        .acting_as_system()
+        .when(mark_failing("someone-else@example.org"))
+        .then_nothing();
+}

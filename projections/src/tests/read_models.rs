@@ -648,6 +648,7 @@ async fn delivery_status_moves_forward_only() {
             delivery: planned(message(1), person(GUARDIAN), "again"),
             message_id: message(1),
             conversation_id: conversation(1),
+            fallback_of: None,
             at: w.now(),
         }
         .into()],

@@ -313,6 +313,9 @@ impl World {
             "sent" => DeliverySent {
                 delivery_id: delivery,
                 provider_message_id: Some("SM1".to_owned()),
+                sender: None,
+                sent_text: None,
+                translated_to: None,
                 at,
             }
             .into(),
