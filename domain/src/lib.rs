@@ -60,6 +60,7 @@ pub mod merge;
 pub mod permissions;
 pub mod person;
 pub mod plan;
+pub mod sms;
 pub mod text;
 pub mod validation;
 pub mod values;
