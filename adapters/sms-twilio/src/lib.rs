@@ -9,7 +9,8 @@
 //! - [`signature`] and [`verify`]: the `X-Twilio-Signature` of a webhook (status
 //!   callbacks, inbound texts), so the webhooks refuse anything Twilio did not sign.
 //! - [`status`]: Twilio's message statuses as Homeroom outcomes ([`status_of`]) and
-//!   which Twilio error codes can never succeed ([`is_permanent_error`]).
+//!   which Twilio error codes can never succeed ([`is_permanent_error`]); a callback's
+//!   form read as a [`StatusCallback`].
 //! - `fake` (feature `fake`): `FakeTwilio`, a local HTTP server that speaks the same
 //!   API, posts signed status callbacks and inbound texts, for tests up to end-to-end.
 //!
@@ -35,7 +36,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 pub use signature::{signature, verify, SIGNATURE_HEADER};
-pub use status::{is_permanent_error, status_of, MessageStatus};
+pub use status::{is_permanent_error, status_of, MessageStatus, StatusCallback};
 
 /// Twilio's API, where [`TwilioConfig::base_url`] points unless told otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";

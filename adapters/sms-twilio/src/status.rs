@@ -162,9 +162,113 @@ pub fn is_permanent_error(code: u32) -> bool {
     PERMANENT_ERRORS.contains(&code)
 }
 
+/// A status callback's form, read: which message, its status, Twilio's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCallback {
+    /// `MessageSid`: the provider message id the worker recorded at hand-over.
+    pub message_sid: String,
+    /// `MessageStatus`.
+    pub status: MessageStatus,
+    /// `ErrorCode`, sent with `failed` and `undelivered`.
+    pub error_code: Option<u32>,
+}
+
+/// Why a status callback's form could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    /// A field Twilio always sends is missing.
+    #[error("the status callback has no {0}")]
+    Missing(&'static str),
+    /// `MessageStatus` is not a status Twilio has.
+    #[error(transparent)]
+    UnknownStatus(#[from] UnknownStatus),
+    /// `ErrorCode` is not a number.
+    #[error("the status callback's ErrorCode is not a number: {0:?}")]
+    BadErrorCode(String),
+}
+
+impl StatusCallback {
+    /// Reads the (already verified) form fields of a status callback.
+    ///
+    /// # Errors
+    /// [`CallbackError`] when `MessageSid` or `MessageStatus` is missing or unreadable.
+    pub fn from_form<K, V>(form: &[(K, V)]) -> Result<Self, CallbackError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k.as_ref() == name)
+                .map(|(_, v)| v.as_ref().trim())
+                .filter(|v| !v.is_empty())
+        };
+        let message_sid = field("MessageSid").ok_or(CallbackError::Missing("MessageSid"))?;
+        let status = field("MessageStatus")
+            .ok_or(CallbackError::Missing("MessageStatus"))?
+            .parse()?;
+        let error_code = field("ErrorCode")
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| CallbackError::BadErrorCode(c.to_owned()))
+            })
+            .transpose()?;
+        Ok(Self {
+            message_sid: message_sid.to_owned(),
+            status,
+            error_code,
+        })
+    }
+
+    /// The outcome to record, if this status is one ([`status_of`]).
+    pub fn outcome(&self) -> Option<OutcomeStatus> {
+        status_of(self.status)
+    }
+
+    /// Whether the failure is for good ([`is_permanent_error`] of the error code).
+    pub fn permanent(&self) -> bool {
+        self.error_code.is_some_and(is_permanent_error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_callback_reads_as_a_failed_outcome_with_its_error() {
+        let form = [
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30006"),
+            ("AccountSid", "AC1"),
+        ];
+        let callback = StatusCallback::from_form(&form).unwrap();
+        assert_eq!(callback.message_sid, "SM1");
+        assert_eq!(callback.outcome(), Some(OutcomeStatus::Failed));
+        assert_eq!(callback.error_code, Some(30006));
+        assert!(callback.permanent());
+    }
+
+    #[test]
+    fn a_callback_without_sid_or_with_an_unknown_status_is_refused() {
+        assert_eq!(
+            StatusCallback::from_form(&[("MessageStatus", "sent")]),
+            Err(CallbackError::Missing("MessageSid"))
+        );
+        assert!(matches!(
+            StatusCallback::from_form(&[("MessageSid", "SM1"), ("MessageStatus", "lost")]),
+            Err(CallbackError::UnknownStatus(_))
+        ));
+        assert!(matches!(
+            StatusCallback::from_form(&[
+                ("MessageSid", "SM1"),
+                ("MessageStatus", "failed"),
+                ("ErrorCode", "x")
+            ]),
+            Err(CallbackError::BadErrorCode(_))
+        ));
+    }
 
     #[test]
     fn statuses_on_the_way_are_not_outcomes_yet() {

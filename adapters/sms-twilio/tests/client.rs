@@ -13,8 +13,8 @@ use homeroom_domain::{DeliveryId, OutcomeStatus};
 use homeroom_sms_twilio::fake::FakeTwilio;
 use homeroom_sms_twilio::status::STATUS_WEBHOOK_PATH;
 use homeroom_sms_twilio::{
-    is_permanent_error, status_of, verify, MessageStatus, TwilioConfig, TwilioError, TwilioSms,
-    IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
+    is_permanent_error, status_of, verify, MessageStatus, StatusCallback, TwilioConfig,
+    TwilioError, TwilioSms, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
 };
 use uuid::Uuid;
 
@@ -346,6 +346,13 @@ async fn a_failed_callback_carries_twilios_error_code() {
     assert_eq!(status_of(status), Some(OutcomeStatus::Failed));
     let code: u32 = callback.field("ErrorCode").unwrap().parse().unwrap();
     assert!(is_permanent_error(code));
+    let read = StatusCallback::from_form(&callback.form).unwrap();
+    assert_eq!(read.message_sid, sid);
+    assert_eq!(
+        (read.outcome(), read.error_code),
+        (Some(OutcomeStatus::Failed), Some(30005))
+    );
+    assert!(read.permanent());
 }
 
 #[tokio::test]
