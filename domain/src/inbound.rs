@@ -14,18 +14,7 @@ use crate::validation::ValidationError;
 /// The longest inbound text kept whole (SMS concatenation tops out far below it).
 pub const MAX_INBOUND_CHARS: usize = 10_000;
 
-/// The keywords carriers and Homeroom honour in an inbound SMS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum InboundKeyword {
-    /// No more SMS from this number.
-    Stop,
-    /// SMS from this number again.
-    Start,
-    /// Who is this, and how do I stop it.
-    Help,
-}
+pub use crate::sms::InboundKeyword;
 
 /// Why an inbound SMS could not be routed (it stays recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -21,6 +21,8 @@
 //!   [`permissions`] (permissions and built-in roles), [`text`] (bodies, titles, the
 //!   content guard), [`merge`] (merge fields), [`plan`] (the delivery plan and channel
 //!   choice), [`values`] (small enums), [`validation`] (malformed values).
+//! - [`sms`]: the SMS text rules (GSM-7 or UCS-2, segments, the shared-phone label,
+//!   STOP/START/HELP).
 //! - [`visibility`]: who may see what (conversations, school inboxes, oversight, a
 //!   student's record, the audit trail): the read side's rules.
 //! - This module: the top-level [`State`], [`StreamRef`] (which stream a command appends
@@ -66,6 +68,7 @@ pub mod merge;
 pub mod permissions;
 pub mod person;
 pub mod plan;
+pub mod sms;
 pub mod sms_line;
 pub mod sms_number;
 pub mod text;

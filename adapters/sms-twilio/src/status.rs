@@ -1,0 +1,327 @@
+//! Twilio's message statuses and error codes, read as Homeroom outcomes.
+//!
+//! A status callback (`POST /v1/webhooks/twilio/status`) carries `MessageStatus` and,
+//! for a failure, `ErrorCode`: [`MessageStatus::parse`] then [`status_of`] say which
+//! `RecordDeliveryOutcome` it is, and [`is_permanent_error`] whether it is `permanent`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use homeroom_domain::OutcomeStatus;
+use serde::{Deserialize, Serialize};
+
+/// Where the binary mounts the status-callback webhook (`HOMEROOM_PUBLIC_URL` + this is
+/// [`crate::TwilioConfig::status_callback_url`]).
+pub const STATUS_WEBHOOK_PATH: &str = "/v1/webhooks/twilio/status";
+/// Where the binary mounts the inbound-message webhook (configured on the Twilio number).
+pub const INBOUND_WEBHOOK_PATH: &str = "/v1/webhooks/twilio/inbound";
+
+/// A message's status as Twilio names it (`MessageStatus` in callbacks, `status` in the
+/// message resource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Waiting in Twilio's queue.
+    Queued,
+    /// Accepted by a Messaging Service, not yet queued.
+    Accepted,
+    /// Scheduled for later.
+    Scheduled,
+    /// Being handed to the carrier.
+    Sending,
+    /// The carrier took it.
+    Sent,
+    /// The carrier confirmed it reached the handset.
+    Delivered,
+    /// Read (channels with read receipts).
+    Read,
+    /// The carrier could not deliver it.
+    Undelivered,
+    /// Twilio could not send it.
+    Failed,
+    /// Cancelled before it was sent (a scheduled message).
+    Canceled,
+    /// An inbound message being received.
+    Receiving,
+    /// An inbound message, received.
+    Received,
+}
+
+impl MessageStatus {
+    /// Every status, in the order a message goes through them.
+    pub const ALL: [MessageStatus; 12] = [
+        MessageStatus::Queued,
+        MessageStatus::Accepted,
+        MessageStatus::Scheduled,
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Undelivered,
+        MessageStatus::Failed,
+        MessageStatus::Canceled,
+        MessageStatus::Receiving,
+        MessageStatus::Received,
+    ];
+
+    /// Twilio's name for it (`queued`, `delivered`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Accepted => "accepted",
+            MessageStatus::Scheduled => "scheduled",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Undelivered => "undelivered",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Canceled => "canceled",
+            MessageStatus::Receiving => "receiving",
+            MessageStatus::Received => "received",
+        }
+    }
+
+    /// The status Twilio names `name`, if it is one (exact, lowercase as Twilio sends).
+    pub fn parse(name: &str) -> Option<MessageStatus> {
+        MessageStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name Twilio does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Twilio message status: {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for MessageStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MessageStatus::parse(s).ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// The Homeroom outcome a status is, or `None` while the message is still on its way
+/// (queued, accepted, scheduled, sending) or for inbound statuses: `sent` is
+/// [`OutcomeStatus::Sent`]; `delivered` and `read` are [`OutcomeStatus::Delivered`];
+/// `undelivered`, `failed` and `canceled` are [`OutcomeStatus::Failed`].
+pub fn status_of(status: MessageStatus) -> Option<OutcomeStatus> {
+    match status {
+        MessageStatus::Queued
+        | MessageStatus::Accepted
+        | MessageStatus::Scheduled
+        | MessageStatus::Sending
+        | MessageStatus::Receiving
+        | MessageStatus::Received => None,
+        MessageStatus::Sent => Some(OutcomeStatus::Sent),
+        MessageStatus::Delivered | MessageStatus::Read => Some(OutcomeStatus::Delivered),
+        MessageStatus::Undelivered | MessageStatus::Failed | MessageStatus::Canceled => {
+            Some(OutcomeStatus::Failed)
+        }
+    }
+}
+
+/// Twilio error codes after which sending the same text to the same number can never
+/// succeed, from the create call (`21xxx`) or a status callback's `ErrorCode` (`30xxx`).
+/// Any other code (rate limits, carrier hiccups, an unreachable handset that may be
+/// switched off) is worth retrying.
+const PERMANENT_ERRORS: [u32; 22] = [
+    21211, // Invalid 'To' phone number
+    21265, // 'To' number cannot be a short code
+    21266, // 'To' and 'From' cannot be the same
+    21401, // Invalid phone number
+    21407, // This phone number type does not support SMS
+    21408, // Permission to send an SMS has not been enabled for the region
+    21602, // Message body is required
+    21603, // 'From' phone number is required
+    21604, // 'To' phone number is required
+    21606, // The 'From' number is not a valid, SMS-capable Twilio number
+    21608, // The 'To' number is unverified (trial account)
+    21610, // Attempt to send to an unsubscribed recipient (they sent STOP)
+    21612, // The 'To' number is not currently reachable via SMS
+    21614, // 'To' number is not a valid mobile number
+    21617, // The body exceeds the 1600-character limit
+    21659, // 'From' is not a Twilio phone number or short code
+    21660, // The 'From' number belongs to another account
+    30004, // Message blocked (by the recipient or their carrier)
+    30005, // Unknown destination handset (the number does not exist)
+    30006, // Landline or unreachable carrier
+    30032, // Toll-free number not verified
+    30034, // Sender not registered for US A2P 10DLC
+];
+
+/// Whether Twilio's error `code` means this text can never reach this number: the
+/// delivery is then failed for good and falls back to the other channel.
+pub fn is_permanent_error(code: u32) -> bool {
+    PERMANENT_ERRORS.contains(&code)
+}
+
+/// A status callback's form, read: which message, its status, Twilio's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCallback {
+    /// `MessageSid`: the provider message id the worker recorded at hand-over.
+    pub message_sid: String,
+    /// `MessageStatus`.
+    pub status: MessageStatus,
+    /// `ErrorCode`, sent with `failed` and `undelivered`.
+    pub error_code: Option<u32>,
+}
+
+/// Why a status callback's form could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    /// A field Twilio always sends is missing.
+    #[error("the status callback has no {0}")]
+    Missing(&'static str),
+    /// `MessageStatus` is not a status Twilio has.
+    #[error(transparent)]
+    UnknownStatus(#[from] UnknownStatus),
+    /// `ErrorCode` is not a number.
+    #[error("the status callback's ErrorCode is not a number: {0:?}")]
+    BadErrorCode(String),
+}
+
+impl StatusCallback {
+    /// Reads the (already verified) form fields of a status callback.
+    ///
+    /// # Errors
+    /// [`CallbackError`] when `MessageSid` or `MessageStatus` is missing or unreadable.
+    pub fn from_form<K, V>(form: &[(K, V)]) -> Result<Self, CallbackError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k.as_ref() == name)
+                .map(|(_, v)| v.as_ref().trim())
+                .filter(|v| !v.is_empty())
+        };
+        let message_sid = field("MessageSid").ok_or(CallbackError::Missing("MessageSid"))?;
+        let status = field("MessageStatus")
+            .ok_or(CallbackError::Missing("MessageStatus"))?
+            .parse()?;
+        let error_code = field("ErrorCode")
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| CallbackError::BadErrorCode(c.to_owned()))
+            })
+            .transpose()?;
+        Ok(Self {
+            message_sid: message_sid.to_owned(),
+            status,
+            error_code,
+        })
+    }
+
+    /// The outcome to record, if this status is one ([`status_of`]).
+    pub fn outcome(&self) -> Option<OutcomeStatus> {
+        status_of(self.status)
+    }
+
+    /// Whether the failure is for good ([`is_permanent_error`] of the error code).
+    pub fn permanent(&self) -> bool {
+        self.error_code.is_some_and(is_permanent_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_callback_reads_as_a_failed_outcome_with_its_error() {
+        let form = [
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30006"),
+            ("AccountSid", "AC1"),
+        ];
+        let callback = StatusCallback::from_form(&form).unwrap();
+        assert_eq!(callback.message_sid, "SM1");
+        assert_eq!(callback.outcome(), Some(OutcomeStatus::Failed));
+        assert_eq!(callback.error_code, Some(30006));
+        assert!(callback.permanent());
+    }
+
+    #[test]
+    fn a_callback_without_sid_or_with_an_unknown_status_is_refused() {
+        assert_eq!(
+            StatusCallback::from_form(&[("MessageStatus", "sent")]),
+            Err(CallbackError::Missing("MessageSid"))
+        );
+        assert!(matches!(
+            StatusCallback::from_form(&[("MessageSid", "SM1"), ("MessageStatus", "lost")]),
+            Err(CallbackError::UnknownStatus(_))
+        ));
+        assert!(matches!(
+            StatusCallback::from_form(&[
+                ("MessageSid", "SM1"),
+                ("MessageStatus", "failed"),
+                ("ErrorCode", "x")
+            ]),
+            Err(CallbackError::BadErrorCode(_))
+        ));
+    }
+
+    #[test]
+    fn statuses_on_the_way_are_not_outcomes_yet() {
+        for name in ["queued", "accepted", "scheduled", "sending"] {
+            let status = MessageStatus::parse(name).unwrap();
+            assert_eq!(status_of(status), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn sent_is_sent() {
+        assert_eq!(status_of(MessageStatus::Sent), Some(OutcomeStatus::Sent));
+    }
+
+    #[test]
+    fn delivered_and_read_are_delivered() {
+        assert_eq!(
+            status_of(MessageStatus::Delivered),
+            Some(OutcomeStatus::Delivered)
+        );
+        assert_eq!(
+            status_of(MessageStatus::Read),
+            Some(OutcomeStatus::Delivered)
+        );
+    }
+
+    #[test]
+    fn undelivered_failed_and_canceled_are_failed() {
+        for status in [
+            MessageStatus::Undelivered,
+            MessageStatus::Failed,
+            MessageStatus::Canceled,
+        ] {
+            assert_eq!(status_of(status), Some(OutcomeStatus::Failed), "{status}");
+        }
+    }
+
+    #[test]
+    fn every_status_parses_from_its_twilio_name_and_nothing_else_does() {
+        for status in MessageStatus::ALL {
+            assert_eq!(status.as_str().parse::<MessageStatus>(), Ok(status));
+        }
+        assert_eq!(MessageStatus::parse("Delivered"), None);
+        assert!("lost".parse::<MessageStatus>().is_err());
+    }
+
+    #[test]
+    fn bad_and_unsubscribed_numbers_are_permanent_but_rate_limits_are_not() {
+        for code in [21211, 21610, 21614, 30005, 30006] {
+            assert!(is_permanent_error(code), "{code}");
+        }
+        for code in [20429, 20003, 30001, 30003, 30008, 20500] {
+            assert!(!is_permanent_error(code), "{code}");
+        }
+    }
+}
