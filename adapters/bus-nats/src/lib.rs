@@ -1,22 +1,25 @@
 //! Homeroom's bus on NATS JetStream.
 //!
 //! One JetStream stream holds a copy of the event log, one message per event, on the
-//! subjects [`homeroom_bus::subject_for`] builds (moved under [`NatsConfig::subject_prefix`]).
-//! It keeps events by limits, not as a work queue, so any number of consumers can follow
-//! it. This crate gives the two sides of it:
+//! subjects [`homeroom_bus::subject_for`] builds (moved under
+//! [`NatsConfig::subject_prefix`]). It keeps events by limits, not as a work queue, so any
+//! number of consumers can follow it. This crate gives the two sides of it:
 //!
-//! - [`NatsBus`] as an [`EventPublisher`](homeroom_bus::EventPublisher): what the relay feeds. Each event is published
-//!   with its event id as `Nats-Msg-Id` (JetStream drops a duplicate inside the
+//! - [`NatsBus`] as an [`EventPublisher`]: what the relay feeds. Each event goes out with
+//!   its event id as `Nats-Msg-Id` (JetStream drops a duplicate inside the
 //!   [duplicate window](NatsConfig::duplicate_window)) and with the stream sequence it
-//!   expects before it, so a message lost in flight fails the ones after it instead of
-//!   leaving a hole: the stream is always a gap-free prefix of the log, and
-//!   [`EventPublisher::last_published`](homeroom_bus::EventPublisher::last_published) (the `Homeroom-Position` header of the last
-//!   message) is where a restarted relay resumes;
+//!   must follow, so a message lost in flight fails the ones after it instead of leaving
+//!   a hole: the stream is always a gap-free prefix of the log, and its last message's
+//!   [`POSITION_HEADER`] is where a restarted relay resumes
+//!   ([`EventPublisher::last_published`]);
 //! - [`NatsWorkQueue`] (from [`NatsBus::work_queue`]) as a [`homeroom_bus::WorkQueue`]: a
 //!   durable pull consumer every worker process shares, with explicit acks, redelivery
-//!   after the ack wait with a growing backoff, and no silent drop.
+//!   after the ack wait (optionally backing off), and no silent drop.
 //!
 //! The `testing` feature adds service discovery and throwaway streams for tests.
+//!
+//! [`EventPublisher`]: homeroom_bus::EventPublisher
+//! [`EventPublisher::last_published`]: homeroom_bus::EventPublisher::last_published
 
 mod config;
 mod error;
