@@ -12,7 +12,10 @@
 //!   and where it resumes after a restart ([`EventPublisher::last_published`]);
 //! - [`WorkQueue`] and [`WorkItem`]: durable, shared, acknowledged consumption. An item
 //!   is handed to one worker at a time and comes back (to any worker) until it is
-//!   acknowledged, so a worker killed mid-batch loses nothing.
+//!   acknowledged, so a worker killed mid-batch loses nothing;
+//! - [`relay`]: the task that tails the event store and feeds an [`EventPublisher`].
+
+pub mod relay;
 
 use async_trait::async_trait;
 use homeroom_eventstore::{Position, RecordedEvent};
@@ -44,6 +47,15 @@ pub fn subject_for(event: &RecordedEvent) -> String {
 /// `category`: `homeroom.events.*.<category>.<event_type>`.
 pub fn filter_for(category: &str, event_type: &str) -> String {
     format!("{SUBJECT_PREFIX}.*.{category}.{event_type}")
+}
+
+/// `subject` (built by [`subject_for`] or [`filter_for`]) moved from [`SUBJECT_PREFIX`] to
+/// `prefix`: how a deployment, or a test, keeps its events apart from others' on a shared
+/// bus while callers keep speaking in [`subject_for`] and [`filter_for`]. `None` when
+/// `subject` is not under [`SUBJECT_PREFIX`].
+pub fn under_prefix(prefix: &str, subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(SUBJECT_PREFIX)?.strip_prefix('.')?;
+    Some(format!("{prefix}.{rest}"))
 }
 
 /// Why the bus could not do what was asked. Every variant is worth retrying later: the
@@ -211,6 +223,21 @@ mod tests {
             filter_for("delivery", "delivery_queued"),
             "homeroom.events.*.delivery.delivery_queued"
         );
+    }
+
+    #[test]
+    fn subjects_and_filters_move_under_another_prefix() {
+        let e = event("springfield", "delivery-springfield:abc", "delivery_queued");
+        assert_eq!(
+            under_prefix("t1.events", &subject_for(&e)).as_deref(),
+            Some("t1.events.springfield.delivery.delivery_queued")
+        );
+        assert_eq!(
+            under_prefix("t1.events", &filter_for("delivery", "delivery_queued")).as_deref(),
+            Some("t1.events.*.delivery.delivery_queued")
+        );
+        assert_eq!(under_prefix("t1.events", "other.subject"), None);
+        assert_eq!(under_prefix("t1.events", "homeroom.eventsx.a"), None);
     }
 
     #[test]
