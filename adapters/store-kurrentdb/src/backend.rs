@@ -54,6 +54,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The last event of `$all` whose stream starts with one of `prefixes`.
     async fn read_all_last(&self, prefixes: &[String]) -> kurrentdb::Result<Option<RawEvent>>;
 
+    /// Reads the last record of `$all`, unfiltered: cheap whatever the log holds, and
+    /// it needs the same permission as every other read of `$all`.
+    async fn probe(&self) -> kurrentdb::Result<()>;
+
     /// Appends `events` to `stream` if it is in `state`, atomically.
     async fn append(
         &self,
@@ -172,6 +176,16 @@ impl Backend for GrpcBackend {
             .max_count(1)
             .requires_leader(true);
         Ok(drain(self.client.read_all(&options).await).await?.pop())
+    }
+
+    async fn probe(&self) -> kurrentdb::Result<()> {
+        let options = ReadAllOptions::default()
+            .position(StreamPosition::End)
+            .max_count(1)
+            .requires_leader(true);
+        drain(self.client.read_all(&options).await)
+            .await
+            .map(|_| ())
     }
 
     async fn append(

@@ -253,7 +253,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn ns() -> Namespace {
-        KurrentConfig::with_stream_prefix("t1_").namespace().unwrap()
+        KurrentConfig::with_stream_prefix("t1_")
+            .namespace()
+            .unwrap()
     }
 
     fn metadata() -> EventMetadata {
@@ -295,11 +297,7 @@ mod tests {
     }
 
     /// Appends `events` after a stream head and reads them back as the server would.
-    fn round_trip(
-        stream: &StreamId,
-        head: (u64, &str),
-        events: &[NewEvent],
-    ) -> Vec<RecordedEvent> {
+    fn round_trip(stream: &StreamId, head: (u64, &str), events: &[NewEvent]) -> Vec<RecordedEvent> {
         let ns = ns();
         let at = hash::storable_time(Utc::now());
         let outgoing = encode_batch(stream, head.0, head.1, events, at);
@@ -307,7 +305,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, o)| {
-                let raw = stored(&ns.stream_name(stream), head.0 + i as u64, o, 4096 + i as u64);
+                let raw = stored(
+                    &ns.stream_name(stream),
+                    head.0 + i as u64,
+                    o,
+                    4096 + i as u64,
+                );
                 decode(&ns, &raw).expect("what the adapter writes, it reads")
             })
             .collect()
@@ -315,7 +318,10 @@ mod tests {
 
     /// `tests/samples/events.json`: one stored sample of every Homeroom event type.
     fn samples() -> BTreeMap<String, serde_json::Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/samples/events.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/samples/events.json"
+        );
         let text = std::fs::read_to_string(path).expect("the stored event samples");
         serde_json::from_str(&text).expect("the samples are JSON")
     }
@@ -324,8 +330,8 @@ mod tests {
     fn every_homeroom_event_type_round_trips_through_a_kurrentdb_event() {
         let samples = samples();
         assert!(samples.len() >= 20, "the samples hold every event type");
-        let stream = StreamId::parse("conversation-d1:0190c1f6-0000-7000-8000-000000000001")
-            .unwrap();
+        let stream =
+            StreamId::parse("conversation-d1:0190c1f6-0000-7000-8000-000000000001").unwrap();
         let events: Vec<NewEvent> = samples
             .iter()
             .map(|(key, data)| {
@@ -395,7 +401,10 @@ mod tests {
             json!({"": 1, "new\nline": [[], {}], "é": "\u{200F}\u{2028}"}),
             json!("escapes: \" \\ / \n \u{1} \u{7F} 😀"),
         ];
-        let events: Vec<_> = shapes.iter().map(|d| new_event("x", 1, d.clone())).collect();
+        let events: Vec<_> = shapes
+            .iter()
+            .map(|d| new_event("x", 1, d.clone()))
+            .collect();
         let back = round_trip(&stream, (0, hash::GENESIS), &events);
         for (rec, shape) in back.iter().zip(&shapes) {
             assert_eq!(&rec.data, shape);
@@ -429,7 +438,10 @@ mod tests {
     fn recorded_time_keeps_microseconds_exactly() {
         let stream = StreamId::parse("district-d1").unwrap();
         let back = round_trip(&stream, (0, hash::GENESIS), &[new_event("x", 1, json!(1))]);
-        assert_eq!(back[0].recorded_at, hash::storable_time(back[0].recorded_at));
+        assert_eq!(
+            back[0].recorded_at,
+            hash::storable_time(back[0].recorded_at)
+        );
         assert_eq!(hash::recompute(&back[0]), back[0].hash);
     }
 

@@ -41,7 +41,10 @@ impl Default for KurrentConfig {
     fn default() -> Self {
         Self {
             stream_prefix: String::new(),
-            categories: HOMEROOM_CATEGORIES.iter().map(|c| (*c).to_owned()).collect(),
+            categories: HOMEROOM_CATEGORIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
             resubscribe: ResubscribePolicy::default(),
             connect_timeout: Duration::from_secs(10),
         }
@@ -137,7 +140,9 @@ impl ResubscribePolicy {
 pub enum ConfigError {
     /// Prefixes are part of every stream name; whitespace would make them ambiguous and
     /// `$` would put Homeroom's streams among the server's system streams.
-    #[error("{0:?} is not a usable stream prefix: no whitespace, control characters or leading '$'")]
+    #[error(
+        "{0:?} is not a usable stream prefix: no whitespace, control characters or leading '$'"
+    )]
     BadPrefix(String),
     /// Long prefixes eat into the stream-name budget.
     #[error("a stream prefix is at most {max} bytes, got {len}")]
@@ -255,20 +260,22 @@ mod tests {
 
     #[test]
     fn a_prefix_isolates_a_store_on_a_shared_server() {
-        let ns = KurrentConfig::with_stream_prefix("t42_").namespace().unwrap();
+        let ns = KurrentConfig::with_stream_prefix("t42_")
+            .namespace()
+            .unwrap();
         let s = stream("person-d1:p");
         assert_eq!(ns.stream_name(&s), "t42_person-d1:p");
         assert_eq!(ns.homeroom_stream("t42_person-d1:p"), Some(s));
         assert_eq!(ns.homeroom_stream("person-d1:p"), None, "another store's");
         assert_eq!(ns.homeroom_stream("t42_"), None, "no stream id left");
         assert!(ns.filter_matches("t42_person-d1:p"));
-        assert!(!ns.filter_matches("person-d1:p"), "unprefixed streams are not ours");
+        assert!(
+            !ns.filter_matches("person-d1:p"),
+            "unprefixed streams are not ours"
+        );
         assert!(!ns.filter_matches("t43_person-d1:p"));
         let id = uuid::Uuid::nil();
-        assert_eq!(
-            ns.batch_index(id),
-            format!("t42_homeroom_index.batch-{id}")
-        );
+        assert_eq!(ns.batch_index(id), format!("t42_homeroom_index.batch-{id}"));
         assert!(!ns.filter_matches(&ns.batch_index(id)));
         assert!(!ns.filter_matches(&ns.command_index(id)));
     }

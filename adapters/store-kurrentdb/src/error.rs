@@ -26,8 +26,8 @@ pub enum ConnectError {
     /// The client could not be created.
     #[error("cannot create the KurrentDB client: {0}")]
     Client(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The server did not answer the first read (of `$all`, which also checks that the
-    /// user may read it).
+    /// The server did not answer the first read (of `$all`'s last record, which also
+    /// checks that the user may read `$all`).
     #[error("KurrentDB did not answer: {0}")]
     Unreachable(#[source] StoreError),
     /// The server did not answer within the configured time.
@@ -180,7 +180,11 @@ mod tests {
                 actual,
             } => {
                 assert_eq!(s, stream());
-                assert_eq!(expected, ExpectedVersion::Exact(3), "Homeroom's expectation");
+                assert_eq!(
+                    expected,
+                    ExpectedVersion::Exact(3),
+                    "Homeroom's expectation"
+                );
                 assert_eq!(actual, 5, "revision 4 is version 5");
             }
             other => panic!("expected a conflict, got {other:?}"),
@@ -212,7 +216,10 @@ mod tests {
             let shown = err.to_string();
             match append_error(err, &stream(), ExpectedVersion::Any) {
                 StoreError::Unavailable(source) => {
-                    assert!(source.to_string().contains(&shown), "{shown} is kept as the source")
+                    assert!(
+                        source.to_string().contains(&shown),
+                        "{shown} is kept as the source"
+                    )
                 }
                 other => panic!("{shown} must be Unavailable, got {other:?}"),
             }

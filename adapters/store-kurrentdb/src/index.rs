@@ -85,12 +85,11 @@ pub(crate) async fn entries(inner: &Inner, index: &str) -> Result<Vec<IndexEntry
         if event.event_type != ENTRY_TYPE {
             continue;
         }
-        let entry: IndexEntry = serde_json::from_slice(&event.data).map_err(|e| {
-            KurrentStoreError::BadIndexEntry {
+        let entry: IndexEntry =
+            serde_json::from_slice(&event.data).map_err(|e| KurrentStoreError::BadIndexEntry {
                 stream: index.to_owned(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         entries.insert(entry);
     }
     Ok(entries.into_iter().collect())
@@ -161,9 +160,11 @@ pub(crate) async fn write_intents(
     let mut targets = vec![inner.ns.batch_index(entry.event_ids[0])];
     targets.extend(commands.into_iter().map(|c| inner.ns.command_index(c)));
     let writes = targets.iter().map(|index| {
-        inner
-            .backend
-            .append(index, kurrentdb::StreamState::Any, vec![entry.to_outgoing()])
+        inner.backend.append(
+            index,
+            kurrentdb::StreamState::Any,
+            vec![entry.to_outgoing()],
+        )
     });
     futures::future::try_join_all(writes)
         .await
@@ -199,7 +200,10 @@ mod tests {
             event_ids: vec![a, b],
         };
         assert!(entry.matches(&[raw(3, a), raw(4, b)]));
-        assert!(!entry.matches(&[raw(3, a)]), "half a batch is not the batch");
+        assert!(
+            !entry.matches(&[raw(3, a)]),
+            "half a batch is not the batch"
+        );
         assert!(!entry.matches(&[]), "nothing landed");
         assert!(
             !entry.matches(&[raw(3, Uuid::now_v7()), raw(4, b)]),

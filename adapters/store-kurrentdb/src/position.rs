@@ -92,13 +92,19 @@ mod tests {
         for position in positions {
             let ours = from_kurrent(position);
             let token = ours.token();
-            let text = token.as_str().expect("a KurrentDB position is a string token");
+            let text = token
+                .as_str()
+                .expect("a KurrentDB position is a string token");
             if let Some(before) = &previous {
                 assert!(before.as_str() < text, "{before} sorts before {text}");
             }
             previous = Some(text.to_owned());
             let back = Position::from_token(&token).unwrap();
-            assert_eq!(to_kurrent(back), position, "the checkpoint goes back unchanged");
+            assert_eq!(
+                to_kurrent(back),
+                position,
+                "the checkpoint goes back unchanged"
+            );
         }
     }
 

@@ -83,7 +83,9 @@ impl Default for SimulatedServer {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SimulatedServer {
@@ -134,7 +136,9 @@ impl SimulatedServer {
     /// The cut a subscription opened at `seen` cuts has not seen yet.
     fn cut_since(&self, seen: u64) -> Option<kurrentdb::Error> {
         let faults = lock(&self.shared.faults);
-        (faults.cuts.0 > seen).then(|| faults.cuts.1.clone()).flatten()
+        (faults.cuts.0 > seen)
+            .then(|| faults.cuts.1.clone())
+            .flatten()
     }
 
     /// Fails the next append to the KurrentDB stream `stream` with `error`; with
@@ -178,7 +182,9 @@ impl SimulatedServer {
             stream,
             events
                 .into_iter()
-                .map(|(event_type, data, metadata)| (uuid::Uuid::now_v7(), event_type, data, metadata))
+                .map(|(event_type, data, metadata)| {
+                    (uuid::Uuid::now_v7(), event_type, data, metadata)
+                })
                 .collect(),
         );
     }
@@ -286,6 +292,10 @@ impl Backend for SimulatedServer {
         Ok(self.log_from(StreamPosition::Start, true, prefixes).0.pop())
     }
 
+    async fn probe(&self) -> kurrentdb::Result<()> {
+        Ok(())
+    }
+
     async fn append(
         &self,
         stream: &str,
@@ -325,7 +335,9 @@ impl Backend for SimulatedServer {
             if !fits {
                 // The same ids already where this write expected to put them: KurrentDB
                 // acknowledges the repeat without writing it.
-                let at = next.and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
+                let at = next
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(usize::MAX);
                 let repeat = stored
                     .get(at..at.saturating_add(ids.len()))
                     .is_some_and(|s| s == ids.as_slice());
@@ -342,7 +354,14 @@ impl Backend for SimulatedServer {
                 stream,
                 events
                     .iter()
-                    .map(|e| (e.id, e.event_type.clone(), e.data_bytes(), e.metadata_bytes()))
+                    .map(|e| {
+                        (
+                            e.id,
+                            e.event_type.clone(),
+                            e.data_bytes(),
+                            e.metadata_bytes(),
+                        )
+                    })
                     .collect(),
             );
         }
@@ -368,7 +387,9 @@ impl Backend for SimulatedServer {
             StreamPosition::End => lock(&self.shared.log)
                 .events
                 .last()
-                .map_or(StreamPosition::Start, |e| StreamPosition::Position(e.position)),
+                .map_or(StreamPosition::Start, |e| {
+                    StreamPosition::Position(e.position)
+                }),
             other => other,
         };
         let mut buffer = VecDeque::new();

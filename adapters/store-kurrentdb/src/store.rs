@@ -43,7 +43,7 @@ impl std::fmt::Debug for KurrentStore {
 
 impl KurrentStore {
     /// Connects to the KurrentDB server (or cluster) of `url` and checks that it answers
-    /// a filtered read of `$all`, which the store's user must be allowed to do.
+    /// a read of `$all`, which the store's user must be allowed to do.
     ///
     /// `url` is a KurrentDB connection string with one of [`SCHEMES`]:
     /// `kurrentdb://[user:password@]host[:port][,host[:port]…][?options]`,
@@ -72,12 +72,12 @@ impl KurrentStore {
         }
         config.namespace()?;
         let settings: kurrentdb::ClientSettings = url.parse().map_err(ConnectError::BadUrl)?;
-        let client =
-            kurrentdb::Client::new(settings).map_err(|report| ConnectError::Client(report.into()))?;
+        let client = kurrentdb::Client::new(settings)
+            .map_err(|report| ConnectError::Client(report.into()))?;
         let store = Self::with_backend(wrap(Arc::new(GrpcBackend::new(client))), &config)?;
-        match tokio::time::timeout(config.connect_timeout, store.head()).await {
-            Ok(Ok(_)) => Ok(store),
-            Ok(Err(err)) => Err(ConnectError::Unreachable(err)),
+        match tokio::time::timeout(config.connect_timeout, store.inner.backend.probe()).await {
+            Ok(Ok(())) => Ok(store),
+            Ok(Err(err)) => Err(ConnectError::Unreachable(unavailable(err))),
             Err(_) => Err(ConnectError::Timeout(config.connect_timeout)),
         }
     }
@@ -173,7 +173,11 @@ impl EventReader for KurrentStore {
         let raw = self
             .inner
             .backend
-            .read_all(start_after(after), limit.saturating_add(extra), &self.inner.prefixes)
+            .read_all(
+                start_after(after),
+                limit.saturating_add(extra),
+                &self.inner.prefixes,
+            )
             .await
             .map_err(unavailable)?;
         let fresh: Vec<_> = raw
@@ -240,14 +244,21 @@ mod tests {
     #[test]
     fn schemes_are_read_without_looking_at_credentials() {
         assert_eq!(scheme_of("kurrentdb://admin:changeit@h:2113"), "kurrentdb");
-        assert_eq!(scheme_of("ESDB+DISCOVER://cluster.example"), "esdb+discover");
+        assert_eq!(
+            scheme_of("ESDB+DISCOVER://cluster.example"),
+            "esdb+discover"
+        );
         assert_eq!(scheme_of("postgres://u:p@db/x"), "postgres");
         assert_eq!(scheme_of("nothing"), "nothing");
     }
 
     #[tokio::test]
     async fn only_kurrentdb_connection_strings_are_accepted() {
-        for url in ["postgres://u:secret@db/x", "http://localhost:2113", "kdb://h"] {
+        for url in [
+            "postgres://u:secret@db/x",
+            "http://localhost:2113",
+            "kdb://h",
+        ] {
             match KurrentStore::connect(url, KurrentConfig::default()).await {
                 Err(ConnectError::UnsupportedScheme { scheme }) => {
                     assert!(!scheme.contains("secret"));

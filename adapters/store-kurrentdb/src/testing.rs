@@ -89,7 +89,9 @@ pub fn raw_client(url: &str) -> kurrentdb::Client {
 type Edits = Arc<Mutex<HashMap<(String, u64), Vec<u8>>>>;
 
 fn lock(edits: &Edits) -> MutexGuard<'_, HashMap<(String, u64), Vec<u8>>> {
-    edits.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    edits
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A store on a real server whose reads can be made to see one event's data edited in
@@ -128,7 +130,10 @@ impl TamperingStore {
     pub fn edit_data(&self, stream: &StreamId, version: u64, data: &serde_json::Value) {
         let bytes = serde_json::to_vec(data).unwrap_or_default();
         lock(&self.edits).insert(
-            (self.store.kurrent_stream_name(stream), version.saturating_sub(1)),
+            (
+                self.store.kurrent_stream_name(stream),
+                version.saturating_sub(1),
+            ),
             bytes,
         );
     }
@@ -190,6 +195,10 @@ impl Backend for EditedFiles {
             .read_all_last(prefixes)
             .await?
             .map(|e| Self::edited(&self.edits, e)))
+    }
+
+    async fn probe(&self) -> kurrentdb::Result<()> {
+        self.inner.probe().await
     }
 
     async fn append(

@@ -9,8 +9,8 @@
 use futures::StreamExt;
 use homeroom_eventstore::conformance::{async_trait, Harness, PATIENCE};
 use homeroom_eventstore::{
-    hash, EventAppender, EventMetadata, EventReader, EventStream, EventSubscriber,
-    ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError, StreamId,
+    hash, EventAppender, EventMetadata, EventReader, EventStream, EventSubscriber, ExpectedVersion,
+    NewEvent, Position, RecordedEvent, StoreError, StreamId,
 };
 use homeroom_store_kurrentdb::simulated::SimulatedServer;
 use homeroom_store_kurrentdb::testing::{test_config, KIT_CATEGORIES};
@@ -78,7 +78,11 @@ fn store_on(server: &SimulatedServer) -> KurrentStore {
 async fn append_many(store: &KurrentStore, streams: &[StreamId], n: usize) {
     for i in 0..n {
         store
-            .append(&streams[i % streams.len()], ExpectedVersion::Any, vec![event(i)])
+            .append(
+                &streams[i % streams.len()],
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
             .await
             .unwrap();
     }
@@ -131,7 +135,10 @@ async fn dropped_subscriptions_resume_without_a_gap_or_a_duplicate() {
     let caught_up = take(&mut sub, 30).await;
     let log = whole_log(&store).await;
     assert_eq!(log.len(), 30);
-    assert_eq!(caught_up, log, "every event once, in log order, across three drops");
+    assert_eq!(
+        caught_up, log,
+        "every event once, in log order, across three drops"
+    );
 
     // Live: the open subscription is cut, reopened from where it was, and goes on.
     server.drop_open_subscriptions(too_slow());
@@ -140,17 +147,37 @@ async fn dropped_subscriptions_resume_without_a_gap_or_a_duplicate() {
     assert_eq!(live, whole_log(&store).await[30..]);
 
     let opened = server.subscriptions_opened();
-    assert_eq!(opened.len(), 5, "the first subscription and four reopenings");
+    assert_eq!(
+        opened.len(),
+        5,
+        "the first subscription and four reopenings"
+    );
     assert_eq!(opened[0], kurrentdb::StreamPosition::Start);
     let at = |e: &RecordedEvent| {
         kurrentdb::StreamPosition::Position(homeroom_store_kurrentdb::position::to_kurrent(
             e.position,
         ))
     };
-    assert_eq!(opened[1], at(&log[6]), "reopened after the 7th event delivered");
-    assert_eq!(opened[2], at(&log[6]), "a failed reopening starts at the same place");
-    assert_eq!(opened[3], at(&log[15]), "12 deliveries, 3 of them repeats, then a drop");
-    assert_eq!(opened[4], at(&log[29]), "cut while live, after the whole log");
+    assert_eq!(
+        opened[1],
+        at(&log[6]),
+        "reopened after the 7th event delivered"
+    );
+    assert_eq!(
+        opened[2],
+        at(&log[6]),
+        "a failed reopening starts at the same place"
+    );
+    assert_eq!(
+        opened[3],
+        at(&log[15]),
+        "12 deliveries, 3 of them repeats, then a drop"
+    );
+    assert_eq!(
+        opened[4],
+        at(&log[29]),
+        "cut while live, after the whole log"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +189,11 @@ async fn a_subscription_joining_mid_log_survives_a_drop_too() {
     server.repeat_before_start(5);
     server.drop_next_subscription(2, too_slow());
     let mut sub = store.subscribe_all(log[3].position);
-    assert_eq!(take(&mut sub, 8).await, log[4..], "nothing at or before the checkpoint");
+    assert_eq!(
+        take(&mut sub, 8).await,
+        log[4..],
+        "nothing at or before the checkpoint"
+    );
 }
 
 #[tokio::test]
@@ -173,8 +204,14 @@ async fn errors_that_will_not_pass_end_the_subscription() {
     server.drop_next_subscription(1, kurrentdb::Error::AccessDenied);
     let mut sub = store.subscribe_all(Position::START);
     assert!(matches!(sub.next().await, Some(Ok(_))));
-    assert!(matches!(sub.next().await, Some(Err(StoreError::Unavailable(_)))));
-    assert!(sub.next().await.is_none(), "the stream ends after the error");
+    assert!(matches!(
+        sub.next().await,
+        Some(Err(StoreError::Unavailable(_)))
+    ));
+    assert!(
+        sub.next().await.is_none(),
+        "the stream ends after the error"
+    );
     assert_eq!(server.subscriptions_opened().len(), 1, "not reopened");
 }
 
@@ -190,7 +227,11 @@ async fn a_server_that_stays_away_ends_the_subscription_after_the_policy_s_attem
     let mut sub = store.subscribe_all(Position::START);
     let first = tokio::time::timeout(PATIENCE, sub.next()).await.unwrap();
     assert!(matches!(first, Some(Err(StoreError::Unavailable(_)))));
-    assert_eq!(server.subscriptions_opened().len(), 4, "one opening and three retries");
+    assert_eq!(
+        server.subscriptions_opened().len(),
+        4,
+        "one opening and three retries"
+    );
 }
 
 #[tokio::test]
@@ -280,7 +321,11 @@ async fn an_event_id_stored_in_another_stream_is_refused() {
         KurrentStoreError::DuplicateEventId { .. }
     )));
     let twice = store
-        .append(&stream("c"), ExpectedVersion::Any, vec![event(1), e.clone(), e])
+        .append(
+            &stream("c"),
+            ExpectedVersion::Any,
+            vec![event(1), e.clone(), e],
+        )
         .await;
     assert!(is_adapter_error(&twice, |k| matches!(
         k,
@@ -306,9 +351,9 @@ fn is_adapter_error<T: std::fmt::Debug>(
     kind: impl Fn(&KurrentStoreError) -> bool,
 ) -> bool {
     match result {
-        Err(StoreError::Unavailable(source)) => source
-            .downcast_ref::<KurrentStoreError>()
-            .is_some_and(kind),
+        Err(StoreError::Unavailable(source)) => {
+            source.downcast_ref::<KurrentStoreError>().is_some_and(kind)
+        }
         other => panic!("expected an adapter error, got {other:?}"),
     }
 }
@@ -350,7 +395,11 @@ async fn a_forged_event_written_around_the_adapter_breaks_the_chain_there() {
     );
     let after = store.read_stream(&s, 0, 10).await.unwrap();
     assert_eq!(after.len(), 3);
-    assert_eq!(hash::verify_stream(&after), vec![3], "the forged event is caught");
+    assert_eq!(
+        hash::verify_stream(&after),
+        vec![3],
+        "the forged event is caught"
+    );
     assert_eq!(after[..2], before[..], "the history before it is untouched");
     let sub_log = whole_log(&store).await;
     assert_eq!(sub_log.len(), 3, "$all shows the forged event too");
@@ -367,10 +416,20 @@ async fn a_truncated_stream_no_longer_verifies() {
         .unwrap();
     server.truncate_before(&store.kurrent_stream_name(&s), 2);
     let left = store.read_stream(&s, 0, 10).await.unwrap();
-    assert_eq!(left.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3, 4]);
-    assert_eq!(hash::verify_stream(&left), vec![3], "the chain no longer starts at 1");
     assert_eq!(
-        store.stream_versions(std::slice::from_ref(&s)).await.unwrap(),
+        left.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(
+        hash::verify_stream(&left),
+        vec![3],
+        "the chain no longer starts at 1"
+    );
+    assert_eq!(
+        store
+            .stream_versions(std::slice::from_ref(&s))
+            .await
+            .unwrap(),
         vec![4],
         "the version still counts the hidden events, so nothing is appended twice"
     );
