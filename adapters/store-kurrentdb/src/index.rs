@@ -157,7 +157,12 @@ pub(crate) async fn write_intents(
 ) -> Result<(), StoreError> {
     let entry = IndexEntry::new(stream, head_version, events);
     let commands: BTreeSet<Uuid> = events.iter().map(|e| e.metadata.command_id).collect();
-    let mut targets = vec![inner.ns.batch_index(entry.event_ids[0])];
+    let mut targets: Vec<String> = entry
+        .event_ids
+        .first()
+        .map(|first| inner.ns.batch_index(*first))
+        .into_iter()
+        .collect();
     targets.extend(commands.into_iter().map(|c| inner.ns.command_index(c)));
     let writes = targets.iter().map(|index| {
         inner.backend.append(
