@@ -48,8 +48,10 @@
 //! [`EventSubscriber::subscribe_all`]: homeroom_eventstore::EventSubscriber::subscribe_all
 
 pub mod codec;
+pub mod db;
 mod error;
 pub mod models;
+pub mod postgres;
 pub mod projector;
 pub mod queries;
 pub mod runtime;
@@ -58,11 +60,12 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use db::{Engine, ReadDb};
 pub use error::{ProjectionError, QueryError, WaitError};
+pub use postgres::PgReadConfig;
 pub use projector::{Envelope, Generation, Projector};
 pub use queries::ReadModels;
 pub use runtime::{
-    BuildingStatus, Health, ProjectionRuntime, ProjectorStatus, RebuildPhase, RebuildProgress,
-    RebuildReport, RebuildTarget, RebuiltProjector, RetryPolicy, RuntimeConfig,
+    BuildingStatus, Health, LeaseState, ProjectionRuntime, ProjectorStatus, RebuildPhase,
+    RebuildProgress, RebuildReport, RebuildTarget, RebuiltProjector, RetryPolicy, RuntimeConfig,
 };
-pub use sqlite::ReadDb;
