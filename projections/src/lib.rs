@@ -22,8 +22,13 @@
 //!   what to show (inboxes, threads, exports, a student's record, oversight, audit,
 //!   deliveries), returning serde structs with API.md's field names. Who may see what
 //!   is decided by the query layer in `crates/app`.
-//! - [`ReadDb`] ([`sqlite`]): the read-model database (SQLite, WAL, its own file,
-//!   `<data-dir>/read.sqlite`), and everything engine-specific in one module.
+//! - [`ReadDb`] ([`db`]): the read-model database on SQLite (WAL, its own file,
+//!   `<data-dir>/read.sqlite`, [`ReadDb::open`]) or PostgreSQL (a schema per instance,
+//!   [`ReadDb::connect_postgres`]). Projectors and queries are written once against
+//!   [`db`]'s engine-neutral statements, rows and templates; what only one engine needs
+//!   lives in [`sqlite`] and [`postgres`] (write locks, snapshots, types, and on
+//!   PostgreSQL the lease that lets one process of many apply the log:
+//!   [`ProjectionRuntime::lease`], [`LeaseState`]).
 //! - [`codec::decode`]: stored events into domain events, as the app's codec does.
 //!
 //! Wiring it up:
@@ -32,6 +37,7 @@
 //! # async fn demo(store: std::sync::Arc<dyn homeroom_eventstore::EventStore>) -> Result<(), Box<dyn std::error::Error>> {
 //! use homeroom_projections::{models, ProjectionRuntime, ReadDb, RuntimeConfig};
 //! let db = ReadDb::open(&ReadDb::default_path("./homeroom-data".as_ref())).await?;
+//! // or, for a server deployment: ReadDb::connect_postgres("postgres://…", "homeroom_read").await?
 //! let runtime = ProjectionRuntime::open(store, db, models::all(), RuntimeConfig::default()).await?;
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let live = tokio::spawn({

@@ -17,7 +17,7 @@
 //!   waits for every query that may still read the old generation, and later queries
 //!   see the new one.
 //! - **The lease.** A session-level advisory lock, held on a connection of its own by
-//!   the process that applies the log live ([`PgLease`]). Others stand by: they answer
+//!   the process that applies the log live (`PgLease`). Others stand by: they answer
 //!   queries, learn checkpoints from `NOTIFY`, and try to take the lease every
 //!   [`PgReadConfig::lease_retry`]. PostgreSQL releases it the moment the holder's
 //!   session ends (process exit, crash, `pg_terminate_backend`; a vanished machine
@@ -90,7 +90,7 @@ impl PgReadConfig {
 pub(crate) struct PgDb {
     write: PgPool,
     read: PgPool,
-    options: PgConnectOptions,
+    options: Arc<PgConnectOptions>,
     config: Arc<PgReadConfig>,
     channel: String,
 }
@@ -123,7 +123,7 @@ pub(crate) fn application_name(schema: &str) -> String {
 
 /// The key text of one of the schema's advisory locks (hashed by PostgreSQL's
 /// `hashtextextended`).
-fn lock_key(purpose: &str, schema: &str) -> String {
+pub(crate) fn lock_key(purpose: &str, schema: &str) -> String {
     format!("homeroom-projections-{purpose}:{schema}")
 }
 
@@ -182,7 +182,7 @@ impl PgDb {
         Ok(Self {
             write,
             read,
-            options,
+            options: Arc::new(options),
             config: Arc::new(config),
             channel,
         })
@@ -255,7 +255,7 @@ impl PgDb {
         PgLease {
             // Server-side keepalives, so a holder whose machine vanished loses the
             // lease within seconds rather than the OS default of hours.
-            options: self.options.clone().options([
+            options: (*self.options).clone().options([
                 ("tcp_keepalives_idle", "5"),
                 ("tcp_keepalives_interval", "2"),
                 ("tcp_keepalives_count", "3"),
@@ -289,7 +289,12 @@ impl PgDb {
     /// Listens for checkpoint notifications in the background, raising `wake` for
     /// each (and after a reconnection, as notifications may have been missed).
     pub(crate) fn listen(&self, wake: Arc<Notify>) -> JoinHandle<()> {
-        let pool = self.read.clone();
+        // A pool of its own: the listener keeps its connection, which must not take
+        // one from the queries.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_lazy_with((*self.options).clone());
         let channel = self.channel.clone();
         let pause = self.config.lease_retry;
         tokio::spawn(async move {
@@ -405,12 +410,6 @@ impl PgLease {
                 tracing::debug!(%error, "closing the lease connection");
             }
         }
-    }
-
-    /// The lock's key text (tests look the holder up in `pg_locks` by it).
-    #[cfg(test)]
-    pub(crate) fn key(&self) -> &str {
-        &self.key
     }
 }
 

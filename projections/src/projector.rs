@@ -109,8 +109,11 @@ pub trait Projector: Send + Sync + 'static {
 /// rebuild two are written.
 #[derive(Debug)]
 pub struct PerGeneration<T> {
-    slots: Mutex<Vec<((Engine, Generation), Arc<T>)>>,
+    slots: Mutex<Vec<Slot<T>>>,
 }
+
+/// One cached value and what it was rendered for.
+type Slot<T> = ((Engine, Generation), Arc<T>);
 
 impl<T> Default for PerGeneration<T> {
     fn default() -> Self {

@@ -15,6 +15,10 @@ use sqlx::ConnectOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The read-model database (either engine), where code written before PostgreSQL
+/// looked for it.
+pub use crate::db::ReadDb;
+
 /// The file name of the read models inside a data directory.
 pub const READ_DB_FILE: &str = "read.sqlite";
 

@@ -13,7 +13,8 @@
 //! - **Holder.** Runs the start-up rebuilds and the live loop, with every batch checking
 //!   inside its transaction that the lease is still held by its session, and pings the
 //!   lease connection every `lease_check`. When either finds the lease gone it stops
-//!   applying at once (the batch in flight rolls back) and stands by again.
+//!   applying at once (the batch in flight rolls back) and stands by again, letting
+//!   two turns of `lease_retry` pass before its first try so a standby takes over.
 //!
 //! Exactly-once does not rest on the lease: every batch, on any process, re-reads its
 //! checkpoints under the schema's write lock and commits with them. The lease makes
@@ -43,6 +44,10 @@ pub enum LeaseState {
     /// running here). It answers queries and takes over when the holder goes.
     Standby,
 }
+
+/// Turns of `lease_retry` a holder that lost its lease waits before trying again, so a
+/// standby (which tries every turn) takes over first.
+const HEAD_START: u32 = 2;
 
 /// Why a holder stopped applying.
 enum Stop {
@@ -84,8 +89,9 @@ impl ProjectionRuntime {
         };
         let check = pg.config().lease_check;
         let mut shutdown = pin!(shutdown);
+        let mut patience = 0;
         loop {
-            let Some(pid) = inner.stand_by(lease, pg, shutdown.as_mut()).await else {
+            let Some(pid) = inner.stand_by(lease, pg, patience, shutdown.as_mut()).await else {
                 return Ok(());
             };
             inner.lease_state.send_replace(LeaseState::Held);
@@ -123,7 +129,12 @@ impl ProjectionRuntime {
             inner.lease_state.send_replace(LeaseState::Standby);
             match ended {
                 Stop::Shutdown => return Ok(()),
-                Stop::LeaseLost => tracing::warn!("lost the projection lease; standing by"),
+                Stop::LeaseLost => {
+                    tracing::warn!("lost the projection lease; standing by");
+                    // Whatever cut this process off may strike again: give the
+                    // standbys a head start.
+                    patience = HEAD_START;
+                }
             }
         }
     }
@@ -132,20 +143,26 @@ impl ProjectionRuntime {
 impl Inner {
     /// Stands by until this process takes the lease (`Some` of its session's backend
     /// id) or `shutdown` completes (`None`), keeping the checkpoint watches current.
+    /// The first `patience` turns of `lease_retry` pass without trying.
     async fn stand_by(
         &self,
         lease: &PgLease,
         pg: &PgDb,
+        mut patience: u32,
         mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Option<i32> {
         let wake = Arc::new(Notify::new());
         let _listening = AbortOnDrop(pg.listen(wake.clone()));
         let retry = pg.config().lease_retry;
         loop {
-            match lease.try_acquire().await {
-                Ok(Some(pid)) => return Some(pid),
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "cannot try the projection lease"),
+            if patience > 0 {
+                patience -= 1;
+            } else {
+                match lease.try_acquire().await {
+                    Ok(Some(pid)) => return Some(pid),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "cannot try the projection lease"),
+                }
             }
             let mut tick = pin!(tokio::time::sleep(retry));
             loop {

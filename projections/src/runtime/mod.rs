@@ -191,7 +191,7 @@ pub(crate) struct Inner {
     switches: watch::Sender<u64>,
     rebuild_lock: tokio::sync::Mutex<()>,
     /// The lease on PostgreSQL (`None` on SQLite, which needs none).
-    lease: Option<PgLease>,
+    pub(crate) lease: Option<PgLease>,
     /// What this process knows about the lease.
     lease_state: watch::Sender<LeaseState>,
 }
