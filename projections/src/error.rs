@@ -34,6 +34,10 @@ pub enum ProjectionError {
     /// A number does not fit an integer column.
     #[error("a value is out of range for the read-model database")]
     OutOfRange,
+    /// A PostgreSQL schema name that would need quoting (see
+    /// [`crate::PgReadConfig::schema`]).
+    #[error("{0:?} is not a usable schema name: use 1-63 of [a-z0-9_], not starting with a digit or pg_")]
+    BadSchema(String),
     /// A rebuild or status request named no registered projector.
     #[error("no projector is named {0:?}")]
     UnknownProjector(String),
@@ -56,17 +60,17 @@ pub enum ProjectionError {
 
 impl ProjectionError {
     /// Whether trying the same batch again later may succeed: an unavailable log or a
-    /// busy, full or unreachable database. Decoding errors, inconsistencies and
-    /// constraint violations are deterministic and are not.
+    /// busy, full or unreachable database (on PostgreSQL, told by SQLSTATE: lost
+    /// connections, deadlocks, serialization failures, lock timeouts, shutdowns).
+    /// Decoding errors, inconsistencies and constraint violations are deterministic and
+    /// are not.
     pub fn is_transient(&self) -> bool {
         match self {
             ProjectionError::Store(e) => {
                 matches!(e, StoreError::Unavailable(_) | StoreError::Closed)
             }
             ProjectionError::Database(e) => match e {
-                sqlx::Error::Database(db) => {
-                    matches!(db.kind(), sqlx::error::ErrorKind::Other)
-                }
+                sqlx::Error::Database(db) => crate::db::is_transient(db.as_ref()),
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed

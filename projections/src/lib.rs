@@ -22,8 +22,13 @@
 //!   what to show (inboxes, threads, exports, a student's record, oversight, audit,
 //!   deliveries), returning serde structs with API.md's field names. Who may see what
 //!   is decided by the query layer in `crates/app`.
-//! - [`ReadDb`] ([`sqlite`]): the read-model database (SQLite, WAL, its own file,
-//!   `<data-dir>/read.sqlite`), and everything engine-specific in one module.
+//! - [`ReadDb`] ([`db`]): the read-model database on SQLite (WAL, its own file,
+//!   `<data-dir>/read.sqlite`, [`ReadDb::open`]) or PostgreSQL (a schema per instance,
+//!   [`ReadDb::connect_postgres`]). Projectors and queries are written once against
+//!   [`db`]'s engine-neutral statements, rows and templates; what only one engine needs
+//!   lives in [`sqlite`] and [`postgres`] (write locks, snapshots, types, and on
+//!   PostgreSQL the lease that lets one process of many apply the log:
+//!   [`ProjectionRuntime::lease`], [`LeaseState`]).
 //! - [`codec::decode`]: stored events into domain events, as the app's codec does.
 //!
 //! Wiring it up:
@@ -32,6 +37,7 @@
 //! # async fn demo(store: std::sync::Arc<dyn homeroom_eventstore::EventStore>) -> Result<(), Box<dyn std::error::Error>> {
 //! use homeroom_projections::{models, ProjectionRuntime, ReadDb, RuntimeConfig};
 //! let db = ReadDb::open(&ReadDb::default_path("./homeroom-data".as_ref())).await?;
+//! // or, for a server deployment: ReadDb::connect_postgres("postgres://…", "homeroom_read").await?
 //! let runtime = ProjectionRuntime::open(store, db, models::all(), RuntimeConfig::default()).await?;
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let live = tokio::spawn({
@@ -48,8 +54,10 @@
 //! [`EventSubscriber::subscribe_all`]: homeroom_eventstore::EventSubscriber::subscribe_all
 
 pub mod codec;
+pub mod db;
 mod error;
 pub mod models;
+pub mod postgres;
 pub mod projector;
 pub mod queries;
 pub mod runtime;
@@ -58,11 +66,12 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use db::{Engine, ReadDb};
 pub use error::{ProjectionError, QueryError, WaitError};
+pub use postgres::PgReadConfig;
 pub use projector::{Envelope, Generation, Projector};
 pub use queries::ReadModels;
 pub use runtime::{
-    BuildingStatus, Health, ProjectionRuntime, ProjectorStatus, RebuildPhase, RebuildProgress,
-    RebuildReport, RebuildTarget, RebuiltProjector, RetryPolicy, RuntimeConfig,
+    BuildingStatus, Health, LeaseState, ProjectionRuntime, ProjectorStatus, RebuildPhase,
+    RebuildProgress, RebuildReport, RebuildTarget, RebuiltProjector, RetryPolicy, RuntimeConfig,
 };
-pub use sqlite::ReadDb;

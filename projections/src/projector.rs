@@ -1,8 +1,8 @@
 //! The projector contract: a pure fold over the log, written as idempotent SQL into one
 //! generation of its own tables.
 
+use crate::db::{Engine, Tx};
 use crate::error::ProjectionError;
-use crate::sqlite::{render, Tx};
 use async_trait::async_trait;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
@@ -44,7 +44,9 @@ pub struct Envelope {
 /// A read model's builder.
 ///
 /// A projector owns a few tables (named in [`Projector::tables`], created per
-/// generation by [`Projector::schema`]) and folds events into them. The runtime calls
+/// generation by [`Projector::schema`]) and folds events into them. It is written once
+/// for both engines against [`crate::db`]: statements from [`crate::db::query`],
+/// rendered for [`Tx::engine`] with [`render_for`]. The runtime calls
 /// [`Projector::apply_batch`] inside a transaction that also moves the projector's
 /// checkpoint, so a batch is applied exactly once or not at all. Writes should still be
 /// idempotent upserts, so that a projector is easy to reason about and to test.
@@ -64,8 +66,8 @@ pub trait Projector: Send + Sync + 'static {
     /// Base names of the tables it owns, so a retired generation can be dropped.
     fn tables(&self) -> &'static [&'static str];
 
-    /// The statements creating one generation of its tables and indexes.
-    fn schema(&self, generation: Generation) -> Vec<String>;
+    /// The statements creating one generation of its tables and indexes on `engine`.
+    fn schema(&self, engine: Engine, generation: Generation) -> Vec<String>;
 
     /// Folds one event into `generation` of its tables. Events it does not care about
     /// are `Ok(())`.
@@ -101,13 +103,17 @@ pub trait Projector: Send + Sync + 'static {
     }
 }
 
-/// A projector's SQL statements rendered for one generation, kept so the apply path
-/// formats no strings per event (and SQLite reuses its prepared statements, which are
-/// cached by text). Holds the last few generations: during a rebuild two are written.
+/// A projector's SQL statements rendered for one engine and generation, kept so the
+/// apply path formats no strings per event (and the engines reuse their prepared
+/// statements, which are cached by text). Holds the last few generations: during a
+/// rebuild two are written.
 #[derive(Debug)]
 pub struct PerGeneration<T> {
-    slots: Mutex<Vec<(Generation, Arc<T>)>>,
+    slots: Mutex<Vec<Slot<T>>>,
 }
+
+/// One cached value and what it was rendered for.
+type Slot<T> = ((Engine, Generation), Arc<T>);
 
 impl<T> Default for PerGeneration<T> {
     fn default() -> Self {
@@ -120,23 +126,30 @@ impl<T> Default for PerGeneration<T> {
 impl<T> PerGeneration<T> {
     const KEEP: usize = 4;
 
-    /// The value for `generation`, made by `make` the first time.
-    pub fn get(&self, generation: Generation, make: impl FnOnce(Generation) -> T) -> Arc<T> {
+    /// The value for `engine` and `generation`, made by `make` the first time.
+    pub fn get(
+        &self,
+        engine: Engine,
+        generation: Generation,
+        make: impl FnOnce(Engine, Generation) -> T,
+    ) -> Arc<T> {
+        let key = (engine, generation);
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, value)) = slots.iter().find(|(g, _)| *g == generation) {
+        if let Some((_, value)) = slots.iter().find(|(k, _)| *k == key) {
             return value.clone();
         }
-        let value = Arc::new(make(generation));
+        let value = Arc::new(make(engine, generation));
         if slots.len() >= Self::KEEP {
             slots.remove(0);
         }
-        slots.push((generation, value.clone()));
+        slots.push((key, value.clone()));
         value
     }
 }
 
-/// Renders a projector's own SQL template for `generation`: `{name}` (the projector's
-/// name) becomes the generation's table suffix, engine spellings are filled in.
-pub fn render_for(template: &str, name: &str, generation: Generation) -> String {
-    render(template, |n| (n == name).then_some(generation))
+/// Renders a projector's own SQL template for `engine` and `generation`: `{name}` (the
+/// projector's name) becomes the generation's table suffix, engine spellings are
+/// filled in ([`Engine::render`]).
+pub fn render_for(engine: Engine, template: &str, name: &str, generation: Generation) -> String {
+    engine.render(template, |n| (n == name).then_some(generation))
 }

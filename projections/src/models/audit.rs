@@ -2,9 +2,9 @@
 //! district, in position order. It needs no decoding of the data (it stores the JSON
 //! as recorded), and it writes many rows per statement because it sees every event.
 
+use crate::db::{position_columns, query, Engine, Query, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{render_for, Envelope, Generation, PerGeneration, Projector};
-use crate::sqlite::{position_columns, ts, value_rows, Tx};
 use async_trait::async_trait;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
@@ -43,7 +43,7 @@ const SCHEMA: &[&str] = &[
         ON audit_events{audit} (district, actor, pos_commit, pos_sequence)",
 ];
 
-fn insert(rows: usize) -> String {
+fn insert(engine: Engine, rows: usize) -> String {
     format!(
         "INSERT INTO audit_events{{audit}}
             (district, pos_commit, pos_sequence, event_id, stream, version, type,
@@ -51,7 +51,7 @@ fn insert(rows: usize) -> String {
              command_id, hash, prev_hash, data)
         VALUES {}
         ON CONFLICT (district, pos_commit, pos_sequence) DO NOTHING",
-        value_rows(rows, COLUMNS)
+        engine.value_rows(rows, COLUMNS)
     )
 }
 
@@ -61,10 +61,10 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(g: Generation) -> Self {
+    fn new(engine: Engine, g: Generation) -> Self {
         Self {
-            one: render_for(&insert(1), NAME, g),
-            chunk: render_for(&insert(CHUNK), NAME, g),
+            one: render_for(engine, &insert(engine, 1), NAME, g),
+            chunk: render_for(engine, &insert(engine, CHUNK), NAME, g),
         }
     }
 }
@@ -75,7 +75,6 @@ struct Row<'a> {
     commit: i64,
     sequence: i64,
     version: i64,
-    recorded_at: String,
     data: String,
 }
 
@@ -87,13 +86,10 @@ impl<'a> Row<'a> {
             commit,
             sequence,
             version: i64::try_from(e.version).map_err(|_| ProjectionError::OutOfRange)?,
-            recorded_at: ts(&e.recorded_at),
             data: e.data.to_string(),
         })
     }
 }
-
-type Query<'q> = sqlx::query::Query<'q, crate::sqlite::Db, sqlx::sqlite::SqliteArguments<'q>>;
 
 fn bind<'q>(q: Query<'q>, row: &'q Row<'q>) -> Query<'q> {
     let m = &row.e.metadata;
@@ -105,7 +101,7 @@ fn bind<'q>(q: Query<'q>, row: &'q Row<'q>) -> Query<'q> {
         .bind(row.version)
         .bind(row.e.event_type.as_str())
         .bind(i64::from(row.e.schema_version))
-        .bind(row.recorded_at.as_str())
+        .bind(row.e.recorded_at)
         .bind(m.actor.as_str())
         .bind(m.school.as_deref())
         .bind(m.correlation_id)
@@ -136,10 +132,10 @@ impl Projector for Audit {
         &["audit_events"]
     }
 
-    fn schema(&self, generation: Generation) -> Vec<String> {
+    fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
         SCHEMA
             .iter()
-            .map(|t| render_for(t, NAME, generation))
+            .map(|t| render_for(engine, t, NAME, generation))
             .collect()
     }
 
@@ -150,9 +146,9 @@ impl Projector for Audit {
         recorded: &RecordedEvent,
         _event: &Event,
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(generation, Sql::new);
+        let sql = self.sql.get(tx.engine(), generation, Sql::new);
         let row = Row::new(recorded)?;
-        bind(sqlx::query(&sql.one), &row).execute(&mut **tx).await?;
+        bind(query(&sql.one), &row).execute(tx).await?;
         Ok(())
     }
 
@@ -162,21 +158,21 @@ impl Projector for Audit {
         generation: Generation,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(generation, Sql::new);
+        let sql = self.sql.get(tx.engine(), generation, Sql::new);
         let rows = events
             .iter()
             .map(|e| Row::new(&e.recorded))
             .collect::<Result<Vec<_>, _>>()?;
         let mut chunks = rows.chunks_exact(CHUNK);
         for chunk in &mut chunks {
-            let mut q = sqlx::query(&sql.chunk);
+            let mut q = query(&sql.chunk);
             for row in chunk {
                 q = bind(q, row);
             }
-            q.execute(&mut **tx).await?;
+            q.execute(tx).await?;
         }
         for row in chunks.remainder() {
-            bind(sqlx::query(&sql.one), row).execute(&mut **tx).await?;
+            bind(query(&sql.one), row).execute(tx).await?;
         }
         Ok(())
     }

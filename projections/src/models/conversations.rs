@@ -13,9 +13,9 @@
 //!   log position (the paging key of a student's record).
 
 use super::names;
+use crate::db::{position_columns, query, Engine, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{render_for, Generation, PerGeneration, Projector};
-use crate::sqlite::{position_columns, ts, Tx};
 use async_trait::async_trait;
 use homeroom_domain::events::MessagePosted;
 use homeroom_domain::Event;
@@ -92,8 +92,8 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(g: Generation) -> Self {
-        let r = |t: &str| render_for(t, NAME, g);
+    fn new(engine: Engine, g: Generation) -> Self {
+        let r = |t: &str| render_for(engine, t, NAME, g);
         Self {
             start: r("INSERT INTO conversations{conversations}
                     (district, conversation_id, school_id, kind, title, started_by, started_at,
@@ -166,8 +166,7 @@ impl Conversations {
     ) -> Result<(), ProjectionError> {
         let district = recorded.metadata.district.as_str();
         let (commit, sequence) = position_columns(recorded.position)?;
-        let sent_at = ts(&e.at);
-        let inserted = sqlx::query(&sql.insert_message)
+        let inserted = query(&sql.insert_message)
             .bind(district)
             .bind(e.message_id.as_uuid())
             .bind(e.conversation_id.as_uuid())
@@ -175,18 +174,18 @@ impl Conversations {
             .bind(names::sent_as(e.sent_as))
             .bind(&e.body)
             .bind(&e.subject)
-            .bind(&sent_at)
+            .bind(e.at)
             .bind(commit)
             .bind(sequence)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+            .execute(tx)
+            .await?;
         if inserted == 0 {
-            let known: i64 = sqlx::query_scalar(&sql.message_known)
+            let known: i64 = query(&sql.message_known)
                 .bind(district)
                 .bind(e.message_id.as_uuid())
-                .fetch_one(&mut **tx)
-                .await?;
+                .fetch_one(tx)
+                .await?
+                .get(0)?;
             return if known > 0 {
                 Ok(())
             } else {
@@ -198,16 +197,16 @@ impl Conversations {
                 })
             };
         }
-        sqlx::query(&sql.last_message)
+        query(&sql.last_message)
             .bind(district)
             .bind(e.conversation_id.as_uuid())
             .bind(e.message_id.as_uuid())
             .bind(e.author_id.as_uuid())
             .bind(&e.body)
-            .bind(&sent_at)
+            .bind(e.at)
             .bind(commit)
             .bind(sequence)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
         Ok(())
     }
@@ -227,10 +226,10 @@ impl Projector for Conversations {
         &["conversations", "conversation_people", "messages"]
     }
 
-    fn schema(&self, generation: Generation) -> Vec<String> {
+    fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
         SCHEMA
             .iter()
-            .map(|t| render_for(t, NAME, generation))
+            .map(|t| render_for(engine, t, NAME, generation))
             .collect()
     }
 
@@ -241,47 +240,47 @@ impl Projector for Conversations {
         recorded: &RecordedEvent,
         event: &Event,
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(generation, Sql::new);
+        let sql = self.sql.get(tx.engine(), generation, Sql::new);
         let district = recorded.metadata.district.as_str();
         match event {
             Event::ConversationStarted(e) => {
                 let (commit, sequence) = position_columns(recorded.position)?;
-                sqlx::query(&sql.start)
+                query(&sql.start)
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
                     .bind(e.school_id.as_uuid())
                     .bind(names::conversation_kind(e.kind))
                     .bind(&e.title)
                     .bind(e.started_by.as_uuid())
-                    .bind(ts(&e.at))
+                    .bind(e.at)
                     .bind(commit)
                     .bind(sequence)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
                 for (ordinal, person) in e.participant_ids.iter().enumerate() {
-                    sqlx::query(&sql.participant)
+                    query(&sql.participant)
                         .bind(district)
                         .bind(e.conversation_id.as_uuid())
                         .bind(person.as_uuid())
                         .bind(i64::try_from(ordinal).map_err(|_| ProjectionError::OutOfRange)?)
-                        .execute(&mut **tx)
+                        .execute(tx)
                         .await?;
                 }
             }
             Event::MessagePosted(e) => self.posted(tx, &sql, recorded, e).await?,
             Event::ConversationStopped(e) => {
-                sqlx::query(&sql.stop)
+                query(&sql.stop)
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             Event::ConversationRenamed(e) => {
-                sqlx::query(&sql.rename)
+                query(&sql.rename)
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
                     .bind(&e.title)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             Event::ConversationMuted(e) => {
@@ -329,12 +328,12 @@ impl Projector for Conversations {
                 .await?
             }
             Event::MessagesRead(e) => {
-                sqlx::query(&sql.read)
+                query(&sql.read)
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
                     .bind(e.person_id.as_uuid())
                     .bind(e.up_to_message_id.as_uuid())
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             _ => {}
@@ -351,12 +350,12 @@ async fn toggle(
     person: homeroom_domain::PersonId,
     on: bool,
 ) -> Result<(), ProjectionError> {
-    sqlx::query(sql)
+    query(sql)
         .bind(district)
         .bind(conversation.as_uuid())
         .bind(person.as_uuid())
         .bind(on)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(())
 }

@@ -6,10 +6,11 @@
 //! move the status forward only (a late `sent` never overwrites `delivered`).
 
 use super::names;
+use crate::db::{query, Engine, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{render_for, Generation, PerGeneration, Projector};
-use crate::sqlite::{ts, Tx};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use homeroom_domain::{ConversationId, Event, MessageId, PlannedDelivery};
 use homeroom_eventstore::RecordedEvent;
 
@@ -56,8 +57,8 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(g: Generation) -> Self {
-        let r = |t: &str| render_for(t, NAME, g);
+    fn new(engine: Engine, g: Generation) -> Self {
+        let r = |t: &str| render_for(engine, t, NAME, g);
         Self {
             planned: r(&format!("{INSERT} NOTHING")),
             queued: r(&format!(
@@ -94,12 +95,12 @@ struct Plan<'a> {
     message: MessageId,
     conversation: ConversationId,
     delivery: &'a PlannedDelivery,
-    at: String,
+    at: DateTime<Utc>,
 }
 
 async fn plan(tx: &mut Tx<'_>, sql: &str, p: Plan<'_>) -> Result<(), ProjectionError> {
     let d = p.delivery;
-    sqlx::query(sql)
+    query(sql)
         .bind(p.district)
         .bind(d.delivery_id.as_uuid())
         .bind(p.message.as_uuid())
@@ -111,7 +112,7 @@ async fn plan(tx: &mut Tx<'_>, sql: &str, p: Plan<'_>) -> Result<(), ProjectionE
         .bind(&d.text)
         .bind(&d.subject)
         .bind(p.at)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(())
 }
@@ -130,10 +131,10 @@ impl Projector for Deliveries {
         &["deliveries"]
     }
 
-    fn schema(&self, generation: Generation) -> Vec<String> {
+    fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
         SCHEMA
             .iter()
-            .map(|t| render_for(t, NAME, generation))
+            .map(|t| render_for(engine, t, NAME, generation))
             .collect()
     }
 
@@ -144,18 +145,17 @@ impl Projector for Deliveries {
         recorded: &RecordedEvent,
         event: &Event,
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(generation, Sql::new);
+        let sql = self.sql.get(tx.engine(), generation, Sql::new);
         let district = recorded.metadata.district.as_str();
         match event {
             Event::MessagePosted(e) => {
-                let at = ts(&e.at);
                 for delivery in &e.deliveries {
                     let p = Plan {
                         district,
                         message: e.message_id,
                         conversation: e.conversation_id,
                         delivery,
-                        at: at.clone(),
+                        at: e.at,
                     };
                     plan(tx, &sql.planned, p).await?;
                 }
@@ -166,37 +166,37 @@ impl Projector for Deliveries {
                     message: e.message_id,
                     conversation: e.conversation_id,
                     delivery: &e.delivery,
-                    at: ts(&e.at),
+                    at: e.at,
                 };
                 plan(tx, &sql.queued, p).await?;
             }
             Event::DeliverySent(e) => {
-                sqlx::query(&sql.sent)
+                query(&sql.sent)
                     .bind(district)
                     .bind(e.delivery_id.as_uuid())
-                    .bind(ts(&e.at))
+                    .bind(e.at)
                     .bind(&e.provider_message_id)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             Event::DeliveryDelivered(e) => {
-                sqlx::query(&sql.delivered)
+                query(&sql.delivered)
                     .bind(district)
                     .bind(e.delivery_id.as_uuid())
-                    .bind(ts(&e.at))
+                    .bind(e.at)
                     .bind(&e.provider_message_id)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             Event::DeliveryFailed(e) => {
-                sqlx::query(&sql.failed)
+                query(&sql.failed)
                     .bind(district)
                     .bind(e.delivery_id.as_uuid())
-                    .bind(ts(&e.at))
+                    .bind(e.at)
                     .bind(&e.provider_message_id)
                     .bind(&e.error)
                     .bind(e.permanent)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             _ => {}

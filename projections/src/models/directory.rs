@@ -2,9 +2,9 @@
 //! speak for which student. Queries join it for names and for a student's record.
 
 use super::names;
+use crate::db::{query, Engine, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{render_for, Generation, PerGeneration, Projector};
-use crate::sqlite::{ts, Tx};
 use async_trait::async_trait;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
@@ -38,8 +38,8 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(g: Generation) -> Self {
-        let r = |t: &str| render_for(t, NAME, g);
+    fn new(engine: Engine, g: Generation) -> Self {
+        let r = |t: &str| render_for(engine, t, NAME, g);
         Self {
             register: r("INSERT INTO people{directory}
                     (district, person_id, kind, name, language, registered_at)
@@ -77,10 +77,10 @@ impl Projector for Directory {
         &["people", "guardian_links"]
     }
 
-    fn schema(&self, generation: Generation) -> Vec<String> {
+    fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
         SCHEMA
             .iter()
-            .map(|t| render_for(t, NAME, generation))
+            .map(|t| render_for(engine, t, NAME, generation))
             .collect()
     }
 
@@ -91,35 +91,35 @@ impl Projector for Directory {
         recorded: &RecordedEvent,
         event: &Event,
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(generation, Sql::new);
+        let sql = self.sql.get(tx.engine(), generation, Sql::new);
         let district = recorded.metadata.district.as_str();
         match event {
             Event::PersonRegistered(e) => {
-                sqlx::query(&sql.register)
+                query(&sql.register)
                     .bind(district)
                     .bind(e.person_id.as_uuid())
                     .bind(names::person_kind(e.kind))
                     .bind(&e.name)
                     .bind(&e.language)
-                    .bind(ts(&e.at))
-                    .execute(&mut **tx)
+                    .bind(e.at)
+                    .execute(tx)
                     .await?;
             }
             Event::ContactPreferencesSet(e) => {
-                sqlx::query(&sql.language)
+                query(&sql.language)
                     .bind(district)
                     .bind(e.person_id.as_uuid())
                     .bind(&e.language)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
             Event::GuardianLinked(e) => {
-                sqlx::query(&sql.link)
+                query(&sql.link)
                     .bind(district)
                     .bind(e.student_id.as_uuid())
                     .bind(e.guardian_id.as_uuid())
-                    .bind(ts(&e.at))
-                    .execute(&mut **tx)
+                    .bind(e.at)
+                    .execute(tx)
                     .await?;
             }
             _ => {}

@@ -1,11 +1,10 @@
 //! The audit trail.
 
 use super::{time, uuid, AuditEvent, AuditFilter, AuditPage, ReadModels, Snapshot};
+use crate::db::{position_columns, position_from, Builder};
 use crate::error::QueryError;
 use crate::models::audit;
-use crate::sqlite::{position_columns, position_from, ts};
 use homeroom_domain::DistrictId;
-use sqlx::{QueryBuilder, Row};
 
 impl ReadModels {
     /// Every event of `district` matching `filter`, in position order: `stream` and
@@ -25,7 +24,7 @@ impl ReadModels {
             n => i64::from(n.min(1000)),
         };
         let mut s = Snapshot::open(&self.db, &[audit::NAME]).await?;
-        let mut q = QueryBuilder::new(s.sql(
+        let mut q = Builder::new(s.sql(
             "SELECT district, pos_commit, pos_sequence, event_id, stream, version, type,
                     schema_version, recorded_at, actor, school, correlation_id, causation_id,
                     command_id, hash, prev_hash, data
@@ -42,11 +41,11 @@ impl ReadModels {
         }
         if let Some(since) = filter.since {
             q.push(" AND recorded_at >= ");
-            q.push_bind(ts(&since));
+            q.push_bind(since);
         }
         if let Some(until) = filter.until {
             q.push(" AND recorded_at < ");
-            q.push_bind(ts(&until));
+            q.push_bind(until);
         }
         if let Some(after) = filter.after {
             let (commit, sequence) = position_columns(after).map_err(|_| QueryError::BadCursor)?;
@@ -58,34 +57,34 @@ impl ReadModels {
         }
         q.push(" ORDER BY pos_commit, pos_sequence LIMIT ");
         q.push_bind(size + 1);
-        let rows = q.build().fetch_all(&mut *s.tx).await?;
+        let rows = q.build().fetch_all(&mut s.tx).await?;
 
         let limit = usize::try_from(size).unwrap_or(usize::MAX);
         let more = rows.len() > limit;
         let mut events = Vec::with_capacity(rows.len().min(limit));
         for row in rows.iter().take(limit) {
-            let position = position_from(row.try_get("pos_commit")?, row.try_get("pos_sequence")?)
+            let position = position_from(row.get("pos_commit")?, row.get("pos_sequence")?)
                 .ok_or(QueryError::Corrupt("position"))?;
-            let data: String = row.try_get("data")?;
-            let version: i64 = row.try_get("version")?;
-            let schema_version: i64 = row.try_get("schema_version")?;
+            let data: String = row.get("data")?;
+            let version: i64 = row.get("version")?;
+            let schema_version: i64 = row.get("schema_version")?;
             events.push(AuditEvent {
                 position,
-                stream: row.try_get("stream")?,
+                stream: row.get("stream")?,
                 version: u64::try_from(version).map_err(|_| QueryError::Corrupt("version"))?,
-                event_type: row.try_get("type")?,
+                event_type: row.get("type")?,
                 recorded_at: time(row, "recorded_at")?,
-                actor: row.try_get("actor")?,
-                district: row.try_get("district")?,
+                actor: row.get("actor")?,
+                district: row.get("district")?,
                 correlation_id: uuid(row, "correlation_id")?,
                 causation_id: uuid(row, "causation_id")?,
-                hash: row.try_get("hash")?,
-                prev_hash: row.try_get("prev_hash")?,
+                hash: row.get("hash")?,
+                prev_hash: row.get("prev_hash")?,
                 data: serde_json::from_str(&data).map_err(|_| QueryError::Corrupt("event data"))?,
                 event_id: uuid(row, "event_id")?,
                 schema_version: u32::try_from(schema_version)
                     .map_err(|_| QueryError::Corrupt("schema version"))?,
-                school: row.try_get("school")?,
+                school: row.get("school")?,
                 command_id: uuid(row, "command_id")?,
             });
         }

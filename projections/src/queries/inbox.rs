@@ -4,31 +4,30 @@ use super::{
     conversation_cursor, conversation_kind, count, last_message, uuid, Cursor, Inbox,
     InboxConversation, PageRequest, ReadModels, Snapshot,
 };
+use crate::db::{query, Builder, Row};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
 use homeroom_domain::{DistrictId, PersonId, SchoolId};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row};
 
 const COLUMNS: &str = "c.conversation_id, c.title, c.kind, c.school_id, c.stopped,
     c.last_message_id, c.last_author_id, c.last_sent_at, c.last_commit, c.last_sequence";
 
-fn item(row: &SqliteRow) -> Result<InboxConversation, QueryError> {
+fn item(row: &Row) -> Result<InboxConversation, QueryError> {
     Ok(InboxConversation {
         conversation_id: uuid(row, "conversation_id")?.into(),
-        title: row.try_get("title")?,
+        title: row.get("title")?,
         kind: conversation_kind(row, "kind")?,
         school_id: uuid(row, "school_id")?.into(),
         last_message: last_message(row, "body")?,
         unread_count: count(row, "unread")?,
-        muted: row.try_get("muted")?,
-        archived: row.try_get("archived")?,
-        stopped: row.try_get("stopped")?,
+        muted: row.get("muted")?,
+        archived: row.get("archived")?,
+        stopped: row.get("stopped")?,
     })
 }
 
 /// Turns `size + 1` fetched rows into a page and its `next` cursor.
-fn page(rows: Vec<SqliteRow>, size: i64) -> Result<Inbox, QueryError> {
+fn page(rows: Vec<Row>, size: i64) -> Result<Inbox, QueryError> {
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     let more = rows.len() > size;
     let rows = &rows[..rows.len().min(size)];
@@ -86,7 +85,7 @@ impl ReadModels {
              ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC
              LIMIT $7"
         ));
-        let rows = sqlx::query(&sql)
+        let rows = query(&sql)
             .bind(district.as_str())
             .bind(person.as_uuid())
             .bind(archived)
@@ -94,7 +93,7 @@ impl ReadModels {
             .bind(after.sequence)
             .bind(after.id)
             .bind(size + 1)
-            .fetch_all(&mut *s.tx)
+            .fetch_all(&mut s.tx)
             .await?;
         page(rows, size)
     }
@@ -137,7 +136,7 @@ impl ReadModels {
                ON p.district = c.district AND p.conversation_id = c.conversation_id
               AND p.person_id = ",
         );
-        let mut q = QueryBuilder::new(head);
+        let mut q = Builder::new(head);
         q.push_bind(viewer.as_uuid());
         q.push(tables);
         q.push_bind(viewer.as_uuid());
@@ -146,10 +145,7 @@ impl ReadModels {
         q.push(" AND c.kind = 'school' AND COALESCE(p.archived, FALSE) = ");
         q.push_bind(archived);
         q.push(" AND c.school_id IN (");
-        let mut list = q.separated(", ");
-        for school in school_ids {
-            list.push_bind(school.as_uuid());
-        }
+        q.push_list(school_ids.iter().map(|s| s.as_uuid()));
         q.push(") AND (c.last_commit, c.last_sequence, c.conversation_id) < (");
         q.push_bind(after.commit);
         q.push(", ");
@@ -160,7 +156,7 @@ impl ReadModels {
             ") ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC LIMIT ",
         );
         q.push_bind(size + 1);
-        let rows = q.build().fetch_all(&mut *s.tx).await?;
+        let rows = q.build().fetch_all(&mut s.tx).await?;
         page(rows, size)
     }
 }

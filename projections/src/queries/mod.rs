@@ -19,13 +19,11 @@ pub use export::{
 };
 pub use types::*;
 
+use crate::db::{query, Engine, ReadDb, Row, Tx};
 use crate::error::QueryError;
 use crate::projector::Generation;
-use crate::sqlite::{parse_ts, render, ReadDb, Tx};
 use chrono::{DateTime, Utc};
 use homeroom_domain::{DistrictId, PersonId};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -56,10 +54,10 @@ impl ReadModels {
             "SELECT kind, name, language FROM people{directory}
              WHERE district = $1 AND person_id = $2",
         );
-        let row = sqlx::query(&sql)
+        let row = query(&sql)
             .bind(district.as_str())
             .bind(person.as_uuid())
-            .fetch_optional(&mut *s.tx)
+            .fetch_optional(&mut s.tx)
             .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -67,8 +65,8 @@ impl ReadModels {
         Ok(Some(PersonView {
             person_id: person,
             kind: person_kind(&row, "kind")?.ok_or(QueryError::Corrupt("person kind"))?,
-            name: row.try_get("name")?,
-            language: row.try_get("language")?,
+            name: row.get("name")?,
+            language: row.get("language")?,
         }))
     }
 
@@ -87,10 +85,10 @@ impl ReadModels {
                     language, status, status_at, provider_message_id, error, permanent
              FROM deliveries{deliveries} WHERE district = $1 AND delivery_id = $2",
         );
-        let row = sqlx::query(&sql)
+        let row = query(&sql)
             .bind(district.as_str())
             .bind(delivery.as_uuid())
-            .fetch_optional(&mut *s.tx)
+            .fetch_optional(&mut s.tx)
             .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -101,13 +99,13 @@ impl ReadModels {
             conversation_id: uuid(&row, "conversation_id")?.into(),
             recipient_id: uuid(&row, "recipient_id")?.into(),
             channel: channel(&row, "channel")?,
-            address: row.try_get("address")?,
-            language: row.try_get("language")?,
+            address: row.get("address")?,
+            language: row.get("language")?,
             status: status(&row, "status")?,
             status_at: time(&row, "status_at")?,
-            provider_message_id: row.try_get("provider_message_id")?,
-            error: row.try_get("error")?,
-            permanent: row.try_get("permanent")?,
+            provider_message_id: row.get("provider_message_id")?,
+            error: row.get("error")?,
+            permanent: row.get("permanent")?,
         }))
     }
 }
@@ -133,39 +131,58 @@ pub fn optional_position_schema(_: &mut schemars::SchemaGenerator) -> schemars::
 /// One read transaction and the generations serving in it.
 pub(crate) struct Snapshot {
     pub tx: Tx<'static>,
+    engine: Engine,
     generations: HashMap<String, Generation>,
 }
 
 impl Snapshot {
     /// Begins the snapshot and reads the serving generations of `needs`.
     pub async fn open(db: &ReadDb, needs: &[&'static str]) -> Result<Self, QueryError> {
-        let mut tx = db.begin_read().await?;
-        let rows =
-            match sqlx::query("SELECT projector, active_generation FROM projection_generations")
-                .fetch_all(&mut *tx)
-                .await
-            {
-                Ok(rows) => rows,
-                // Nothing has opened the runtime on this database yet.
-                Err(sqlx::Error::Database(_)) => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
+        let rows = match db.begin_read().await {
+            Ok(mut tx) => {
+                match query("SELECT projector, active_generation FROM projection_generations")
+                    .fetch_all(&mut tx)
+                    .await
+                {
+                    Ok(rows) => Some((tx, rows)),
+                    // Nothing has opened the runtime on this database yet.
+                    Err(e) if crate::db::is_missing_table(&e) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) if crate::db::is_missing_table(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some((tx, rows)) = rows else {
+            let missing = needs.first().copied().unwrap_or("projection_generations");
+            return Err(QueryError::NotInitialised(missing));
+        };
         let mut generations = HashMap::new();
         for row in rows {
-            let name: String = row.try_get(0)?;
-            let number: i64 = row.try_get(1)?;
+            let name: String = row.get(0)?;
+            let number: i64 = row.get(1)?;
             let number = u64::try_from(number).map_err(|_| QueryError::Corrupt("generation"))?;
             generations.insert(name, Generation::new(number));
         }
         if let Some(missing) = needs.iter().find(|n| !generations.contains_key(**n)) {
             return Err(QueryError::NotInitialised(missing));
         }
-        Ok(Self { tx, generations })
+        Ok(Self {
+            engine: db.engine(),
+            tx,
+            generations,
+        })
+    }
+
+    /// The engine the snapshot reads.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Renders a query template for the serving generations.
     pub fn sql(&self, template: &str) -> String {
-        render(template, |name| self.generations.get(name).copied())
+        self.engine
+            .render(template, |name| self.generations.get(name).copied())
     }
 }
 
@@ -222,75 +239,69 @@ impl Cursor {
     }
 }
 
-pub(crate) fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, QueryError> {
-    Ok(row.try_get(column)?)
+pub(crate) fn uuid(row: &Row, column: &str) -> Result<Uuid, QueryError> {
+    Ok(row.get(column)?)
 }
 
-pub(crate) fn opt_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, QueryError> {
-    Ok(row.try_get(column)?)
+pub(crate) fn opt_uuid(row: &Row, column: &str) -> Result<Option<Uuid>, QueryError> {
+    Ok(row.get(column)?)
 }
 
-pub(crate) fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, QueryError> {
-    let text: String = row.try_get(column)?;
-    parse_ts(&text).ok_or(QueryError::Corrupt("time"))
+pub(crate) fn time(row: &Row, column: &str) -> Result<DateTime<Utc>, QueryError> {
+    opt_time(row, column)?.ok_or(QueryError::Corrupt("time"))
 }
 
-pub(crate) fn opt_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, QueryError> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| parse_ts(&t).ok_or(QueryError::Corrupt("time")))
-        .transpose()
+pub(crate) fn opt_time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, QueryError> {
+    row.time(column).map_err(|e| match e {
+        sqlx::Error::Decode(_) => QueryError::Corrupt("time"),
+        other => other.into(),
+    })
 }
 
-pub(crate) fn count(row: &SqliteRow, column: &str) -> Result<u64, QueryError> {
-    let n: i64 = row.try_get(column)?;
+pub(crate) fn count(row: &Row, column: &str) -> Result<u64, QueryError> {
+    let n: i64 = row.get(column)?;
     u64::try_from(n).map_err(|_| QueryError::Corrupt("count"))
 }
 
 pub(crate) fn conversation_kind(
-    row: &SqliteRow,
+    row: &Row,
     column: &str,
 ) -> Result<homeroom_domain::ConversationKind, QueryError> {
-    let text: String = row.try_get(column)?;
+    let text: String = row.get(column)?;
     crate::models::names::parse_conversation_kind(&text)
         .ok_or(QueryError::Corrupt("conversation kind"))
 }
 
 pub(crate) fn person_kind(
-    row: &SqliteRow,
+    row: &Row,
     column: &str,
 ) -> Result<Option<homeroom_domain::PersonKind>, QueryError> {
-    let text: Option<String> = row.try_get(column)?;
+    let text: Option<String> = row.get(column)?;
     text.map(|t| {
         crate::models::names::parse_person_kind(&t).ok_or(QueryError::Corrupt("person kind"))
     })
     .transpose()
 }
 
-pub(crate) fn channel(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<homeroom_domain::Channel, QueryError> {
-    let text: String = row.try_get(column)?;
+pub(crate) fn channel(row: &Row, column: &str) -> Result<homeroom_domain::Channel, QueryError> {
+    let text: String = row.get(column)?;
     crate::models::names::parse_channel(&text).ok_or(QueryError::Corrupt("channel"))
 }
 
-pub(crate) fn sent_as(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<homeroom_domain::SendAs, QueryError> {
-    let text: String = row.try_get(column)?;
+pub(crate) fn sent_as(row: &Row, column: &str) -> Result<homeroom_domain::SendAs, QueryError> {
+    let text: String = row.get(column)?;
     crate::models::names::parse_sent_as(&text).ok_or(QueryError::Corrupt("sent as"))
 }
 
-pub(crate) fn status(row: &SqliteRow, column: &str) -> Result<DeliveryStatus, QueryError> {
-    let text: String = row.try_get(column)?;
+pub(crate) fn status(row: &Row, column: &str) -> Result<DeliveryStatus, QueryError> {
+    let text: String = row.get(column)?;
     DeliveryStatus::parse(&text).ok_or(QueryError::Corrupt("delivery status"))
 }
 
 /// The conversation's last message from the denormalised columns `last_*`, with
 /// `body_column` as its text.
 pub(crate) fn last_message(
-    row: &SqliteRow,
+    row: &Row,
     body_column: &str,
 ) -> Result<Option<LastMessage>, QueryError> {
     let (Some(message_id), Some(author_id), Some(sent_at)) = (
@@ -300,7 +311,7 @@ pub(crate) fn last_message(
     ) else {
         return Ok(None);
     };
-    let body: Option<String> = row.try_get(body_column)?;
+    let body: Option<String> = row.get(body_column)?;
     Ok(Some(LastMessage {
         message_id: message_id.into(),
         author_id: author_id.into(),
@@ -311,10 +322,10 @@ pub(crate) fn last_message(
 
 /// The paging cursor of a conversation row (`last_commit`, `last_sequence`,
 /// `conversation_id`).
-pub(crate) fn conversation_cursor(row: &SqliteRow) -> Result<Cursor, QueryError> {
+pub(crate) fn conversation_cursor(row: &Row) -> Result<Cursor, QueryError> {
     Ok(Cursor {
-        commit: row.try_get("last_commit")?,
-        sequence: row.try_get("last_sequence")?,
+        commit: row.get("last_commit")?,
+        sequence: row.get("last_sequence")?,
         id: uuid(row, "conversation_id")?,
     })
 }

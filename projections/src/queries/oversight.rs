@@ -5,11 +5,10 @@ use super::{
     Oversight, OversightConversation, OversightFilter, OversightScope, PageRequest, Participant,
     ReadModels, Snapshot,
 };
+use crate::db::{contains_pattern, Builder};
 use crate::error::QueryError;
 use crate::models::{conversations, directory};
-use crate::sqlite::{contains_pattern, ts, LIKE_CI};
 use homeroom_domain::{ConversationId, DistrictId};
-use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -40,7 +39,7 @@ impl ReadModels {
         }
         let mut s = Snapshot::open(&self.db, &[conversations::NAME, directory::NAME]).await?;
         let d = district.as_str().to_owned();
-        let mut q = QueryBuilder::new(s.sql(
+        let mut q = Builder::new(s.sql(
             "SELECT c.conversation_id, c.title, c.kind, c.school_id, c.started_by, c.started_at,
                     c.stopped, c.message_count, c.last_message_id, c.last_author_id,
                     c.last_body, c.last_sent_at, c.last_commit, c.last_sequence
@@ -49,27 +48,25 @@ impl ReadModels {
         q.push_bind(d.clone());
         if let OversightScope::Schools(schools) = scope {
             q.push(" AND c.school_id IN (");
-            let mut list = q.separated(", ");
-            for school in schools {
-                list.push_bind(school.as_uuid());
-            }
+            q.push_list(schools.iter().map(|s| s.as_uuid()));
             q.push(")");
         }
+        let like_ci = s.engine().like_ci();
         if let Some(text) = filter.q.as_deref().filter(|t| !t.trim().is_empty()) {
             let pattern = contains_pattern(text.trim());
-            q.push(format!(" AND (c.title {LIKE_CI} "));
+            q.push(format!(" AND (c.title {like_ci} "));
             q.push_bind(pattern.clone());
             q.push(s.sql(&format!(
                 " ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages{{conversations}} m
                    WHERE m.district = c.district AND m.conversation_id = c.conversation_id
-                     AND m.body {LIKE_CI} "
+                     AND m.body {like_ci} "
             )));
             q.push_bind(pattern.clone());
             q.push(s.sql(&format!(
                 " ESCAPE '\\') OR EXISTS (SELECT 1 FROM conversation_people{{conversations}} p
                    JOIN people{{directory}} n ON n.district = p.district AND n.person_id = p.person_id
                    WHERE p.district = c.district AND p.conversation_id = c.conversation_id
-                     AND p.participant = TRUE AND n.name {LIKE_CI} "
+                     AND p.participant = TRUE AND n.name {like_ci} "
             )));
             q.push_bind(pattern);
             q.push(" ESCAPE '\\'))");
@@ -90,11 +87,11 @@ impl ReadModels {
             ));
             if let Some(since) = filter.since {
                 q.push(" AND m.sent_at >= ");
-                q.push_bind(ts(&since));
+                q.push_bind(since);
             }
             if let Some(until) = filter.until {
                 q.push(" AND m.sent_at < ");
-                q.push_bind(ts(&until));
+                q.push_bind(until);
             }
             q.push(")");
         }
@@ -108,7 +105,7 @@ impl ReadModels {
             ") ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC LIMIT ",
         );
         q.push_bind(size + 1);
-        let rows = q.build().fetch_all(&mut *s.tx).await?;
+        let rows = q.build().fetch_all(&mut s.tx).await?;
 
         let limit = usize::try_from(size).unwrap_or(usize::MAX);
         let more = rows.len() > limit;
@@ -126,7 +123,7 @@ impl ReadModels {
             .map(|r| uuid(r, "conversation_id"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut participants: HashMap<Uuid, Vec<Participant>> = HashMap::new();
-        let mut q = QueryBuilder::new(s.sql(
+        let mut q = Builder::new(s.sql(
             "SELECT p.conversation_id, p.person_id, n.name, n.kind
              FROM conversation_people{conversations} p
              LEFT JOIN people{directory} n ON n.district = p.district AND n.person_id = p.person_id
@@ -134,18 +131,15 @@ impl ReadModels {
         ));
         q.push_bind(d);
         q.push(" AND p.conversation_id IN (");
-        let mut list = q.separated(", ");
-        for id in &ids {
-            list.push_bind(*id);
-        }
+        q.push_list(ids.iter().copied());
         q.push(") ORDER BY p.conversation_id, p.ordinal");
-        for row in q.build().fetch_all(&mut *s.tx).await? {
+        for row in q.build().fetch_all(&mut s.tx).await? {
             participants
                 .entry(uuid(&row, "conversation_id")?)
                 .or_default()
                 .push(Participant {
                     person_id: uuid(&row, "person_id")?.into(),
-                    name: row.try_get("name")?,
+                    name: row.get("name")?,
                     kind: person_kind(&row, "kind")?,
                 });
         }
@@ -155,12 +149,12 @@ impl ReadModels {
             let id = uuid(row, "conversation_id")?;
             conversations.push(OversightConversation {
                 conversation_id: ConversationId::new(id),
-                title: row.try_get("title")?,
+                title: row.get("title")?,
                 kind: conversation_kind(row, "kind")?,
                 school_id: uuid(row, "school_id")?.into(),
                 started_by: uuid(row, "started_by")?.into(),
                 started_at: time(row, "started_at")?,
-                stopped: row.try_get("stopped")?,
+                stopped: row.get("stopped")?,
                 message_count: count(row, "message_count")?,
                 last_message: last_message(row, "last_body")?,
                 participants: participants.remove(&id).unwrap_or_default(),

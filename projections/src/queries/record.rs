@@ -4,10 +4,10 @@ use super::{
     channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, MessageDelivery,
     PageRequest, ReadModels, RecordEntry, Snapshot, StudentRecord,
 };
+use crate::db::{query, Builder};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
 use homeroom_domain::{DistrictId, MessageId, PersonId};
-use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -45,13 +45,14 @@ impl ReadModels {
              WHERE district = $1 AND student_id = $2 ORDER BY guardian_id",
         );
         let mut family: Vec<Uuid> = vec![student.as_uuid()];
-        family.extend(
-            sqlx::query_scalar::<_, Uuid>(&sql)
-                .bind(&d)
-                .bind(student.as_uuid())
-                .fetch_all(&mut *s.tx)
-                .await?,
-        );
+        for row in query(&sql)
+            .bind(&d)
+            .bind(student.as_uuid())
+            .fetch_all(&mut s.tx)
+            .await?
+        {
+            family.push(row.get("guardian_id")?);
+        }
 
         let head = s.sql(
             "SELECT m.message_id, m.conversation_id, c.kind AS conversation_kind, m.author_id,
@@ -69,14 +70,14 @@ impl ReadModels {
                 SELECT p.conversation_id FROM conversation_people{conversations} p
                 WHERE p.district = m.district AND p.participant = TRUE AND p.person_id IN (",
         );
-        let mut q = QueryBuilder::new(head);
+        let mut q = Builder::new(head);
         q.push_bind(d.clone());
         q.push(people);
-        push_list(&mut q, &family);
+        q.push_list(family.iter().copied());
         q.push(")) AND (COALESCE(a.kind, 'staff') = 'staff'");
         if include_inbound {
             q.push(" OR m.author_id IN (");
-            push_list(&mut q, &family);
+            q.push_list(family.iter().copied());
             q.push(")");
         }
         q.push(") AND (m.pos_commit, m.pos_sequence, m.message_id) > (");
@@ -87,7 +88,7 @@ impl ReadModels {
         q.push_bind(after.id);
         q.push(") ORDER BY m.pos_commit, m.pos_sequence, m.message_id LIMIT ");
         q.push_bind(size + 1);
-        let rows = q.build().fetch_all(&mut *s.tx).await?;
+        let rows = q.build().fetch_all(&mut s.tx).await?;
 
         let limit = usize::try_from(size).unwrap_or(usize::MAX);
         let more = rows.len() > limit;
@@ -95,8 +96,8 @@ impl ReadModels {
         let next = match (more, rows.last()) {
             (true, Some(last)) => Some(
                 Cursor {
-                    commit: last.try_get("pos_commit")?,
-                    sequence: last.try_get("pos_sequence")?,
+                    commit: last.get("pos_commit")?,
+                    sequence: last.get("pos_sequence")?,
                     id: uuid(last, "message_id")?,
                 }
                 .encode(),
@@ -110,16 +111,16 @@ impl ReadModels {
                 "SELECT delivery_id, message_id, recipient_id, channel, status, status_at
                  FROM deliveries{deliveries} WHERE district = ",
             );
-            let mut q = QueryBuilder::new(head);
+            let mut q = Builder::new(head);
             q.push_bind(d.clone());
             q.push(" AND message_id IN (");
             let ids = rows
                 .iter()
                 .map(|r| uuid(r, "message_id"))
                 .collect::<Result<Vec<_>, _>>()?;
-            push_list(&mut q, &ids);
+            q.push_list(ids);
             q.push(") ORDER BY message_id, recipient_id");
-            for row in q.build().fetch_all(&mut *s.tx).await? {
+            for row in q.build().fetch_all(&mut s.tx).await? {
                 by_message
                     .entry(uuid(&row, "message_id")?.into())
                     .or_default()
@@ -152,10 +153,10 @@ impl ReadModels {
                 conversation_kind: conversation_kind(row, "conversation_kind")?,
                 direction,
                 sender_id: author.into(),
-                sender_name: row.try_get("author_name")?,
+                sender_name: row.get("author_name")?,
                 sent_as: sent_as(row, "sent_as")?,
                 sent_at: time(row, "sent_at")?,
-                body: row.try_get("body")?,
+                body: row.get("body")?,
                 deliveries,
             });
         }
@@ -164,12 +165,5 @@ impl ReadModels {
             messages,
             next,
         })
-    }
-}
-
-fn push_list(q: &mut QueryBuilder<'_, crate::sqlite::Db>, ids: &[Uuid]) {
-    let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
     }
 }

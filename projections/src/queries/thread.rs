@@ -5,10 +5,10 @@ use super::{
     channel, conversation_kind, person_kind, sent_as, status, time, uuid, Conversation,
     MessageDelivery, Participant, ReadModels, Snapshot, ThreadMessage,
 };
+use crate::db::query;
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
 use homeroom_domain::{ConversationId, DistrictId, MessageId, PersonId};
-use sqlx::Row;
 use std::collections::HashMap;
 
 /// One delivery with what the thread's views add to it.
@@ -41,22 +41,22 @@ impl Snapshot {
             "SELECT conversation_id, title, kind, school_id, started_by, started_at, stopped
              FROM conversations{conversations} WHERE district = $1 AND conversation_id = $2",
         );
-        let Some(row) = sqlx::query(&sql)
+        let Some(row) = query(&sql)
             .bind(d)
             .bind(id.as_uuid())
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?
         else {
             return Ok(None);
         };
         let mut conversation = Conversation {
             conversation_id: id,
-            title: row.try_get("title")?,
+            title: row.get("title")?,
             kind: conversation_kind(&row, "kind")?,
             school_id: uuid(&row, "school_id")?.into(),
             started_by: uuid(&row, "started_by")?.into(),
             started_at: time(&row, "started_at")?,
-            stopped: row.try_get("stopped")?,
+            stopped: row.get("stopped")?,
             participants: Vec::new(),
             messages: Vec::new(),
         };
@@ -68,15 +68,15 @@ impl Snapshot {
              WHERE p.district = $1 AND p.conversation_id = $2 AND p.participant = TRUE
              ORDER BY p.ordinal",
         );
-        for row in sqlx::query(&sql)
+        for row in query(&sql)
             .bind(d)
             .bind(id.as_uuid())
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?
         {
             conversation.participants.push(Participant {
                 person_id: uuid(&row, "person_id")?.into(),
-                name: row.try_get("name")?,
+                name: row.get("name")?,
                 kind: person_kind(&row, "kind")?,
             });
         }
@@ -87,13 +87,13 @@ impl Snapshot {
              ORDER BY person_id",
         );
         let mut reads: Vec<(PersonId, i64)> = Vec::new();
-        for row in sqlx::query(&sql)
+        for row in query(&sql)
             .bind(d)
             .bind(id.as_uuid())
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?
         {
-            reads.push((uuid(&row, "person_id")?.into(), row.try_get("read_seq")?));
+            reads.push((uuid(&row, "person_id")?.into(), row.get("read_seq")?));
         }
 
         let sql = self.sql(
@@ -105,10 +105,10 @@ impl Snapshot {
              ORDER BY v.message_id, v.recipient_id",
         );
         let mut by_message: HashMap<MessageId, Vec<Planned>> = HashMap::new();
-        for row in sqlx::query(&sql)
+        for row in query(&sql)
             .bind(d)
             .bind(id.as_uuid())
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?
         {
             let delivery = MessageDelivery {
@@ -123,9 +123,9 @@ impl Snapshot {
                 .or_default()
                 .push(Planned {
                     delivery,
-                    recipient_name: row.try_get("name")?,
-                    text: row.try_get("text")?,
-                    language: row.try_get("language")?,
+                    recipient_name: row.get("name")?,
+                    text: row.get("text")?,
+                    language: row.get("language")?,
                 });
         }
 
@@ -137,30 +137,30 @@ impl Snapshot {
              WHERE m.district = $1 AND m.conversation_id = $2
              ORDER BY m.seq",
         );
-        for row in sqlx::query(&sql)
+        for row in query(&sql)
             .bind(d)
             .bind(id.as_uuid())
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?
         {
             let message_id: MessageId = uuid(&row, "message_id")?.into();
             let author_id: PersonId = uuid(&row, "author_id")?.into();
-            let seq: i64 = row.try_get("seq")?;
-            let original: String = row.try_get("body")?;
+            let seq: i64 = row.get("seq")?;
+            let original: String = row.get("body")?;
             let planned = by_message.get(&message_id);
             let mine = viewer.and_then(|v| {
                 planned.and_then(|ds| ds.iter().find(|p| p.delivery.recipient_id == v))
             });
             let (body, language) = match mine {
                 Some(p) => (p.text.clone(), Some(p.language.clone())),
-                None => (original.clone(), row.try_get("author_language")?),
+                None => (original.clone(), row.get("author_language")?),
             };
             conversation.messages.push(ThreadMessage {
                 message_id,
                 author_id,
-                author_name: row.try_get("author_name")?,
+                author_name: row.get("author_name")?,
                 sent_as: sent_as(&row, "sent_as")?,
-                subject: row.try_get("subject")?,
+                subject: row.get("subject")?,
                 body,
                 original_body: original,
                 language,

@@ -32,6 +32,8 @@ pub(crate) enum Step {
     Wait(Duration),
     /// Give up (rebuilds only; live projectors park instead).
     Fatal(ProjectionError),
+    /// This process no longer holds the lease: stop applying (fenced drivers only).
+    LeaseLost,
 }
 
 pub(crate) struct Driver<'a> {
@@ -45,6 +47,8 @@ pub(crate) struct Driver<'a> {
     narrow_until: Option<Position>,
     failures: HashMap<&'static str, u32>,
     db_failures: u32,
+    /// The lease holder's session: every batch checks the lease is still held by it.
+    pub fence: Option<i32>,
 }
 
 impl<'a> Driver<'a> {
@@ -58,6 +62,7 @@ impl<'a> Driver<'a> {
             narrow_until: None,
             failures: HashMap::new(),
             db_failures: 0,
+            fence: None,
         }
     }
 
@@ -98,7 +103,7 @@ impl<'a> Driver<'a> {
         let n = limit.min(self.buffer.len()).max(1);
         let events = &self.buffer.make_contiguous()[..n];
         let last = events[n - 1].recorded.position;
-        match lanes::write_batch(self.rt, self.set, self.prev, events).await {
+        match lanes::write_batch(self.rt, self.set, self.prev, events, self.fence).await {
             Ok(lanes) => {
                 self.db_failures = 0;
                 for lane in &lanes {
@@ -118,6 +123,11 @@ impl<'a> Driver<'a> {
                 self.buffer.clear();
                 self.poison = None;
                 Step::Gap
+            }
+            Err(BatchError::LeaseLost) => {
+                self.buffer.clear();
+                self.poison = None;
+                Step::LeaseLost
             }
             Err(BatchError::Lane {
                 name,

@@ -1,18 +1,18 @@
 //! Lanes: one generation of one projector and its checkpoint, as the database says now.
 //!
-//! Every batch re-reads its lanes inside its own write transaction (`BEGIN IMMEDIATE`,
-//! so nobody else writes meanwhile), applies the events each lane has not seen, moves
+//! Every batch re-reads its lanes inside its own write transaction (holding the
+//! engine's write lock: `BEGIN IMMEDIATE` on SQLite, the schema's advisory lock on
+//! PostgreSQL, so nobody else writes meanwhile), applies the events each lane has not seen, moves
 //! each lane's checkpoint, and commits. Because the truth is read from the database
 //! each time, a rebuild switched by another process, or a second rebuilder of the same
 //! generation, can never make a batch apply an event twice or skip one: a lane that is
 //! ahead skips what it has, and a lane that is behind the batch reports a gap.
 
 use super::Inner;
+use crate::db::{position_columns, position_from, query, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{Envelope, Generation, Projector};
-use crate::sqlite::{position_columns, position_from, Tx};
 use homeroom_eventstore::Position;
-use sqlx::{Row, SqliteConnection};
 use std::sync::Arc;
 
 /// Which generation of each projector a batch writes.
@@ -53,6 +53,9 @@ pub(crate) enum BatchError {
     },
     /// The database failed outside any projector (begin, checkpoints, commit).
     Db(ProjectionError),
+    /// A fenced batch found that this process no longer holds the lease; nothing was
+    /// written.
+    LeaseLost,
 }
 
 impl From<sqlx::Error> for BatchError {
@@ -79,14 +82,14 @@ const BUILDING: &str = "SELECT g.projector, g.building_generation, g.building_ve
 /// parked) are left out.
 pub(crate) async fn load(
     rt: &Inner,
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     set: LaneSet<'_>,
 ) -> Result<Vec<Lane>, ProjectionError> {
     let sql = match set {
         LaneSet::Active => ACTIVE,
         LaneSet::Building(_) => BUILDING,
     };
-    let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
+    let rows = query(sql).fetch_all(tx).await?;
     let mut lanes = Vec::with_capacity(rows.len());
     for projector in &rt.projectors {
         let name = projector.name();
@@ -95,19 +98,16 @@ pub(crate) async fn load(
                 continue;
             }
         }
-        let Some(row) = rows
-            .iter()
-            .find(|r| r.try_get::<&str, _>(0).ok() == Some(name))
-        else {
+        let Some(row) = rows.iter().find(|r| r.get::<&str, _>(0).ok() == Some(name)) else {
             continue;
         };
         let generation = Generation::new(
-            u64::try_from(row.try_get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?,
+            u64::try_from(row.get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?,
         );
         let version =
-            u32::try_from(row.try_get::<i64, _>(2)?).map_err(|_| ProjectionError::OutOfRange)?;
+            u32::try_from(row.get::<i64, _>(2)?).map_err(|_| ProjectionError::OutOfRange)?;
         let checkpoint =
-            position_from(row.try_get(3)?, row.try_get(4)?).ok_or(ProjectionError::OutOfRange)?;
+            position_from(row.get(3)?, row.get(4)?).ok_or(ProjectionError::OutOfRange)?;
         if version != projector.version() {
             continue;
         }
@@ -171,7 +171,7 @@ pub(crate) async fn save_checkpoint(
     position: Position,
 ) -> Result<(), ProjectionError> {
     let (commit, sequence) = position_columns(position)?;
-    sqlx::query(
+    query(
         "UPDATE projection_checkpoints SET commit_pos = $3, sequence = $4
          WHERE projector = $1 AND generation = $2",
     )
@@ -179,7 +179,7 @@ pub(crate) async fn save_checkpoint(
     .bind(generation_column(generation)?)
     .bind(commit)
     .bind(sequence)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?;
     Ok(())
 }
@@ -191,16 +191,29 @@ pub(crate) fn generation_column(generation: Generation) -> Result<i64, Projectio
 
 /// One batch in its own write transaction: load the lanes, apply, commit. On any error
 /// the transaction is rolled back, so nothing of the batch (nor any checkpoint) stays.
+///
+/// With a `fence` (the lease holder's session, on PostgreSQL) the batch first checks
+/// that this session still holds the lease, and writes nothing when it does not.
+/// Batches of serving generations tell standbys their new checkpoints on commit.
 pub(crate) async fn write_batch(
     rt: &Inner,
     set: LaneSet<'_>,
     prev: Position,
     events: &[Envelope],
+    fence: Option<i32>,
 ) -> Result<Vec<Lane>, BatchError> {
     let mut tx = rt.db.begin_write().await?;
     let outcome = async {
+        if let Some(pid) = fence {
+            if !rt.db.holds_lease(&mut tx, pid).await? {
+                return Err(BatchError::LeaseLost);
+            }
+        }
         let mut lanes = load(rt, &mut tx, set).await.map_err(BatchError::Db)?;
-        apply(&mut tx, &mut lanes, prev, events).await?;
+        let moved = apply(&mut tx, &mut lanes, prev, events).await?;
+        if matches!(set, LaneSet::Active) && !moved.is_empty() {
+            rt.db.notify(&mut tx).await?;
+        }
         Ok::<_, BatchError>(lanes)
     }
     .await;

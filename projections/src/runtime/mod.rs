@@ -13,23 +13,29 @@
 //!   lag behind the log, and health (live, stale, retrying, parked).
 //! - [`ProjectionRuntime::rebuild`] (in `rebuild.rs`) builds new generations
 //!   blue/green and switches atomically.
+//! - On PostgreSQL, [`ProjectionRuntime::run`] applies the log only while this process
+//!   holds the schema's lease (in `lease.rs`); otherwise it stands by, keeping its
+//!   checkpoints current from the holder's notifications so `wait_for` still answers.
 
 mod driver;
 pub(crate) mod lanes;
+mod lease;
 mod rebuild;
+
+pub use lease::LeaseState;
 
 pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport, RebuildTarget, RebuiltProjector};
 
+use crate::db::{position_from, query, Engine, ReadDb, META_SCHEMA};
 use crate::error::{ProjectionError, WaitError};
+use crate::postgres::PgLease;
 use crate::projector::{Generation, Projector};
 use crate::queries::ReadModels;
-use crate::sqlite::{position_from, ReadDb, META_SCHEMA};
 use driver::{Driver, Step};
 use futures::StreamExt;
 use homeroom_eventstore::{EventStore, Position};
 use lanes::{Lane, LaneSet};
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
@@ -150,6 +156,9 @@ pub struct ProjectorStatus {
     pub health: Health,
     /// The generation being rebuilt, if any.
     pub rebuild: Option<BuildingStatus>,
+    /// Whether this process applies the log (the same for every projector: one lease
+    /// covers them all).
+    pub lease: LeaseState,
 }
 
 /// In-memory health of a projector's serving generation.
@@ -181,6 +190,10 @@ pub(crate) struct Inner {
     /// Counts the switches this process made.
     switches: watch::Sender<u64>,
     rebuild_lock: tokio::sync::Mutex<()>,
+    /// The lease on PostgreSQL (`None` on SQLite, which needs none).
+    pub(crate) lease: Option<PgLease>,
+    /// What this process knows about the lease.
+    lease_state: watch::Sender<LeaseState>,
 }
 
 /// The projector runtime. Clones share one runtime.
@@ -212,39 +225,42 @@ impl ProjectionRuntime {
                 return Err(ProjectionError::DuplicateProjector(p.name()));
             }
         }
+        let engine = db.engine();
         let mut tx = db.begin_write().await?;
         for statement in META_SCHEMA {
-            sqlx::query(statement).execute(&mut *tx).await?;
+            query(&engine.render(statement, |_| None))
+                .execute(&mut tx)
+                .await?;
         }
         for p in &projectors {
-            let exists: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM projection_generations WHERE projector = $1",
-            )
-            .bind(p.name())
-            .fetch_one(&mut *tx)
-            .await?;
+            let exists: i64 =
+                query("SELECT COUNT(*) FROM projection_generations WHERE projector = $1")
+                    .bind(p.name())
+                    .fetch_one(&mut tx)
+                    .await?
+                    .get(0)?;
             if exists > 0 {
                 continue;
             }
             let first = Generation::new(1);
-            for statement in p.schema(first) {
-                sqlx::query(&statement).execute(&mut *tx).await?;
+            for statement in p.schema(engine, first) {
+                query(&statement).execute(&mut tx).await?;
             }
-            sqlx::query(
+            query(
                 "INSERT INTO projection_generations
                     (projector, active_generation, active_version, next_generation)
                  VALUES ($1, 1, $2, 2)",
             )
             .bind(p.name())
             .bind(i64::from(p.version()))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            query(
                 "INSERT INTO projection_checkpoints (projector, generation, commit_pos, sequence)
                  VALUES ($1, 1, 0, 0)",
             )
             .bind(p.name())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -255,7 +271,15 @@ impl ProjectionRuntime {
             checkpoints.insert(p.name(), watch::channel(Position::START).0);
             health.insert(p.name(), LaneHealth::Live);
         }
+        let lease = db.postgres().map(|pg| pg.lease());
+        let lease_state = watch::channel(match engine {
+            Engine::Sqlite => LeaseState::NotNeeded,
+            Engine::Postgres => LeaseState::Standby,
+        })
+        .0;
         let inner = Inner {
+            lease,
+            lease_state,
             store,
             db,
             projectors,
@@ -267,12 +291,15 @@ impl ProjectionRuntime {
             switches: watch::channel(0).0,
             rebuild_lock: tokio::sync::Mutex::new(()),
         };
-        inner.drop_retired().await?;
-        for (name, _, checkpoint) in inner.serving().await? {
-            if let Some(tx) = inner.checkpoints.get(name) {
-                tx.send_replace(checkpoint);
+        if let Err(e) = inner.drop_retired().await {
+            // PostgreSQL may give up waiting for queries still reading an old
+            // generation: it is dropped after the next switch or start instead.
+            if !e.is_transient() {
+                return Err(e);
             }
+            tracing::warn!(error = %e, "dropping retired generations failed; later, then");
         }
+        inner.refresh_checkpoints().await?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -297,6 +324,13 @@ impl ProjectionRuntime {
     /// Failures never end the loop: they are retried, or park one projector (see
     /// [`Health`]).
     ///
+    /// On PostgreSQL, several processes may run this on one schema: only the holder of
+    /// the schema's lease applies the log (and runs the start-up rebuilds); the others
+    /// stand by, keep their checkpoints (and so [`Self::wait_for`]) current from the
+    /// holder's notifications, and one of them takes the lease within
+    /// [`crate::PgReadConfig::lease_retry`] once the holder's session ends.
+    /// [`Self::lease`] says which this process is.
+    ///
     /// # Errors
     /// [`ProjectionError::Database`] only when the start-up check for pending rebuilds
     /// fails.
@@ -304,20 +338,11 @@ impl ProjectionRuntime {
         &self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProjectionError> {
-        let pending = self.inner.pending_rebuilds().await?;
-        let background = if pending.is_empty() {
-            None
-        } else {
-            let rt = self.clone();
-            Some(tokio::spawn(async move {
-                let names = pending.iter().map(|n| n.to_string()).collect();
-                tracing::info!(projectors = ?pending, "rebuilding projectors on start");
-                if let Err(error) = rt.rebuild(RebuildTarget::Named(names), |_| {}).await {
-                    tracing::error!(error = %error, "start-up rebuild stopped");
-                }
-            }))
-        };
-        self.inner.live(shutdown).await;
+        if self.inner.lease.is_some() {
+            return self.run_leased(shutdown).await;
+        }
+        let background = self.start_pending_rebuilds().await?;
+        self.inner.live(shutdown, None).await;
         if let Some(task) = background {
             // An unfinished rebuild rolls back its current batch and resumes from its
             // own checkpoint on the next start.
@@ -326,9 +351,29 @@ impl ProjectionRuntime {
         Ok(())
     }
 
+    /// Starts, in the background, the rebuilds `run` does on start.
+    async fn start_pending_rebuilds(
+        &self,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, ProjectionError> {
+        let pending = self.inner.pending_rebuilds().await?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let rt = self.clone();
+        Ok(Some(tokio::spawn(async move {
+            let names = pending.iter().map(|n| n.to_string()).collect();
+            tracing::info!(projectors = ?pending, "rebuilding projectors on start");
+            if let Err(error) = rt.rebuild(RebuildTarget::Named(names), |_| {}).await {
+                tracing::error!(error = %error, "start-up rebuild stopped");
+            }
+        })))
+    }
+
     /// Applies everything in the log now (up to its head) to the serving generations,
     /// then returns the position reached. For tools and tests; [`Self::run`] does this
-    /// and then stays live.
+    /// and then stays live. It does not take the PostgreSQL lease: alongside a running
+    /// holder it is still safe (every batch re-reads its checkpoints under the write
+    /// lock, so nothing is applied twice), merely redundant.
     ///
     /// # Errors
     /// None in practice: failures are retried or park a projector, as in `run`.
@@ -422,8 +467,9 @@ impl ProjectionRuntime {
     pub async fn status(&self) -> Result<Vec<ProjectorStatus>, ProjectionError> {
         let head = self.inner.store.head().await?;
         let lag = |p: Position| head.sequence.saturating_sub(p.sequence);
-        let mut conn = self.inner.db.read_conn().await?;
-        let rows = sqlx::query(
+        let lease = self.lease();
+        let mut tx = self.inner.db.begin_read().await?;
+        let rows = query(
             "SELECT g.projector, g.active_generation, g.active_version, a.commit_pos, a.sequence,
                     g.building_generation, g.building_version, b.commit_pos, b.sequence
              FROM projection_generations g
@@ -432,27 +478,25 @@ impl ProjectionRuntime {
              LEFT JOIN projection_checkpoints b
                ON b.projector = g.projector AND b.generation = g.building_generation",
         )
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut tx)
         .await?;
+        tx.commit().await?;
         let health = lock(&self.inner.health).clone();
         let rebuild_errors = lock(&self.inner.rebuild_errors).clone();
         let mut out = Vec::new();
         for p in &self.inner.projectors {
             let name = p.name();
-            let Some(row) = rows
-                .iter()
-                .find(|r| r.try_get::<&str, _>(0).ok() == Some(name))
-            else {
+            let Some(row) = rows.iter().find(|r| r.get::<&str, _>(0).ok() == Some(name)) else {
                 continue;
             };
             let number = |i: usize| -> Result<Option<u64>, ProjectionError> {
-                row.try_get::<Option<i64>, _>(i)?
+                row.get::<Option<i64>, _>(i)?
                     .map(|v| u64::try_from(v).map_err(|_| ProjectionError::OutOfRange))
                     .transpose()
             };
             let position = |i: usize| -> Result<Position, ProjectionError> {
-                let commit: Option<i64> = row.try_get(i)?;
-                let sequence: Option<i64> = row.try_get(i + 1)?;
+                let commit: Option<i64> = row.get(i)?;
+                let sequence: Option<i64> = row.get(i + 1)?;
                 position_from(commit.unwrap_or(0), sequence.unwrap_or(0))
                     .ok_or(ProjectionError::OutOfRange)
             };
@@ -499,6 +543,7 @@ impl ProjectionRuntime {
                 lag: lag(checkpoint),
                 health,
                 rebuild,
+                lease,
             });
         }
         Ok(out)
@@ -575,34 +620,54 @@ impl Inner {
 
     /// The lanes of `set`, read outside any batch.
     pub(crate) async fn read_lanes(&self, set: LaneSet<'_>) -> Result<Vec<Lane>, ProjectionError> {
-        let mut conn = self.db.read_conn().await?;
-        lanes::load(self, &mut conn, set).await
+        let mut tx = self.db.begin_read().await?;
+        let lanes = lanes::load(self, &mut tx, set).await?;
+        tx.commit().await?;
+        Ok(lanes)
     }
 
     /// Every registered projector's serving generation and checkpoint.
     async fn serving(&self) -> Result<Vec<(&'static str, Generation, Position)>, ProjectionError> {
-        let mut conn = self.db.read_conn().await?;
-        let rows = sqlx::query(
+        let mut tx = self.db.begin_read().await?;
+        let rows = query(
             "SELECT g.projector, g.active_generation, c.commit_pos, c.sequence
              FROM projection_generations g
              JOIN projection_checkpoints c
                ON c.projector = g.projector AND c.generation = g.active_generation",
         )
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut tx)
         .await?;
+        tx.commit().await?;
         let mut out = Vec::new();
         for row in rows {
-            let name: &str = row.try_get(0)?;
+            let name: &str = row.get(0)?;
             let Some(p) = self.projector(name) else {
                 continue;
             };
-            let generation = u64::try_from(row.try_get::<i64, _>(1)?)
-                .map_err(|_| ProjectionError::OutOfRange)?;
-            let checkpoint = position_from(row.try_get(2)?, row.try_get(3)?)
-                .ok_or(ProjectionError::OutOfRange)?;
+            let generation =
+                u64::try_from(row.get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?;
+            let checkpoint =
+                position_from(row.get(2)?, row.get(3)?).ok_or(ProjectionError::OutOfRange)?;
             out.push((p.name(), Generation::new(generation), checkpoint));
         }
         Ok(out)
+    }
+
+    /// Moves the checkpoint watches up to what the database says the serving
+    /// generations have applied (work of another process, or of an earlier run).
+    async fn refresh_checkpoints(&self) -> Result<(), ProjectionError> {
+        for (name, _, checkpoint) in self.serving().await? {
+            if let Some(tx) = self.checkpoints.get(name) {
+                tx.send_if_modified(|p| {
+                    let newer = checkpoint > *p;
+                    if newer {
+                        *p = checkpoint;
+                    }
+                    newer
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Where a feed for `set` starts: the lowest checkpoint among its lanes, or the
@@ -666,7 +731,8 @@ impl Inner {
                 }
                 match driver.step().await {
                     Step::Progress => progress(driver.prev),
-                    Step::Gap => continue 'feed,
+                    // Only fenced (live) drivers lose a lease; this one is not.
+                    Step::Gap | Step::LeaseLost => continue 'feed,
                     Step::Wait(d) => tokio::time::sleep(d).await,
                     Step::Fatal(e) => return Err(e),
                 }
@@ -675,9 +741,11 @@ impl Inner {
     }
 
     /// The live loop: subscribe from the lowest checkpoint, batch what is immediately
-    /// available, and never stop until `shutdown`.
-    async fn live(&self, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = pin!(shutdown);
+    /// available, and never stop until `stop` completes (`Some` of its output) or, with
+    /// a `fence` (the lease holder's session), until a batch finds the lease gone
+    /// (`None`).
+    async fn live<T>(&self, stop: impl Future<Output = T>, fence: Option<i32>) -> Option<T> {
+        let mut shutdown = pin!(stop);
         let mut failures = 0u32;
         'subscribe: loop {
             let from = match self.start_of(LaneSet::Active).await {
@@ -686,7 +754,7 @@ impl Inner {
                     failures += 1;
                     tracing::warn!(error = %e, "reading projection checkpoints failed; retrying");
                     tokio::select! {
-                        _ = &mut shutdown => return,
+                        out = &mut shutdown => return Some(out),
                         _ = tokio::time::sleep(self.config.retry.backoff(failures)) => continue 'subscribe,
                     }
                 }
@@ -696,20 +764,21 @@ impl Inner {
                 .subscribe_all(from)
                 .ready_chunks(self.config.batch_size);
             let mut driver = Driver::new(self, LaneSet::Active, from);
+            driver.fence = fence;
             let mut broken = false;
             loop {
                 if driver.is_idle() {
                     if broken {
                         failures += 1;
                         tokio::select! {
-                            _ = &mut shutdown => return,
+                            out = &mut shutdown => return Some(out),
                             _ = tokio::time::sleep(self.config.retry.backoff(failures)) => continue 'subscribe,
                         }
                     }
                     let changed = self.changed.notified();
                     tokio::select! {
                         biased;
-                        _ = &mut shutdown => return,
+                        out = &mut shutdown => return Some(out),
                         _ = changed => continue 'subscribe,
                         chunk = stream.next() => match chunk {
                             None => broken = true,
@@ -742,10 +811,11 @@ impl Inner {
                     Step::Gap => continue 'subscribe,
                     Step::Wait(d) => {
                         tokio::select! {
-                            _ = &mut shutdown => return,
+                            out = &mut shutdown => return Some(out),
                             _ = tokio::time::sleep(d) => {}
                         }
                     }
+                    Step::LeaseLost => return None,
                     Step::Fatal(e) => {
                         // Not produced for active lanes; log rather than lose it.
                         tracing::error!(error = %e, "projection failure");
@@ -759,22 +829,28 @@ impl Inner {
     /// Drops the tables of generations an earlier switch retired.
     async fn drop_retired(&self) -> Result<(), ProjectionError> {
         let mut tx = self.db.begin_write().await?;
-        let rows = sqlx::query("SELECT projector, generation FROM projection_retired")
-            .fetch_all(&mut *tx)
+        let rows = query("SELECT projector, generation FROM projection_retired")
+            .fetch_all(&mut tx)
             .await?;
-        for row in rows {
-            let name: &str = row.try_get(0)?;
-            let number: i64 = row.try_get(1)?;
-            let Some(p) = self.projector(name) else {
-                continue;
-            };
+        let mut retired = Vec::new();
+        for row in &rows {
+            let name: &str = row.get(0)?;
+            let number: i64 = row.get(1)?;
+            if let Some(p) = self.projector(name) {
+                retired.push((p, number));
+            }
+        }
+        if !retired.is_empty() {
+            self.db.before_drop(&mut tx).await?;
+        }
+        for (p, number) in retired {
             let generation =
                 Generation::new(u64::try_from(number).map_err(|_| ProjectionError::OutOfRange)?);
-            crate::sqlite::drop_tables(&mut tx, p.tables(), generation).await?;
-            sqlx::query("DELETE FROM projection_retired WHERE projector = $1 AND generation = $2")
+            crate::db::drop_tables(&mut tx, p.tables(), generation).await?;
+            query("DELETE FROM projection_retired WHERE projector = $1 AND generation = $2")
                 .bind(p.name())
                 .bind(number)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;
@@ -784,22 +860,23 @@ impl Inner {
     /// Projectors to rebuild on start: serving a generation built by another version,
     /// or with a rebuild left unfinished.
     async fn pending_rebuilds(&self) -> Result<Vec<&'static str>, ProjectionError> {
-        let mut conn = self.db.read_conn().await?;
-        let rows = sqlx::query(
+        let mut tx = self.db.begin_read().await?;
+        let rows = query(
             "SELECT projector, active_version, building_generation FROM projection_generations",
         )
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut tx)
         .await?;
+        tx.commit().await?;
         let mut out = Vec::new();
         for p in &self.projectors {
             let Some(row) = rows
                 .iter()
-                .find(|r| r.try_get::<&str, _>(0).ok() == Some(p.name()))
+                .find(|r| r.get::<&str, _>(0).ok() == Some(p.name()))
             else {
                 continue;
             };
-            let version: i64 = row.try_get(1)?;
-            let building: Option<i64> = row.try_get(2)?;
+            let version: i64 = row.get(1)?;
+            let building: Option<i64> = row.get(2)?;
             if version != i64::from(p.version()) || building.is_some() {
                 out.push(p.name());
             }

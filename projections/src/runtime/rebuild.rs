@@ -12,7 +12,8 @@
 //!    `active_generation` at the new generation. Queries read that table inside their
 //!    own snapshot, so each sees either the old or the new generation, whole. The old
 //!    tables are recorded in `projection_retired` and dropped after the commit (or on
-//!    the next start, if the process dies first).
+//!    the next start, if the process dies first). On PostgreSQL the drop first waits
+//!    for the queries still reading the old generation (see [`crate::postgres`]).
 //!
 //! Killing the process at any point leaves either the old generation serving (and the
 //! new one resumable) or the new one serving: never a mix.
@@ -20,12 +21,11 @@
 use super::lanes::{self, BatchError, Lane, LaneSet};
 use super::{lock, Inner, LaneHealth, ProjectionRuntime};
 use crate::codec::decode;
+use crate::db::{drop_tables, query, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{Envelope, Generation};
-use crate::sqlite::{drop_tables, ts, Tx};
 use homeroom_eventstore::Position;
 use serde::Serialize;
-use sqlx::Row;
 
 /// Pages of the log applied inside the switch transaction before it commits what it
 /// has and tries again (only a log growing faster than the rebuild hits this).
@@ -225,22 +225,23 @@ impl Inner {
         &self,
         names: &[&'static str],
     ) -> Result<Vec<(&'static str, Generation, bool)>, ProjectionError> {
+        let engine = self.db.engine();
         let mut tx = self.db.begin_write().await?;
         let mut out = Vec::new();
         for name in names {
             let Some(p) = self.projector(name) else {
                 continue;
             };
-            let row = sqlx::query(
+            let row = query(
                 "SELECT building_generation, building_version, next_generation
                  FROM projection_generations WHERE projector = $1",
             )
             .bind(*name)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
-            let building: Option<i64> = row.try_get(0)?;
-            let building_version: Option<i64> = row.try_get(1)?;
-            let next: i64 = row.try_get(2)?;
+            let building: Option<i64> = row.get(0)?;
+            let building_version: Option<i64> = row.get(1)?;
+            let next: i64 = row.get(2)?;
             if let Some(b) = building {
                 let generation = generation_from(b)?;
                 if building_version == Some(i64::from(p.version())) {
@@ -248,29 +249,29 @@ impl Inner {
                     continue;
                 }
                 drop_tables(&mut tx, p.tables(), generation).await?;
-                sqlx::query(
+                query(
                     "DELETE FROM projection_checkpoints WHERE projector = $1 AND generation = $2",
                 )
                 .bind(*name)
                 .bind(b)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             let generation = generation_from(next)?;
             drop_tables(&mut tx, p.tables(), generation).await?;
-            for statement in p.schema(generation) {
-                sqlx::query(&statement).execute(&mut *tx).await?;
+            for statement in p.schema(engine, generation) {
+                query(&statement).execute(&mut tx).await?;
             }
-            sqlx::query(
+            query(
                 "INSERT INTO projection_checkpoints (projector, generation, commit_pos, sequence)
                  VALUES ($1, $2, 0, 0)
                  ON CONFLICT (projector, generation) DO UPDATE SET commit_pos = 0, sequence = 0",
             )
             .bind(*name)
             .bind(next)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            query(
                 "UPDATE projection_generations
                  SET building_generation = $2, building_version = $3, next_generation = $4
                  WHERE projector = $1",
@@ -279,7 +280,7 @@ impl Inner {
             .bind(next)
             .bind(i64::from(p.version()))
             .bind(next + 1)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tracing::info!(
                 projector = *name,
@@ -353,7 +354,7 @@ impl Inner {
             }
             match lanes::apply(tx, &mut lanes, from, &envelopes).await {
                 Ok(_) => {}
-                Err(BatchError::Gap) => return Ok(None),
+                Err(BatchError::Gap | BatchError::LeaseLost) => return Ok(None),
                 Err(BatchError::Db(e)) => return Err(e),
                 Err(BatchError::Lane {
                     name,
@@ -377,39 +378,37 @@ impl Inner {
         if !caught_up {
             return Ok(None);
         }
-        let now = ts(&chrono::Utc::now());
+        let now = chrono::Utc::now();
         for lane in &lanes {
-            let old: i64 = sqlx::query_scalar(
-                "SELECT active_generation FROM projection_generations WHERE projector = $1",
-            )
-            .bind(lane.name())
-            .fetch_one(&mut **tx)
-            .await?;
-            sqlx::query(
+            let old: i64 =
+                query("SELECT active_generation FROM projection_generations WHERE projector = $1")
+                    .bind(lane.name())
+                    .fetch_one(tx)
+                    .await?
+                    .get(0)?;
+            query(
                 "UPDATE projection_generations
                  SET active_generation = building_generation, active_version = building_version,
                      building_generation = NULL, building_version = NULL, switched_at = $2
                  WHERE projector = $1",
             )
             .bind(lane.name())
-            .bind(&now)
-            .execute(&mut **tx)
+            .bind(now)
+            .execute(tx)
             .await?;
-            sqlx::query(
+            query(
                 "INSERT INTO projection_retired (projector, generation) VALUES ($1, $2)
                  ON CONFLICT (projector, generation) DO NOTHING",
             )
             .bind(lane.name())
             .bind(old)
-            .execute(&mut **tx)
+            .execute(tx)
             .await?;
-            sqlx::query(
-                "DELETE FROM projection_checkpoints WHERE projector = $1 AND generation = $2",
-            )
-            .bind(lane.name())
-            .bind(old)
-            .execute(&mut **tx)
-            .await?;
+            query("DELETE FROM projection_checkpoints WHERE projector = $1 AND generation = $2")
+                .bind(lane.name())
+                .bind(old)
+                .execute(tx)
+                .await?;
             tracing::info!(
                 projector = lane.name(),
                 from = old,
@@ -418,6 +417,7 @@ impl Inner {
                 "switched to the rebuilt generation"
             );
         }
+        self.db.notify(tx).await?;
         Ok(Some(lanes))
     }
 

@@ -103,9 +103,7 @@ fn ids(inbox: &Inbox) -> Vec<u128> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in() {
-    let w = World::new();
+async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in(w: World) {
     school_day(&w).await;
     let (runtime, read) = w.runtime().await;
     runtime.catch_up().await.unwrap();
@@ -151,9 +149,7 @@ async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in() 
     assert_eq!(guardian.next, None);
 }
 
-#[tokio::test]
-async fn unread_counts_follow_read_positions_and_skip_ones_own_messages() {
-    let w = World::new();
+async fn unread_counts_follow_read_positions_and_skip_ones_own_messages(w: World) {
     school_day(&w).await;
     let g = person(GUARDIAN);
     w.conv_event(
@@ -228,9 +224,7 @@ async fn unread_counts_follow_read_positions_and_skip_ones_own_messages() {
     assert_eq!(unread(&inbox, 2), Some(0));
 }
 
-#[tokio::test]
-async fn archive_mute_rename_and_stop_show_in_the_inbox() {
-    let w = World::new();
+async fn archive_mute_rename_and_stop_show_in_the_inbox(w: World) {
     school_day(&w).await;
     let t = person(TEACHER);
     let c = conversation(2);
@@ -333,9 +327,7 @@ async fn archive_mute_rename_and_stop_show_in_the_inbox() {
     assert_eq!(ids(&main), vec![4, 2, 1], "ordered by last message");
 }
 
-#[tokio::test]
-async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state() {
-    let w = World::new();
+async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state(w: World) {
     school_day(&w).await;
     let other_admin = person(3);
     w.register(NORTH, other_admin, PersonKind::Staff, "Otto Office")
@@ -422,9 +414,7 @@ async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state() {
     assert!(none.conversations.is_empty());
 }
 
-#[tokio::test]
-async fn inboxes_page_with_an_opaque_cursor() {
-    let w = World::new();
+async fn inboxes_page_with_an_opaque_cursor(w: World) {
     let t = person(TEACHER);
     w.register(NORTH, t, PersonKind::Staff, "Tess").await;
     for n in 0..5u128 {
@@ -476,9 +466,7 @@ async fn inboxes_page_with_an_opaque_cursor() {
     ));
 }
 
-#[tokio::test]
-async fn the_thread_shows_participants_messages_deliveries_and_read_receipts() {
-    let w = World::new();
+async fn the_thread_shows_participants_messages_deliveries_and_read_receipts(w: World) {
     school_day(&w).await;
     let (t, g, g2) = (person(TEACHER), person(GUARDIAN), person(OTHER_GUARDIAN));
     let c = conversation(2);
@@ -613,9 +601,7 @@ async fn the_thread_shows_participants_messages_deliveries_and_read_receipts() {
         .is_none());
 }
 
-#[tokio::test]
-async fn delivery_status_moves_forward_only() {
-    let w = World::new();
+async fn delivery_status_moves_forward_only(w: World) {
     school_day(&w).await;
     let d = delivery_id_for(message(1), person(GUARDIAN));
     w.outcome(NORTH, d, "delivered").await;
@@ -660,9 +646,7 @@ async fn delivery_status_moves_forward_only() {
     assert!(read.delivery(&district(SOUTH), d).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn a_students_record_holds_staff_messages_and_optionally_the_familys_replies() {
-    let w = World::new();
+async fn a_students_record_holds_staff_messages_and_optionally_the_familys_replies(w: World) {
     school_day(&w).await;
     let d = delivery_id_for(message(2), person(GUARDIAN));
     w.outcome(NORTH, d, "sent").await;
@@ -741,9 +725,7 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
     assert_eq!(got, vec![message(2), message(4)]);
 }
 
-#[tokio::test]
-async fn oversight_sees_every_conversation_and_searches_text_participant_and_dates() {
-    let w = World::new();
+async fn oversight_sees_every_conversation_and_searches_text_participant_and_dates(w: World) {
     school_day(&w).await;
     let (runtime, read) = w.runtime().await;
     runtime.catch_up().await.unwrap();
@@ -830,9 +812,7 @@ async fn oversight_sees_every_conversation_and_searches_text_participant_and_dat
     assert!(page.next.is_some());
 }
 
-#[tokio::test]
-async fn audit_lists_every_event_with_its_metadata_paged_by_position() {
-    let w = World::new();
+async fn audit_lists_every_event_with_its_metadata_paged_by_position(w: World) {
     let last = school_day(&w).await;
     w.register(SOUTH, person(TEACHER), PersonKind::Staff, "Elsewhere")
         .await;
@@ -970,9 +950,7 @@ async fn audit_lists_every_event_with_its_metadata_paged_by_position() {
     assert_eq!(since.events.len() + until.events.len(), all.events.len());
 }
 
-#[tokio::test]
-async fn districts_never_see_each_others_rows() {
-    let w = World::new();
+async fn districts_never_see_each_others_rows(w: World) {
     school_day(&w).await;
     // The same ids in another district.
     let (t, g) = (person(TEACHER), person(GUARDIAN));
@@ -1055,9 +1033,7 @@ async fn districts_never_see_each_others_rows() {
     );
 }
 
-#[tokio::test]
-async fn a_conversation_exports_as_json_lines() {
-    let w = World::new();
+async fn a_conversation_exports_as_json_lines(w: World) {
     school_day(&w).await;
     w.outcome(
         NORTH,
@@ -1100,13 +1076,27 @@ async fn a_conversation_exports_as_json_lines() {
         .is_none());
 }
 
-#[tokio::test]
-async fn queries_before_the_runtime_ever_ran_say_so() {
-    let w = World::new();
+async fn queries_before_the_runtime_ever_ran_say_so(w: World) {
     let read = crate::ReadModels::new(w.db().await);
     assert!(matches!(
         read.inbox_personal(&district(NORTH), person(1), false, &PageRequest::first())
             .await,
         Err(crate::QueryError::NotInitialised(_))
     ));
+}
+
+on_both_engines! {
+    #[tokio::test] the_personal_inbox_holds_only_conversations_the_person_takes_part_in,
+    #[tokio::test] unread_counts_follow_read_positions_and_skip_ones_own_messages,
+    #[tokio::test] archive_mute_rename_and_stop_show_in_the_inbox,
+    #[tokio::test] the_school_inbox_is_shared_by_every_holder_with_their_own_state,
+    #[tokio::test] inboxes_page_with_an_opaque_cursor,
+    #[tokio::test] the_thread_shows_participants_messages_deliveries_and_read_receipts,
+    #[tokio::test] delivery_status_moves_forward_only,
+    #[tokio::test] a_students_record_holds_staff_messages_and_optionally_the_familys_replies,
+    #[tokio::test] oversight_sees_every_conversation_and_searches_text_participant_and_dates,
+    #[tokio::test] audit_lists_every_event_with_its_metadata_paged_by_position,
+    #[tokio::test] districts_never_see_each_others_rows,
+    #[tokio::test] a_conversation_exports_as_json_lines,
+    #[tokio::test] queries_before_the_runtime_ever_ran_say_so,
 }

@@ -2,236 +2,20 @@
 //! killed rebuild resumes, a version bump rebuilds on start.
 
 use super::support::*;
+use crate::db::{Engine, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{Envelope, Generation, Projector};
-use crate::queries::{Inbox, OversightFilter, OversightScope, PageRequest};
-use crate::sqlite::{table_exists, Tx};
-use crate::{models, Health, ReadModels, RebuildPhase, RebuildTarget};
+use crate::{models, Health, RebuildPhase, RebuildTarget};
 use async_trait::async_trait;
-use homeroom_domain::events::*;
-use homeroom_domain::{
-    delivery_id_for, ConversationId, ConversationKind, Event, MessageId, PersonId, PersonKind,
-};
+use homeroom_domain::{ConversationKind, Event};
 use homeroom_eventstore::{Position, RecordedEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
-struct Conv {
-    district: &'static str,
-    id: ConversationId,
-    participants: Vec<PersonId>,
-    messages: Vec<MessageId>,
-}
-
-/// Appends a random but well-formed history: people in two districts, guardian links,
-/// conversations of every kind, messages, reads, toggles, renames, stops and delivery
-/// outcomes (in any order: the read model must cope). Returns the last position.
-async fn random_history(
-    w: &World,
-    rng: &mut StdRng,
-    ops: usize,
-    convs: &mut Vec<Conv>,
-) -> Position {
-    let mut last = Position::START;
-    let staff: Vec<PersonId> = (1..=4).map(person).collect();
-    let students: Vec<PersonId> = (10..=13).map(person).collect();
-    let guardians: Vec<PersonId> = (20..=23).map(person).collect();
-    if convs.is_empty() {
-        for d in [NORTH, SOUTH] {
-            for (i, p) in staff.iter().enumerate() {
-                w.register(d, *p, PersonKind::Staff, &format!("Staff {i}"))
-                    .await;
-            }
-            for (i, p) in students.iter().enumerate() {
-                w.register(d, *p, PersonKind::Student, &format!("Student {i}"))
-                    .await;
-            }
-            for (i, p) in guardians.iter().enumerate() {
-                w.register(d, *p, PersonKind::Guardian, &format!("Guardian {i}"))
-                    .await;
-                last = w.link(d, *p, students[i]).await;
-            }
-        }
-    }
-    let family: Vec<PersonId> = students.iter().chain(&guardians).copied().collect();
-    for _ in 0..ops {
-        let choice = if convs.is_empty() {
-            0
-        } else {
-            rng.random_range(0..10)
-        };
-        if choice == 0 {
-            let district = if rng.random_bool(0.8) { NORTH } else { SOUTH };
-            let kind = match rng.random_range(0..3) {
-                0 => ConversationKind::Personal,
-                1 => ConversationKind::School,
-                _ => ConversationKind::Group,
-            };
-            let mut participants = vec![staff[rng.random_range(0..staff.len())]];
-            let others = if kind == ConversationKind::Group {
-                rng.random_range(1..4)
-            } else {
-                1
-            };
-            while participants.len() < 1 + others {
-                let pool = if rng.random_bool(0.3) {
-                    &staff
-                } else {
-                    &family
-                };
-                let p = pool[rng.random_range(0..pool.len())];
-                if !participants.contains(&p) {
-                    participants.push(p);
-                }
-            }
-            let n = convs.len() as u128;
-            let (id, m) = (conversation(n), message(n * 1000));
-            last = w
-                .start(district, id, kind, &participants, m, &format!("start {n}"))
-                .await;
-            convs.push(Conv {
-                district,
-                id,
-                participants,
-                messages: vec![m],
-            });
-            continue;
-        }
-        let i = rng.random_range(0..convs.len());
-        let c = &mut convs[i];
-        let who = c.participants[rng.random_range(0..c.participants.len())];
-        let (d, id) = (c.district, c.id);
-        last = match choice {
-            1..=3 => {
-                let m = message(i as u128 * 1000 + c.messages.len() as u128);
-                c.messages.push(m);
-                let to: Vec<_> = c
-                    .participants
-                    .iter()
-                    .copied()
-                    .filter(|p| *p != who)
-                    .collect();
-                let body = format!("message {} in {i}", c.messages.len());
-                w.post(d, id, m, who, &body, &to).await
-            }
-            4 => {
-                let m = c.messages[rng.random_range(0..c.messages.len())];
-                let e = MessagesRead {
-                    conversation_id: id,
-                    person_id: who,
-                    up_to_message_id: m,
-                    at: w.now(),
-                };
-                w.conv_event(d, id, who, e.into()).await
-            }
-            5 => {
-                let at = w.now();
-                let e: Event = match rng.random_range(0..4) {
-                    0 => ConversationMuted {
-                        conversation_id: id,
-                        person_id: who,
-                        at,
-                    }
-                    .into(),
-                    1 => ConversationUnmuted {
-                        conversation_id: id,
-                        person_id: who,
-                        at,
-                    }
-                    .into(),
-                    2 => ConversationArchived {
-                        conversation_id: id,
-                        person_id: who,
-                        at,
-                    }
-                    .into(),
-                    _ => ConversationUnarchived {
-                        conversation_id: id,
-                        person_id: who,
-                        at,
-                    }
-                    .into(),
-                };
-                w.conv_event(d, id, who, e).await
-            }
-            6 => {
-                let e = ConversationRenamed {
-                    conversation_id: id,
-                    title: format!("title {}", rng.random_range(0..100)),
-                    by: who,
-                    at: w.now(),
-                };
-                w.conv_event(d, id, who, e.into()).await
-            }
-            7 if rng.random_bool(0.2) => {
-                let e = ConversationStopped {
-                    conversation_id: id,
-                    by: who,
-                    at: w.now(),
-                };
-                w.conv_event(d, id, who, e.into()).await
-            }
-            _ => {
-                let m = c.messages[rng.random_range(0..c.messages.len())];
-                let to = c.participants[rng.random_range(0..c.participants.len())];
-                let status = ["sent", "delivered", "failed"][rng.random_range(0..3)];
-                w.outcome(d, delivery_id_for(m, to), status).await
-            }
-        };
-    }
-    last
-}
-
-/// What the queries answer for every person and conversation: compared across builds.
-async fn answers(read: &ReadModels, convs: &[Conv]) -> Vec<String> {
-    let mut out = Vec::new();
-    for d in [NORTH, SOUTH] {
-        let district = district(d);
-        for p in (1..=4).chain(10..=13).chain(20..=23).map(person) {
-            for archived in [false, true] {
-                let inbox: Inbox = read
-                    .inbox_personal(&district, p, archived, &PageRequest::of(500))
-                    .await
-                    .unwrap();
-                out.push(serde_json::to_string(&inbox).unwrap());
-            }
-            let school = read
-                .inbox_school(&district, &[school(1)], p, false, &PageRequest::of(500))
-                .await
-                .unwrap();
-            out.push(serde_json::to_string(&school).unwrap());
-            let record = read
-                .student_record(&district, p, true, &PageRequest::of(500))
-                .await
-                .unwrap();
-            out.push(serde_json::to_string(&record).unwrap());
-        }
-        let oversight = read
-            .oversight(
-                &district,
-                &OversightScope::District,
-                &OversightFilter::default(),
-                &PageRequest::of(500),
-            )
-            .await
-            .unwrap();
-        out.push(serde_json::to_string(&oversight).unwrap());
-    }
-    for c in convs {
-        let thread = read
-            .conversation(&district(c.district), c.id, c.participants.last().copied())
-            .await
-            .unwrap();
-        out.push(serde_json::to_string(&thread).unwrap());
-    }
-    out
-}
-
-#[tokio::test]
-async fn a_rebuild_gives_the_same_rows_as_the_live_build_after_a_random_history() {
+async fn a_rebuild_gives_the_same_rows_as_the_live_build_after_a_random_history(w: World) {
     for seed in [7, 1_234, 99_991] {
-        let w = World::new();
+        let w = w.fresh();
         let (runtime, read) = w.runtime().await;
         let db = w.db().await;
         let (stop, task) = spawn_live(&runtime);
@@ -264,18 +48,16 @@ async fn a_rebuild_gives_the_same_rows_as_the_live_build_after_a_random_history(
         assert_eq!(dump(&runtime, &db).await, live_rows, "seed {seed}");
         assert_eq!(answers(&read, &convs).await, live_answers, "seed {seed}");
         assert!(
-            !table_exists(&db, "messages_g1").await,
+            !db.table_exists("messages_g1").await,
             "the old generation is dropped"
         );
-        assert!(table_exists(&db, "messages_g2").await);
+        assert!(db.table_exists("messages_g2").await);
         stop.send(()).unwrap();
         task.await.unwrap();
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_while_the_log_grows_switches_without_losing_an_event() {
-    let w = World::new();
+async fn a_rebuild_while_the_log_grows_switches_without_losing_an_event(w: World) {
     let (runtime, _) = w.runtime().await;
     let db = w.db().await;
     let (stop, task) = spawn_live(&runtime);
@@ -301,9 +83,7 @@ async fn a_rebuild_while_the_log_grows_switches_without_losing_an_event() {
     task.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queries_keep_answering_from_the_old_generation_during_a_rebuild() {
-    let w = World::new();
+async fn queries_keep_answering_from_the_old_generation_during_a_rebuild(w: World) {
     let mut rng = StdRng::seed_from_u64(5);
     let mut convs = Vec::new();
     random_history(&w, &mut rng, 200, &mut convs).await;
@@ -326,7 +106,9 @@ async fn queries_keep_answering_from_the_old_generation_during_a_rebuild() {
                     if !paused && p.phase == RebuildPhase::Building && p.done() > 0 {
                         paused = true;
                         let _ = reached_tx.send(());
-                        let _ = go_rx.recv();
+                        // Hand this worker's other tasks (and the I/O driver) to
+                        // another thread while paused: PostgreSQL's sockets need them.
+                        let _ = tokio::task::block_in_place(|| go_rx.recv());
                     }
                 })
                 .await
@@ -357,9 +139,7 @@ async fn queries_keep_answering_from_the_old_generation_during_a_rebuild() {
         .all(|s| s.generation == 2 && s.rebuild.is_none()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_killed_midway_leaves_the_old_generation_serving_and_resumes() {
-    let w = World::new();
+async fn a_rebuild_killed_midway_leaves_the_old_generation_serving_and_resumes(w: World) {
     let mut rng = StdRng::seed_from_u64(11);
     let mut convs = Vec::new();
     random_history(&w, &mut rng, 200, &mut convs).await;
@@ -384,7 +164,9 @@ async fn a_rebuild_killed_midway_leaves_the_old_generation_serving_and_resumes()
                     calls += 1;
                     if calls == 5 {
                         let _ = reached_tx.send(());
-                        let _ = go_rx.recv();
+                        // Hand this worker's other tasks (and the I/O driver) to
+                        // another thread while paused: PostgreSQL's sockets need them.
+                        let _ = tokio::task::block_in_place(|| go_rx.recv());
                     }
                 })
                 .await
@@ -425,7 +207,7 @@ async fn a_rebuild_killed_midway_leaves_the_old_generation_serving_and_resumes()
         .all(|p| p.resumed && p.generation == 2));
     assert_eq!(dump(&runtime, &db).await, expected_rows);
     assert_eq!(answers(&read, &convs).await, expected);
-    assert!(!table_exists(&db, "conversations_g1").await);
+    assert!(!db.table_exists("conversations_g1").await);
 }
 
 /// A projector under another version number.
@@ -442,8 +224,8 @@ impl Projector for Bumped {
     fn tables(&self) -> &'static [&'static str] {
         self.0.tables()
     }
-    fn schema(&self, generation: Generation) -> Vec<String> {
-        self.0.schema(generation)
+    fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
+        self.0.schema(engine, generation)
     }
     async fn apply(
         &self,
@@ -464,9 +246,7 @@ impl Projector for Bumped {
     }
 }
 
-#[tokio::test]
-async fn bumping_a_version_rebuilds_on_start_while_the_old_generation_answers() {
-    let w = World::new();
+async fn bumping_a_version_rebuilds_on_start_while_the_old_generation_answers(w: World) {
     let mut rng = StdRng::seed_from_u64(3);
     let mut convs = Vec::new();
     let last = random_history(&w, &mut rng, 120, &mut convs).await;
@@ -536,9 +316,7 @@ async fn bumping_a_version_rebuilds_on_start_while_the_old_generation_answers() 
     task.await.unwrap();
 }
 
-#[tokio::test]
-async fn rebuilding_an_unknown_projector_is_refused_and_one_projector_rebuilds_alone() {
-    let w = World::new();
+async fn rebuilding_an_unknown_projector_is_refused_and_one_projector_rebuilds_alone(w: World) {
     let mut rng = StdRng::seed_from_u64(8);
     random_history(&w, &mut rng, 30, &mut Vec::new()).await;
     let (runtime, _) = w.runtime().await;
@@ -576,4 +354,16 @@ async fn rebuilding_an_unknown_projector_is_refused_and_one_projector_rebuilds_a
         .await
         .unwrap();
     assert!(nothing.projectors.is_empty());
+}
+
+on_both_engines! {
+    #[tokio::test] a_rebuild_gives_the_same_rows_as_the_live_build_after_a_random_history,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_rebuild_while_the_log_grows_switches_without_losing_an_event,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    queries_keep_answering_from_the_old_generation_during_a_rebuild,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_rebuild_killed_midway_leaves_the_old_generation_serving_and_resumes,
+    #[tokio::test] bumping_a_version_rebuilds_on_start_while_the_old_generation_answers,
+    #[tokio::test] rebuilding_an_unknown_projector_is_refused_and_one_projector_rebuilds_alone,
 }

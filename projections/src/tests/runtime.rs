@@ -4,146 +4,15 @@
 use super::support::*;
 use crate::codec::decode;
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Envelope, Generation, Projector};
+use crate::projector::Envelope;
 use crate::runtime::lanes::{self, BatchError, LaneSet};
-use crate::sqlite::{ReadDb, Tx};
-use crate::{models, Health, RuntimeConfig, WaitError};
-use async_trait::async_trait;
-use homeroom_domain::{ConversationKind, Event, PersonKind};
-use homeroom_eventstore::{
-    EventAppender, EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
-};
-use std::sync::{Arc, Mutex};
+use crate::{models, Health, LeaseState, RuntimeConfig, WaitError};
+use homeroom_domain::{ConversationKind, PersonKind};
+use homeroom_eventstore::{EventMetadata, ExpectedVersion, NewEvent, Position, StreamId};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
-
-/// How a [`Counter`] misbehaves.
-#[derive(Default)]
-struct Plan {
-    /// The sequence it fails (or hangs) at.
-    at: Option<u64>,
-    /// How many more times it fails there.
-    failures: u32,
-    /// Whether its failure is transient.
-    transient: bool,
-    /// Hang at `at` forever, after notifying this.
-    hang: Option<Arc<Notify>>,
-}
-
-/// Counts how often each event reaches it: `times` is deliberately incremented, not
-/// upserted, so applying an event twice shows.
-struct Counter {
-    name: &'static str,
-    tables: &'static [&'static str],
-    plan: Mutex<Plan>,
-}
-
-impl Counter {
-    fn new(name: &'static str, tables: &'static [&'static str], plan: Plan) -> Arc<Self> {
-        Arc::new(Self {
-            name,
-            tables,
-            plan: Mutex::new(plan),
-        })
-    }
-
-    fn heal(&self) {
-        self.plan.lock().unwrap().failures = 0;
-    }
-
-    fn sql(&self, template: &str, generation: Generation) -> String {
-        render_for(
-            &template.replace("@T", &format!("{}{{{}}}", self.tables[0], self.name)),
-            self.name,
-            generation,
-        )
-    }
-}
-
-#[async_trait]
-impl Projector for Counter {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        self.tables
-    }
-
-    fn schema(&self, generation: Generation) -> Vec<String> {
-        vec![self.sql(
-            "CREATE TABLE IF NOT EXISTS @T (sequence BIGINT PRIMARY KEY, times BIGINT NOT NULL)",
-            generation,
-        )]
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut Tx<'_>,
-        generation: Generation,
-        recorded: &RecordedEvent,
-        _event: &Event,
-    ) -> Result<(), ProjectionError> {
-        let sequence = recorded.position.sequence;
-        let (fail, transient, hang) = {
-            let mut plan = self.plan.lock().unwrap();
-            let here = plan.at == Some(sequence);
-            let fail = here && plan.failures > 0;
-            if fail {
-                plan.failures -= 1;
-            }
-            (fail, plan.transient, plan.hang.clone().filter(|_| here))
-        };
-        if let Some(hang) = hang {
-            hang.notify_one();
-            std::future::pending::<()>().await;
-        }
-        if fail {
-            return Err(if transient {
-                ProjectionError::Database(sqlx::Error::PoolTimedOut)
-            } else {
-                ProjectionError::Inconsistent {
-                    projector: self.name,
-                    event_type: recorded.event_type.clone(),
-                    position: recorded.position,
-                    reason: "told to fail",
-                }
-            });
-        }
-        sqlx::query(&self.sql(
-            "INSERT INTO @T (sequence, times) VALUES ($1, 1)
-             ON CONFLICT (sequence) DO UPDATE SET times = @T.times + 1",
-            generation,
-        ))
-        .bind(i64::try_from(sequence).map_err(|_| ProjectionError::OutOfRange)?)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-}
-
-/// `(sequence, times)` rows of a counter's first generation.
-async fn counted(db: &ReadDb, table: &str) -> Vec<(i64, i64)> {
-    let rows = crate::sqlite::dump_table(db, &format!("{table}_g1")).await;
-    let mut out: Vec<(i64, i64)> = rows
-        .iter()
-        .map(|r| {
-            let (a, b) = r.split_once('|').unwrap();
-            (a.parse().unwrap(), b.parse().unwrap())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn once(n: i64) -> Vec<(i64, i64)> {
-    (1..=n).map(|s| (s, 1)).collect()
-}
 
 async fn people(w: &World, n: u128) -> Position {
     let mut last = Position::START;
@@ -155,9 +24,7 @@ async fn people(w: &World, n: u128) -> Position {
     last
 }
 
-#[tokio::test]
-async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once() {
-    let w = World::new();
+async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once(w: World) {
     people(&w, 10).await;
     let a = Counter::new(
         "counter_a",
@@ -181,8 +48,14 @@ async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once() {
         })
         .collect();
 
-    let failed =
-        lanes::write_batch(&runtime.inner, LaneSet::Active, Position::START, &events).await;
+    let failed = lanes::write_batch(
+        &runtime.inner,
+        LaneSet::Active,
+        Position::START,
+        &events,
+        None,
+    )
+    .await;
     match failed {
         Err(BatchError::Lane { name, position, .. }) => {
             assert_eq!(name, "counter_a");
@@ -198,19 +71,27 @@ async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once() {
     let status = runtime.status().await.unwrap();
     assert!(status.iter().all(|s| s.checkpoint == Position::START));
 
-    assert!(
-        lanes::write_batch(&runtime.inner, LaneSet::Active, Position::START, &events)
-            .await
-            .is_ok()
-    );
+    assert!(lanes::write_batch(
+        &runtime.inner,
+        LaneSet::Active,
+        Position::START,
+        &events,
+        None
+    )
+    .await
+    .is_ok());
     assert_eq!(counted(&db, "count_a").await, once(10));
     assert_eq!(counted(&db, "count_b").await, once(10));
     // Fed the same events again, nothing is applied twice.
-    assert!(
-        lanes::write_batch(&runtime.inner, LaneSet::Active, Position::START, &events)
-            .await
-            .is_ok()
-    );
+    assert!(lanes::write_batch(
+        &runtime.inner,
+        LaneSet::Active,
+        Position::START,
+        &events,
+        None
+    )
+    .await
+    .is_ok());
     assert_eq!(counted(&db, "count_a").await, once(10));
     let status = runtime.status().await.unwrap();
     assert!(status
@@ -218,9 +99,7 @@ async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once() {
         .all(|s| s.checkpoint == Position::at(10) && s.lag == 0));
 }
 
-#[tokio::test]
-async fn a_crash_mid_batch_loses_only_that_batch_and_a_restart_applies_it_once() {
-    let w = World::new();
+async fn a_crash_mid_batch_loses_only_that_batch_and_a_restart_applies_it_once(w: World) {
     people(&w, 30).await;
     let reached = Arc::new(Notify::new());
     let hanging = Counter::new(
@@ -259,9 +138,7 @@ async fn a_crash_mid_batch_loses_only_that_batch_and_a_restart_applies_it_once()
     assert_eq!(counted(&db, "count_a").await, once(30));
 }
 
-#[tokio::test]
-async fn a_poison_event_parks_only_its_projector_until_resumed() {
-    let w = World::new();
+async fn a_poison_event_parks_only_its_projector_until_resumed(w: World) {
     people(&w, 15).await;
     let a = Counter::new(
         "counter_a",
@@ -310,9 +187,7 @@ async fn a_poison_event_parks_only_its_projector_until_resumed() {
     ));
 }
 
-#[tokio::test]
-async fn transient_failures_are_retried_until_they_pass() {
-    let w = World::new();
+async fn transient_failures_are_retried_until_they_pass(w: World) {
     people(&w, 10).await;
     let a = Counter::new(
         "counter_a",
@@ -332,9 +207,7 @@ async fn transient_failures_are_retried_until_they_pass() {
     assert_eq!(status[0].health, Health::Live);
 }
 
-#[tokio::test]
-async fn an_event_that_does_not_decode_parks_every_projector_that_needs_it() {
-    let w = World::new();
+async fn an_event_that_does_not_decode_parks_every_projector_that_needs_it(w: World) {
     people(&w, 3).await;
     let stream = StreamId::parse("mystery-north:1").unwrap();
     w.store
@@ -369,9 +242,7 @@ async fn an_event_that_does_not_decode_parks_every_projector_that_needs_it() {
     }
 }
 
-#[tokio::test]
-async fn live_projection_answers_wait_for_without_polling() {
-    let w = World::new();
+async fn live_projection_answers_wait_for_without_polling(w: World) {
     let (runtime, read) = w
         .runtime_with(models::all(), RuntimeConfig::default())
         .await;
@@ -380,6 +251,14 @@ async fn live_projection_answers_wait_for_without_polling() {
         .wait_for(Position::START, Duration::ZERO)
         .await
         .unwrap();
+    if w.engine == crate::Engine::Postgres {
+        // Alone on its schema, the runtime takes the lease.
+        let mut lease = runtime.lease_changes();
+        tokio::time::timeout(WAIT, lease.wait_for(|l| *l == LeaseState::Held))
+            .await
+            .expect("the lease is taken")
+            .unwrap();
+    }
 
     let (t, g) = (person(1), person(2));
     w.register(NORTH, t, PersonKind::Staff, "Tess").await;
@@ -431,9 +310,7 @@ async fn live_projection_answers_wait_for_without_polling() {
     task.await.unwrap();
 }
 
-#[tokio::test]
-async fn the_live_loop_resumes_from_its_checkpoint_after_a_restart() {
-    let w = World::new();
+async fn the_live_loop_resumes_from_its_checkpoint_after_a_restart(w: World) {
     let first = people(&w, 5).await;
     let counter = || Counter::new("counter_a", &["count_a"], Plan::default());
     let (runtime, _) = w.runtime_with(vec![counter()], fast()).await;
@@ -453,9 +330,7 @@ async fn the_live_loop_resumes_from_its_checkpoint_after_a_restart() {
     assert_eq!(counted(&w.db().await, "count_a").await, once(17));
 }
 
-#[tokio::test]
-async fn status_reports_generation_checkpoint_and_lag() {
-    let w = World::new();
+async fn status_reports_generation_checkpoint_and_lag(w: World) {
     people(&w, 10).await;
     let (runtime, _) = w.runtime().await;
     let before = runtime.status().await.unwrap();
@@ -471,6 +346,13 @@ async fn status_reports_generation_checkpoint_and_lag() {
         assert_eq!(s.health, Health::Live);
         assert!(s.rebuild.is_none());
     }
+    // Not running: on PostgreSQL this process does not hold the lease.
+    let expected = match w.engine {
+        crate::Engine::Sqlite => LeaseState::NotNeeded,
+        crate::Engine::Postgres => LeaseState::Standby,
+    };
+    assert!(before.iter().all(|s| s.lease == expected));
+    assert_eq!(runtime.lease(), expected);
     runtime.catch_up().await.unwrap();
     for s in runtime.status().await.unwrap() {
         assert_eq!((s.checkpoint, s.lag), (Position::at(10), 0));
@@ -478,11 +360,10 @@ async fn status_reports_generation_checkpoint_and_lag() {
     let json = serde_json::to_value(runtime.status().await.unwrap()).unwrap();
     assert_eq!(json[0]["health"]["state"], "live");
     assert_eq!(json[0]["checkpoint"], 10);
+    assert_eq!(json[0]["lease"], serde_json::to_value(expected).unwrap());
 }
 
-#[tokio::test]
-async fn projector_names_must_be_unique() {
-    let w = World::new();
+async fn projector_names_must_be_unique(w: World) {
     let a = || Counter::new("counter_a", &["count_a"], Plan::default());
     let opened = crate::ProjectionRuntime::open(
         w.dyn_store(),
@@ -495,4 +376,16 @@ async fn projector_names_must_be_unique() {
         opened,
         Err(ProjectionError::DuplicateProjector("counter_a"))
     ));
+}
+
+on_both_engines! {
+    #[tokio::test] a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once,
+    #[tokio::test] a_crash_mid_batch_loses_only_that_batch_and_a_restart_applies_it_once,
+    #[tokio::test] a_poison_event_parks_only_its_projector_until_resumed,
+    #[tokio::test] transient_failures_are_retried_until_they_pass,
+    #[tokio::test] an_event_that_does_not_decode_parks_every_projector_that_needs_it,
+    #[tokio::test] live_projection_answers_wait_for_without_polling,
+    #[tokio::test] the_live_loop_resumes_from_its_checkpoint_after_a_restart,
+    #[tokio::test] status_reports_generation_checkpoint_and_lag,
+    #[tokio::test] projector_names_must_be_unique,
 }
