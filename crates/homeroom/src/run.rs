@@ -215,10 +215,10 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         "event store: SQLite {} (log head at position {head})",
         absolute(&instance.store_path).display()
     );
-    println!(
-        "read models: SQLite {}",
-        absolute(instance.read_db.path()).display()
-    );
+    match instance.read_db.path() {
+        Some(path) => println!("read models: SQLite {}", absolute(path).display()),
+        None => println!("read models: PostgreSQL"),
+    }
     println!("token key: {}", absolute(&key_file).display());
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
