@@ -15,7 +15,7 @@ use crate::values::NumberOwner;
 
 /// The value types command fields use, re-exported so callers find them beside the
 /// commands.
-pub use crate::plan::PlannedDelivery;
+pub use crate::plan::{DeliverySender, PlannedDelivery};
 pub use crate::values::{Channel, ContactChannel, ContactPoint, OutcomeStatus, PersonKind, SendAs};
 
 /// Registers a school of the district, with its shared SMS number.
@@ -341,6 +341,9 @@ pub struct QueueDelivery {
     /// The failed delivery this one replaces on the other channel.
     #[serde(default)]
     pub fallback_of: Option<DeliveryId>,
+    /// Who it goes out as.
+    #[serde(default)]
+    pub sender: Option<DeliverySender>,
 }
 
 /// Internal: a delivery worker's attempt failed in a way worth retrying (the provider

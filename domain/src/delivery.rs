@@ -8,7 +8,7 @@ use crate::events::{
 };
 use crate::facts::{Actor, Facts};
 use crate::ids::{ConversationId, DeliveryId, MessageId};
-use crate::plan::PlannedDelivery;
+use crate::plan::{DeliverySender, PlannedDelivery};
 use crate::validation::ValidationError;
 use crate::values::OutcomeStatus;
 
@@ -39,6 +39,7 @@ pub struct DeliveryState {
     message_id: Option<MessageId>,
     conversation_id: Option<ConversationId>,
     fallback_of: Option<DeliveryId>,
+    sender: Option<DeliverySender>,
     status: Option<DeliveryStatus>,
     failed_attempts: u32,
 }
@@ -67,6 +68,11 @@ impl DeliveryState {
     /// Where it stands, once queued.
     pub fn status(&self) -> Option<DeliveryStatus> {
         self.status
+    }
+
+    /// Who it goes out as, once queued (when the queueing service said).
+    pub fn sender(&self) -> Option<&DeliverySender> {
+        self.sender.as_ref()
     }
 
     /// The failed delivery this one replaces on the other channel, if it does.
@@ -152,6 +158,7 @@ fn queue(
         message_id: c.message_id,
         conversation_id: c.conversation_id,
         fallback_of: c.fallback_of,
+        sender: c.sender.clone(),
         at: facts.now,
     }
     .into()])
@@ -236,6 +243,28 @@ fn record(
     }
     let (delivery_id, provider_message_id, at) =
         (c.delivery_id, c.provider_message_id.clone(), facts.now);
+    let details_given = c.sender.is_some() || c.sent_text.is_some();
+    if current == S::Queued && c.status == O::Delivered && details_given {
+        // A channel that delivers on hand-over (the app, the sandbox): record what was
+        // handed over, then that it arrived.
+        return Ok(vec![
+            DeliverySent {
+                delivery_id,
+                provider_message_id: provider_message_id.clone(),
+                sender: c.sender.clone(),
+                sent_text: c.sent_text.clone(),
+                translated_to: c.translated_to.clone(),
+                at,
+            }
+            .into(),
+            DeliveryDelivered {
+                delivery_id,
+                provider_message_id,
+                at,
+            }
+            .into(),
+        ]);
+    }
     let event: Event = match c.status {
         O::Sent => DeliverySent {
             delivery_id,
@@ -272,6 +301,7 @@ pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
             state.message_id = Some(e.message_id);
             state.conversation_id = Some(e.conversation_id);
             state.fallback_of = e.fallback_of;
+            state.sender.clone_from(&e.sender);
             state.status = Some(DeliveryStatus::Queued);
         }
         Event::DeliverySent(_) => state.status = Some(DeliveryStatus::Sent),

@@ -13,7 +13,7 @@ use crate::ids::{
 };
 use crate::inbound::InboundRoute;
 use crate::permissions::PermissionSet;
-use crate::plan::PlannedDelivery;
+use crate::plan::{DeliverySender, PlannedDelivery};
 use crate::values::NumberOwner;
 use crate::values::{Channel, ContactPoint, ConversationKind, PersonKind, SendAs};
 
@@ -301,6 +301,9 @@ pub struct DeliveryQueued {
     /// The delivery that failed, when this one carries its message by the other channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_of: Option<DeliveryId>,
+    /// Who it goes out as (the message's author and identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<DeliverySender>,
     /// When.
     pub at: DateTime<Utc>,
 }

@@ -27,6 +27,8 @@ pub enum UnroutableReason {
     NoConversation,
     /// A number is not a phone number.
     MalformedNumber,
+    /// The text cannot be posted as a message (empty, or far too long).
+    Unreadable,
 }
 
 /// Where an inbound SMS went.

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DeliveryId, PersonId};
+use crate::ids::{DeliveryId, PersonId, SchoolId};
 use crate::person::PersonState;
-use crate::values::{Channel, ContactChannel};
+use crate::values::{Channel, ContactChannel, SendAs};
 
 /// How one message will reach one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,19 @@ pub struct PlannedDelivery {
     /// The subject rendered for this recipient, if the message has one (email uses it).
     #[serde(default)]
     pub subject: Option<String>,
+}
+
+/// Who a delivery goes out as: the message's author and the identity they sent it
+/// under, so a worker knows the sending number and name without reading the
+/// conversation, and the log explains it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySender {
+    /// The message's author.
+    pub author_id: PersonId,
+    /// Their own identity, or the school's.
+    pub sent_as: SendAs,
+    /// The conversation's school (whose number and name a school message uses).
+    pub school_id: SchoolId,
 }
 
 /// Picks the channel (and address) for one recipient:

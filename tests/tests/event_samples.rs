@@ -166,6 +166,7 @@ async fn walk_every_command(d: &District) {
                 message_id: message,
                 conversation_id: homeroom_domain::ConversationId::new(conversation),
                 fallback_of: None,
+                sender: None,
             });
         let ctx = homeroom_app::CommandContext::new(d.district.clone(), system());
         d.service.execute(&ctx, &queue).await.unwrap();

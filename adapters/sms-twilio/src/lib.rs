@@ -206,7 +206,12 @@ impl TwilioSms {
             ("From", sms.from.as_str()),
             ("Body", sms.body.as_str()),
         ];
-        if let Some(url) = &self.config.status_callback_url {
+        // The message's own callback (naming its delivery) wins over the configured one.
+        if let Some(url) = sms
+            .status_callback
+            .as_ref()
+            .or(self.config.status_callback_url.as_ref())
+        {
             form.push(("StatusCallback", url.as_str()));
         }
         let response = self

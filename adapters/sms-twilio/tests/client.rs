@@ -30,6 +30,7 @@ fn sms(attempt: u32, delivery: Uuid) -> OutboundSms {
         from: FROM.to_owned(),
         to: TO.to_owned(),
         body: "For Dennis: No school Friday 🎉".to_owned(),
+        status_callback: None,
     }
 }
 

@@ -492,6 +492,31 @@ impl CommandService {
         Ok((district_state, people))
     }
 
+    /// The current state of one stream, caught up to the store's version (the version
+    /// it is at, and its state): what a process manager or a worker reads before it acts.
+    ///
+    /// # Errors
+    /// [`CommandError::Store`] / [`CommandError::Codec`] when the store fails.
+    pub async fn load(
+        &self,
+        district: &DistrictId,
+        stream: &StreamRef,
+    ) -> Result<(u64, State), CommandError> {
+        let mut read = Vec::new();
+        let cached = self
+            .load_many_checked(
+                district,
+                std::slice::from_ref(stream),
+                &HashSet::new(),
+                &mut read,
+                true,
+            )
+            .await?
+            .pop()
+            .expect("one stream was asked for");
+        Ok((cached.version, cached.state))
+    }
+
     /// The streams among `read` whose version in the store is no longer the one read.
     async fn moved_since(&self, read: &[(StreamId, u64)]) -> Result<Vec<StreamId>, CommandError> {
         if !self.store.checks_facts() {

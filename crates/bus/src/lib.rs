@@ -13,8 +13,11 @@
 //! - [`WorkQueue`] and [`WorkItem`]: durable, shared, acknowledged consumption. An item
 //!   is handed to one worker at a time and comes back (to any worker) until it is
 //!   acknowledged, so a worker killed mid-batch loses nothing;
+//! - [`inprocess::InProcessQueue`]: the work queue of the embedded default, fed from the
+//!   event store in this process, with its checkpoint in a file;
 //! - [`relay`]: the task that tails the event store and feeds an [`EventPublisher`].
 
+pub mod inprocess;
 pub mod relay;
 
 use async_trait::async_trait;

@@ -49,6 +49,10 @@ pub struct OutboundSms {
     pub to: String,
     /// The text exactly as it is to arrive (label prefix and translation applied).
     pub body: String,
+    /// Where the provider should report this message's status (a URL naming the
+    /// delivery), when the deployment has a public URL; a provider without status
+    /// callbacks ignores it.
+    pub status_callback: Option<String>,
 }
 
 /// One email to hand to a mail server.

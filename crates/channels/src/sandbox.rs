@@ -95,6 +95,7 @@ mod tests {
             from: "+15550001000".into(),
             to: "+15550002000".into(),
             body: "Hi".into(),
+            status_callback: None,
         };
         let handed = sandbox.send_sms(&sms).await.unwrap();
         assert!(matches!(handed, Handover::Delivered { .. }));

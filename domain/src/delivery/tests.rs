@@ -30,6 +30,7 @@ fn queue() -> QueueDelivery {
         message_id: MESSAGE,
         conversation_id: CONVERSATION,
         fallback_of: None,
+        sender: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn queued() -> Event {
         message_id: MESSAGE,
         conversation_id: CONVERSATION,
         fallback_of: None,
+        sender: None,
         at: now(),
     }
     .into()
@@ -288,5 +290,17 @@ fn a_fallback_delivery_remembers_the_one_it_replaces() {
     assert_eq!(
         state.fallback_of(),
         Some(DeliveryId::new(Uuid::from_u128(0xfa11)))
+    );
+}
+
+#[test]
+fn a_channel_that_delivers_on_hand_over_records_what_it_sent_then_that_it_arrived() {
+    let mut report = outcome(OutcomeStatus::Delivered);
+    report.sender = Some("app".to_owned());
+    report.sent_text = Some("Hola".to_owned());
+    let events = given([queued()]).acting_as_system().when(report).events();
+    assert!(
+        matches!(&events[..], [Event::DeliverySent(s), Event::DeliveryDelivered(_)] if s.sent_text.as_deref() == Some("Hola")),
+        "{events:?}"
     );
 }

@@ -1,5 +1,7 @@
-//! The directory read model: who people are (name, kind, language) and which guardians
-//! speak for which student. Queries join it for names and for a student's record.
+//! The directory read model: who people are (name, kind, language), which guardians
+//! speak for which student, and who can be reached at which address. Queries join it for
+//! names and for a student's record; delivery workers ask it whether a phone number is
+//! shared (to label texts `For Dennis: …`).
 
 use super::names;
 use crate::db::{query, Engine, Tx};
@@ -29,12 +31,19 @@ const SCHEMA: &[&str] = &[
         linked_at {ts} NOT NULL,
         PRIMARY KEY (district, student_id, guardian_id)
     ) {compact}",
+    "CREATE TABLE IF NOT EXISTS contact_points{directory} (
+        district TEXT NOT NULL,
+        address TEXT NOT NULL,
+        person_id {uuid} NOT NULL,
+        PRIMARY KEY (district, address, person_id)
+    ) {compact}",
 ];
 
 struct Sql {
     register: String,
     language: String,
     link: String,
+    contact: String,
 }
 
 impl Sql {
@@ -52,11 +61,16 @@ impl Sql {
                     (district, student_id, guardian_id, linked_at)
                 VALUES ($1, $2, $3, $4)
                 ON CONFLICT (district, student_id, guardian_id) DO NOTHING"),
+            contact: r(
+                "INSERT INTO contact_points{directory} (district, address, person_id)
+                VALUES ($1, $2, $3)
+                ON CONFLICT (district, address, person_id) DO NOTHING",
+            ),
         }
     }
 }
 
-/// Builds `people` and `guardian_links` from `PersonRegistered`,
+/// Builds `people`, `guardian_links` and `contact_points` from `PersonRegistered`,
 /// `ContactPreferencesSet` and `GuardianLinked`.
 #[derive(Default)]
 pub struct Directory {
@@ -70,11 +84,11 @@ impl Projector for Directory {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["people", "guardian_links"]
+        &["people", "guardian_links", "contact_points"]
     }
 
     fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
@@ -104,6 +118,14 @@ impl Projector for Directory {
                     .bind(e.at)
                     .execute(tx)
                     .await?;
+                for cp in &e.contact_points {
+                    query(&sql.contact)
+                        .bind(district)
+                        .bind(&cp.address)
+                        .bind(e.person_id.as_uuid())
+                        .execute(tx)
+                        .await?;
+                }
             }
             Event::ContactPreferencesSet(e) => {
                 query(&sql.language)

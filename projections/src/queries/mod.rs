@@ -70,6 +70,31 @@ impl ReadModels {
         }))
     }
 
+    /// Everyone in `district` reachable at `address` (a phone number in E.164 form or an
+    /// email address as registered): more than one means the address is shared.
+    ///
+    /// # Errors
+    /// [`QueryError`] when the database fails.
+    pub async fn people_at_address(
+        &self,
+        district: &DistrictId,
+        address: &str,
+    ) -> Result<Vec<PersonId>, QueryError> {
+        let mut s = Snapshot::open(&self.db, &[crate::models::directory::NAME]).await?;
+        let sql = s.sql(
+            "SELECT person_id FROM contact_points{directory}
+             WHERE district = $1 AND address = $2 ORDER BY person_id",
+        );
+        let rows = query(&sql)
+            .bind(district.as_str())
+            .bind(address)
+            .fetch_all(&mut s.tx)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(PersonId::new(row.get("person_id")?)))
+            .collect()
+    }
+
     /// One delivery with its status (`None` when unknown in `district`).
     ///
     /// # Errors

@@ -635,6 +635,7 @@ async fn delivery_status_moves_forward_only(w: World) {
             message_id: message(1),
             conversation_id: conversation(1),
             fallback_of: None,
+            sender: None,
             at: w.now(),
         }
         .into()],

@@ -1,0 +1,300 @@
+//! An SMS from the provider's webhook, from receipt to its conversation.
+//!
+//! 1. The number it was sent to names the district ([`StreamRef::SmsNumber`]); an SMS
+//!    to a number no district owns is kept under the reserved district `_unrouted`.
+//! 2. The SMS is recorded exactly as received, before anything is decided about it, in
+//!    its own stream: nothing inbound is ever lost.
+//! 3. STOP, START and HELP are honoured on the line (our number, their number) and
+//!    answered.
+//! 4. Otherwise the line says which conversation last sent an SMS from that number to
+//!    that number, and for whom: the reply is posted there as that person's message, or
+//!    kept and refused when the conversation was stopped. A line that never carried an
+//!    SMS makes the SMS unroutable ("accepted only from a number that was sent an SMS
+//!    from the number it replies to").
+//! 5. Where it went is recorded on the SMS's stream.
+//!
+//! A provider retrying its webhook runs this again: every step is a no-op the second
+//! time, and the answer is the same.
+
+use crate::react;
+use homeroom_app::{CommandError, CommandService};
+use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
+use homeroom_domain::inbound::{InboundKeyword, InboundRoute, UnroutableReason};
+use homeroom_domain::{
+    inbound_message_id, sms, DistrictId, DomainError, NumberOwner, PhoneNumber, ProviderMessageId,
+    State, StreamRef,
+};
+use std::sync::Arc;
+
+/// One SMS as the provider's webhook posts it (already authenticated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingSms {
+    /// The provider's id of the SMS (`MessageSid`).
+    pub message_sid: ProviderMessageId,
+    /// The sender (`From`).
+    pub from: String,
+    /// The number it was sent to (`To`).
+    pub to: String,
+    /// The text (`Body`).
+    pub body: String,
+}
+
+/// What became of an inbound SMS, and what to answer the sender, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The district it was recorded under (`_unrouted` when no district owns the number).
+    pub district: DistrictId,
+    /// Where it went.
+    pub route: InboundRoute,
+    /// A text to send back (the answer to STOP, START or HELP).
+    pub reply: Option<String>,
+}
+
+/// Routes inbound SMS through the command service.
+#[derive(Clone)]
+pub struct InboundSms {
+    commands: Arc<CommandService>,
+}
+
+impl InboundSms {
+    /// Inbound SMS recorded through `commands`.
+    pub fn new(commands: Arc<CommandService>) -> Self {
+        Self { commands }
+    }
+
+    /// Records `sms`, routes it, and records the route.
+    ///
+    /// # Errors
+    /// [`CommandError`] when the store fails (the provider retries the webhook; every
+    /// step is idempotent).
+    pub async fn receive(&self, sms: IncomingSms) -> Result<Received, CommandError> {
+        let (ours, theirs) = (
+            PhoneNumber::parse(&sms.to).ok(),
+            PhoneNumber::parse(&sms.from).ok(),
+        );
+        let owner = match &ours {
+            Some(number) => self.owner_of(number).await?,
+            None => None,
+        };
+        let district = owner
+            .as_ref()
+            .map_or_else(DistrictId::unrouted, |(d, _)| d.clone());
+        react(
+            &self.commands,
+            &district,
+            None,
+            ReceiveSms {
+                message_sid: sms.message_sid.clone(),
+                from: sms.from.clone(),
+                to: sms.to.clone(),
+                body: sms.body.clone(),
+            },
+        )
+        .await?;
+        let (route, reply) = match (ours, theirs, owner) {
+            (Some(ours), Some(theirs), Some((district, owner))) => {
+                self.route(&district, &sms, ours, theirs, owner).await?
+            }
+            (Some(_), Some(_), None) => (unroutable(UnroutableReason::UnknownNumber), None),
+            _ => (unroutable(UnroutableReason::MalformedNumber), None),
+        };
+        react(
+            &self.commands,
+            &district,
+            None,
+            RouteInboundSms {
+                message_sid: sms.message_sid.clone(),
+                route: route.clone(),
+            },
+        )
+        .await?;
+        // A retried webhook answers with the route recorded the first time.
+        let route = self
+            .recorded_route(&district, &sms.message_sid)
+            .await?
+            .unwrap_or(route);
+        Ok(Received {
+            district,
+            route,
+            reply,
+        })
+    }
+
+    async fn owner_of(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<(DistrictId, NumberOwner)>, CommandError> {
+        let (_, state) = self
+            .commands
+            .load(
+                &DistrictId::unrouted(),
+                &StreamRef::SmsNumber(number.clone()),
+            )
+            .await?;
+        Ok(match state {
+            State::SmsNumber(n) => n.binding().map(|(d, o)| (d.clone(), o)),
+            _ => None,
+        })
+    }
+
+    async fn recorded_route(
+        &self,
+        district: &DistrictId,
+        sid: &ProviderMessageId,
+    ) -> Result<Option<InboundRoute>, CommandError> {
+        let (_, state) = self
+            .commands
+            .load(district, &StreamRef::Inbound(sid.clone()))
+            .await?;
+        Ok(match state {
+            State::Inbound(i) => i.route().cloned(),
+            _ => None,
+        })
+    }
+
+    async fn route(
+        &self,
+        district: &DistrictId,
+        sms: &IncomingSms,
+        ours: PhoneNumber,
+        theirs: PhoneNumber,
+        owner: NumberOwner,
+    ) -> Result<(InboundRoute, Option<String>), CommandError> {
+        if let Some(keyword) = sms::keyword(&sms.body) {
+            let reply = self
+                .keyword(district, sms, &ours, &theirs, owner, keyword)
+                .await?;
+            return Ok((InboundRoute::Keyword { keyword }, Some(reply)));
+        }
+        let (_, line) = self
+            .commands
+            .load(district, &StreamRef::SmsLine { ours, theirs })
+            .await?;
+        let last = match line {
+            State::SmsLine(line) => line.last_sent(),
+            _ => None,
+        };
+        let Some(last) = last else {
+            return Ok((unroutable(UnroutableReason::NoConversation), None));
+        };
+        let replied = react(
+            &self.commands,
+            district,
+            None,
+            ReceiveReply {
+                conversation_id: last.conversation_id,
+                author_id: last.recipient_id,
+                message_sid: sms.message_sid.clone(),
+                body: sms.body.clone(),
+            },
+        )
+        .await;
+        let conversation_id = last.conversation_id;
+        match replied {
+            Ok(outcome)
+                if outcome
+                    .events
+                    .iter()
+                    .any(|e| e.event_type == "inbound_reply_refused") =>
+            {
+                Ok((InboundRoute::Refused { conversation_id }, None))
+            }
+            Ok(outcome) if !outcome.events.is_empty() => Ok((
+                InboundRoute::Conversation {
+                    conversation_id,
+                    message_id: inbound_message_id(&sms.message_sid),
+                },
+                None,
+            )),
+            // Recorded by an earlier try of this webhook: posted, or kept refused.
+            Ok(_) => {
+                let message_id = inbound_message_id(&sms.message_sid);
+                let (_, state) = self
+                    .commands
+                    .load(district, &StreamRef::Conversation(conversation_id))
+                    .await?;
+                let posted =
+                    matches!(&state, State::Conversation(c) if c.messages().contains(&message_id));
+                Ok((
+                    if posted {
+                        InboundRoute::Conversation {
+                            conversation_id,
+                            message_id,
+                        }
+                    } else {
+                        InboundRoute::Refused { conversation_id }
+                    },
+                    None,
+                ))
+            }
+            Err(CommandError::Rejected(refusal)) => {
+                tracing::info!(sid = %sms.message_sid, code = refusal.code(), "an inbound SMS cannot be posted in its conversation; kept as unroutable");
+                let reason = match refusal {
+                    DomainError::Validation(_) => UnroutableReason::Unreadable,
+                    _ => UnroutableReason::NoConversation,
+                };
+                Ok((unroutable(reason), None))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn keyword(
+        &self,
+        district: &DistrictId,
+        sms: &IncomingSms,
+        ours: &PhoneNumber,
+        theirs: &PhoneNumber,
+        owner: NumberOwner,
+        keyword: InboundKeyword,
+    ) -> Result<String, CommandError> {
+        let opt = |opted_out| SetSmsOptOut {
+            our_number: ours.clone(),
+            their_number: theirs.clone(),
+            opted_out,
+            message_sid: sms.message_sid.clone(),
+        };
+        let name = self.sender_name(district, owner).await?;
+        Ok(match keyword {
+            InboundKeyword::Stop => {
+                react(&self.commands, district, None, opt(true)).await?;
+                format!("{name}: you will get no more texts from this number. Reply START to get them again.")
+            }
+            InboundKeyword::Start => {
+                react(&self.commands, district, None, opt(false)).await?;
+                format!("{name}: you will get texts from this number again. Reply STOP to stop them.")
+            }
+            InboundKeyword::Help => format!(
+                "{name}: messages from your school. Reply to answer, STOP to stop texts from this number, START to get them again."
+            ),
+        })
+    }
+
+    async fn sender_name(
+        &self,
+        district: &DistrictId,
+        owner: NumberOwner,
+    ) -> Result<String, CommandError> {
+        let person = match owner {
+            NumberOwner::Person(p) => Some(p),
+            NumberOwner::School(_) => None,
+        };
+        let (district_state, people) = self
+            .commands
+            .directory(district, &person.into_iter().collect::<Vec<_>>())
+            .await?;
+        Ok(match owner {
+            NumberOwner::School(school) => district_state
+                .school(school)
+                .map_or_else(|| "Your school".to_owned(), |s| s.name.clone()),
+            NumberOwner::Person(_) => people
+                .first()
+                .filter(|p| p.is_registered())
+                .map_or_else(|| "Your school".to_owned(), |p| p.name().to_owned()),
+        })
+    }
+}
+
+fn unroutable(reason: UnroutableReason) -> InboundRoute {
+    InboundRoute::Unroutable { reason }
+}

@@ -1,0 +1,400 @@
+//! The process managers: reactions that span streams, driven by the log through a
+//! [`WorkQueue`] and recorded through the command service.
+//!
+//! | the log says | the reactor records |
+//! |---|---|
+//! | `message_posted` | `QueueDelivery` for each planned recipient (who it goes out as included) |
+//! | `delivery_failed` | `MarkContactPointFailing` (when permanent) and, where the recipient has another channel, `QueueDelivery` of the same message by it (once) |
+//! | `delivery_sent` of an SMS | `RecordSmsSent` on the line between the sending number and the recipient's |
+//! | `school_registered` with a number, `sender_number_assigned` | `BindSmsNumber`, so inbound SMS to it find the district |
+//! | `sms_opted_in` | `ResetContactPoint` of the line's recipient, so texts go by SMS again |
+//!
+//! Each reaction decides to do nothing when it was already done, so a replayed or
+//! redelivered event converges on the same log.
+
+use crate::{district_of, react, RuntimeError};
+use homeroom_app::codec;
+use homeroom_app::CommandService;
+use homeroom_bus::{WorkItem, WorkQueue};
+use homeroom_domain::commands::{
+    BindSmsNumber, DeliverySender, MarkContactPointFailing, QueueDelivery, RecordSmsSent,
+    ResetContactPoint,
+};
+use homeroom_domain::events::MessagePosted;
+use homeroom_domain::plan::fallback_for;
+use homeroom_domain::{
+    fallback_delivery_id, Channel, DistrictId, DomainError, Event, NumberOwner, PhoneNumber,
+    SchoolId, SmsNumberError, State, StreamRef,
+};
+use homeroom_eventstore::RecordedEvent;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The event types the reactor acts on (an in-process queue is fed only these).
+pub const REACTS_TO: &[&str] = &[
+    "message_posted",
+    "delivery_failed",
+    "delivery_sent",
+    "school_registered",
+    "sender_number_assigned",
+    "sms_opted_in",
+];
+
+/// How the reactor takes its work.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Events taken and handled together.
+    pub batch: usize,
+    /// How long one fetch waits for work.
+    pub poll: Duration,
+    /// The pause before an event whose reaction failed comes back.
+    pub retry_delay: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            batch: 64,
+            poll: Duration::from_secs(1),
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The process managers, over one command service.
+#[derive(Clone)]
+pub struct Reactor {
+    commands: Arc<CommandService>,
+    config: ReactorConfig,
+}
+
+impl Reactor {
+    /// Reactions recorded through `commands`.
+    pub fn new(commands: Arc<CommandService>, config: ReactorConfig) -> Self {
+        Self { commands, config }
+    }
+
+    /// Takes events from `queue` and reacts to them until `shutdown`, acknowledging each
+    /// once its reaction is recorded; a failed reaction comes back after a pause.
+    pub async fn run(&self, queue: Arc<dyn WorkQueue>, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let fetched = tokio::select! {
+                fetched = queue.fetch(self.config.batch, self.config.poll) => fetched,
+                () = &mut shutdown => return,
+            };
+            let items = match fetched {
+                Ok(items) => items,
+                Err(homeroom_bus::BusError::Closed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "the reactor cannot take work; retrying");
+                    tokio::time::sleep(self.config.retry_delay).await;
+                    continue;
+                }
+            };
+            futures::future::join_all(items.into_iter().map(|item| self.settle(item))).await;
+        }
+    }
+
+    async fn settle(&self, item: WorkItem) {
+        let settled = match self.react_to(&item.event).await {
+            Ok(()) => item.ack().await,
+            Err(error) => {
+                tracing::warn!(
+                    event = %item.event.event_id,
+                    event_type = %item.event.event_type,
+                    attempt = item.attempt,
+                    %error,
+                    "a reaction failed; it will be retried"
+                );
+                item.retry_after(self.config.retry_delay).await
+            }
+        };
+        if let Err(error) = settled {
+            tracing::warn!(%error, "a reaction could not be settled; it will come back");
+        }
+    }
+
+    /// Reacts to one recorded event (doing nothing for events it does not react to).
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the reaction could not be recorded; retrying is safe.
+    pub async fn react_to(&self, recorded: &RecordedEvent) -> Result<(), RuntimeError> {
+        if !REACTS_TO.contains(&recorded.event_type.as_str()) {
+            return Ok(());
+        }
+        let district = district_of(recorded)?;
+        match codec::decode(recorded)? {
+            Event::MessagePosted(m) => self.queue_deliveries(&district, recorded, &m).await,
+            Event::DeliveryFailed(f) => {
+                self.fall_back(&district, recorded, f.delivery_id, f.permanent)
+                    .await
+            }
+            Event::DeliverySent(s) => {
+                self.record_line(&district, recorded, s.delivery_id, s.sender.as_deref())
+                    .await
+            }
+            Event::SchoolRegistered(e) => match e.sms_number {
+                Some(number) => {
+                    self.bind(
+                        &district,
+                        recorded,
+                        number,
+                        NumberOwner::School(e.school_id),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            },
+            Event::SenderNumberAssigned(e) => {
+                self.bind(
+                    &district,
+                    recorded,
+                    e.number,
+                    NumberOwner::Person(e.person_id),
+                )
+                .await
+            }
+            Event::SmsOptedIn(e) => {
+                self.reset_line(&district, recorded, e.our_number, e.their_number)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn queue_deliveries(
+        &self,
+        district: &DistrictId,
+        cause: &RecordedEvent,
+        posted: &MessagePosted,
+    ) -> Result<(), RuntimeError> {
+        let school_id = match cause
+            .metadata
+            .school
+            .as_deref()
+            .and_then(|s| s.parse::<uuid::Uuid>().ok())
+        {
+            Some(id) => SchoolId::new(id),
+            None => {
+                let (_, state) = self
+                    .commands
+                    .load(district, &StreamRef::Conversation(posted.conversation_id))
+                    .await?;
+                match state {
+                    State::Conversation(c) => match c.school_id() {
+                        Some(school) => school,
+                        None => return Ok(()),
+                    },
+                    _ => return Ok(()),
+                }
+            }
+        };
+        let sender = DeliverySender {
+            author_id: posted.author_id,
+            sent_as: posted.sent_as,
+            school_id,
+        };
+        let queued = posted.deliveries.iter().map(|delivery| {
+            react(
+                &self.commands,
+                district,
+                Some(cause),
+                QueueDelivery {
+                    delivery: delivery.clone(),
+                    message_id: posted.message_id,
+                    conversation_id: posted.conversation_id,
+                    fallback_of: None,
+                    sender: Some(sender.clone()),
+                },
+            )
+        });
+        for outcome in futures::future::join_all(queued).await {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    async fn fall_back(
+        &self,
+        district: &DistrictId,
+        cause: &RecordedEvent,
+        failed: homeroom_domain::DeliveryId,
+        permanent: bool,
+    ) -> Result<(), RuntimeError> {
+        let (_, state) = self
+            .commands
+            .load(district, &StreamRef::Delivery(failed))
+            .await?;
+        let State::Delivery(delivery) = state else {
+            return Ok(());
+        };
+        let (Some(plan), Some(message_id), Some(conversation_id)) = (
+            delivery.plan(),
+            delivery.message_id(),
+            delivery.conversation_id(),
+        ) else {
+            return Ok(());
+        };
+        if permanent && plan.channel != Channel::App {
+            if let Some(address) = &plan.address {
+                react(
+                    &self.commands,
+                    district,
+                    Some(cause),
+                    MarkContactPointFailing {
+                        person_id: plan.recipient_id,
+                        address: address.clone(),
+                        delivery_id: failed,
+                    },
+                )
+                .await?;
+            }
+        }
+        let (_, people) = self
+            .commands
+            .directory(district, &[plan.recipient_id])
+            .await?;
+        let Some(fallback) = fallback_for(
+            plan,
+            delivery.fallback_of().is_some(),
+            &people[0],
+            fallback_delivery_id(failed),
+        ) else {
+            return Ok(());
+        };
+        react(
+            &self.commands,
+            district,
+            Some(cause),
+            QueueDelivery {
+                delivery: fallback,
+                message_id,
+                conversation_id,
+                fallback_of: Some(failed),
+                sender: delivery.sender().cloned(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn record_line(
+        &self,
+        district: &DistrictId,
+        cause: &RecordedEvent,
+        delivery_id: homeroom_domain::DeliveryId,
+        sender: Option<&str>,
+    ) -> Result<(), RuntimeError> {
+        let Some(ours) = sender.and_then(|s| PhoneNumber::parse(s).ok()) else {
+            return Ok(());
+        };
+        let (_, state) = self
+            .commands
+            .load(district, &StreamRef::Delivery(delivery_id))
+            .await?;
+        let State::Delivery(delivery) = state else {
+            return Ok(());
+        };
+        let (Some(plan), Some(conversation_id)) = (delivery.plan(), delivery.conversation_id())
+        else {
+            return Ok(());
+        };
+        let Some(theirs) = plan
+            .address
+            .as_deref()
+            .filter(|_| plan.channel == Channel::Sms)
+            .and_then(|a| PhoneNumber::parse(a).ok())
+        else {
+            return Ok(());
+        };
+        react(
+            &self.commands,
+            district,
+            Some(cause),
+            RecordSmsSent {
+                our_number: ours,
+                their_number: theirs,
+                conversation_id,
+                recipient_id: plan.recipient_id,
+                delivery_id,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bind(
+        &self,
+        district: &DistrictId,
+        cause: &RecordedEvent,
+        number: PhoneNumber,
+        owner: NumberOwner,
+    ) -> Result<(), RuntimeError> {
+        let bound = react(
+            &self.commands,
+            district,
+            Some(cause),
+            BindSmsNumber {
+                number: number.clone(),
+                district: district.clone(),
+                owner,
+            },
+        )
+        .await;
+        match bound {
+            Ok(_) => Ok(()),
+            // Another district sends from it: replies to it stay with that district.
+            // Retrying cannot change that; the operator must fix the number.
+            Err(homeroom_app::CommandError::Rejected(DomainError::SmsNumber(
+                SmsNumberError::NumberTaken { .. },
+            ))) => {
+                tracing::error!(%number, district = %district, "this SMS number already belongs to another district; inbound SMS to it will not reach this district");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn reset_line(
+        &self,
+        district: &DistrictId,
+        cause: &RecordedEvent,
+        ours: PhoneNumber,
+        theirs: PhoneNumber,
+    ) -> Result<(), RuntimeError> {
+        let (_, state) = self
+            .commands
+            .load(
+                district,
+                &StreamRef::SmsLine {
+                    ours,
+                    theirs: theirs.clone(),
+                },
+            )
+            .await?;
+        let State::SmsLine(line) = state else {
+            return Ok(());
+        };
+        let Some(last) = line.last_sent() else {
+            return Ok(());
+        };
+        let reset = react(
+            &self.commands,
+            district,
+            Some(cause),
+            ResetContactPoint {
+                person_id: last.recipient_id,
+                address: theirs.to_string(),
+            },
+        )
+        .await;
+        match reset {
+            // The number is no longer theirs: nothing to reset.
+            Ok(_) | Err(homeroom_app::CommandError::Rejected(_)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The delivery worker: one queued delivery at a time (many at once), from the work
+//! queue to the provider and back into the log.
+//!
+//! For each `delivery_queued` item:
+//!
+//! 1. The delivery's stream is read fresh. A delivery that already has its outcome
+//!    (a redelivered item, another worker's) is acknowledged and left alone.
+//! 2. The attempt number comes from the log (failed attempts recorded so far + 1), never
+//!    from the queue, and names the provider's idempotency key: a worker killed after
+//!    the provider took the message sends the same attempt again, which the provider
+//!    does not send twice.
+//! 3. The channel: an SMS goes from the school's number (school messages) or the
+//!    sender's own number from the district's pool (assigned at their first SMS; the
+//!    school's number when the pool is empty), never to a number that said STOP, with
+//!    `For Dennis: ` in front when the number is shared; an email goes from the sender's
+//!    or the school's name; the app is delivered on hand-over. The text is translated to
+//!    the recipient's language by the [`Translator`] (the original stays in the log).
+//! 4. The outcome is recorded (sent with what was handed over, or failed), or a
+//!    retryable failure is recorded as a failed attempt and the item comes back after a
+//!    backoff; the fifth failure is permanent (a domain rule). Only then is the item
+//!    acknowledged.
+
+use crate::phones::SharedPhones;
+use crate::{district_of, react, RuntimeError};
+use homeroom_app::{codec, CommandError, CommandService};
+use homeroom_bus::{WorkItem, WorkQueue};
+use homeroom_channels::{
+    AttemptKey, ChannelError, EmailSender, Handover, OutboundEmail, OutboundSms, SmsSender,
+    Translator,
+};
+use homeroom_domain::commands::{AssignSenderNumber, RecordDeliveryOutcome, RecordFailedAttempt};
+use homeroom_domain::plan::{DeliverySender, PlannedDelivery};
+use homeroom_domain::{
+    sms, Channel, DeliveryId, DeliveryState, DistrictError, DistrictId, DistrictState, DomainError,
+    Event, OutcomeStatus, PhoneNumber, SendAs, State, StreamRef,
+};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The event type workers take.
+pub const WORKS_ON: &[&str] = &["delivery_queued"];
+
+/// How a worker takes and retries its work.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Deliveries taken and handled together.
+    pub batch: usize,
+    /// How long one fetch waits for work.
+    pub poll: Duration,
+    /// The wait after the first failed attempt; it doubles with each further one.
+    pub first_backoff: Duration,
+    /// The longest wait between attempts.
+    pub max_backoff: Duration,
+    /// The external base URL status callbacks go to (`HOMEROOM_PUBLIC_URL`), if any.
+    pub public_url: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 64,
+            poll: Duration::from_secs(1),
+            first_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            public_url: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The wait before the attempt after `failed` failed ones.
+    pub fn backoff(&self, failed: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failed.saturating_sub(1).min(20));
+        self.first_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// The providers a worker hands messages to.
+#[derive(Clone)]
+pub struct Channels {
+    /// SMS.
+    pub sms: Arc<dyn SmsSender>,
+    /// Email.
+    pub email: Arc<dyn EmailSender>,
+    /// Machine translation.
+    pub translator: Arc<dyn Translator>,
+    /// Whether a phone number is shared (for the `For Dennis: ` label).
+    pub phones: Arc<dyn SharedPhones>,
+}
+
+/// What became of one delivery item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Its outcome is recorded (now or earlier): acknowledge it.
+    Done,
+    /// An attempt failed and was recorded: hand it out again after the wait.
+    RetryAfter(Duration),
+}
+
+/// A delivery worker over one command service and one set of channels.
+#[derive(Clone)]
+pub struct Worker {
+    commands: Arc<CommandService>,
+    channels: Channels,
+    config: WorkerConfig,
+}
+
+/// Why an attempt produced no hand-over: refused for good, or worth retrying.
+enum Attempt {
+    Handed {
+        handover: Handover,
+        sender: String,
+        text: String,
+        translated_to: Option<String>,
+    },
+    Failed(ChannelError),
+}
+
+impl Worker {
+    /// A worker recording through `commands` and sending through `channels`.
+    pub fn new(commands: Arc<CommandService>, channels: Channels, config: WorkerConfig) -> Self {
+        Self {
+            commands,
+            channels,
+            config,
+        }
+    }
+
+    /// Takes deliveries from `queue` until `shutdown`, and settles each: acknowledged
+    /// once its outcome is recorded, handed out again after a backoff otherwise. A
+    /// batch in hand is finished before it stops.
+    pub async fn run(&self, queue: Arc<dyn WorkQueue>, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let fetched = tokio::select! {
+                fetched = queue.fetch(self.config.batch, self.config.poll) => fetched,
+                () = &mut shutdown => return,
+            };
+            let items = match fetched {
+                Ok(items) => items,
+                Err(homeroom_bus::BusError::Closed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "the worker cannot take work; retrying");
+                    tokio::time::sleep(self.config.first_backoff.min(Duration::from_secs(1))).await;
+                    continue;
+                }
+            };
+            futures::future::join_all(items.into_iter().map(|item| self.settle(item))).await;
+        }
+    }
+
+    async fn settle(&self, item: WorkItem) {
+        let settled = match self.handle(&item.event).await {
+            Ok(Handled::Done) => item.ack().await,
+            Ok(Handled::RetryAfter(wait)) => item.retry_after(wait).await,
+            Err(error) => {
+                // Nothing was recorded for this attempt: the same attempt runs again,
+                // with the same idempotency key.
+                tracing::warn!(event = %item.event.event_id, attempt = item.attempt, %error, "a delivery could not be handled; it will be retried");
+                let wait = self.config.backoff(item.attempt);
+                item.retry_after(wait).await
+            }
+        };
+        if let Err(error) = settled {
+            tracing::warn!(%error, "a delivery could not be settled; it will come back");
+        }
+    }
+
+    /// Handles one `delivery_queued` event: sends its current attempt (unless its
+    /// outcome is already recorded) and records what happened.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when nothing could be recorded; handling it again is safe.
+    pub async fn handle(
+        &self,
+        recorded: &homeroom_eventstore::RecordedEvent,
+    ) -> Result<Handled, RuntimeError> {
+        let district = district_of(recorded)?;
+        let Event::DeliveryQueued(queued) = codec::decode(recorded)? else {
+            return Ok(Handled::Done);
+        };
+        let id = queued.delivery.delivery_id;
+        let (_, state) = self
+            .commands
+            .load(&district, &StreamRef::Delivery(id))
+            .await?;
+        let State::Delivery(delivery) = state else {
+            return Ok(Handled::Done);
+        };
+        if !delivery.awaits_sending() {
+            return Ok(Handled::Done);
+        }
+        let attempt = delivery.attempt();
+        let key = AttemptKey {
+            delivery_id: id,
+            attempt,
+        };
+        let outcome = self.attempt(&district, &delivery, key).await?;
+        self.record(&district, recorded, id, attempt, outcome).await
+    }
+
+    async fn attempt(
+        &self,
+        district: &DistrictId,
+        delivery: &DeliveryState,
+        key: AttemptKey,
+    ) -> Result<Attempt, RuntimeError> {
+        let Some(plan) = delivery.plan() else {
+            return Ok(Attempt::Failed(ChannelError::NotConfigured));
+        };
+        let sender = delivery.sender();
+        let mut people = vec![plan.recipient_id];
+        people.extend(sender.map(|s| s.author_id));
+        let (district_state, people) = self.commands.directory(district, &people).await?;
+        let recipient = &people[0];
+        let author = people.get(1);
+        let source_language = author.map_or("en", |a| a.language());
+        let (text, translated_to) = match self
+            .channels
+            .translator
+            .translate(&plan.text, source_language, &plan.language)
+            .await
+        {
+            Ok(t) if t.machine_translated => (t.text, Some(t.language)),
+            Ok(_) => (plan.text.clone(), None),
+            Err(error) => return Ok(Attempt::Failed(ChannelError::unavailable(error))),
+        };
+        let sender_name = sender_name(&district_state, sender, author.map(|a| a.name()));
+        match plan.channel {
+            Channel::App => Ok(Attempt::Handed {
+                handover: Handover::Delivered {
+                    provider_message_id: None,
+                },
+                sender: "app".to_owned(),
+                text,
+                translated_to,
+            }),
+            Channel::Email => {
+                let Some(to) = plan.address.clone() else {
+                    return Ok(Attempt::Failed(refused(
+                        "no_address",
+                        "the recipient has no email address",
+                    )));
+                };
+                let email = OutboundEmail {
+                    key,
+                    from_name: sender_name.clone(),
+                    to,
+                    subject: plan
+                        .subject
+                        .clone()
+                        .unwrap_or_else(|| format!("A message from {sender_name}")),
+                    body: text.clone(),
+                };
+                Ok(match self.channels.email.send_email(&email).await {
+                    Ok(handover) => Attempt::Handed {
+                        handover,
+                        sender: sender_name,
+                        text,
+                        translated_to,
+                    },
+                    Err(error) => Attempt::Failed(error),
+                })
+            }
+            Channel::Sms => {
+                self.attempt_sms(
+                    district,
+                    &district_state,
+                    plan,
+                    sender,
+                    key,
+                    text,
+                    translated_to,
+                    recipient.name(),
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_sms(
+        &self,
+        district: &DistrictId,
+        district_state: &DistrictState,
+        plan: &PlannedDelivery,
+        sender: Option<&DeliverySender>,
+        key: AttemptKey,
+        text: String,
+        translated_to: Option<String>,
+        recipient_name: &str,
+    ) -> Result<Attempt, RuntimeError> {
+        let Some(to) = plan
+            .address
+            .as_deref()
+            .and_then(|a| PhoneNumber::parse(a).ok())
+        else {
+            return Ok(Attempt::Failed(refused(
+                "no_address",
+                "the recipient has no phone number",
+            )));
+        };
+        let Some(from) = self
+            .sending_number(district, district_state, sender)
+            .await?
+        else {
+            return Ok(Attempt::Failed(refused(
+                "no_sender_number",
+                "no SMS number to send from: register the school's number or add sender numbers",
+            )));
+        };
+        let (_, line) = self
+            .commands
+            .load(
+                district,
+                &StreamRef::SmsLine {
+                    ours: from.clone(),
+                    theirs: to.clone(),
+                },
+            )
+            .await?;
+        if matches!(&line, State::SmsLine(l) if l.is_opted_out()) {
+            return Ok(Attempt::Failed(refused(
+                "opted_out",
+                "the recipient answered STOP to this number",
+            )));
+        }
+        let body = if self
+            .channels
+            .phones
+            .is_shared(district, to.as_str())
+            .await?
+        {
+            sms::label_for_shared_phone(&text, recipient_name)
+        } else {
+            text
+        };
+        let status_callback = self.config.public_url.as_ref().map(|base| {
+            format!(
+                "{}/v1/webhooks/twilio/status?district={district}&delivery={}",
+                base.trim_end_matches('/'),
+                key.delivery_id
+            )
+        });
+        let sms = OutboundSms {
+            key,
+            from: from.to_string(),
+            to: to.to_string(),
+            body: body.clone(),
+            status_callback,
+        };
+        Ok(match self.channels.sms.send_sms(&sms).await {
+            Ok(handover) => Attempt::Handed {
+                handover,
+                sender: from.to_string(),
+                text: body,
+                translated_to,
+            },
+            Err(error) => Attempt::Failed(error),
+        })
+    }
+
+    /// The number an SMS goes out from: the school's for school messages; the sender's
+    /// own for personal ones (assigned from the pool at their first SMS), the school's
+    /// when the pool has none left.
+    async fn sending_number(
+        &self,
+        district: &DistrictId,
+        district_state: &DistrictState,
+        sender: Option<&DeliverySender>,
+    ) -> Result<Option<PhoneNumber>, RuntimeError> {
+        let Some(sender) = sender else {
+            return Ok(None);
+        };
+        let school_number = district_state
+            .school(sender.school_id)
+            .and_then(|s| s.sms_number.clone());
+        if sender.sent_as == SendAs::School {
+            return Ok(school_number);
+        }
+        if let Some(own) = district_state.sender_number_of(sender.author_id) {
+            return Ok(Some(own.clone()));
+        }
+        if district_state.sender_numbers().is_empty() {
+            return Ok(school_number);
+        }
+        match react(
+            &self.commands,
+            district,
+            None,
+            AssignSenderNumber {
+                person_id: sender.author_id,
+            },
+        )
+        .await
+        {
+            Ok(_) => {
+                let (district_state, _) = self.commands.directory(district, &[]).await?;
+                Ok(district_state
+                    .sender_number_of(sender.author_id)
+                    .cloned()
+                    .or(school_number))
+            }
+            Err(CommandError::Rejected(DomainError::District(
+                DistrictError::NoSenderNumberAvailable,
+            ))) => Ok(school_number),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn record(
+        &self,
+        district: &DistrictId,
+        cause: &homeroom_eventstore::RecordedEvent,
+        delivery_id: DeliveryId,
+        attempt: u32,
+        outcome: Attempt,
+    ) -> Result<Handled, RuntimeError> {
+        let report = |status,
+                      provider_message_id,
+                      error,
+                      permanent,
+                      handed: Option<(String, String, Option<String>)>| {
+            let (sender, sent_text, translated_to) = match handed {
+                Some((s, t, l)) => (Some(s), Some(t), l),
+                None => (None, None, None),
+            };
+            RecordDeliveryOutcome {
+                delivery_id,
+                status,
+                provider_message_id,
+                error,
+                permanent,
+                sender,
+                sent_text,
+                translated_to,
+            }
+        };
+        match outcome {
+            Attempt::Handed {
+                handover,
+                sender,
+                text,
+                translated_to,
+            } => {
+                let (status, provider_message_id) = match handover {
+                    Handover::Accepted {
+                        provider_message_id,
+                    } => (OutcomeStatus::Sent, Some(provider_message_id)),
+                    Handover::Delivered {
+                        provider_message_id,
+                    } => (OutcomeStatus::Delivered, provider_message_id),
+                };
+                react(
+                    &self.commands,
+                    district,
+                    Some(cause),
+                    report(
+                        status,
+                        provider_message_id,
+                        None,
+                        None,
+                        Some((sender, text, translated_to)),
+                    ),
+                )
+                .await?;
+                Ok(Handled::Done)
+            }
+            Attempt::Failed(error) if error.is_permanent() => {
+                react(
+                    &self.commands,
+                    district,
+                    Some(cause),
+                    report(
+                        OutcomeStatus::Failed,
+                        None,
+                        Some(error.to_string()),
+                        Some(true),
+                        None,
+                    ),
+                )
+                .await?;
+                Ok(Handled::Done)
+            }
+            Attempt::Failed(error) => {
+                let recorded = react(
+                    &self.commands,
+                    district,
+                    Some(cause),
+                    RecordFailedAttempt {
+                        delivery_id,
+                        attempt,
+                        error: error.to_string().chars().take(1_000).collect(),
+                    },
+                )
+                .await?;
+                let gave_up = recorded
+                    .events
+                    .iter()
+                    .any(|e| e.event_type == "delivery_failed");
+                Ok(if gave_up {
+                    Handled::Done
+                } else {
+                    Handled::RetryAfter(self.config.backoff(attempt))
+                })
+            }
+        }
+    }
+}
+
+/// The name a message goes out under: the school's for school messages, the author's
+/// for their own.
+fn sender_name(
+    district: &DistrictState,
+    sender: Option<&DeliverySender>,
+    author_name: Option<&str>,
+) -> String {
+    let school = sender
+        .and_then(|s| district.school(s.school_id))
+        .map(|s| s.name.clone());
+    match sender.map(|s| s.sent_as) {
+        Some(SendAs::School) => school.unwrap_or_else(|| "Your school".to_owned()),
+        _ => author_name
+            .map(str::to_owned)
+            .or(school)
+            .unwrap_or_else(|| "Your school".to_owned()),
+    }
+}
+
+/// A refusal of Homeroom's own, before any provider is asked.
+fn refused(code: &str, message: &str) -> ChannelError {
+    ChannelError::Refused {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        permanent: true,
+    }
+}

@@ -1,0 +1,598 @@
+//! Delivery end to end in one process: the reactor and a worker on in-process queues
+//! over a real store, with scripted providers, so every promise of the delivery rules is
+//! checked against the events it records: queued → sent → delivered, the sending number,
+//! fallback from a failed email to SMS and back after a reset, STOP and START, retried
+//! attempts with stable idempotency keys, the shared-phone label, and inbound replies
+//! routed, refused or kept as unroutable.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use homeroom_app::codec;
+use homeroom_bus::inprocess::{InProcessConfig, InProcessQueue};
+use homeroom_bus::WorkQueue;
+use homeroom_channels::sandbox::Untranslated;
+use homeroom_channels::{
+    AttemptKey, ChannelError, EmailSender, Handover, OutboundEmail, OutboundSms, SmsSender,
+};
+use homeroom_delivery::inbound::{InboundSms, IncomingSms};
+use homeroom_delivery::phones::{NoSharedPhones, SharedPhones};
+use homeroom_delivery::reactor::{Reactor, ReactorConfig, REACTS_TO};
+use homeroom_delivery::worker::{Channels, Worker, WorkerConfig, WORKS_ON};
+use homeroom_domain::inbound::{InboundRoute, UnroutableReason};
+use homeroom_domain::{DistrictId, Event, ProviderMessageId};
+use homeroom_eventstore::memory::InMemoryStore;
+use homeroom_eventstore::{EventReader, EventStore, EventSubscriber, Position, RecordedEvent};
+use homeroom_tests::District;
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One hand-over a provider saw.
+#[derive(Debug, Clone)]
+struct Sent {
+    from: String,
+    to: String,
+    body: String,
+    key: AttemptKey,
+}
+
+/// A provider that answers from a script per address (default: delivered) and
+/// remembers what it was handed.
+#[derive(Default)]
+struct Provider {
+    sent: Mutex<Vec<Sent>>,
+    script: Mutex<HashMap<String, VecDeque<fn() -> Result<Handover, ChannelError>>>>,
+}
+
+impl Provider {
+    fn answer(&self, to: &str, answer: fn() -> Result<Handover, ChannelError>) {
+        self.script
+            .lock()
+            .unwrap()
+            .entry(to.to_owned())
+            .or_default()
+            .push_back(answer);
+    }
+
+    fn hand_over(&self, sent: Sent) -> Result<Handover, ChannelError> {
+        let next = self
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(&sent.to)
+            .and_then(VecDeque::pop_front);
+        let id = sent.key.as_header_value();
+        self.sent.lock().unwrap().push(sent);
+        match next {
+            Some(answer) => answer(),
+            None => Ok(Handover::Delivered {
+                provider_message_id: Some(format!("P-{id}")),
+            }),
+        }
+    }
+
+    fn to(&self, address: &str) -> Vec<Sent> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.to == address)
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SmsSender for Provider {
+    async fn send_sms(&self, sms: &OutboundSms) -> Result<Handover, ChannelError> {
+        self.hand_over(Sent {
+            from: sms.from.clone(),
+            to: sms.to.clone(),
+            body: sms.body.clone(),
+            key: sms.key,
+        })
+    }
+}
+
+#[async_trait]
+impl EmailSender for Provider {
+    async fn send_email(&self, email: &OutboundEmail) -> Result<Handover, ChannelError> {
+        self.hand_over(Sent {
+            from: email.from_name.clone(),
+            to: email.to.clone(),
+            body: email.body.clone(),
+            key: email.key,
+        })
+    }
+}
+
+struct SharedEverywhere;
+
+#[async_trait]
+impl SharedPhones for SharedEverywhere {
+    async fn is_shared(
+        &self,
+        _district: &DistrictId,
+        _number: &str,
+    ) -> Result<bool, homeroom_projections::QueryError> {
+        Ok(true)
+    }
+}
+
+fn bounce() -> Result<Handover, ChannelError> {
+    Err(ChannelError::Refused {
+        code: "550".into(),
+        message: "mailbox unavailable".into(),
+        permanent: true,
+    })
+}
+
+fn down() -> Result<Handover, ChannelError> {
+    Err(ChannelError::Unavailable("503 from the provider".into()))
+}
+
+/// A district with the delivery runtime running on in-process queues.
+struct Flow {
+    d: District,
+    store: Arc<InMemoryStore>,
+    provider: Arc<Provider>,
+    inbound: InboundSms,
+    queues: Vec<InProcessQueue>,
+    _dir: tempfile::TempDir,
+}
+
+impl Flow {
+    async fn start(phones: Arc<dyn SharedPhones>) -> Self {
+        let store = Arc::new(InMemoryStore::new());
+        let shared: Arc<dyn EventStore> = store.clone();
+        let d = District::build(shared.clone(), "flowtown").await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = InProcessConfig {
+            ack_wait: Duration::from_secs(5),
+            ..InProcessConfig::default()
+        };
+        let reactions = InProcessQueue::open(
+            shared.clone(),
+            &dir.path().join("reactions.checkpoint"),
+            REACTS_TO,
+            config.clone(),
+        )
+        .unwrap();
+        let deliveries = InProcessQueue::open(
+            shared,
+            &dir.path().join("deliveries.checkpoint"),
+            WORKS_ON,
+            config,
+        )
+        .unwrap();
+        let provider = Arc::new(Provider::default());
+        let reactor = Reactor::new(d.service.clone(), ReactorConfig::default());
+        let worker = Worker::new(
+            d.service.clone(),
+            Channels {
+                sms: provider.clone(),
+                email: provider.clone(),
+                translator: Arc::new(Untranslated),
+                phones,
+            },
+            WorkerConfig {
+                first_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(100),
+                ..WorkerConfig::default()
+            },
+        );
+        let q: Arc<dyn WorkQueue> = Arc::new(reactions.clone());
+        tokio::spawn(async move { reactor.run(q, std::future::pending()).await });
+        let q: Arc<dyn WorkQueue> = Arc::new(deliveries.clone());
+        tokio::spawn(async move { worker.run(q, std::future::pending()).await });
+        Self {
+            inbound: InboundSms::new(d.service.clone()),
+            d,
+            store,
+            provider,
+            queues: vec![reactions, deliveries],
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the first recorded event (from the start of the log) that `matches`.
+    async fn until(&self, what: &str, matches: impl Fn(&Event) -> bool) -> RecordedEvent {
+        let mut events = self.store.subscribe_all(Position::START);
+        tokio::time::timeout(PATIENCE, async {
+            while let Some(Ok(recorded)) = events.next().await {
+                if codec::decode(&recorded).is_ok_and(|e| matches(&e)) {
+                    return recorded;
+                }
+            }
+            panic!("the log ended before {what}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
+    }
+
+    async fn message(&self, author: Uuid, recipient: Uuid, body: &str) -> Uuid {
+        self.d
+            .by(
+                author,
+                "SendPersonalMessage",
+                json!({"recipient_id": recipient, "body": body}),
+            )
+            .await
+            .unwrap()
+            .delivery_ids[0]
+            .as_uuid()
+    }
+
+    async fn delivered(&self, delivery: Uuid) -> RecordedEvent {
+        self.until(
+            "the delivery arriving",
+            |e| matches!(e, Event::DeliveryDelivered(d) if d.delivery_id.as_uuid() == delivery),
+        )
+        .await
+    }
+
+    async fn reply(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+    ) -> homeroom_delivery::inbound::Received {
+        self.inbound
+            .receive(IncomingSms {
+                message_sid: ProviderMessageId::parse(&format!("SM{}", Uuid::now_v7().simple()))
+                    .unwrap(),
+                from: from.into(),
+                to: to.into(),
+                body: body.into(),
+            })
+            .await
+            .unwrap()
+    }
+
+    fn stop(self) {
+        for q in &self.queues {
+            q.close();
+        }
+    }
+}
+
+const SCHOOL_NUMBER: &str = "+15550001000";
+const PARENT_NUMBER: &str = "+15550002003";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let delivery = f
+        .message(f.d.principal, f.d.parent, "Hi {student_name}'s family")
+        .await;
+    let sent = f
+        .until(
+            "the sent SMS",
+            |e| matches!(e, Event::DeliverySent(s) if s.delivery_id.as_uuid() == delivery),
+        )
+        .await;
+    f.delivered(delivery).await;
+    let Ok(Event::DeliverySent(sent)) = codec::decode(&sent) else {
+        unreachable!()
+    };
+    assert_eq!(
+        sent.sender.as_deref(),
+        Some(SCHOOL_NUMBER),
+        "no pool: the school's number"
+    );
+    assert_eq!(sent.sent_text.as_deref(), Some("Hi Dennis's family"));
+    let handed = f.provider.to(PARENT_NUMBER);
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].key.attempt, 1);
+
+    // The line is recorded, and the family's reply lands in the conversation.
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    let received = f
+        .reply(PARENT_NUMBER, SCHOOL_NUMBER, "Thanks, see you Friday")
+        .await;
+    let InboundRoute::Conversation { message_id, .. } = received.route else {
+        panic!("routed elsewhere: {:?}", received.route)
+    };
+    let posted = f
+        .until(
+            "the reply",
+            |e| matches!(e, Event::MessagePosted(m) if m.message_id == message_id),
+        )
+        .await;
+    let Ok(Event::MessagePosted(posted)) = codec::decode(&posted) else {
+        unreachable!()
+    };
+    assert_eq!(posted.author_id.as_uuid(), f.d.parent);
+    assert_eq!(posted.body, "Thanks, see you Friday");
+    assert_eq!(
+        posted.deliveries[0].recipient_id.as_uuid(),
+        f.d.principal,
+        "the staff member gets the reply"
+    );
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_sender_gets_their_own_number_from_the_pool() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    f.d.system(
+        "AddSenderNumbers",
+        json!({"numbers": ["+15550009001", "+15550009002"]}),
+    )
+    .await;
+    let delivery = f
+        .message(f.d.principal, f.d.parent, "From my own number")
+        .await;
+    f.delivered(delivery).await;
+    assert_eq!(f.provider.to(PARENT_NUMBER)[0].from, "+15550009001");
+    let bound = f
+        .until(
+            "the number bound",
+            |e| matches!(e, Event::SmsNumberBound(b) if b.number.as_str() == "+15550009001"),
+        )
+        .await;
+    assert_eq!(bound.stream.as_str(), "smsnumber-+15550009001");
+    // A reply to the personal number reaches the personal conversation.
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    let received = f.reply(PARENT_NUMBER, "+15550009001", "Got it").await;
+    assert!(
+        matches!(received.route, InboundRoute::Conversation { .. }),
+        "{:?}",
+        received.route
+    );
+    // A school message still goes from the school's number.
+    let school_conversation = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": school_conversation, "school_id": f.d.school,
+                   "participant_ids": [f.d.parent], "body": "From the office", "from": "school"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(started.delivery_ids[0].as_uuid()).await;
+    assert_eq!(f.provider.to(PARENT_NUMBER)[1].from, SCHOOL_NUMBER);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let guardian = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
+               "preferred_channel": "email",
+               "contact_points": [{"channel": "email", "address": "homer@example.org"},
+                                  {"channel": "sms", "address": "+15550003001"}]}),
+    )
+    .await;
+    f.provider.answer("homer@example.org", bounce);
+    let first = f
+        .message(f.d.principal, guardian, "Report cards are out")
+        .await;
+    let failed = f
+        .until(
+            "the bounce",
+            |e| matches!(e, Event::DeliveryFailed(d) if d.delivery_id.as_uuid() == first),
+        )
+        .await;
+    assert_eq!(failed.stream.category(), "delivery");
+    let fallback = homeroom_domain::fallback_delivery_id(homeroom_domain::DeliveryId::new(first));
+    f.delivered(fallback.as_uuid()).await;
+    let by_sms = f.provider.to("+15550003001");
+    assert_eq!(by_sms.len(), 1);
+    assert_eq!(by_sms[0].body, "Report cards are out");
+    f.until(
+        "the address marked failing",
+        |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
+    )
+    .await;
+
+    // The next message goes by SMS straight away.
+    let second = f.message(f.d.principal, guardian, "Picture day").await;
+    f.delivered(second).await;
+    assert_eq!(f.provider.to("+15550003001").len(), 2);
+    assert_eq!(f.provider.to("homer@example.org").len(), 1);
+
+    // Reset: email again.
+    f.d.system(
+        "ResetContactPoint",
+        json!({"person_id": guardian, "address": "homer@example.org"}),
+    )
+    .await;
+    let third = f.message(f.d.principal, guardian, "Back to email").await;
+    f.delivered(third).await;
+    assert_eq!(f.provider.to("homer@example.org").len(), 2);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_blocks_texts_from_that_number_until_start() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let first = f.message(f.d.principal, f.d.parent, "Hello").await;
+    f.delivered(first).await;
+    let stop = f.reply(PARENT_NUMBER, SCHOOL_NUMBER, " stop ").await;
+    assert!(matches!(stop.route, InboundRoute::Keyword { .. }));
+    assert!(stop.reply.unwrap().contains("START"));
+    let blocked = f.message(f.d.principal, f.d.parent, "Are you there?").await;
+    let failed = f
+        .until(
+            "the refusal",
+            |e| matches!(e, Event::DeliveryFailed(d) if d.delivery_id.as_uuid() == blocked),
+        )
+        .await;
+    let Ok(Event::DeliveryFailed(failed)) = codec::decode(&failed) else {
+        unreachable!()
+    };
+    assert!(failed.permanent);
+    assert!(failed.error.unwrap().contains("STOP"));
+    assert_eq!(
+        f.provider.to(PARENT_NUMBER).len(),
+        1,
+        "nothing more went to the number"
+    );
+    f.reply(PARENT_NUMBER, SCHOOL_NUMBER, "START").await;
+    f.until("the number reset", |e| {
+        matches!(e, Event::ContactPointReset(_))
+    })
+    .await;
+    let again = f.message(f.d.principal, f.d.parent, "Welcome back").await;
+    f.delivered(again).await;
+    assert_eq!(f.provider.to(PARENT_NUMBER).len(), 2);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_down_is_retried_each_attempt_with_its_own_key() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    f.provider.answer(PARENT_NUMBER, down);
+    f.provider.answer(PARENT_NUMBER, down);
+    let delivery = f.message(f.d.principal, f.d.parent, "Try again").await;
+    f.delivered(delivery).await;
+    let attempts: Vec<u32> = f
+        .provider
+        .to(PARENT_NUMBER)
+        .iter()
+        .map(|s| s.key.attempt)
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    f.until(
+        "the second failed attempt",
+        |e| matches!(e, Event::DeliveryAttemptFailed(a) if a.attempt == 2),
+    )
+    .await;
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stays_down_ends_in_a_permanent_failure() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    for _ in 0..homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS {
+        f.provider.answer(PARENT_NUMBER, down);
+    }
+    let delivery = f.message(f.d.principal, f.d.parent, "Anyone?").await;
+    let failed = f
+        .until(
+            "the permanent failure",
+            |e| matches!(e, Event::DeliveryFailed(d) if d.delivery_id.as_uuid() == delivery),
+        )
+        .await;
+    let Ok(Event::DeliveryFailed(failed)) = codec::decode(&failed) else {
+        unreachable!()
+    };
+    assert!(failed.permanent && failed.error.unwrap().contains("gave up"));
+    assert_eq!(f.provider.to(PARENT_NUMBER).len(), 5);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_to_a_shared_phone_say_who_they_are_for() {
+    let f = Flow::start(Arc::new(SharedEverywhere)).await;
+    let delivery = f.message(f.d.principal, f.d.parent, "Lunch money").await;
+    f.delivered(delivery).await;
+    assert_eq!(
+        f.provider.to(PARENT_NUMBER)[0].body,
+        "For Marge: Lunch money"
+    );
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let conversation = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.teacher,
+            "StartConversation",
+            json!({"conversation_id": conversation, "school_id": f.d.school,
+                   "participant_ids": [f.d.parent], "body": "Field trip Friday"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(started.delivery_ids[0].as_uuid()).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    f.d.by(
+        f.d.teacher,
+        "StopConversation",
+        json!({"conversation_id": conversation}),
+    )
+    .await
+    .unwrap();
+    let late = f
+        .reply(PARENT_NUMBER, SCHOOL_NUMBER, "One more thing")
+        .await;
+    assert!(
+        matches!(late.route, InboundRoute::Refused { .. }),
+        "{:?}",
+        late.route
+    );
+    f.until(
+        "the refused reply",
+        |e| matches!(e, Event::InboundReplyRefused(r) if r.body == "One more thing"),
+    )
+    .await;
+
+    let stranger = f.reply("+15550007777", SCHOOL_NUMBER, "Who is this?").await;
+    assert_eq!(
+        stranger.route,
+        InboundRoute::Unroutable {
+            reason: UnroutableReason::NoConversation
+        }
+    );
+    let nobodys = f.reply(PARENT_NUMBER, "+15550008888", "Hello?").await;
+    assert_eq!(nobodys.district.as_str(), DistrictId::UNROUTED);
+    assert_eq!(
+        nobodys.route,
+        InboundRoute::Unroutable {
+            reason: UnroutableReason::UnknownNumber
+        }
+    );
+    let kept = f
+        .until(
+            "the unknown number's SMS",
+            |e| matches!(e, Event::InboundSmsReceived(r) if r.body == "Hello?"),
+        )
+        .await;
+    assert_eq!(kept.metadata.district, DistrictId::UNROUTED);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
+    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let delivery = f.message(f.d.principal, f.d.parent, "Hi").await;
+    f.delivered(delivery).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    let sms = IncomingSms {
+        message_sid: ProviderMessageId::parse("SMretried").unwrap(),
+        from: PARENT_NUMBER.into(),
+        to: SCHOOL_NUMBER.into(),
+        body: "Once".into(),
+    };
+    let first = f.inbound.receive(sms.clone()).await.unwrap();
+    let second = f.inbound.receive(sms).await.unwrap();
+    assert_eq!(first, second);
+    let head = f.store.head().await.unwrap();
+    let posted = f
+        .store
+        .read_all(Position::START, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.position <= head)
+        .filter(|e| matches!(codec::decode(e), Ok(Event::MessagePosted(m)) if m.body == "Once"))
+        .count();
+    assert_eq!(posted, 1);
+    f.stop();
+}
