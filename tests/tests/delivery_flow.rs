@@ -40,16 +40,19 @@ struct Sent {
     key: AttemptKey,
 }
 
+/// One scripted answer of a provider.
+type Answer = fn() -> Result<Handover, ChannelError>;
+
 /// A provider that answers from a script per address (default: delivered) and
 /// remembers what it was handed.
 #[derive(Default)]
 struct Provider {
     sent: Mutex<Vec<Sent>>,
-    script: Mutex<HashMap<String, VecDeque<fn() -> Result<Handover, ChannelError>>>>,
+    script: Mutex<HashMap<String, VecDeque<Answer>>>,
 }
 
 impl Provider {
-    fn answer(&self, to: &str, answer: fn() -> Result<Handover, ChannelError>) {
+    fn answer(&self, to: &str, answer: Answer) {
         self.script
             .lock()
             .unwrap()
