@@ -11,6 +11,8 @@
 //! - [`status`]: Twilio's message statuses as Homeroom outcomes ([`status_of`]) and
 //!   which Twilio error codes can never succeed ([`is_permanent_error`]); a callback's
 //!   form read as a [`StatusCallback`].
+//! - [`TwilioWebhooks`]: the webhooks through the `SmsWebhooks` port (signature,
+//!   status and inbound forms, TwiML answers).
 //! - `fake` (feature `fake`): `FakeTwilio`, a local HTTP server that speaks the same
 //!   API, posts signed status callbacks and inbound texts, for tests up to end-to-end.
 //!
@@ -22,6 +24,7 @@
 
 pub mod signature;
 pub mod status;
+pub mod webhooks;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -37,6 +40,7 @@ use serde::Deserialize;
 
 pub use signature::{signature, verify, SIGNATURE_HEADER};
 pub use status::{is_permanent_error, status_of, MessageStatus, StatusCallback};
+pub use webhooks::TwilioWebhooks;
 
 /// Twilio's API, where [`TwilioConfig::base_url`] points unless told otherwise.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";

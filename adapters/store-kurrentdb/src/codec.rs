@@ -87,11 +87,13 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     /// The bytes the client sends as data (what [`kurrentdb::EventData::json`] writes).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn data_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.data).unwrap_or_default()
     }
 
     /// The bytes the client sends as metadata.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn metadata_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.metadata).unwrap_or_default()
     }

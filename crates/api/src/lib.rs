@@ -12,6 +12,8 @@
 //! - [`queries`]: the reads (`/v1/inbox`, `/v1/conversations/{id}` and its export,
 //!   `/v1/students/{id}/messages`, `/v1/oversight/conversations`, `/v1/audit` and
 //!   `/v1/audit/verify`), answered by `homeroom_app::QueryService`.
+//! - [`webhooks`]: the SMS provider's `POST /v1/webhooks/twilio/inbound` and `/status`,
+//!   authenticated by the provider's signature (403 otherwise).
 //! - [`import`]: `POST /v1/imports/role-assignments`, one `AssignRole` per CSV row; the
 //!   `homeroom import roles` subcommand runs the same code.
 //! - [`auth`]: HS256 bearer tokens, the [`auth::Caller`] extractor that scopes every
@@ -33,6 +35,7 @@ pub mod openapi;
 pub mod problem;
 pub mod queries;
 mod state;
+pub mod webhooks;
 
 pub use auth::{Caller, Claims, TokenKeys};
 pub use problem::{ApiError, Problem};
@@ -88,10 +91,18 @@ pub fn router(state: ApiState) -> Router {
         limits.command_body,
         limits.read_timeout,
     );
+    let hooks = bounded(
+        Router::new()
+            .route("/v1/webhooks/twilio/inbound", post(webhooks::inbound))
+            .route("/v1/webhooks/twilio/status", post(webhooks::status)),
+        limits.command_body,
+        limits.command_timeout,
+    );
     Router::new()
         .merge(commands)
         .merge(imports)
         .merge(reads)
+        .merge(hooks)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

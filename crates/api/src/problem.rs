@@ -89,6 +89,9 @@ pub enum ApiError {
     /// The query service refused or failed.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// A provider's webhook was refused (signature, form).
+    #[error(transparent)]
+    Webhook(#[from] crate::webhooks::WebhookRefusal),
     /// The query string does not fit the endpoint (an unknown parameter, a wrong type).
     #[error("the query string is malformed: {}", .0.body_text())]
     QueryString(#[source] QueryRejection),
@@ -149,6 +152,7 @@ impl ApiError {
             Self::Parse(CommandParseError::Body { .. }) => "validation",
             Self::Command(e) => e.code(),
             Self::Query(e) => e.code(),
+            Self::Webhook(e) => e.code(),
             Self::TooLarge { .. } => "too_large",
             Self::TimedOut { .. } | Self::StoreUnavailable(_) => "unavailable",
             Self::NotFound { .. } => "not_found",
@@ -225,7 +229,7 @@ pub fn status_of_code(code: &str) -> StatusCode {
     match code {
         "validation" => StatusCode::BAD_REQUEST,
         "unauthenticated" => StatusCode::UNAUTHORIZED,
-        "not_permitted" => StatusCode::FORBIDDEN,
+        "not_permitted" | "invalid_signature" => StatusCode::FORBIDDEN,
         "unknown_command"
         | "unknown_person"
         | "unknown_conversation"
@@ -249,6 +253,7 @@ fn title_of_code(code: &str) -> &'static str {
         "validation" => "The request is malformed",
         "unauthenticated" => "A valid bearer token is required",
         "not_permitted" => "Not permitted",
+        "invalid_signature" => "The request's signature does not verify",
         "unknown_command" => "Unknown command",
         "unknown_person" => "Unknown person",
         "unknown_conversation" => "Unknown conversation",

@@ -73,6 +73,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// Body size and time limits.
     pub limits: Limits,
+    /// The SMS provider's webhooks, when a provider is configured.
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 impl ApiState {
@@ -86,6 +88,7 @@ impl ApiState {
             auth: Arc::new(auth),
             metrics: Metrics::new(),
             limits: Limits::default(),
+            webhooks: None,
         }
     }
 }

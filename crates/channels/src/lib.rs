@@ -11,13 +11,16 @@
 //! - [`Translator`]: machine translation of a message body into the recipient's
 //!   language; the original is always kept beside it;
 //! - [`sandbox`]: providers that record a delivered outcome without sending, and a
-//!   translator that marks text untranslated rather than inventing one.
+//!   translator that marks text untranslated rather than inventing one;
+//! - [`webhooks::SmsWebhooks`]: what a provider posts back (status callbacks, inbound
+//!   texts), authenticated by its signature.
 //!
 //! Every attempt carries an [`AttemptKey`] derived from the delivery and the attempt
 //! number: providers that accept an idempotency key get it, so a worker that is killed
 //! after the provider accepted a message and retries it never sends it twice.
 
 pub mod sandbox;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use homeroom_domain::DeliveryId;

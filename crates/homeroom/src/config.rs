@@ -27,6 +27,8 @@ pub const KEYS: &[&str] = &[
     "email_from",
     "public_url",
     "jwt_key_file",
+    "pg_schema",
+    "relay",
 ];
 
 /// The settings of one instance, as resolved from every source.
@@ -37,14 +39,15 @@ pub struct Settings {
     pub listen: String,
     /// Where the instance keeps its data (`./homeroom-data`).
     pub data_dir: PathBuf,
-    /// The event store: unset or `sqlite` for `<data_dir>/events.sqlite`, or
-    /// `sqlite://PATH`. PostgreSQL and KurrentDB are not available yet.
+    /// The event store: unset or `sqlite` for `<data_dir>/events.sqlite`,
+    /// `sqlite://PATH`, `postgres://…`, or `kurrentdb://…` / `esdb://…`.
     pub store: Option<String>,
-    /// Where read models live: unset (the default) only, for now.
+    /// Where read models live: unset for the store's database (SQLite in the data
+    /// directory for KurrentDB), `sqlite://PATH` or `postgres://…`.
     pub read_store: Option<String>,
-    /// The delivery bus: unset or `in-process`; NATS is not available yet.
+    /// The delivery bus: unset or `in-process`, or `nats://…`.
     pub bus: Option<String>,
-    /// The SMS channel: `sandbox` (default); `twilio` is not available yet.
+    /// The SMS channel: `sandbox` (default) or `twilio`.
     pub sms: Option<String>,
     /// Twilio account SID (with `sms = "twilio"`).
     pub twilio_account_sid: Option<String>,
@@ -52,7 +55,7 @@ pub struct Settings {
     pub twilio_auth_token: Option<String>,
     /// Twilio API base URL (default Twilio's).
     pub twilio_base_url: Option<String>,
-    /// The email channel: `sandbox` (default); `smtp` is not available yet.
+    /// The email channel: `sandbox` (default) or `smtp`.
     pub email: Option<String>,
     /// SMTP server URL (with `email = "smtp"`).
     pub smtp_url: Option<String>,
@@ -62,6 +65,12 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The token signing key (default `<data_dir>/jwt.key`).
     pub jwt_key_file: Option<PathBuf>,
+    /// The PostgreSQL schema of this instance's events (default `homeroom`; its read
+    /// models go in `<schema>_read`), so one database can hold several instances.
+    pub pg_schema: Option<String>,
+    /// Whether `serve` runs the relay that copies the log onto NATS (default true; turn
+    /// it off on all but one node).
+    pub relay: Option<bool>,
 }
 
 impl Default for Settings {
@@ -81,6 +90,8 @@ impl Default for Settings {
             email_from: None,
             public_url: None,
             jwt_key_file: None,
+            pg_schema: None,
+            relay: None,
         }
     }
 }
@@ -97,7 +108,7 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// The event store: `sqlite` (default: <data-dir>/events.sqlite) or `sqlite://PATH` [env: HOMEROOM_STORE].
+    /// The event store: `sqlite` (default: <data-dir>/events.sqlite), `sqlite://PATH`, `postgres://…`, `kurrentdb://…` [env: HOMEROOM_STORE].
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
@@ -105,11 +116,11 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_store: Option<String>,
-    /// The delivery bus: `in-process` (default) [env: HOMEROOM_BUS].
+    /// The delivery bus: `in-process` (default) or `nats://HOST:PORT` [env: HOMEROOM_BUS].
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
-    /// The SMS channel: `sandbox` (default) [env: HOMEROOM_SMS].
+    /// The SMS channel: `sandbox` (default) or `twilio` [env: HOMEROOM_SMS].
     #[arg(long, value_name = "CHANNEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sms: Option<String>,
@@ -125,7 +136,7 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub twilio_base_url: Option<String>,
-    /// The email channel: `sandbox` (default) [env: HOMEROOM_EMAIL].
+    /// The email channel: `sandbox` (default) or `smtp` [env: HOMEROOM_EMAIL].
     #[arg(long, value_name = "CHANNEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -145,6 +156,10 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_key_file: Option<PathBuf>,
+    /// The PostgreSQL schema of the events (default homeroom; read models in <schema>_read) [env: HOMEROOM_PG_SCHEMA].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_schema: Option<String>,
 }
 
 /// Why the settings cannot be used.
@@ -156,13 +171,13 @@ pub enum ConfigError {
     /// The config file named does not exist.
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
-    /// A backend this version does not have yet.
-    #[error("{setting} = {value}: not available yet; this version runs the embedded default (unset the setting to use it)")]
-    NotAvailableYet {
+    /// A backend needs a setting that is not set.
+    #[error("{setting} must be set {because}")]
+    Missing {
         /// The setting, as its environment variable.
         setting: &'static str,
-        /// The value's kind (a URL's scheme, never its credentials).
-        value: String,
+        /// When it is needed.
+        because: &'static str,
     },
     /// A value no version understands.
     #[error("{setting} = {value:?} is not a valid value; expected {expected}")]
@@ -181,6 +196,89 @@ pub enum ConfigError {
 pub enum StoreChoice {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, in a schema of its own.
+    Postgres {
+        /// The `postgres://` URL.
+        url: String,
+        /// The schema of the events.
+        schema: String,
+    },
+    /// A KurrentDB (EventStoreDB) server.
+    KurrentDb {
+        /// The connection string.
+        url: String,
+    },
+}
+
+/// Where the read models live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadStoreChoice {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, in a schema of its own.
+    Postgres {
+        /// The `postgres://` URL.
+        url: String,
+        /// The schema of the read models.
+        schema: String,
+    },
+}
+
+/// How delivery work travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    /// In this process, from the store (the embedded default).
+    InProcess,
+    /// NATS JetStream.
+    Nats {
+        /// The `nats://` URL.
+        url: String,
+    },
+}
+
+/// How texts are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsChoice {
+    /// Recorded as delivered, never sent.
+    Sandbox,
+    /// The Twilio Messages API.
+    Twilio {
+        /// The account SID.
+        account_sid: String,
+        /// The auth token (also what webhooks are verified with).
+        auth_token: String,
+        /// The API base URL.
+        base_url: Option<String>,
+    },
+}
+
+/// How emails are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailChoice {
+    /// Recorded as delivered, never sent.
+    Sandbox,
+    /// An SMTP server.
+    Smtp {
+        /// `smtp://…` or `smtps://…`.
+        url: String,
+        /// The From address.
+        from: String,
+    },
+}
+
+/// Every outside system an instance talks to, as the settings choose them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends {
+    /// The event store.
+    pub store: StoreChoice,
+    /// The read models.
+    pub read_store: ReadStoreChoice,
+    /// The bus.
+    pub bus: BusChoice,
+    /// SMS.
+    pub sms: SmsChoice,
+    /// Email.
+    pub email: EmailChoice,
 }
 
 impl Settings {
@@ -211,42 +309,109 @@ impl Settings {
             .unwrap_or_else(|| self.data_dir.join("jwt.key"))
     }
 
-    /// The event store to open, once every setting this version cannot honour yet has
-    /// been refused, so a deployment asking for PostgreSQL, NATS, Twilio or SMTP learns
-    /// it at start, not at the first message.
+    /// The PostgreSQL schema of the events.
+    pub fn pg_schema(&self) -> String {
+        set(&self.pg_schema).unwrap_or("homeroom").to_owned()
+    }
+
+    /// Every backend the settings choose, checked together at start, so a deployment
+    /// with a wrong or incomplete setting learns it at once, not at the first message.
     ///
     /// # Errors
-    /// [`ConfigError::NotAvailableYet`] for PostgreSQL, KurrentDB, NATS, Twilio, SMTP
-    /// or a separate read store; [`ConfigError::Invalid`] for values no version knows.
-    pub fn check_supported(&self) -> Result<StoreChoice, ConfigError> {
+    /// [`ConfigError::Invalid`] for values no backend understands;
+    /// [`ConfigError::Missing`] when a backend lacks a setting it needs.
+    pub fn backends(&self) -> Result<Backends, ConfigError> {
         let store = self.store()?;
-        if let Some(value) = set(&self.read_store) {
-            return Err(ConfigError::NotAvailableYet {
-                setting: "HOMEROOM_READ_STORE",
-                value: redacted(value),
-            });
-        }
-        if let Some(value) = set(&self.bus) {
-            if !matches!(value, "in-process" | "inprocess") {
-                return Err(not_yet_or_invalid(
-                    "HOMEROOM_BUS",
-                    value,
-                    "nats",
-                    "in-process",
-                ));
-            }
-        }
-        for (setting, value, later) in [
-            ("HOMEROOM_SMS", &self.sms, "twilio"),
-            ("HOMEROOM_EMAIL", &self.email, "smtp"),
-        ] {
-            if let Some(value) = set(value) {
-                if value != "sandbox" {
-                    return Err(not_yet_or_invalid(setting, value, later, "sandbox"));
+        let read_store = match set(&self.read_store) {
+            None => match &store {
+                StoreChoice::Postgres { url, schema } => ReadStoreChoice::Postgres {
+                    url: url.clone(),
+                    schema: format!("{schema}_read"),
+                },
+                _ => ReadStoreChoice::Sqlite(self.data_dir.join("read.sqlite")),
+            },
+            Some(value) => match sqlite_path(value) {
+                Some(path) => ReadStoreChoice::Sqlite(
+                    path.unwrap_or_else(|| self.data_dir.join("read.sqlite")),
+                ),
+                None if is_postgres(value) => ReadStoreChoice::Postgres {
+                    url: value.to_owned(),
+                    schema: format!("{}_read", self.pg_schema()),
+                },
+                None => {
+                    return Err(ConfigError::Invalid {
+                        setting: "HOMEROOM_READ_STORE",
+                        value: redacted(value),
+                        expected: "sqlite, sqlite://PATH or postgres://…",
+                    })
                 }
+            },
+        };
+        let bus = match set(&self.bus) {
+            None | Some("in-process" | "inprocess") => BusChoice::InProcess,
+            Some(value) if scheme_of(value) == "nats" => BusChoice::Nats {
+                url: value.to_owned(),
+            },
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    setting: "HOMEROOM_BUS",
+                    value: redacted(value),
+                    expected: "in-process or nats://HOST:PORT",
+                })
             }
-        }
-        Ok(store)
+        };
+        let sms = match set(&self.sms) {
+            None | Some("sandbox") => SmsChoice::Sandbox,
+            Some("twilio") => SmsChoice::Twilio {
+                account_sid: required(
+                    &self.twilio_account_sid,
+                    "HOMEROOM_TWILIO_ACCOUNT_SID",
+                    "with HOMEROOM_SMS=twilio",
+                )?,
+                auth_token: required(
+                    &self.twilio_auth_token,
+                    "HOMEROOM_TWILIO_AUTH_TOKEN",
+                    "with HOMEROOM_SMS=twilio",
+                )?,
+                base_url: set(&self.twilio_base_url).map(str::to_owned),
+            },
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    setting: "HOMEROOM_SMS",
+                    value: redacted(value),
+                    expected: "sandbox or twilio",
+                })
+            }
+        };
+        let email = match set(&self.email) {
+            None | Some("sandbox") => EmailChoice::Sandbox,
+            Some("smtp") => EmailChoice::Smtp {
+                url: required(
+                    &self.smtp_url,
+                    "HOMEROOM_SMTP_URL",
+                    "with HOMEROOM_EMAIL=smtp",
+                )?,
+                from: required(
+                    &self.email_from,
+                    "HOMEROOM_EMAIL_FROM",
+                    "with HOMEROOM_EMAIL=smtp",
+                )?,
+            },
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    setting: "HOMEROOM_EMAIL",
+                    value: redacted(value),
+                    expected: "sandbox or smtp",
+                })
+            }
+        };
+        Ok(Backends {
+            store,
+            read_store,
+            bus,
+            sms,
+            email,
+        })
     }
 
     fn store(&self) -> Result<StoreChoice, ConfigError> {
@@ -254,28 +419,54 @@ impl Settings {
         let Some(value) = set(&self.store) else {
             return Ok(default());
         };
-        if value.eq_ignore_ascii_case("sqlite") {
-            return Ok(default());
+        if let Some(path) = sqlite_path(value) {
+            return Ok(path.map_or_else(default, StoreChoice::Sqlite));
         }
-        if let Some(path) = value
-            .strip_prefix("sqlite://")
-            .or_else(|| value.strip_prefix("sqlite:"))
-        {
-            return Ok(StoreChoice::Sqlite(PathBuf::from(path)));
+        if is_postgres(value) {
+            return Ok(StoreChoice::Postgres {
+                url: value.to_owned(),
+                schema: self.pg_schema(),
+            });
         }
         match scheme_of(value).as_str() {
-            "postgres" | "postgresql" | "kurrentdb" | "esdb" | "kurrentdb+discover"
-            | "esdb+discover" => Err(ConfigError::NotAvailableYet {
-                setting: "HOMEROOM_STORE",
-                value: redacted(value),
-            }),
+            "kurrentdb" | "esdb" | "kurrentdb+discover" | "esdb+discover" => {
+                Ok(StoreChoice::KurrentDb {
+                    url: value.to_owned(),
+                })
+            }
             _ => Err(ConfigError::Invalid {
                 setting: "HOMEROOM_STORE",
                 value: redacted(value),
-                expected: "sqlite or sqlite://PATH",
+                expected: "sqlite, sqlite://PATH, postgres://… or kurrentdb://…",
             }),
         }
     }
+}
+
+/// `Some(None)` for `sqlite` (the default file), `Some(Some(path))` for `sqlite://PATH`,
+/// `None` for anything else.
+fn sqlite_path(value: &str) -> Option<Option<PathBuf>> {
+    if value.eq_ignore_ascii_case("sqlite") {
+        return Some(None);
+    }
+    value
+        .strip_prefix("sqlite://")
+        .or_else(|| value.strip_prefix("sqlite:"))
+        .map(|path| Some(PathBuf::from(path)))
+}
+
+fn is_postgres(value: &str) -> bool {
+    matches!(scheme_of(value).as_str(), "postgres" | "postgresql")
+}
+
+fn required(
+    value: &Option<String>,
+    setting: &'static str,
+    because: &'static str,
+) -> Result<String, ConfigError> {
+    set(value)
+        .map(str::to_owned)
+        .ok_or(ConfigError::Missing { setting, because })
 }
 
 fn set(value: &Option<String>) -> Option<&str> {
@@ -295,26 +486,6 @@ fn redacted(value: &str) -> String {
         format!("{}://…", scheme_of(value))
     } else {
         value.to_owned()
-    }
-}
-
-fn not_yet_or_invalid(
-    setting: &'static str,
-    value: &str,
-    later: &str,
-    expected: &'static str,
-) -> ConfigError {
-    if scheme_of(value) == later {
-        ConfigError::NotAvailableYet {
-            setting,
-            value: redacted(value),
-        }
-    } else {
-        ConfigError::Invalid {
-            setting,
-            value: redacted(value),
-            expected,
-        }
     }
 }
 
@@ -368,35 +539,73 @@ mod tests {
     }
 
     #[test]
-    fn other_backends_are_refused_clearly_without_echoing_credentials() {
+    fn every_backend_is_chosen_by_its_setting_and_credentials_are_never_echoed() {
         let mut settings = Settings {
             store: Some("postgres://app:secret@db/homeroom".into()),
             ..Settings::default()
         };
-        let err = settings.check_supported().unwrap_err();
-        assert!(matches!(err, ConfigError::NotAvailableYet { .. }));
-        let text = err.to_string();
+        let backends = settings.backends().unwrap();
+        assert_eq!(
+            backends.store,
+            StoreChoice::Postgres {
+                url: "postgres://app:secret@db/homeroom".into(),
+                schema: "homeroom".into()
+            }
+        );
+        assert_eq!(
+            backends.read_store,
+            ReadStoreChoice::Postgres {
+                url: "postgres://app:secret@db/homeroom".into(),
+                schema: "homeroom_read".into()
+            },
+            "read models default to the store's database"
+        );
+        settings.store = Some("mysql://app:secret@db/x".into());
+        let text = settings.backends().unwrap_err().to_string();
         assert!(
-            text.contains("not available yet") && !text.contains("secret"),
+            text.contains("HOMEROOM_STORE") && !text.contains("secret"),
             "{text}"
         );
-        settings.store = Some("sqlite".into());
+        settings.store = Some("kurrentdb://localhost:2113".into());
+        let backends = settings.backends().unwrap();
+        assert!(matches!(backends.store, StoreChoice::KurrentDb { .. }));
         assert_eq!(
-            settings.check_supported().unwrap(),
-            StoreChoice::Sqlite(PathBuf::from("./homeroom-data/events.sqlite"))
+            backends.read_store,
+            ReadStoreChoice::Sqlite(PathBuf::from("./homeroom-data/read.sqlite"))
         );
+        settings.store = Some("sqlite".into());
+        settings.bus = Some("nats://127.0.0.1:4222".into());
+        assert!(matches!(
+            settings.backends().unwrap().bus,
+            BusChoice::Nats { .. }
+        ));
         settings.sms = Some("twilio".into());
         assert!(matches!(
-            settings.check_supported(),
-            Err(ConfigError::NotAvailableYet {
-                setting: "HOMEROOM_SMS",
+            settings.backends(),
+            Err(ConfigError::Missing {
+                setting: "HOMEROOM_TWILIO_ACCOUNT_SID",
                 ..
             })
         ));
+        settings.twilio_account_sid = Some("AC1".into());
+        settings.twilio_auth_token = Some("token".into());
+        assert!(matches!(
+            settings.backends().unwrap().sms,
+            SmsChoice::Twilio { .. }
+        ));
         settings.sms = Some("pigeon".into());
         assert!(matches!(
-            settings.check_supported(),
+            settings.backends(),
             Err(ConfigError::Invalid { .. })
+        ));
+        settings.sms = None;
+        settings.email = Some("smtp".into());
+        assert!(matches!(
+            settings.backends(),
+            Err(ConfigError::Missing {
+                setting: "HOMEROOM_SMTP_URL",
+                ..
+            })
         ));
     }
 }

@@ -3,6 +3,7 @@
 //! - `serve`: the HTTP API (`homeroom_api`) on the embedded default (SQLite in the data
 //!   directory), until SIGTERM or Ctrl-C; then it stops accepting, answers the requests
 //!   in flight, closes the store and exits 0.
+//! - `worker`: delivery workers on NATS (the embedded default sends from `serve`).
 //! - `token`: prints a bearer token signed with the instance's key.
 //! - `import roles FILE.csv`: assigns roles from a CSV file through the command service,
 //!   with a progress bar.
@@ -11,6 +12,7 @@
 //! - `audit verify`: checks every hash chain of the log.
 
 mod config;
+mod instance;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,15 @@ enum Cmd {
         /// Where to listen, e.g. 127.0.0.1:8080 or 0.0.0.0:80 (port 0 picks a free port) [env: HOMEROOM_LISTEN].
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Send deliveries: take queued deliveries from NATS, hand them to SMS, email or the
+    /// app, and record the outcomes (run any number, on any machine; needs HOMEROOM_BUS=nats://…).
+    Worker {
+        /// Deliveries handled at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -152,6 +163,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Cmd::Serve { listen, instance } => run::serve(listen, &instance).await,
+            Cmd::Worker {
+                concurrency,
+                instance,
+            } => run::worker(concurrency, &instance).await,
             Cmd::Token {
                 district,
                 subject,

@@ -1,15 +1,17 @@
 //! What each subcommand does, on the settings `config` resolved.
 
-use crate::config::{ConfigError, InstanceArgs, Settings, StoreChoice};
+use crate::config::{ConfigError, InstanceArgs, Settings};
+use crate::instance::{absolute, Bus, Instance};
 use homeroom_api::import::{self, ImportError, RowStatus};
+use homeroom_api::webhooks::Webhooks;
 use homeroom_api::{auth::KeyFileError, auth::SignError, ApiState, Caller, Claims, TokenKeys};
-use homeroom_app::{CommandService, QueryService};
+use homeroom_app::QueryService;
+use homeroom_bus::relay::{Relay, RelayConfig};
+use homeroom_delivery::reactor::{Reactor, ReactorConfig};
+use homeroom_delivery::worker::{Worker, WorkerConfig};
 use homeroom_domain::{Actor, DistrictId, IdError, PersonId};
-use homeroom_eventstore::{EventReader, EventStore, StoreError};
-use homeroom_projections::{
-    models, ProjectionError, ProjectionRuntime, ReadDb, RebuildTarget, RuntimeConfig,
-};
-use homeroom_store_sqlite::SqliteStore;
+use homeroom_eventstore::StoreError;
+use homeroom_projections::{ProjectionError, RebuildTarget};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -42,6 +44,15 @@ pub enum RunError {
     /// The event store cannot be opened or read.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
+    /// An outside system (PostgreSQL, KurrentDB, NATS, Twilio, SMTP) cannot be used.
+    #[error("{what}: {source}")]
+    Backend {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The read models cannot be opened, built or rebuilt.
     #[error("read models: {0}")]
     Projections(#[from] ProjectionError),
@@ -86,6 +97,19 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// Wraps an outside system's error.
+    pub fn backend(
+        what: &'static str,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            what,
+            source: Box::new(err),
+        }
+    }
+}
+
 /// The token scopes `homeroom token` can grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scope {
@@ -125,61 +149,8 @@ pub fn parse_ttl(text: &str) -> Result<Duration, BadTtl> {
 }
 
 /// An opened instance: its event store, read models and services.
-struct Instance {
-    settings: Settings,
-    store: SqliteStore,
-    store_path: PathBuf,
-    commands: Arc<CommandService>,
-    read_db: ReadDb,
-    runtime: ProjectionRuntime,
-}
-
-fn settings(args: &InstanceArgs) -> Result<(Settings, StoreChoice), RunError> {
-    let settings = Settings::load(args)?;
-    let store = settings.check_supported()?;
-    Ok((settings, store))
-}
-
-impl Instance {
-    /// Opens the event store and the read models (creating what is missing).
-    async fn open(settings: Settings, store: StoreChoice) -> Result<Self, RunError> {
-        let StoreChoice::Sqlite(store_path) = store;
-        for dir in [Some(settings.data_dir.as_path()), store_path.parent()]
-            .into_iter()
-            .flatten()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let store = SqliteStore::open(&store_path).await?;
-        let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-        let commands = Arc::new(CommandService::new(shared.clone(), 100_000));
-        let read_db = ReadDb::open(&ReadDb::default_path(&settings.data_dir)).await?;
-        let runtime = ProjectionRuntime::open(
-            shared,
-            read_db.clone(),
-            models::all(),
-            RuntimeConfig::default(),
-        )
-        .await?;
-        Ok(Self {
-            settings,
-            store,
-            store_path,
-            commands,
-            read_db,
-            runtime,
-        })
-    }
-
-    /// Closes the read models, then the store (which commits what it accepted).
-    async fn close(self) {
-        self.read_db.close().await;
-        self.store.close().await;
-    }
+fn settings(args: &InstanceArgs) -> Result<Settings, RunError> {
+    Ok(Settings::load(args)?)
 }
 
 /// `homeroom serve`.
@@ -187,14 +158,20 @@ impl Instance {
 /// # Errors
 /// [`RunError`] when the instance cannot be opened or the address bound.
 pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCode, RunError> {
-    let (mut settings, store) = settings(args)?;
+    let mut settings = settings(args)?;
     if let Some(listen) = listen {
         settings.listen = listen;
     }
     let key_file = settings.jwt_key_file();
-    let instance = Instance::open(settings, store).await?;
+    let instance = Instance::open(settings).await?;
     let keys = TokenKeys::load_or_create(&key_file)?;
-    let head = instance.store.head().await?;
+    let store = instance.shared_store();
+    let head = store.head().await?;
+    let bus = instance.bus().await?;
+    let channels = match &bus {
+        Bus::InProcess { .. } => Some(instance.channels()?),
+        Bus::Nats(_) => None,
+    };
     let listener = TcpListener::bind(&instance.settings.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -207,35 +184,81 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         instance.commands.clone(),
         instance.runtime.clone(),
     ));
-    let state = ApiState::new(instance.commands.clone(), queries, keys);
+    let mut state = ApiState::new(instance.commands.clone(), queries, keys);
+    state.webhooks = instance.webhooks().map(|provider| {
+        Webhooks::new(
+            provider,
+            instance.commands.clone(),
+            instance.settings.public_url.clone(),
+        )
+    });
     let data_dir = absolute(&instance.settings.data_dir);
     println!("homeroom {}", env!("CARGO_PKG_VERSION"));
     println!("data directory: {}", data_dir.display());
     println!(
-        "event store: SQLite {} (log head at position {head})",
-        absolute(&instance.store_path).display()
+        "event store: {} (log head at position {head})",
+        instance.describe_store()
     );
-    match instance.read_db.path() {
-        Some(path) => println!("read models: SQLite {}", absolute(path).display()),
-        None => println!("read models: PostgreSQL"),
+    println!("read models: {}", instance.describe_read_store());
+    match &bus {
+        Bus::InProcess { .. } => println!("bus: in-process (deliveries are sent by this process)"),
+        Bus::Nats(_) => {
+            println!("bus: NATS JetStream (deliveries are sent by `homeroom worker` processes)")
+        }
     }
     println!("token key: {}", absolute(&key_file).display());
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, data_dir = %data_dir.display(), "serving the HTTP API; stop with Ctrl-C or SIGTERM");
 
-    // The projectors follow the log until the server has answered its last request.
-    let (projections_stop, projections_stopped) = tokio::sync::oneshot::channel::<()>();
-    let projections = tokio::spawn({
+    // Background work follows the log until the server has answered its last request.
+    let (background_stop, _) = tokio::sync::watch::channel(false);
+    let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut background = Vec::new();
+    background.push(tokio::spawn({
         let runtime = instance.runtime.clone();
+        let stop = stopped(background_stop.subscribe());
         async move {
-            runtime
-                .run(async {
-                    let _ = projections_stopped.await;
-                })
-                .await
+            if let Err(error) = runtime.run(stop).await {
+                tracing::error!(%error, "the projectors stopped with an error");
+            }
         }
-    });
+    }));
+    if let Bus::Nats(nats) = &bus {
+        if instance.settings.relay.unwrap_or(true) {
+            let relay = Relay::new(store.clone(), nats.clone(), RelayConfig::default());
+            let stop = stopped(background_stop.subscribe());
+            background.push(tokio::spawn(async move {
+                if let Err(error) = relay.run(stop).await {
+                    tracing::error!(%error, "the relay stopped; events are not reaching NATS");
+                }
+            }));
+        }
+    }
+    let reactor = Reactor::new(instance.commands.clone(), ReactorConfig::default());
+    let reactor_queue = bus.reactor_queue(store.clone()).await?;
+    background.push(tokio::spawn({
+        let stop = stopped(background_stop.subscribe());
+        async move { reactor.run(reactor_queue, stop).await }
+    }));
+    if let Some(channels) = channels {
+        let worker = Worker::new(
+            instance.commands.clone(),
+            channels,
+            WorkerConfig {
+                public_url: instance.settings.public_url.clone(),
+                ..WorkerConfig::default()
+            },
+        );
+        let worker_queue = bus.worker_queue(store.clone()).await?;
+        background.push(tokio::spawn({
+            let stop = stopped(background_stop.subscribe());
+            async move { worker.run(worker_queue, stop).await }
+        }));
+    }
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -259,15 +282,52 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
             Ok(())
         }
     };
-    let _ = projections_stop.send(());
-    match projections.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "the projectors stopped with an error"),
-        Err(error) => tracing::error!(%error, "the projectors' task failed"),
+    let _ = background_stop.send(true);
+    for task in background {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "a background task failed");
+        }
     }
     instance.close().await;
     served.map_err(RunError::Serve)?;
     tracing::info!("stopped; the event store is closed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `homeroom worker`: delivery workers on NATS, until SIGTERM or Ctrl-C (the batch in
+/// hand is finished, then the process exits 0).
+///
+/// # Errors
+/// [`RunError`] when the instance cannot be opened, or the bus is the in-process one
+/// (whose workers run inside `serve`).
+pub async fn worker(concurrency: usize, args: &InstanceArgs) -> Result<ExitCode, RunError> {
+    let instance = Instance::open(settings(args)?).await?;
+    let bus = instance.bus().await?;
+    if matches!(bus, Bus::InProcess { .. }) {
+        instance.close().await;
+        return Err(RunError::Config(ConfigError::Missing {
+            setting: "HOMEROOM_BUS",
+            because: "to nats://… for separate worker processes (with the in-process bus, `homeroom serve` sends deliveries itself)",
+        }));
+    }
+    let queue = bus.worker_queue(instance.shared_store()).await?;
+    let worker = Worker::new(
+        instance.commands.clone(),
+        instance.channels()?,
+        WorkerConfig {
+            batch: concurrency.max(1),
+            public_url: instance.settings.public_url.clone(),
+            ..WorkerConfig::default()
+        },
+    );
+    println!(
+        "homeroom worker {}: taking deliveries from NATS",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = std::io::stdout().flush();
+    worker.run(queue, shutdown_signal()).await;
+    instance.close().await;
+    tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -292,10 +352,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// `homeroom token`.
@@ -346,8 +402,7 @@ pub async fn import_roles(
         path: file.to_owned(),
         source,
     })?;
-    let (settings, store) = settings(args)?;
-    let instance = Instance::open(settings, store).await?;
+    let instance = Instance::open(settings(args)?).await?;
 
     let bar = ProgressBar::new(rows.len() as u64);
     if std::io::stderr().is_terminal() {
@@ -395,8 +450,7 @@ pub async fn import_roles(
 /// # Errors
 /// [`RunError`] when the instance cannot be opened.
 pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitCode, RunError> {
-    let (settings, store) = settings(args)?;
-    let instance = Instance::open(settings, store).await?;
+    let instance = Instance::open(settings(args)?).await?;
     let status = instance.runtime.status().await;
     instance.close().await;
     let status = status?;
@@ -452,8 +506,7 @@ pub async fn projections_rebuild(
     name: Option<String>,
     args: &InstanceArgs,
 ) -> Result<ExitCode, RunError> {
-    let (settings, store) = settings(args)?;
-    let instance = Instance::open(settings, store).await?;
+    let instance = Instance::open(settings(args)?).await?;
     let target = match name {
         Some(name) => RebuildTarget::Projector(name),
         None => RebuildTarget::All,
@@ -513,9 +566,9 @@ pub async fn audit_verify(
     if let Some(d) = district {
         DistrictId::parse(d).map_err(RunError::District)?;
     }
-    let (settings, store) = settings(args)?;
-    let instance = Instance::open(settings, store).await?;
-    let result = homeroom_eventstore::hash::verify_log(&instance.store, |e| {
+    let instance = Instance::open(settings(args)?).await?;
+    let store = instance.shared_store();
+    let result = homeroom_eventstore::hash::verify_log(&*store, |e| {
         district.is_none_or(|d| e.metadata.district == d)
     })
     .await;

@@ -159,6 +159,7 @@ fn every_subcommand_has_help() {
         &["projections", "status", "--help"],
         &["projections", "rebuild", "--help"],
         &["audit", "verify", "--help"],
+        &["worker", "--help"],
     ] {
         let out = Command::new(bin()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -223,38 +224,40 @@ fn token_refuses_an_identity_that_would_not_verify() {
 }
 
 #[test]
-fn other_stores_are_answered_not_available_yet() {
+fn wrong_or_incomplete_settings_are_refused_at_start_without_echoing_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
-        .env(
-            "HOMEROOM_STORE",
-            "postgres://app:hunter2@localhost/homeroom",
-        )
+        .env("HOMEROOM_STORE", "mysql://app:hunter2@localhost/homeroom")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not available yet"), "{err}");
+    assert!(err.contains("HOMEROOM_STORE"), "{err}");
     assert!(!err.contains("hunter2"), "no credentials echoed: {err}");
     let config = dir.path().join("homeroom.toml");
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:0\"\nbus = \"nats://localhost:4222\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nsms = \"twilio\"\n").unwrap();
     let out = Command::new(bin())
         .args(["serve", "--config"])
         .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("HOMEROOM_TWILIO_ACCOUNT_SID")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("HOMEROOM_BUS") && err.contains("not available yet"),
-        "{err}"
-    );
+    assert!(err.contains("HOMEROOM_TWILIO_ACCOUNT_SID"), "{err}");
+    let out = Command::new(bin())
+        .args(["worker", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("HOMEROOM_BUS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOMEROOM_BUS"), "a worker needs NATS: {err}");
 }
 
 #[test]

@@ -1,0 +1,295 @@
+//! The composition root: opens what the settings choose (event store, read models,
+//! bus, channels) and wires the services over them. Every subcommand that needs the
+//! instance opens it here, so `serve`, `worker`, `projections` and `import` always agree.
+
+use crate::config::{
+    Backends, BusChoice, EmailChoice, ReadStoreChoice, Settings, SmsChoice, StoreChoice,
+};
+use crate::run::RunError;
+use homeroom_app::CommandService;
+use homeroom_bus::inprocess::{InProcessConfig, InProcessQueue};
+use homeroom_bus::WorkQueue;
+use homeroom_bus_nats::{NatsBus, NatsConfig};
+use homeroom_channels::sandbox::{Sandbox, Untranslated};
+use homeroom_channels::webhooks::SmsWebhooks;
+use homeroom_channels::{EmailSender, SmsSender};
+use homeroom_delivery::worker::Channels;
+use homeroom_email_smtp::{SmtpConfig, SmtpEmail};
+use homeroom_eventstore::EventStore;
+use homeroom_projections::{models, ProjectionRuntime, ReadDb, RuntimeConfig};
+use homeroom_sms_twilio::{TwilioConfig, TwilioSms, TwilioWebhooks};
+use homeroom_store_kurrentdb::{KurrentConfig, KurrentStore};
+use homeroom_store_postgres::PgStore;
+use homeroom_store_sqlite::SqliteStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The event store, by engine, so it can be closed properly.
+#[derive(Clone)]
+pub enum StoreHandle {
+    /// The embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+    /// KurrentDB.
+    Kurrent(KurrentStore),
+}
+
+impl StoreHandle {
+    /// The store behind the port.
+    pub fn shared(&self) -> Arc<dyn EventStore> {
+        match self {
+            StoreHandle::Sqlite(s) => Arc::new(s.clone()),
+            StoreHandle::Postgres(s) => Arc::new(s.clone()),
+            StoreHandle::Kurrent(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Commits what was accepted and closes the connections.
+    pub async fn close(&self) {
+        match self {
+            StoreHandle::Sqlite(s) => s.close().await,
+            StoreHandle::Postgres(s) => s.close().await,
+            StoreHandle::Kurrent(_) => {}
+        }
+    }
+}
+
+/// How delivery work reaches the reactor and the workers.
+pub enum Bus {
+    /// Queues in this process, their checkpoints in `<data-dir>/queues`.
+    InProcess {
+        /// Where the queue checkpoints live.
+        dir: PathBuf,
+    },
+    /// NATS JetStream.
+    Nats(Arc<NatsBus>),
+}
+
+/// The durable consumer the reactors of a deployment share on NATS.
+pub const REACTOR_CONSUMER: &str = "homeroom-reactor";
+/// The durable consumer the delivery workers of a deployment share on NATS.
+pub const WORKER_CONSUMER: &str = "homeroom-delivery";
+
+impl Bus {
+    /// The reactor's queue: every event (the reactor picks what it reacts to).
+    pub async fn reactor_queue(
+        &self,
+        store: Arc<dyn EventStore>,
+    ) -> Result<Arc<dyn WorkQueue>, RunError> {
+        match self {
+            Bus::InProcess { dir } => Ok(Arc::new(in_process(
+                store,
+                &dir.join("reactor.checkpoint"),
+                homeroom_delivery::reactor::REACTS_TO,
+            )?)),
+            Bus::Nats(bus) => Ok(Arc::new(
+                bus.work_queue(
+                    REACTOR_CONSUMER,
+                    &[format!("{}.>", homeroom_bus::SUBJECT_PREFIX)],
+                )
+                .await
+                .map_err(|e| RunError::backend("the NATS reactor consumer", e))?,
+            )),
+        }
+    }
+
+    /// The workers' queue: `delivery_queued`.
+    pub async fn worker_queue(
+        &self,
+        store: Arc<dyn EventStore>,
+    ) -> Result<Arc<dyn WorkQueue>, RunError> {
+        match self {
+            Bus::InProcess { dir } => Ok(Arc::new(in_process(
+                store,
+                &dir.join("deliveries.checkpoint"),
+                homeroom_delivery::worker::WORKS_ON,
+            )?)),
+            Bus::Nats(bus) => Ok(Arc::new(
+                bus.work_queue(
+                    WORKER_CONSUMER,
+                    &[homeroom_bus::filter_for("delivery", "delivery_queued")],
+                )
+                .await
+                .map_err(|e| RunError::backend("the NATS delivery consumer", e))?,
+            )),
+        }
+    }
+}
+
+fn in_process(
+    store: Arc<dyn EventStore>,
+    file: &Path,
+    types: &[&'static str],
+) -> Result<InProcessQueue, RunError> {
+    InProcessQueue::open(store, file, types, InProcessConfig::default())
+        .map_err(|e| RunError::backend("an in-process queue", e))
+}
+
+/// An opened instance: its event store, read models and services.
+pub struct Instance {
+    /// The settings it was opened with.
+    pub settings: Settings,
+    /// The backends they chose.
+    pub backends: Backends,
+    /// The event store.
+    pub store: StoreHandle,
+    /// Decides and records commands.
+    pub commands: Arc<CommandService>,
+    /// The read-model database.
+    pub read_db: ReadDb,
+    /// The projectors.
+    pub runtime: ProjectionRuntime,
+}
+
+impl Instance {
+    /// Opens the event store and the read models (creating what is missing, running
+    /// the PostgreSQL migrations).
+    pub async fn open(settings: Settings) -> Result<Self, RunError> {
+        let backends = settings.backends()?;
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| RunError::DataDir {
+            path: settings.data_dir.clone(),
+            source,
+        })?;
+        let store = match &backends.store {
+            StoreChoice::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                StoreHandle::Sqlite(SqliteStore::open(path).await?)
+            }
+            StoreChoice::Postgres { url, schema } => StoreHandle::Postgres(
+                PgStore::connect(url, schema)
+                    .await
+                    .map_err(|e| RunError::backend("the PostgreSQL event store", e))?,
+            ),
+            StoreChoice::KurrentDb { url } => StoreHandle::Kurrent(
+                KurrentStore::connect(url, KurrentConfig::default())
+                    .await
+                    .map_err(|e| RunError::backend("the KurrentDB event store", e))?,
+            ),
+        };
+        let shared = store.shared();
+        let commands = Arc::new(CommandService::new(shared.clone(), 100_000));
+        let read_db = match &backends.read_store {
+            ReadStoreChoice::Sqlite(path) => ReadDb::open(path).await?,
+            ReadStoreChoice::Postgres { url, schema } => {
+                ReadDb::connect_postgres(url, schema).await?
+            }
+        };
+        let runtime = ProjectionRuntime::open(
+            shared,
+            read_db.clone(),
+            models::all(),
+            RuntimeConfig::default(),
+        )
+        .await?;
+        Ok(Self {
+            settings,
+            backends,
+            store,
+            commands,
+            read_db,
+            runtime,
+        })
+    }
+
+    /// The store behind the port.
+    pub fn shared_store(&self) -> Arc<dyn EventStore> {
+        self.store.shared()
+    }
+
+    /// What the event store is, for the banner.
+    pub fn describe_store(&self) -> String {
+        match &self.backends.store {
+            StoreChoice::Sqlite(path) => format!("SQLite {}", absolute(path).display()),
+            StoreChoice::Postgres { schema, .. } => format!("PostgreSQL, schema {schema}"),
+            StoreChoice::KurrentDb { .. } => "KurrentDB".to_owned(),
+        }
+    }
+
+    /// What holds the read models, for the banner.
+    pub fn describe_read_store(&self) -> String {
+        match &self.backends.read_store {
+            ReadStoreChoice::Sqlite(path) => format!("SQLite {}", absolute(path).display()),
+            ReadStoreChoice::Postgres { schema, .. } => format!("PostgreSQL, schema {schema}"),
+        }
+    }
+
+    /// The bus the settings choose (connecting to NATS and creating its stream).
+    pub async fn bus(&self) -> Result<Bus, RunError> {
+        match &self.backends.bus {
+            BusChoice::InProcess => Ok(Bus::InProcess {
+                dir: self.settings.data_dir.join("queues"),
+            }),
+            BusChoice::Nats { url } => Ok(Bus::Nats(Arc::new(
+                NatsBus::connect(url, NatsConfig::default())
+                    .await
+                    .map_err(|e| RunError::backend("NATS", e))?,
+            ))),
+        }
+    }
+
+    /// The providers the settings choose, for delivery workers.
+    pub fn channels(&self) -> Result<Channels, RunError> {
+        let sandbox = Arc::new(Sandbox::new());
+        let sms: Arc<dyn SmsSender> = match &self.backends.sms {
+            SmsChoice::Sandbox => sandbox.clone(),
+            SmsChoice::Twilio {
+                account_sid,
+                auth_token,
+                base_url,
+            } => {
+                let mut config = TwilioConfig::new(account_sid, auth_token);
+                if let Some(base) = base_url {
+                    config = config.with_base_url(base);
+                }
+                Arc::new(TwilioSms::new(config).map_err(|e| RunError::backend("Twilio", e))?)
+            }
+        };
+        let email: Arc<dyn EmailSender> = match &self.backends.email {
+            EmailChoice::Sandbox => sandbox,
+            EmailChoice::Smtp { url, from } => Arc::new(
+                SmtpEmail::new(&SmtpConfig::new(url, from))
+                    .map_err(|e| RunError::backend("SMTP", e))?,
+            ),
+        };
+        Ok(Channels {
+            sms,
+            email,
+            translator: Arc::new(Untranslated),
+            phones: Arc::new(self.runtime.read_models()),
+        })
+    }
+
+    /// The SMS provider's webhooks, when one is configured (Twilio: verified with the
+    /// auth token, which may be set for the sandbox too, to try inbound texts).
+    pub fn webhooks(&self) -> Option<Arc<dyn SmsWebhooks>> {
+        match &self.backends.sms {
+            SmsChoice::Twilio { auth_token, .. } => {
+                Some(Arc::new(TwilioWebhooks::new(auth_token.clone())))
+            }
+            SmsChoice::Sandbox => self
+                .settings
+                .twilio_auth_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::new(TwilioWebhooks::new(t)) as Arc<dyn SmsWebhooks>),
+        }
+    }
+
+    /// Closes the read models, then the store (which commits what it accepted).
+    pub async fn close(self) {
+        self.read_db.close().await;
+        self.store.close().await;
+    }
+}
+
+/// `path` made absolute for messages, as far as the OS allows.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
