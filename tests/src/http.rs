@@ -1136,14 +1136,52 @@ impl Server {
     /// # Panics
     /// When it does not start within 60 s.
     pub fn start(bin: &Path, data_dir: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        Self::start_with(bin, data_dir, &[])
+    }
+
+    /// Like [`Server::start`], with these environment variables set (settings such as
+    /// `HOMEROOM_STORE`, `HOMEROOM_BUS`).
+    ///
+    /// # Panics
+    /// When it does not start within 60 s.
+    pub fn start_with(bin: &Path, data_dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::spawn(
+            bin,
+            &["serve", "--listen", "127.0.0.1:0"],
+            data_dir,
+            env,
+            "listening on ",
+        )
+    }
+
+    /// Starts `bin worker --data-dir data_dir` with `env` and waits for its first line.
+    /// Its `addr` is empty.
+    ///
+    /// # Panics
+    /// When it does not start within 60 s.
+    pub fn start_worker(bin: &Path, data_dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::spawn(bin, &["worker"], data_dir, env, "homeroom worker")
+    }
+
+    fn spawn(
+        bin: &Path,
+        args: &[&str],
+        data_dir: &Path,
+        env: &[(&str, String)],
+        ready: &str,
+    ) -> Self {
+        let mut command = Command::new(bin);
+        command
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("homeroom serve starts");
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("homeroom starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -1160,13 +1198,17 @@ impl Server {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
                     banner.push(line.clone());
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.trim().to_owned();
+                    if let Some(rest) = line.strip_prefix(ready) {
+                        break if ready == "listening on " {
+                            rest.trim().to_owned()
+                        } else {
+                            String::new()
+                        };
                     }
                 }
                 Err(e) => {
                     let _ = child.kill();
-                    panic!("no listening line from homeroom serve ({e}); it printed {banner:?}");
+                    panic!("no {ready:?} line from homeroom {args:?} ({e}); it printed {banner:?}");
                 }
             }
         };
@@ -1174,6 +1216,14 @@ impl Server {
             child: Some(child),
             addr,
             banner,
+        }
+    }
+
+    /// Kills the process with SIGKILL (no chance to finish anything) and reaps it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

@@ -29,6 +29,9 @@ pub const KEYS: &[&str] = &[
     "jwt_key_file",
     "pg_schema",
     "relay",
+    "nats_stream",
+    "nats_prefix",
+    "nats_ack_wait",
 ];
 
 /// The settings of one instance, as resolved from every source.
@@ -71,6 +74,13 @@ pub struct Settings {
     /// Whether `serve` runs the relay that copies the log onto NATS (default true; turn
     /// it off on all but one node).
     pub relay: Option<bool>,
+    /// The JetStream stream of this instance's events (default `HOMEROOM_EVENTS`).
+    pub nats_stream: Option<String>,
+    /// The subject prefix of this instance's events (default `homeroom.events`).
+    pub nats_prefix: Option<String>,
+    /// Seconds a delivery handed to a worker may stay unacknowledged before another
+    /// worker gets it (default 30): keep it above the providers' timeouts.
+    pub nats_ack_wait: Option<u64>,
 }
 
 impl Default for Settings {
@@ -92,6 +102,9 @@ impl Default for Settings {
             jwt_key_file: None,
             pg_schema: None,
             relay: None,
+            nats_stream: None,
+            nats_prefix: None,
+            nats_ack_wait: None,
         }
     }
 }

@@ -225,11 +225,23 @@ impl Instance {
             BusChoice::InProcess => Ok(Bus::InProcess {
                 dir: self.settings.data_dir.join("queues"),
             }),
-            BusChoice::Nats { url } => Ok(Bus::Nats(Arc::new(
-                NatsBus::connect(url, NatsConfig::default())
-                    .await
-                    .map_err(|e| RunError::backend("NATS", e))?,
-            ))),
+            BusChoice::Nats { url } => {
+                let mut config = NatsConfig::default();
+                if let Some(stream) = self.settings.nats_stream.as_deref().map(str::trim) {
+                    config.stream = stream.to_owned();
+                }
+                if let Some(prefix) = self.settings.nats_prefix.as_deref().map(str::trim) {
+                    config.subject_prefix = prefix.to_owned();
+                }
+                if let Some(seconds) = self.settings.nats_ack_wait.filter(|s| *s > 0) {
+                    config.ack_wait = std::time::Duration::from_secs(seconds);
+                }
+                Ok(Bus::Nats(Arc::new(
+                    NatsBus::connect(url, config)
+                        .await
+                        .map_err(|e| RunError::backend("NATS", e))?,
+                )))
+            }
         }
     }
 

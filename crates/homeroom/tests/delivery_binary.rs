@@ -1,0 +1,311 @@
+//! Delivery through real parts, as a server deployment runs it: `homeroom serve` and two
+//! `homeroom worker` processes on PostgreSQL and NATS JetStream, texts through a local
+//! server that speaks the Twilio Messages API (and posts signed status callbacks and
+//! inbound texts), email through a real SMTP server on loopback. One worker is killed
+//! with SIGKILL mid-run: nothing is lost and nothing the provider accepted is sent twice.
+//!
+//! Needs PostgreSQL and NATS (see `homeroom_store_postgres::testing` and
+//! `homeroom_bus_nats::testing`): under `CI=true` it fails without them, otherwise it
+//! says in one line that it did not run.
+
+use homeroom_email_smtp::fake::FakeSmtp;
+use homeroom_sms_twilio::fake::FakeTwilio;
+use homeroom_tests::http::{Api, District, Server};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const SCHOOL_NUMBER: &str = "+15550001000";
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_homeroom"))
+}
+
+/// Polls `check` (a read of the API) until it holds, bounded.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every delivery of every message of a conversation, by delivery id: (recipient, channel, status).
+fn deliveries(
+    api: &Api,
+    token: &str,
+    conversation: &str,
+) -> HashMap<String, (String, String, String)> {
+    let thread = api.read(token, &format!("/v1/conversations/{conversation}"));
+    let mut out = HashMap::new();
+    for m in thread.ok()["messages"].as_array().unwrap() {
+        for d in m["deliveries"].as_array().unwrap() {
+            out.insert(
+                d["delivery_id"].as_str().unwrap().to_owned(),
+                (
+                    d["recipient_id"].as_str().unwrap().to_owned(),
+                    d["channel"].as_str().unwrap().to_owned(),
+                    d["status"].as_str().unwrap().to_owned(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+        return;
+    };
+    let Some(nats) = rt.block_on(homeroom_bus_nats::testing::nats_or_skip()) else {
+        return;
+    };
+    let twilio = rt.block_on(FakeTwilio::start()).unwrap();
+    let smtp = rt.block_on(FakeSmtp::start()).unwrap();
+    let schema = homeroom_store_postgres::testing::unique_schema();
+    let bus = homeroom_bus_nats::testing::unique_config();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = vec![
+        ("HOMEROOM_STORE", pg.clone()),
+        ("HOMEROOM_PG_SCHEMA", schema.clone()),
+        ("HOMEROOM_BUS", nats.clone()),
+        ("HOMEROOM_NATS_STREAM", bus.stream.clone()),
+        ("HOMEROOM_NATS_PREFIX", bus.subject_prefix.clone()),
+        ("HOMEROOM_NATS_ACK_WAIT", "3".to_owned()),
+        ("HOMEROOM_SMS", "twilio".to_owned()),
+        (
+            "HOMEROOM_TWILIO_ACCOUNT_SID",
+            twilio.account_sid().to_owned(),
+        ),
+        ("HOMEROOM_TWILIO_AUTH_TOKEN", twilio.auth_token().to_owned()),
+        ("HOMEROOM_TWILIO_BASE_URL", twilio.base_url()),
+        ("HOMEROOM_EMAIL", "smtp".to_owned()),
+        ("HOMEROOM_SMTP_URL", smtp.url()),
+        ("HOMEROOM_EMAIL_FROM", "office@lincoln.example".to_owned()),
+    ];
+    let server = Server::start_with(&bin(), &data, &env);
+    assert!(
+        server.banner.iter().any(|l| l.contains("PostgreSQL")),
+        "{:?}",
+        server.banner
+    );
+    let api = server.api(&bin(), &data);
+    let mut worker_env = env.clone();
+    worker_env.push(("HOMEROOM_PUBLIC_URL", format!("http://{}", server.addr)));
+    let mut doomed = Some(Server::start_worker(&bin(), &data, &worker_env));
+    let survivor = Server::start_worker(&bin(), &data, &worker_env);
+
+    let d = District::build(&api, "deliveryville");
+    let parent_number = "+15550002003";
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+
+    // A burst of texts to the parent; one worker dies in the middle of it.
+    let first = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Message 0"}),
+        )
+        .ok()
+        .clone();
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let burst = 30;
+    for i in 1..burst {
+        d.by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": format!("Message {i}")}),
+        )
+        .ok();
+        if i == 10 {
+            if let Some(worker) = doomed.take() {
+                worker.kill();
+            }
+        }
+    }
+    rt.block_on(twilio.wait_for_messages(burst, PATIENCE))
+        .expect("every text reaches the provider");
+    let messages = twilio.messages();
+    let to_parent: Vec<_> = messages.iter().filter(|m| m.to == parent_number).collect();
+    assert_eq!(to_parent.len(), burst, "each text was sent exactly once");
+    let bodies: HashSet<&str> = to_parent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.len(), burst, "no text twice, none missing");
+    assert!(to_parent.iter().all(|m| m.from == SCHOOL_NUMBER));
+    assert!(to_parent.iter().all(|m| m
+        .status_callback
+        .as_deref()
+        .is_some_and(|u| u.contains("/v1/webhooks/twilio/status?district=deliveryville"))));
+
+    // Twilio reports them delivered, with signed callbacks: the thread shows it.
+    for m in &to_parent {
+        let answered = rt.block_on(twilio.deliver(&m.sid)).unwrap();
+        assert_eq!(answered.status, 200, "a signed status callback is accepted");
+    }
+    eventually("every text shown delivered", || {
+        let all = deliveries(&api, &principal, &conversation);
+        (all.len() == burst
+            && all
+                .values()
+                .all(|(_, channel, status)| channel == "sms" && status == "delivered"))
+        .then_some(())
+    });
+
+    // Email: a guardian who prefers it gets it over SMTP; a bounce falls back to SMS.
+    let reader = Uuid::now_v7();
+    let bouncer = Uuid::now_v7();
+    d.system(
+        "RegisterPerson",
+        json!({"person_id": reader, "kind": "guardian", "name": "Edna", "school_ids": [d.school],
+               "preferred_channel": "email", "contact_points": [{"channel": "email", "address": "edna@example.org"}]}),
+    );
+    d.system(
+        "RegisterPerson",
+        json!({"person_id": bouncer, "kind": "guardian", "name": "Ned", "school_ids": [d.school],
+               "preferred_channel": "email",
+               "contact_points": [{"channel": "email", "address": "ned@example.org"}, {"channel": "sms", "address": "+15550004004"}]}),
+    );
+    smtp.reject("ned@example.org", 550);
+    let to_reader = d
+        .by(d.principal, "SendPersonalMessage", json!({"recipient_id": reader, "body": "Conference on Tuesday", "subject": "Conferences"}))
+        .ok()
+        .clone();
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": bouncer, "body": "Field trip form"}),
+    )
+    .ok();
+    let mail = rt
+        .block_on(smtp.wait_for_messages(1, PATIENCE))
+        .expect("the email arrives");
+    assert_eq!(mail[0].header("Subject"), Some("Conferences"));
+    assert!(mail[0].body.contains("Conference on Tuesday"));
+    let reader_conversation = to_reader["conversation_id"].as_str().unwrap().to_owned();
+    eventually("the email shown sent", || {
+        let all = deliveries(&api, &principal, &reader_conversation);
+        all.values()
+            .any(|(_, channel, status)| channel == "email" && status == "sent")
+            .then_some(())
+    });
+    let fallback = eventually("the bounce falling back to SMS", || {
+        twilio
+            .messages()
+            .into_iter()
+            .find(|m| m.to == "+15550004004")
+    });
+    assert_eq!(fallback.body, "Field trip form");
+
+    // Replies: a signed inbound text lands in the conversation; an unsigned one is 403.
+    let inbound_url = format!("http://{}/v1/webhooks/twilio/inbound", server.addr);
+    let answer = rt
+        .block_on(twilio.send_inbound(&inbound_url, parent_number, SCHOOL_NUMBER, "Thank you!"))
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    eventually("the reply in the thread", || {
+        let thread = api.read(&principal, &format!("/v1/conversations/{conversation}"));
+        thread.ok()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["body"] == "Thank you!" && m["author_id"] == d.parent.to_string())
+            .then_some(())
+    });
+    let forged = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .post(&inbound_url)
+        .header("X-Twilio-Signature", "bm90IGEgc2lnbmF0dXJl")
+        .send_form([
+            ("From", parent_number),
+            ("To", SCHOOL_NUMBER),
+            ("Body", "forged"),
+            ("MessageSid", "SMforged"),
+        ])
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+
+    // STOP: nothing more goes to the number by SMS.
+    let stop = rt
+        .block_on(twilio.send_inbound(&inbound_url, parent_number, SCHOOL_NUMBER, "STOP"))
+        .unwrap();
+    assert_eq!(stop.status, 200);
+    let before = twilio
+        .messages()
+        .iter()
+        .filter(|m| m.to == parent_number)
+        .count();
+    let blocked = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "After STOP"}),
+        )
+        .ok()
+        .clone();
+    let blocked_delivery = blocked["delivery_ids"][0].as_str().unwrap().to_owned();
+    eventually("the text to a number that said STOP failing", || {
+        let all = deliveries(&api, &principal, &conversation);
+        all.get(&blocked_delivery)
+            .filter(|(_, _, status)| status == "failed")
+            .map(|_| ())
+    });
+    assert_eq!(
+        twilio
+            .messages()
+            .iter()
+            .filter(|m| m.to == parent_number)
+            .count(),
+        before,
+        "nothing was sent after STOP"
+    );
+
+    // The audit trail holds the inbound texts, the outcomes and the reactions.
+    let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
+    let types: HashSet<String> = audit.ok()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "delivery_queued",
+        "delivery_sent",
+        "delivery_delivered",
+        "delivery_failed",
+        "contact_point_failing",
+        "sms_line_used",
+        "inbound_sms_received",
+        "inbound_sms_routed",
+        "sms_opted_out",
+    ] {
+        assert!(
+            types.contains(expected),
+            "{expected} missing from {types:?}"
+        );
+    }
+
+    survivor.kill();
+    assert!(server.terminate().success());
+    rt.block_on(async {
+        homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
+        homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;
+        homeroom_bus_nats::testing::delete_stream(&nats, &bus.stream).await;
+    });
+}
