@@ -317,6 +317,10 @@ async fn feed(inner: Arc<Inner>, store: Arc<dyn EventStore>, types: Vec<String>)
                         inner.work.notify_waiters();
                     }
                 }
+                Some(Err(homeroom_eventstore::StoreError::Closed)) => {
+                    // The store shuts down: so does the process.
+                    return;
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "the queue's subscription failed; resubscribing");
                     break;
