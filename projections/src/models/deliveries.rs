@@ -2,8 +2,10 @@
 //! its channel and where it stands: queued, sent, delivered or failed.
 //!
 //! A row appears with the `MessagePosted` plan (status `queued`), so a thread shows
-//! every recipient at once; `DeliveryQueued` confirms the plan, and the outcome events
-//! move the status forward only (a late `sent` never overwrites `delivered`).
+//! every recipient at once; `DeliveryQueued` confirms the plan (or adds the fallback
+//! delivery of a message by the recipient's other channel), and the outcome events move
+//! the status forward only (a late `sent` never overwrites `delivered`). A failed attempt
+//! that will be retried keeps the delivery queued and records why it is late.
 
 use super::names;
 use crate::db::{query, Engine, Tx};
@@ -54,6 +56,7 @@ struct Sql {
     sent: String,
     delivered: String,
     failed: String,
+    attempt_failed: String,
 }
 
 impl Sql {
@@ -80,6 +83,8 @@ impl Sql {
                     error = $5, permanent = $6
                 WHERE district = $1 AND delivery_id = $2 AND status IN ('queued', 'sent')",
             ),
+            attempt_failed: r("UPDATE deliveries{deliveries} SET error = $3
+                WHERE district = $1 AND delivery_id = $2 AND status = 'queued'"),
         }
     }
 }
@@ -124,7 +129,7 @@ impl Projector for Deliveries {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -196,6 +201,15 @@ impl Projector for Deliveries {
                     .bind(&e.provider_message_id)
                     .bind(&e.error)
                     .bind(e.permanent)
+                    .execute(tx)
+                    .await?;
+            }
+            Event::DeliveryAttemptFailed(e) => {
+                // Still queued for its next attempt; the error says why it is late.
+                query(&sql.attempt_failed)
+                    .bind(district)
+                    .bind(e.delivery_id.as_uuid())
+                    .bind(&e.error)
                     .execute(tx)
                     .await?;
             }
