@@ -45,7 +45,8 @@ impl JsonSchema for PositionParam {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "A position from a command result (a number, or a string where the engine needs one), passed back unchanged.",
-            "type": "string"
+            "type": "string",
+            "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$"
         })
     }
 }
