@@ -426,8 +426,9 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ),
 ];
 
-/// `?min_position=` for the position a command answered.
-fn after(result: &Value) -> String {
+/// `min_position=…` for the position a command answered (a number, or a string token
+/// passed back unchanged).
+pub fn after(result: &Value) -> String {
     match &result["position"] {
         Value::String(s) => format!("min_position={s}"),
         other => format!("min_position={other}"),

@@ -11,7 +11,7 @@
 use homeroom_email_smtp::fake::FakeSmtp;
 use homeroom_sms_twilio::fake::FakeTwilio;
 use homeroom_tests::http::{Api, District, Server};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -210,6 +210,36 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
             .find(|m| m.to == "+15550004004")
     });
     assert_eq!(fallback.body, "Field trip form");
+
+    // Two people of the district share a phone: texts to it say whom they are for.
+    let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut registered = Value::Null;
+    for (id, name) in [(ann, "Ann Smith"), (bob, "Bob Smith")] {
+        registered = d.system(
+            "RegisterPerson",
+            json!({"person_id": id, "kind": "guardian", "name": name, "school_ids": [d.school],
+                   "contact_points": [{"channel": "sms", "address": "+15550005005"}]}),
+        );
+    }
+    // The directory read model knows both before the text goes out.
+    api.read(
+        &principal,
+        &format!("/v1/inbox?{}", homeroom_tests::http::after(&registered)),
+    )
+    .ok();
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": ann, "body": "Bake sale Friday"}),
+    )
+    .ok();
+    let shared = eventually("the text to the shared phone", || {
+        twilio
+            .messages()
+            .into_iter()
+            .find(|m| m.to == "+15550005005")
+    });
+    assert_eq!(shared.body, "For Ann: Bake sale Friday");
 
     // Replies: a signed inbound text lands in the conversation; an unsigned one is 403.
     let inbound_url = format!("http://{}/v1/webhooks/twilio/inbound", server.addr);
