@@ -14,6 +14,8 @@ pub mod cache;
 pub mod codec;
 pub mod commands;
 mod error;
+pub mod live;
+pub mod preview;
 pub mod queries;
 pub mod service;
 
