@@ -2,6 +2,8 @@
 //! [`homeroom_app::live::LiveHub`].
 //!
 //! - `ready` first, with the position the stream is live from as its id;
+//! - `reset` when a client came back too far behind for its missed events to be replayed
+//!   (or read too slowly): live from the head again, and the client reloads its views;
 //! - `message` when a message is posted in a conversation the person takes part in (by
 //!   anyone, SMS replies included), `delivery` when a delivery of a message they wrote
 //!   becomes `sent`, `delivered` or `failed`. Their data is JSON naming the
@@ -33,10 +35,11 @@ use std::convert::Infallible;
 /// The request header an SSE client sends back with the id of the last event it got.
 pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// The data of the `ready` event.
+/// The data of the `ready` and `reset` events.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct ReadyData {
-    /// Always `ready`.
+pub struct PositionData {
+    /// `ready` (the stream is live) or `reset` (it was too far behind to replay what it
+    /// missed: reload what you show).
     #[serde(rename = "type")]
     pub kind: String,
     /// Everything after this position will be sent (also the event's id).
@@ -56,18 +59,21 @@ fn resume_after(headers: &HeaderMap) -> Result<Option<Position>, ApiError> {
     text.parse().map(Some).map_err(|_| ApiError::BadRequest)
 }
 
+fn marker(kind: &str, position: Position) -> Event {
+    let data = PositionData {
+        kind: kind.into(),
+        position: position.token(),
+    };
+    Event::default()
+        .event(kind)
+        .id(position.to_string())
+        .data(serde_json::to_string(&data).unwrap_or_default())
+}
+
 fn event(update: Update) -> Event {
     match update {
-        Update::Ready { position } => {
-            let data = ReadyData {
-                kind: "ready".into(),
-                position: position.token(),
-            };
-            Event::default()
-                .event("ready")
-                .id(position.to_string())
-                .data(serde_json::to_string(&data).unwrap_or_default())
-        }
+        Update::Ready { position } => marker("ready", position),
+        Update::Reset { position } => marker("reset", position),
         Update::Notice(notice) => Event::default()
             .event(notice.kind())
             .id(notice.position().to_string())
@@ -111,14 +117,14 @@ pub(crate) async fn stream(
 pub(crate) fn operation(
     generator: &mut SchemaGenerator,
 ) -> (&'static str, Value, Vec<(&'static str, &'static str)>) {
-    let ready = generator.subschema_for::<ReadyData>().to_value();
+    let marker = generator.subschema_for::<PositionData>().to_value();
     let message = generator.subschema_for::<MessageNotice>().to_value();
     let delivery = generator.subschema_for::<DeliveryNotice>().to_value();
     let operation = json!({"get": {
         "operationId": "Stream",
         "tags": ["reads"],
         "summary": "Server-sent events for the caller: new messages in their conversations and status changes of their messages' deliveries.",
-        "description": "`text/event-stream`. First a `ready` event; then `message` (a message posted in a conversation the caller takes part in, by anyone, SMS replies included) and `delivery` (a delivery of a message the caller wrote became sent, delivered or failed) events, whose data is the JSON in `x-sse-events` (a `type` field names it too) and whose id is the event's position. A `:keep-alive` comment comes every 15 s. Reconnect with `Last-Event-ID` to resume after that position without loss. The stream ends when the server shuts down.",
+        "description": "`text/event-stream`. First a `ready` event; then `message` (a message posted in a conversation the caller takes part in, by anyone, SMS replies included) and `delivery` (a delivery of a message the caller wrote became sent, delivered or failed) events, whose data is the JSON in `x-sse-events` (a `type` field names it too) and whose id is the event's position. A `:keep-alive` comment comes every 15 s. Reconnect with `Last-Event-ID` to resume after that position without loss; a client too far behind gets a `reset` event instead (live from the head again: reload what you show). The stream ends when the server shuts down.",
         "security": [{"bearer": []}],
         "parameters": [{
             "name": "Last-Event-ID", "in": "header", "required": false,
@@ -129,7 +135,7 @@ pub(crate) fn operation(
             "description": "The event stream, open until the client leaves or the server shuts down.",
             "content": {"text/event-stream": {
                 "schema": {"type": "string"},
-                "x-sse-events": {"ready": ready, "message": message, "delivery": delivery}
+                "x-sse-events": {"ready": marker, "reset": marker, "message": message, "delivery": delivery}
             }}
         }}
     }});

@@ -230,3 +230,33 @@ async fn a_stream_needs_a_person_token_and_a_well_formed_last_event_id() {
         (StatusCode::BAD_REQUEST, Some("validation".into()))
     );
 }
+
+#[tokio::test]
+async fn a_client_too_far_behind_is_reset_to_the_head() {
+    use homeroom_app::live::{LiveConfig, LiveHub};
+    let server = Server::start(|state| {
+        let config = LiveConfig {
+            max_catch_up: 1,
+            ..LiveConfig::default()
+        };
+        state.live = LiveHub::new(state.store.clone(), config);
+    })
+    .await;
+    let w = World::build(&server, "north").await;
+    let (mut client, _) = connect(&server, &w, w.parent, Some("0")).await;
+    let reset = client.next_event().await;
+    let head = server.head().await;
+    assert_eq!(
+        (reset.event.as_str(), reset.id.clone()),
+        ("reset", Some(token(&head)))
+    );
+    assert_eq!(
+        reset.json(),
+        json!({"type": "reset", "position": head.token()})
+    );
+    let live = w.send(w.principal, w.parent, "After the reset").await;
+    assert_eq!(
+        client.next_event().await.json()["message_id"],
+        json!(live.message_id)
+    );
+}

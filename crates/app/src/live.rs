@@ -26,9 +26,11 @@
 //! after a position it was given (`Last-Event-ID`): it then reads the log from there
 //! itself, and joins the broadcast once caught up, so a reconnecting client misses
 //! nothing. A subscriber too slow for the broadcast buffer catches up from the log the
-//! same way. [`LiveHub::close`] ends every subscriber's feed (server shutdown).
+//! same way. One too far behind ([`LiveConfig::max_catch_up`]) is reset to the head
+//! instead ([`Update::Reset`]). [`LiveHub::close`] ends every subscriber's feed (server
+//! shutdown).
 
-use crate::codec::{self, CodecError};
+use crate::codec;
 use crate::error::CommandError;
 use crate::service::stream_id;
 use chrono::{DateTime, Utc};
@@ -68,6 +70,10 @@ pub struct LiveConfig {
     pub memory: usize,
     /// How long the hub waits before resubscribing after a store error.
     pub retry_after: Duration,
+    /// Events a feed reads from the log to catch up (after `Last-Event-ID`, or when too
+    /// slow for the broadcast) before it gives up replaying and sends
+    /// [`Update::Reset`]: a client far behind reloads instead of replaying the log.
+    pub max_catch_up: usize,
 }
 
 impl Default for LiveConfig {
@@ -76,6 +82,7 @@ impl Default for LiveConfig {
             buffer: 4_096,
             memory: 50_000,
             retry_after: Duration::from_secs(1),
+            max_catch_up: 100_000,
         }
     }
 }
@@ -177,6 +184,12 @@ pub enum Update {
     },
     /// Something to tell.
     Notice(Notice),
+    /// The feed was too far behind to replay what it missed ([`LiveConfig::max_catch_up`]):
+    /// it is live from `position` (the head) again, and the client reloads what it shows.
+    Reset {
+        /// Where the feed continues from.
+        position: Position,
+    },
 }
 
 /// Why a feed ended early. The client reconnects with its last event id.
@@ -185,9 +198,6 @@ pub enum LiveError {
     /// The event store failed.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
-    /// A stored event could not be read back.
-    #[error("stored event unreadable: {0}")]
-    Codec(#[from] CodecError),
     /// A stream could not be named.
     #[error("stream name: {0}")]
     Stream(#[source] CommandError),
@@ -330,15 +340,18 @@ impl LiveHub {
             let mut behind = resume_after.is_some() || covered > last;
             loop {
                 if behind {
+                    let mut read = 0;
                     loop {
-                        let page = match inner.store.read_all(last, PAGE).await {
+                        let limit = PAGE.min(inner.config.max_catch_up.saturating_sub(read)).max(1);
+                        let page = match inner.store.read_all(last, limit).await {
                             Ok(page) => page,
                             Err(e) => {
                                 yield Err(LiveError::from(e));
                                 return;
                             }
                         };
-                        let done = page.len() < PAGE;
+                        let done = page.len() < limit;
+                        read += page.len();
                         for recorded in &page {
                             if recorded.metadata.district == district.as_str() {
                                 match inner.route(recorded).await {
@@ -355,6 +368,21 @@ impl LiveHub {
                             last = recorded.position;
                         }
                         if done || *closed.borrow() {
+                            break;
+                        }
+                        if read >= inner.config.max_catch_up {
+                            // Too far behind to replay: live from the head again, and
+                            // the client is told to reload what it shows.
+                            match inner.store.head().await {
+                                Ok(head) => {
+                                    last = head;
+                                    yield Ok(Update::Reset { position: head });
+                                }
+                                Err(e) => {
+                                    yield Err(LiveError::from(e));
+                                    return;
+                                }
+                            }
                             break;
                         }
                     }
@@ -464,6 +492,16 @@ async fn follow(
     }
 }
 
+/// The domain event `recorded` is, or `None` (logged) when it cannot be read back: an
+/// unreadable event stays unreadable, so retrying it would stop the feed for good.
+fn readable(recorded: &RecordedEvent) -> Option<Event> {
+    codec::decode(recorded)
+        .map_err(|error| {
+            tracing::error!(%error, stream = %recorded.stream, version = recorded.version, "the live hub passes over an unreadable event");
+        })
+        .ok()
+}
+
 /// Waits `duration`, or less when the hub closes; true when it closed.
 async fn pause(closed: &mut watch::Receiver<bool>, duration: Duration) -> bool {
     tokio::select! {
@@ -484,7 +522,10 @@ impl Inner {
         }
         let district = recorded.metadata.district.clone();
         let position = recorded.position;
-        match codec::decode(recorded)? {
+        let Some(event) = readable(recorded) else {
+            return Ok(None);
+        };
+        match event {
             Event::ConversationStarted(e) => {
                 self.memory()
                     .participants
@@ -601,7 +642,7 @@ impl Inner {
             return Ok(known.clone());
         }
         let first = self.store.read_stream(stream, 0, 1).await?;
-        let participants: Arc<[PersonId]> = match first.first().map(codec::decode).transpose()? {
+        let participants: Arc<[PersonId]> = match first.first().and_then(readable) {
             Some(Event::ConversationStarted(e)) => e.participant_ids.into(),
             _ => Arc::from(Vec::new()),
         };
@@ -623,8 +664,7 @@ impl Inner {
             return Ok(Some(*known));
         }
         let first = self.store.read_stream(stream, 0, 1).await?;
-        let Some(Event::DeliveryQueued(queued)) = first.first().map(codec::decode).transpose()?
-        else {
+        let Some(Event::DeliveryQueued(queued)) = first.first().and_then(readable) else {
             return Ok(None);
         };
         let Some(author) = self
@@ -667,7 +707,7 @@ impl Inner {
                 if recorded.event_type != "message_posted" {
                     continue;
                 }
-                if let Event::MessagePosted(e) = codec::decode(recorded)? {
+                if let Some(Event::MessagePosted(e)) = readable(recorded) {
                     if e.message_id == message_id {
                         self.memory().authors.insert(key, e.author_id);
                         return Ok(Some(e.author_id));

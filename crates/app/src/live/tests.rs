@@ -418,3 +418,24 @@ async fn closing_the_hub_ends_every_feed() {
     assert!(end.is_none(), "a feed opened after closing ends at once");
     assert!(hub.is_closed());
 }
+
+#[tokio::test]
+async fn a_feed_too_far_behind_is_reset_to_the_head() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let config = LiveConfig {
+        max_catch_up: 1,
+        ..LiveConfig::default()
+    };
+    let hub = LiveHub::new(store.clone(), config);
+    // given a client that comes back after more of the log than a feed replays
+    let (mut feed, _) = feed(&hub, &w, w.parent, Some(Position::START)).await;
+    // then it is reset to the head, and told what follows
+    let head = store.head().await.unwrap();
+    assert_eq!(next(&mut feed).await, Update::Reset { position: head });
+    let live = w.send(w.principal, w.parent, "After the reset").await;
+    assert_eq!(
+        Some(message(next(&mut feed).await).message_id),
+        live.message_id
+    );
+}
