@@ -23,6 +23,7 @@
 //!   choice), [`values`] (small enums), [`validation`] (malformed values).
 //! - [`sms`]: the SMS text rules (GSM-7 or UCS-2, segments, the shared-phone label,
 //!   STOP/START/HELP).
+//! - [`preview`]: the character counter, a message rendered and refused as sending would.
 //! - [`visibility`]: who may see what (conversations, school inboxes, oversight, a
 //!   student's record, the audit trail): the read side's rules.
 //! - This module: the top-level [`State`], [`StreamRef`] (which stream a command appends
@@ -68,6 +69,7 @@ pub mod merge;
 pub mod permissions;
 pub mod person;
 pub mod plan;
+pub mod preview;
 pub mod sms;
 pub mod sms_line;
 pub mod sms_number;

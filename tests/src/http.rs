@@ -424,6 +424,14 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
         "reads_of_another_district_answer_404",
         reads_of_another_district_answer_404,
     ),
+    (
+        "the_character_counter_previews_a_personal_message",
+        the_character_counter_previews_a_personal_message,
+    ),
+    (
+        "the_event_stream_tells_of_new_messages_and_resumes",
+        the_event_stream_tells_of_new_messages_and_resumes,
+    ),
 ];
 
 /// `min_position=…` for the position a command answered (a number, or a string token
@@ -1288,4 +1296,163 @@ pub fn wait_ready(api: &Api) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("/readyz never answered 200");
+}
+
+/// The character counter shows the text a recipient would get, its channel, encoding and
+/// segments, and refuses what sending would refuse.
+pub fn the_character_counter_previews_a_personal_message(api: &Api) {
+    let d = District::build(api, &district_name("counter"));
+    let token = api.token(&d.name, &d.principal.to_string(), false);
+    let preview = |recipient: Uuid, body: &str| {
+        api.try_post(
+            &token,
+            "/v1/preview",
+            "application/json",
+            &json!({"recipient_id": recipient, "body": body}).to_string(),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("POST /v1/preview: {e}"))
+    };
+    let reply = preview(d.parent, "Hi {recipient_name}, {student_name}'s trip is 5€");
+    let render = &reply.ok()["renders"][0];
+    assert_eq!(
+        render["recipient_id"],
+        d.parent.to_string(),
+        "{}",
+        reply.text
+    );
+    assert_eq!(render["text"], "Hi Marge, Dennis's trip is 5€");
+    assert_eq!(render["channel"], "sms");
+    assert_eq!(render["encoding"], "GSM-7");
+    assert_eq!(render["segments"], 1);
+    let long = preview(d.teen, &"Ω".repeat(71));
+    let render = &long.ok()["renders"][0];
+    assert_eq!(
+        (&render["encoding"], &render["segments"]),
+        (&json!("GSM-7"), &json!(1)),
+        "Ω is GSM-7: {}",
+        long.text
+    );
+    let ucs2 = preview(d.teen, &"ω".repeat(71));
+    let render = &ucs2.ok()["renders"][0];
+    assert_eq!(
+        (&render["encoding"], &render["segments"]),
+        (&json!("UCS-2"), &json!(2)),
+        "{}",
+        ucs2.text
+    );
+    preview(d.child, "Hi").refused(422, "recipient_too_young");
+    preview(d.parent, "Hi {studnet_name}").refused(400, "validation");
+    preview(Uuid::now_v7(), "Hi").refused(404, "unknown_person");
+}
+
+/// One block of a server-sent event stream.
+struct StreamEvent {
+    event: String,
+    id: String,
+    data: Value,
+}
+
+/// A blocking reader of `GET /v1/stream`.
+struct EventStream(BufReader<ureq::BodyReader<'static>>);
+
+impl EventStream {
+    fn open(api: &Api, token: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = api
+            .agent
+            .get(format!("{}/v1/stream", api.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request
+            .call()
+            .unwrap_or_else(|e| panic!("GET /v1/stream: {e}"));
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        Self(BufReader::new(response.into_body().into_reader()))
+    }
+
+    /// The next event named `kind`, passing over keep-alives and other events.
+    fn next(&mut self, kind: &str) -> StreamEvent {
+        let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+        loop {
+            let mut line = String::new();
+            let read = self.0.read_line(&mut line).expect("the stream reads");
+            assert!(read > 0, "the stream ended before a {kind} event");
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if event == kind {
+                    let data = serde_json::from_str(&data).expect("event data is JSON");
+                    return StreamEvent { event, id, data };
+                }
+                (event, id, data) = (String::new(), String::new(), String::new());
+            } else if let Some(value) = line.strip_prefix("event:") {
+                event = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("id:") {
+                id = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+    }
+}
+
+/// A position from a command result as the stream writes it in an event id.
+fn event_id(position: &Value) -> String {
+    match position {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The event stream tells a participant of a message posted after they connected, and a
+/// client that reconnects with `Last-Event-ID` is told what it missed.
+pub fn the_event_stream_tells_of_new_messages_and_resumes(api: &Api) {
+    let d = District::build(api, &district_name("live"));
+    let parent = api.token(&d.name, &d.parent.to_string(), false);
+    let mut stream = EventStream::open(api, &parent, None);
+    stream.next("ready");
+
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Picture day tomorrow"}),
+        )
+        .ok()
+        .clone();
+    let told = stream.next("message");
+    assert_eq!(told.event, "message");
+    assert_eq!(told.data["message_id"], sent["message_id"]);
+    assert_eq!(told.data["conversation_id"], sent["conversation_id"]);
+    assert_eq!(told.data["author_id"], d.principal.to_string());
+    assert_eq!(
+        told.id,
+        event_id(&sent["position"]),
+        "the event id is the position"
+    );
+    drop(stream);
+
+    let missed = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Bring a comb"}),
+        )
+        .ok()
+        .clone();
+    let mut back = EventStream::open(api, &parent, Some(&told.id));
+    let again = back.next("message");
+    assert_eq!(
+        again.data["message_id"], missed["message_id"],
+        "nothing missed"
+    );
 }

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 use homeroom_app::codec;
+use homeroom_app::preview::{PhoneBook, PhoneBookLookup};
 use homeroom_bus::inprocess::{InProcessConfig, InProcessQueue};
 use homeroom_bus::WorkQueue;
 use homeroom_channels::sandbox::Untranslated;
@@ -15,11 +16,10 @@ use homeroom_channels::{
     AttemptKey, ChannelError, EmailSender, Handover, OutboundEmail, OutboundSms, SmsSender,
 };
 use homeroom_delivery::inbound::{InboundSms, IncomingSms};
-use homeroom_delivery::phones::{NoSharedPhones, SharedPhones};
 use homeroom_delivery::reactor::{Reactor, ReactorConfig, REACTS_TO};
 use homeroom_delivery::worker::{Channels, Worker, WorkerConfig, WORKS_ON};
 use homeroom_domain::inbound::{InboundRoute, UnroutableReason};
-use homeroom_domain::{DistrictId, Event, ProviderMessageId};
+use homeroom_domain::{DistrictId, Event, PersonId, ProviderMessageId};
 use homeroom_eventstore::memory::InMemoryStore;
 use homeroom_eventstore::{EventReader, EventStore, EventSubscriber, Position, RecordedEvent};
 use homeroom_tests::District;
@@ -113,18 +113,28 @@ impl EmailSender for Provider {
     }
 }
 
-struct SharedEverywhere;
+/// A phone book where every number is also someone else's, or nobody's.
+struct Book {
+    shared: bool,
+}
 
-#[async_trait]
-impl SharedPhones for SharedEverywhere {
-    async fn is_shared(
-        &self,
-        _district: &DistrictId,
-        _number: &str,
-    ) -> Result<bool, homeroom_projections::QueryError> {
-        Ok(true)
+impl PhoneBook for Book {
+    fn people_with_number<'a>(
+        &'a self,
+        _district: &'a DistrictId,
+        _number: &'a str,
+    ) -> PhoneBookLookup<'a> {
+        let someone_else = PersonId::new(Uuid::from_u128(0x5a4ed));
+        let found = if self.shared {
+            vec![someone_else]
+        } else {
+            vec![]
+        };
+        Box::pin(async move { Ok(found) })
     }
 }
+
+const NOBODY_SHARES: Book = Book { shared: false };
 
 fn bounce() -> Result<Handover, ChannelError> {
     Err(ChannelError::Refused {
@@ -149,7 +159,7 @@ struct Flow {
 }
 
 impl Flow {
-    async fn start(phones: Arc<dyn SharedPhones>) -> Self {
+    async fn start(phones: Arc<dyn PhoneBook>) -> Self {
         let store = Arc::new(InMemoryStore::new());
         let shared: Arc<dyn EventStore> = store.clone();
         let d = District::build(shared.clone(), "flowtown").await;
@@ -268,7 +278,7 @@ const PARENT_NUMBER: &str = "+15550002003";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let delivery = f
         .message(f.d.principal, f.d.parent, "Hi {student_name}'s family")
         .await;
@@ -322,7 +332,7 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_personal_sender_gets_their_own_number_from_the_pool() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.d.system(
         "AddSenderNumbers",
         json!({"numbers": ["+15550009001", "+15550009002"]}),
@@ -367,7 +377,7 @@ async fn a_personal_sender_gets_their_own_number_from_the_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let guardian = Uuid::now_v7();
     f.d.system(
         "RegisterPerson",
@@ -419,7 +429,7 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_blocks_texts_from_that_number_until_start() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let first = f.message(f.d.principal, f.d.parent, "Hello").await;
     f.delivered(first).await;
     let stop = f.reply(PARENT_NUMBER, SCHOOL_NUMBER, " stop ").await;
@@ -455,7 +465,7 @@ async fn stop_blocks_texts_from_that_number_until_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_is_down_is_retried_each_attempt_with_its_own_key() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.provider.answer(PARENT_NUMBER, down);
     f.provider.answer(PARENT_NUMBER, down);
     let delivery = f.message(f.d.principal, f.d.parent, "Try again").await;
@@ -477,7 +487,7 @@ async fn a_provider_that_is_down_is_retried_each_attempt_with_its_own_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_stays_down_ends_in_a_permanent_failure() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     for _ in 0..homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS {
         f.provider.answer(PARENT_NUMBER, down);
     }
@@ -498,7 +508,7 @@ async fn a_provider_that_stays_down_ends_in_a_permanent_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn texts_to_a_shared_phone_say_who_they_are_for() {
-    let f = Flow::start(Arc::new(SharedEverywhere)).await;
+    let f = Flow::start(Arc::new(Book { shared: true })).await;
     let delivery = f.message(f.d.principal, f.d.parent, "Lunch money").await;
     f.delivered(delivery).await;
     assert_eq!(
@@ -510,7 +520,7 @@ async fn texts_to_a_shared_phone_say_who_they_are_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let conversation = Uuid::now_v7();
     let started =
         f.d.by(
@@ -572,7 +582,7 @@ async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
-    let f = Flow::start(Arc::new(NoSharedPhones)).await;
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let delivery = f.message(f.d.principal, f.d.parent, "Hi").await;
     f.delivered(delivery).await;
     f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))

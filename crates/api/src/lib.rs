@@ -32,9 +32,11 @@ pub mod health;
 pub mod import;
 pub mod metrics;
 pub mod openapi;
+pub mod preview;
 pub mod problem;
 pub mod queries;
 mod state;
+pub mod stream;
 pub mod webhooks;
 
 pub use auth::{Caller, Claims, TokenKeys};
@@ -87,7 +89,8 @@ pub fn router(state: ApiState) -> Router {
             .route("/v1/students/{id}/messages", get(queries::student_record))
             .route("/v1/oversight/conversations", get(queries::oversight))
             .route("/v1/audit", get(queries::audit))
-            .route("/v1/audit/verify", get(queries::verify)),
+            .route("/v1/audit/verify", get(queries::verify))
+            .route("/v1/preview", post(preview::preview)),
         limits.command_body,
         limits.read_timeout,
     );
@@ -103,6 +106,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(imports)
         .merge(reads)
         .merge(hooks)
+        .route("/v1/stream", get(stream::stream))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -127,6 +131,13 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Open event streams never end on their own: closing the hub ends them, so the
+    // graceful shutdown does not wait on them forever.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

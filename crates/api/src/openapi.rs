@@ -48,6 +48,10 @@ fn build() -> Value {
     let health = generator.subschema_for::<Health>();
     let readiness = generator.subschema_for::<Readiness>();
     let reads = read_operations(&mut generator);
+    let extras = [
+        crate::preview::operation(&mut generator),
+        crate::stream::operation(&mut generator),
+    ];
     let schemas = generator.take_definitions(true);
 
     let problem = problem.to_value();
@@ -104,6 +108,17 @@ fn build() -> Value {
             ("503", "The read models have not applied `min_position` after 5 s (code `stale`), or the store is unavailable."),
         ] {
             responses.insert(status.into(), error(text));
+        }
+        paths.insert(path.into(), operation);
+    }
+    for (path, mut operation, errors) in extras {
+        if let Some(method) = operation
+            .as_object_mut()
+            .and_then(|o| o.values_mut().next())
+        {
+            for (status, text) in errors {
+                method["responses"][status] = error(text);
+            }
         }
         paths.insert(path.into(), operation);
     }

@@ -3,6 +3,8 @@
 
 use crate::auth::TokenKeys;
 use crate::metrics::Metrics;
+use homeroom_app::live::{LiveConfig, LiveHub};
+use homeroom_app::preview::PreviewService;
 use homeroom_app::{CommandService, QueryService};
 use homeroom_eventstore::EventStore;
 use std::sync::Arc;
@@ -75,6 +77,12 @@ pub struct ApiState {
     pub limits: Limits,
     /// The SMS provider's webhooks, when a provider is configured.
     pub webhooks: Option<crate::webhooks::Webhooks>,
+    /// Renders personal messages before they are sent (`POST /v1/preview`).
+    pub preview: Arc<PreviewService>,
+    /// The process's live feed (`GET /v1/stream`); [`crate::serve`] closes it on shutdown.
+    pub live: LiveHub,
+    /// How often an open event stream gets a keep-alive comment.
+    pub stream_keep_alive: Duration,
 }
 
 impl ApiState {
@@ -83,6 +91,12 @@ impl ApiState {
     pub fn new(commands: Arc<CommandService>, queries: Arc<QueryService>, auth: TokenKeys) -> Self {
         Self {
             store: commands.store().clone(),
+            preview: Arc::new(
+                PreviewService::new(commands.clone())
+                    .with_phone_book(Arc::new(queries.runtime().read_models())),
+            ),
+            live: LiveHub::new(commands.store().clone(), LiveConfig::default()),
+            stream_keep_alive: Duration::from_secs(15),
             commands,
             queries,
             auth: Arc::new(auth),

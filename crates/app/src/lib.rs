@@ -8,12 +8,17 @@
 //! - [`codec`] turns domain events into stored events and back, upcasting old shapes.
 //! - [`queries::QueryService`] answers every read of the API from the read models,
 //!   authorised by the domain's visibility rules on facts from the event streams.
+//! - [`preview::PreviewService`] renders a personal message before it is sent (the
+//!   character counter), asking a [`preview::PhoneBook`] whether the phone is shared;
+//!   [`live::LiveHub`] follows the log once per process for `GET /v1/stream`.
 //! - [`CommandError`] keeps a rule's refusal apart from a store failure.
 
 pub mod cache;
 pub mod codec;
 pub mod commands;
 mod error;
+pub mod live;
+pub mod preview;
 pub mod queries;
 pub mod service;
 

@@ -10,7 +10,8 @@
 //!   to their district; on START it resets the number. Every reaction is idempotent
 //!   (deterministic ids, no-op decisions), so replays and redeliveries converge.
 //! - [`worker::Worker`]: takes `delivery_queued` work from a [`WorkQueue`], picks the
-//!   sending number or name, honours STOP, labels texts to shared phones, translates,
+//!   sending number or name, honours STOP, labels texts to a phone others of the
+//!   district share (asking the [`PhoneBook`]), translates,
 //!   hands the message to the channel with an idempotency key per attempt, records the
 //!   outcome (or the failed attempt, retried with backoff) and only then acknowledges.
 //! - [`inbound::InboundSms`]: an SMS from the provider's webhook: recorded first (never
@@ -18,13 +19,11 @@
 //!   honoured as STOP/START/HELP, or kept as unroutable.
 //! - [`status::StatusCallbacks`]: a provider's status callback becomes the delivery's
 //!   outcome.
-//! - [`phones::SharedPhones`]: whether several people of a district share a phone
-//!   number (the directory read model answers).
 //!
 //! [`WorkQueue`]: homeroom_bus::WorkQueue
+//! [`PhoneBook`]: homeroom_app::preview::PhoneBook
 
 pub mod inbound;
-pub mod phones;
 pub mod reactor;
 pub mod status;
 pub mod worker;

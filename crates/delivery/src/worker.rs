@@ -20,8 +20,8 @@
 //!    backoff; the fifth failure is permanent (a domain rule). Only then is the item
 //!    acknowledged.
 
-use crate::phones::SharedPhones;
 use crate::{district_of, react, RuntimeError};
+use homeroom_app::preview::PhoneBook;
 use homeroom_app::{codec, CommandError, CommandService};
 use homeroom_bus::{WorkItem, WorkQueue};
 use homeroom_channels::{
@@ -88,8 +88,9 @@ pub struct Channels {
     pub email: Arc<dyn EmailSender>,
     /// Machine translation.
     pub translator: Arc<dyn Translator>,
-    /// Whether a phone number is shared (for the `For Dennis: ` label).
-    pub phones: Arc<dyn SharedPhones>,
+    /// Who has a phone number (for the `For Dennis: ` label on a shared phone), the
+    /// same book `POST /v1/preview` asks.
+    pub phones: Arc<dyn PhoneBook>,
 }
 
 /// What became of one delivery item.
@@ -329,12 +330,12 @@ impl Worker {
                 "the recipient answered STOP to this number",
             )));
         }
-        let body = if self
+        let holders = self
             .channels
             .phones
-            .is_shared(district, to.as_str())
-            .await?
-        {
+            .people_with_number(district, to.as_str())
+            .await?;
+        let body = if holders.iter().any(|p| *p != plan.recipient_id) {
             sms::label_for_shared_phone(&text, recipient_name)
         } else {
             text

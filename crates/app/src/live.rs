@@ -1,0 +1,725 @@
+//! The live feed behind `GET /v1/stream`: what a person is told as it happens.
+//!
+//! One [`LiveHub`] per process follows the log ([`EventSubscriber::subscribe_all`] from
+//! the head at the first subscriber's connect time, resubscribing from where it stopped
+//! after a store error) and turns the events people are told about into [`Notice`]s
+//! addressed to an audience, broadcast to every subscriber of the process. One store
+//! subscription serves every client.
+//!
+//! - A message posted in a conversation (by anyone: staff, family, an SMS reply routed
+//!   in) is a [`Notice::Message`] for every participant, its author included (their other
+//!   devices). School-inbox holders who are not participants are not told.
+//! - A delivery's status change (`sent`, `delivered`, `failed`) is a
+//!   [`Notice::Delivery`] for the author of its message.
+//! - Tenancy: a notice carries its district, and a subscriber only gets its own
+//!   district's.
+//!
+//! To address a notice the hub remembers, in bounded LRU maps, which people take part in
+//! which conversation (from `conversation_started`), who wrote which message and whose
+//! message each delivery carries (from `message_posted` and `delivery_queued`). What it
+//! has forgotten, or never saw (before it started), it reads from the streams that own
+//! it: a conversation's first event names its participants, a delivery's first event its
+//! message, the conversation's `message_posted` its author. The streams are
+//! authoritative and never lag behind the event being addressed, as a read model could.
+//!
+//! A subscriber ([`LiveHub::subscribe`]) starts at the head at its connect time, or
+//! after a position it was given (`Last-Event-ID`): it then reads the log from there
+//! itself, and joins the broadcast once caught up, so a reconnecting client misses
+//! nothing. A subscriber too slow for the broadcast buffer catches up from the log the
+//! same way. One too far behind ([`LiveConfig::max_catch_up`]) is reset to the head
+//! instead ([`Update::Reset`]). [`LiveHub::close`] ends every subscriber's feed (server
+//! shutdown).
+
+use crate::codec;
+use crate::error::CommandError;
+use crate::service::stream_id;
+use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
+use hashlink::LruCache;
+use homeroom_domain::{
+    ConversationId, DeliveryId, DistrictId, Event, MessageId, PersonId, StreamRef,
+};
+use homeroom_eventstore::{EventStore, Position, RecordedEvent, StoreError, StreamId};
+use serde::Serialize;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+/// Events read per round trip when catching a subscriber up or looking a fact up.
+const PAGE: usize = 512;
+
+/// The stored event types the hub reads; every other event is passed over undecoded.
+const ADDRESSED: &[&str] = &[
+    "conversation_started",
+    "message_posted",
+    "delivery_queued",
+    "delivery_sent",
+    "delivery_delivered",
+    "delivery_failed",
+];
+
+/// How a hub buffers and remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// Notices the broadcast holds for a slow subscriber before it must catch up from
+    /// the log.
+    pub buffer: usize,
+    /// Entries each memory (participants, message authors, delivery owners) keeps; the
+    /// least recently used are forgotten and read again from their streams when needed.
+    pub memory: usize,
+    /// How long the hub waits before resubscribing after a store error.
+    pub retry_after: Duration,
+    /// Events a feed reads from the log to catch up (after `Last-Event-ID`, or when too
+    /// slow for the broadcast) before it gives up replaying and sends
+    /// [`Update::Reset`]: a client far behind reloads instead of replaying the log.
+    pub max_catch_up: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            buffer: 4_096,
+            memory: 50_000,
+            retry_after: Duration::from_secs(1),
+            max_catch_up: 100_000,
+        }
+    }
+}
+
+/// A delivery status a message's author is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LiveStatus {
+    /// Handed to the provider.
+    Sent,
+    /// Arrived.
+    Delivered,
+    /// Did not arrive.
+    Failed,
+}
+
+/// A message was posted in a conversation the person takes part in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct MessageNotice {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message (read it with `GET /v1/conversations/{conversation_id}`).
+    pub message_id: MessageId,
+    /// Who wrote it.
+    pub author_id: PersonId,
+    /// When it was posted.
+    pub sent_at: DateTime<Utc>,
+    /// The event's position: the SSE event id, and a `min_position` for the thread.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "homeroom_projections::queries::position_schema")
+    )]
+    pub position: Position,
+}
+
+/// A delivery of a message the person wrote changed status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DeliveryNotice {
+    /// The message's conversation.
+    pub conversation_id: ConversationId,
+    /// The message.
+    pub message_id: MessageId,
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// Whom it is for.
+    pub recipient_id: PersonId,
+    /// Its new status.
+    pub status: LiveStatus,
+    /// When the status changed.
+    pub at: DateTime<Utc>,
+    /// The event's position: the SSE event id.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "homeroom_projections::queries::position_schema")
+    )]
+    pub position: Position,
+}
+
+/// What a person is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Notice {
+    /// A new message in one of their conversations.
+    Message(MessageNotice),
+    /// A status change of a delivery of their message.
+    Delivery(DeliveryNotice),
+}
+
+impl Notice {
+    /// The position of the event it tells of.
+    pub fn position(&self) -> Position {
+        match self {
+            Notice::Message(n) => n.position,
+            Notice::Delivery(n) => n.position,
+        }
+    }
+
+    /// The SSE event name: `message` or `delivery`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::Message(_) => "message",
+            Notice::Delivery(_) => "delivery",
+        }
+    }
+}
+
+/// What a subscriber's feed yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The feed is live from `position` on: nothing after it will be missed. The first
+    /// item of every feed; a client that reconnects with it misses nothing.
+    Ready {
+        /// Where the feed starts (the head at connect time, or the resume position).
+        position: Position,
+    },
+    /// Something to tell.
+    Notice(Notice),
+    /// The feed was too far behind to replay what it missed ([`LiveConfig::max_catch_up`]):
+    /// it is live from `position` (the head) again, and the client reloads what it shows.
+    Reset {
+        /// Where the feed continues from.
+        position: Position,
+    },
+}
+
+/// Why a feed ended early. The client reconnects with its last event id.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The event store failed.
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    /// A stream could not be named.
+    #[error("stream name: {0}")]
+    Stream(#[source] CommandError),
+}
+
+/// A notice and whom it is for.
+#[derive(Debug)]
+struct Routed {
+    district: String,
+    audience: Vec<PersonId>,
+    notice: Notice,
+}
+
+impl Routed {
+    fn is_for(&self, district: &DistrictId, person: PersonId) -> bool {
+        self.district == district.as_str() && self.audience.contains(&person)
+    }
+}
+
+/// Whose message a delivery carries.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    author: PersonId,
+    conversation_id: ConversationId,
+    message_id: MessageId,
+    recipient_id: PersonId,
+}
+
+struct Memory {
+    participants: LruCache<(String, ConversationId), Arc<[PersonId]>>,
+    authors: LruCache<(String, MessageId), PersonId>,
+    owners: LruCache<(String, DeliveryId), Owner>,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    config: LiveConfig,
+    notices: broadcast::Sender<Arc<Routed>>,
+    closed: watch::Sender<bool>,
+    /// The position the hub's broadcast starts after, once it has read the head: every
+    /// addressed event after it is broadcast.
+    coverage: watch::Sender<Option<Position>>,
+    started: OnceLock<()>,
+    memory: Mutex<Memory>,
+}
+
+/// The process's live feed: one log subscription, fanned out to every subscriber.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct LiveHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LiveHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHub")
+            .field("config", &self.inner.config)
+            .field("subscribers", &self.inner.notices.receiver_count())
+            .finish()
+    }
+}
+
+impl LiveHub {
+    /// A hub over `store`. It starts following the log at its first subscriber.
+    pub fn new(store: Arc<dyn EventStore>, config: LiveConfig) -> Self {
+        let memory = Memory {
+            participants: LruCache::new(config.memory.max(1)),
+            authors: LruCache::new(config.memory.max(1)),
+            owners: LruCache::new(config.memory.max(1)),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                notices: broadcast::channel(config.buffer.max(1)).0,
+                closed: watch::channel(false).0,
+                coverage: watch::channel(None).0,
+                started: OnceLock::new(),
+                memory: Mutex::new(memory),
+            }),
+        }
+    }
+
+    /// How many feeds are open.
+    pub fn subscribers(&self) -> usize {
+        self.inner.notices.receiver_count()
+    }
+
+    /// Ends every feed and the log subscription; later feeds end at once. Call it when
+    /// the server shuts down, so open streams do not hold the shutdown up.
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
+    }
+
+    /// Whether [`LiveHub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
+    /// The feed of `person` in `district`: [`Update::Ready`] first, then every notice
+    /// for them after the head at this call (or after `resume_after`, reading the log
+    /// from there first), until [`LiveHub::close`]. Ends after yielding an error.
+    ///
+    /// Must be called within a tokio runtime: the first call starts the hub's task.
+    pub fn subscribe(
+        &self,
+        district: DistrictId,
+        person: PersonId,
+        resume_after: Option<Position>,
+    ) -> BoxStream<'static, Result<Update, LiveError>> {
+        self.start();
+        let inner = self.inner.clone();
+        // Joined before the start position is read: nothing broadcast after that
+        // position can be missed.
+        let mut notices = inner.notices.subscribe();
+        let mut closed = inner.closed.subscribe();
+        let mut coverage = inner.coverage.subscribe();
+        Box::pin(async_stream::stream! {
+            if *closed.borrow_and_update() {
+                return;
+            }
+            let mut last = match resume_after {
+                Some(position) => position,
+                None => match inner.store.head().await {
+                    Ok(head) => head,
+                    Err(e) => {
+                        yield Err(LiveError::from(e));
+                        return;
+                    }
+                },
+            };
+            // What the broadcast never carried (before the hub read its head) is read
+            // from the log.
+            let covered = tokio::select! {
+                _ = closed.wait_for(|closed| *closed) => None,
+                covered = coverage.wait_for(Option::is_some) => covered.ok().and_then(|c| *c),
+            };
+            let Some(covered) = covered else { return };
+            yield Ok(Update::Ready { position: last });
+            let mut behind = resume_after.is_some() || covered > last;
+            loop {
+                if behind {
+                    let mut read = 0;
+                    loop {
+                        let limit = PAGE.min(inner.config.max_catch_up.saturating_sub(read)).max(1);
+                        let page = match inner.store.read_all(last, limit).await {
+                            Ok(page) => page,
+                            Err(e) => {
+                                yield Err(LiveError::from(e));
+                                return;
+                            }
+                        };
+                        let done = page.len() < limit;
+                        read += page.len();
+                        for recorded in &page {
+                            if recorded.metadata.district == district.as_str() {
+                                match inner.route(recorded).await {
+                                    Ok(Some(routed)) if routed.is_for(&district, person) => {
+                                        yield Ok(Update::Notice(routed.notice));
+                                    }
+                                    Ok(_) => {}
+                                    Err(e) => {
+                                        yield Err(e);
+                                        return;
+                                    }
+                                }
+                            }
+                            last = recorded.position;
+                        }
+                        if done || *closed.borrow() {
+                            break;
+                        }
+                        if read >= inner.config.max_catch_up {
+                            // Too far behind to replay: live from the head again, and
+                            // the client is told to reload what it shows.
+                            match inner.store.head().await {
+                                Ok(head) => {
+                                    last = head;
+                                    yield Ok(Update::Reset { position: head });
+                                }
+                                Err(e) => {
+                                    yield Err(LiveError::from(e));
+                                    return;
+                                }
+                            }
+                            break;
+                        }
+                    }
+                    behind = false;
+                }
+                let received = tokio::select! {
+                    _ = closed.wait_for(|closed| *closed) => None,
+                    received = notices.recv() => Some(received),
+                };
+                match received {
+                    None | Some(Err(RecvError::Closed)) => return,
+                    Some(Err(RecvError::Lagged(missed))) => {
+                        tracing::debug!(missed, "a live feed fell behind; catching up from the log");
+                        behind = true;
+                    }
+                    Some(Ok(routed)) => {
+                        let position = routed.notice.position();
+                        if position > last && routed.is_for(&district, person) {
+                            last = position;
+                            yield Ok(Update::Notice(routed.notice.clone()));
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Starts the hub's task once.
+    fn start(&self) {
+        self.inner.started.get_or_init(|| {
+            let weak = Arc::downgrade(&self.inner);
+            let store = self.inner.store.clone();
+            let closed = self.inner.closed.subscribe();
+            let coverage = self.inner.coverage.clone();
+            let retry_after = self.inner.config.retry_after;
+            tokio::spawn(follow(weak, store, closed, coverage, retry_after));
+        });
+    }
+}
+
+/// The hub's task: follows the log from the head and broadcasts what it addresses,
+/// until the hub is closed or dropped.
+async fn follow(
+    hub: Weak<Inner>,
+    store: Arc<dyn EventStore>,
+    mut closed: watch::Receiver<bool>,
+    coverage: watch::Sender<Option<Position>>,
+    retry_after: Duration,
+) {
+    let mut after = None;
+    loop {
+        let from = match after {
+            Some(position) => position,
+            None => match store.head().await {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the live hub cannot read the log's head; retrying");
+                    if pause(&mut closed, retry_after).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        after = Some(from);
+        // Set once: a resubscription continues from the last event addressed.
+        coverage.send_if_modified(|covered| {
+            let first = covered.is_none();
+            if first {
+                *covered = Some(from);
+            }
+            first
+        });
+        let mut feed = store.subscribe_all(from);
+        loop {
+            let next = tokio::select! {
+                _ = closed.wait_for(|closed| *closed) => return,
+                next = feed.next() => next,
+            };
+            let recorded = match next {
+                Some(Ok(recorded)) => recorded,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the live hub's subscription failed; resubscribing");
+                    break;
+                }
+                None => break,
+            };
+            let Some(inner) = hub.upgrade() else { return };
+            match inner.route(&recorded).await {
+                Ok(routed) => {
+                    after = Some(recorded.position);
+                    if let Some(routed) = routed {
+                        // No subscriber is no error: the notice is for nobody now.
+                        let _ = inner.notices.send(Arc::new(routed));
+                    }
+                }
+                Err(e) => {
+                    // Not skipped: the event is addressed again after resubscribing.
+                    tracing::warn!(error = %e, position = %recorded.position, "the live hub could not address an event; retrying");
+                    break;
+                }
+            }
+        }
+        if pause(&mut closed, retry_after).await {
+            return;
+        }
+    }
+}
+
+/// The domain event `recorded` is, or `None` (logged) when it cannot be read back: an
+/// unreadable event stays unreadable, so retrying it would stop the feed for good.
+fn readable(recorded: &RecordedEvent) -> Option<Event> {
+    codec::decode(recorded)
+        .map_err(|error| {
+            tracing::error!(%error, stream = %recorded.stream, version = recorded.version, "the live hub passes over an unreadable event");
+        })
+        .ok()
+}
+
+/// Waits `duration`, or less when the hub closes; true when it closed.
+async fn pause(closed: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    tokio::select! {
+        _ = closed.wait_for(|closed| *closed) => true,
+        () = tokio::time::sleep(duration) => false,
+    }
+}
+
+impl Inner {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The notice `recorded` makes, and whom it is for; learns what it teaches.
+    async fn route(&self, recorded: &RecordedEvent) -> Result<Option<Routed>, LiveError> {
+        if !ADDRESSED.contains(&recorded.event_type.as_str()) {
+            return Ok(None);
+        }
+        let district = recorded.metadata.district.clone();
+        let position = recorded.position;
+        let Some(event) = readable(recorded) else {
+            return Ok(None);
+        };
+        match event {
+            Event::ConversationStarted(e) => {
+                self.memory()
+                    .participants
+                    .insert((district, e.conversation_id), e.participant_ids.into());
+                Ok(None)
+            }
+            Event::MessagePosted(e) => {
+                let participants = self
+                    .participants(&district, e.conversation_id, &recorded.stream)
+                    .await?;
+                {
+                    let mut memory = self.memory();
+                    memory
+                        .authors
+                        .insert((district.clone(), e.message_id), e.author_id);
+                    for delivery in &e.deliveries {
+                        let owner = Owner {
+                            author: e.author_id,
+                            conversation_id: e.conversation_id,
+                            message_id: e.message_id,
+                            recipient_id: delivery.recipient_id,
+                        };
+                        memory
+                            .owners
+                            .insert((district.clone(), delivery.delivery_id), owner);
+                    }
+                }
+                Ok(Some(Routed {
+                    district,
+                    audience: participants.to_vec(),
+                    notice: Notice::Message(MessageNotice {
+                        conversation_id: e.conversation_id,
+                        message_id: e.message_id,
+                        author_id: e.author_id,
+                        sent_at: e.at,
+                        position,
+                    }),
+                }))
+            }
+            Event::DeliveryQueued(e) => {
+                // A fallback delivery carries the same message under a new id.
+                let mut memory = self.memory();
+                let key = (district.clone(), e.message_id);
+                if let Some(author) = memory.authors.get(&key).copied() {
+                    let owner = Owner {
+                        author,
+                        conversation_id: e.conversation_id,
+                        message_id: e.message_id,
+                        recipient_id: e.delivery.recipient_id,
+                    };
+                    memory
+                        .owners
+                        .insert((district, e.delivery.delivery_id), owner);
+                }
+                Ok(None)
+            }
+            Event::DeliverySent(e) => {
+                self.delivery(district, e.delivery_id, LiveStatus::Sent, e.at, recorded)
+                    .await
+            }
+            Event::DeliveryDelivered(e) => {
+                self.delivery(
+                    district,
+                    e.delivery_id,
+                    LiveStatus::Delivered,
+                    e.at,
+                    recorded,
+                )
+                .await
+            }
+            Event::DeliveryFailed(e) => {
+                self.delivery(district, e.delivery_id, LiveStatus::Failed, e.at, recorded)
+                    .await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn delivery(
+        &self,
+        district: String,
+        delivery_id: DeliveryId,
+        status: LiveStatus,
+        at: DateTime<Utc>,
+        recorded: &RecordedEvent,
+    ) -> Result<Option<Routed>, LiveError> {
+        let Some(owner) = self.owner(&district, delivery_id, &recorded.stream).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Routed {
+            district,
+            audience: vec![owner.author],
+            notice: Notice::Delivery(DeliveryNotice {
+                conversation_id: owner.conversation_id,
+                message_id: owner.message_id,
+                delivery_id,
+                recipient_id: owner.recipient_id,
+                status,
+                at,
+                position: recorded.position,
+            }),
+        }))
+    }
+
+    /// A conversation's participants: remembered, else from its first event.
+    async fn participants(
+        &self,
+        district: &str,
+        conversation_id: ConversationId,
+        stream: &StreamId,
+    ) -> Result<Arc<[PersonId]>, LiveError> {
+        let key = (district.to_owned(), conversation_id);
+        if let Some(known) = self.memory().participants.get(&key) {
+            return Ok(known.clone());
+        }
+        let first = self.store.read_stream(stream, 0, 1).await?;
+        let participants: Arc<[PersonId]> = match first.first().and_then(readable) {
+            Some(Event::ConversationStarted(e)) => e.participant_ids.into(),
+            _ => Arc::from(Vec::new()),
+        };
+        self.memory().participants.insert(key, participants.clone());
+        Ok(participants)
+    }
+
+    /// Whose message a delivery carries: remembered, else from the delivery's first
+    /// event and the conversation's `message_posted`. `None` when the streams do not
+    /// say (a delivery never queued).
+    async fn owner(
+        &self,
+        district: &str,
+        delivery_id: DeliveryId,
+        stream: &StreamId,
+    ) -> Result<Option<Owner>, LiveError> {
+        let key = (district.to_owned(), delivery_id);
+        if let Some(known) = self.memory().owners.get(&key) {
+            return Ok(Some(*known));
+        }
+        let first = self.store.read_stream(stream, 0, 1).await?;
+        let Some(Event::DeliveryQueued(queued)) = first.first().and_then(readable) else {
+            return Ok(None);
+        };
+        let Some(author) = self
+            .author(district, queued.conversation_id, queued.message_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let owner = Owner {
+            author,
+            conversation_id: queued.conversation_id,
+            message_id: queued.message_id,
+            recipient_id: queued.delivery.recipient_id,
+        };
+        self.memory().owners.insert(key, owner);
+        Ok(Some(owner))
+    }
+
+    /// Who wrote a message: remembered, else from its conversation's stream.
+    async fn author(
+        &self,
+        district: &str,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<Option<PersonId>, LiveError> {
+        let key = (district.to_owned(), message_id);
+        if let Some(known) = self.memory().authors.get(&key) {
+            return Ok(Some(*known));
+        }
+        let Ok(tenant) = DistrictId::parse(district) else {
+            return Ok(None);
+        };
+        let stream = stream_id(&StreamRef::Conversation(conversation_id), &tenant)
+            .map_err(LiveError::Stream)?;
+        let mut after_version = 0;
+        loop {
+            let page = self.store.read_stream(&stream, after_version, PAGE).await?;
+            for recorded in &page {
+                after_version = recorded.version;
+                if recorded.event_type != "message_posted" {
+                    continue;
+                }
+                if let Some(Event::MessagePosted(e)) = readable(recorded) {
+                    if e.message_id == message_id {
+                        self.memory().authors.insert(key, e.author_id);
+                        return Ok(Some(e.author_id));
+                    }
+                }
+            }
+            if page.len() < PAGE {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,442 @@
+//! The hub over the in-memory store, driven by the real command service.
+
+use super::*;
+use crate::{parse_command, CommandContext, CommandOutcome, CommandService};
+use homeroom_domain::commands::QueueDelivery;
+use homeroom_domain::{Actor, Command};
+use homeroom_eventstore::memory::InMemoryStore;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A district with a school, two school admins, a 14-year-old student and a
+/// guardian, built through commands on a shared store.
+struct World {
+    service: Arc<CommandService>,
+    store: Arc<dyn EventStore>,
+    district: DistrictId,
+    school: Uuid,
+    principal: PersonId,
+    counselor: PersonId,
+    teen: PersonId,
+    parent: PersonId,
+}
+
+impl World {
+    async fn build(store: Arc<dyn EventStore>, name: &str) -> Self {
+        let id = || PersonId::new(Uuid::now_v7());
+        let w = Self {
+            service: Arc::new(CommandService::new(store.clone(), 1_000)),
+            store,
+            district: DistrictId::parse(name).unwrap(),
+            school: Uuid::now_v7(),
+            principal: id(),
+            counselor: id(),
+            teen: id(),
+            parent: id(),
+        };
+        let school = w.school;
+        let born = (chrono::Utc::now().date_naive() - chrono::Days::new(14 * 366)).to_string();
+        w.system(
+            "RegisterSchool",
+            json!({"school_id": school, "name": "Lincoln"}),
+        )
+        .await;
+        for (person, name) in [(w.principal, "Skinner"), (w.counselor, "Troi")] {
+            w.system(
+                "RegisterPerson",
+                json!({"person_id": person, "kind": "staff", "name": name, "school_ids": [school]}),
+            )
+            .await;
+        }
+        w.system("RegisterPerson", json!({"person_id": w.teen, "kind": "student", "name": "Dennis", "school_ids": [school], "birth_date": born, "contact_points": [{"channel": "sms", "address": "+15550002001"}]})).await;
+        w.system("RegisterPerson", json!({"person_id": w.parent, "kind": "guardian", "name": "Marge", "school_ids": [school], "contact_points": [{"channel": "sms", "address": "+15550002003"}]})).await;
+        w.system(
+            "LinkGuardian",
+            json!({"guardian_id": w.parent, "student_id": w.teen}),
+        )
+        .await;
+        for (person, role) in [(w.principal, "school_admin"), (w.counselor, "school_admin")] {
+            w.system(
+                "AssignRole",
+                json!({"person_id": person, "role_id": role, "school_id": school}),
+            )
+            .await;
+        }
+        w
+    }
+
+    async fn run(&self, actor: Actor, command: Command) -> CommandOutcome {
+        let ctx = CommandContext::new(self.district.clone(), actor);
+        self.service
+            .execute(&ctx, &command)
+            .await
+            .unwrap_or_else(|e| panic!("{} refused: {e}", command.name()))
+    }
+
+    async fn system(&self, name: &str, body: serde_json::Value) -> CommandOutcome {
+        let command = parse_command(name, body).unwrap();
+        self.run(Actor::System("sis".into()), command).await
+    }
+
+    /// `from` sends `to` a personal message.
+    async fn send(&self, from: PersonId, to: PersonId, body: &str) -> CommandOutcome {
+        let command = parse_command(
+            "SendPersonalMessage",
+            json!({"recipient_id": to, "body": body}),
+        )
+        .unwrap();
+        self.run(Actor::Person(from), command).await
+    }
+
+    /// Queues every delivery of the message `sent` posted, as the delivery process does.
+    async fn queue(&self, sent: &CommandOutcome) {
+        let posted = sent.events.last().unwrap();
+        let stream = StreamId::parse(posted.stream.clone()).unwrap();
+        let recorded = self
+            .store
+            .read_stream(&stream, posted.version - 1, 1)
+            .await
+            .unwrap();
+        let Event::MessagePosted(m) = codec::decode(&recorded[0]).unwrap() else {
+            panic!("not a message")
+        };
+        for delivery in m.deliveries {
+            let command = Command::QueueDelivery(QueueDelivery {
+                delivery,
+                message_id: m.message_id,
+                conversation_id: m.conversation_id,
+                fallback_of: None,
+                sender: None,
+            });
+            self.run(Actor::System("delivery".into()), command).await;
+        }
+    }
+
+    async fn outcome(&self, delivery: DeliveryId, status: &str) -> CommandOutcome {
+        self.system(
+            "RecordDeliveryOutcome",
+            json!({"delivery_id": delivery, "status": status}),
+        )
+        .await
+    }
+}
+
+type Feed = BoxStream<'static, Result<Update, LiveError>>;
+
+async fn next(feed: &mut Feed) -> Update {
+    tokio::time::timeout(WAIT, feed.next())
+        .await
+        .expect("the feed answers in time")
+        .expect("the feed is open")
+        .expect("the feed does not fail")
+}
+
+/// The feed of `person`, once it is live.
+async fn feed(
+    hub: &LiveHub,
+    w: &World,
+    person: PersonId,
+    after: Option<Position>,
+) -> (Feed, Position) {
+    let mut feed = hub.subscribe(w.district.clone(), person, after);
+    match next(&mut feed).await {
+        Update::Ready { position } => (feed, position),
+        other => panic!("the first update is not Ready: {other:?}"),
+    }
+}
+
+fn message(update: Update) -> MessageNotice {
+    match update {
+        Update::Notice(Notice::Message(m)) => m,
+        other => panic!("expected a message notice, got {other:?}"),
+    }
+}
+
+fn delivery(update: Update) -> DeliveryNotice {
+    match update {
+        Update::Notice(Notice::Delivery(d)) => d,
+        other => panic!("expected a delivery notice, got {other:?}"),
+    }
+}
+
+fn memory_store() -> Arc<dyn EventStore> {
+    Arc::new(InMemoryStore::new())
+}
+
+#[tokio::test]
+async fn participants_are_told_of_a_message_posted_after_they_connected() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (mut parent, ready) = feed(&hub, &w, w.parent, None).await;
+    let (mut principal, _) = feed(&hub, &w, w.principal, None).await;
+    assert_eq!(ready, w.store.head().await.unwrap(), "live from the head");
+
+    let sent = w.send(w.principal, w.parent, "Field trip on Friday").await;
+
+    let told = message(next(&mut parent).await);
+    assert_eq!(
+        (
+            Some(told.conversation_id),
+            Some(told.message_id),
+            told.author_id,
+            told.position
+        ),
+        (
+            sent.conversation_id,
+            sent.message_id,
+            w.principal,
+            sent.position
+        )
+    );
+    let own = message(next(&mut principal).await);
+    assert_eq!(own.message_id, told.message_id, "the author is told too");
+}
+
+#[tokio::test]
+async fn nothing_of_another_district_or_of_a_conversation_they_are_not_in() {
+    let store = memory_store();
+    let north = World::build(store.clone(), "north").await;
+    let south = World::build(store.clone(), "south").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (mut teen, _) = feed(&hub, &north, north.teen, None).await;
+
+    // given messages the teen takes no part in: to someone with their very id in another
+    // district, and to their parent
+    south.system("RegisterPerson", json!({"person_id": north.teen, "kind": "guardian", "name": "Twin", "school_ids": [south.school]})).await;
+    south
+        .send(south.principal, north.teen, "Other district")
+        .await;
+    north
+        .send(north.principal, north.parent, "Only for the parent")
+        .await;
+    // when one is sent to them
+    let mine = north.send(north.counselor, north.teen, "Yours").await;
+    // then it is the first thing they are told
+    let told = message(next(&mut teen).await);
+    assert_eq!(Some(told.message_id), mine.message_id);
+}
+
+#[tokio::test]
+async fn the_author_is_told_when_a_delivery_of_their_message_changes_status() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (mut principal, _) = feed(&hub, &w, w.principal, None).await;
+    let (mut parent, _) = feed(&hub, &w, w.parent, None).await;
+
+    let sent = w.send(w.principal, w.parent, "Report cards are out").await;
+    w.queue(&sent).await;
+    let delivery_id = sent.delivery_ids[0];
+    let at_sent = w.outcome(delivery_id, "sent").await;
+    let at_delivered = w.outcome(delivery_id, "delivered").await;
+
+    assert_eq!(
+        Some(message(next(&mut principal).await).message_id),
+        sent.message_id
+    );
+    let first = delivery(next(&mut principal).await);
+    assert_eq!(
+        (
+            first.delivery_id,
+            Some(first.message_id),
+            first.recipient_id,
+            first.status,
+            first.position
+        ),
+        (
+            delivery_id,
+            sent.message_id,
+            w.parent,
+            LiveStatus::Sent,
+            at_sent.position
+        )
+    );
+    let second = delivery(next(&mut principal).await);
+    assert_eq!(
+        (second.status, second.position, Some(second.conversation_id)),
+        (
+            LiveStatus::Delivered,
+            at_delivered.position,
+            sent.conversation_id
+        )
+    );
+
+    // The recipient is told of the message, not of its delivery.
+    assert_eq!(
+        Some(message(next(&mut parent).await).message_id),
+        sent.message_id
+    );
+    let later = w.send(w.principal, w.parent, "One more").await;
+    assert_eq!(
+        Some(message(next(&mut parent).await).message_id),
+        later.message_id,
+        "no delivery notice in between"
+    );
+}
+
+#[tokio::test]
+async fn a_feed_resumes_after_a_position_without_loss() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (first, ready) = feed(&hub, &w, w.parent, None).await;
+    drop(first);
+
+    // given three messages while the parent was away
+    let mut sent = Vec::new();
+    for body in ["one", "two", "three"] {
+        sent.push(w.send(w.principal, w.parent, body).await.message_id);
+    }
+    // when they come back after where they were
+    let (mut back, from) = feed(&hub, &w, w.parent, Some(ready)).await;
+    assert_eq!(from, ready);
+    // then they get all three, in order, and what follows live
+    let mut told = Vec::new();
+    for _ in 0..3 {
+        told.push(message(next(&mut back).await));
+    }
+    assert_eq!(
+        told.iter().map(|m| Some(m.message_id)).collect::<Vec<_>>(),
+        sent
+    );
+    let live = w.send(w.principal, w.parent, "four").await;
+    assert_eq!(
+        Some(message(next(&mut back).await).message_id),
+        live.message_id
+    );
+
+    // and resuming after the second one's id gives the third and the fourth
+    let (mut again, _) = feed(&hub, &w, w.parent, Some(told[1].position)).await;
+    assert_eq!(Some(message(next(&mut again).await).message_id), sent[2]);
+    assert_eq!(
+        Some(message(next(&mut again).await).message_id),
+        live.message_id
+    );
+}
+
+#[tokio::test]
+async fn a_feed_too_slow_for_the_broadcast_catches_up_from_the_log() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let config = LiveConfig {
+        buffer: 1,
+        ..LiveConfig::default()
+    };
+    let hub = LiveHub::new(store, config);
+    let (mut slow, _) = feed(&hub, &w, w.parent, None).await;
+    let (mut watcher, _) = feed(&hub, &w, w.principal, None).await;
+
+    // given five messages the slow feed does not read while they are broadcast
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        sent.push(
+            w.send(w.principal, w.parent, &format!("m{n}"))
+                .await
+                .message_id,
+        );
+    }
+    for expected in &sent {
+        // (the other feed reads them as they come, so the hub has broadcast them all)
+        assert_eq!(
+            Some(message(next(&mut watcher).await).message_id),
+            *expected
+        );
+    }
+    // then the slow feed still gets every one, in order
+    for expected in &sent {
+        assert_eq!(Some(message(next(&mut slow).await).message_id), *expected);
+    }
+}
+
+#[tokio::test]
+async fn what_the_hub_never_saw_or_forgot_it_reads_from_the_streams() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    // given a message posted and queued before the hub started, and a hub that
+    // remembers one thing of each kind
+    let before = w.send(w.principal, w.parent, "Before the hub").await;
+    w.queue(&before).await;
+    let config = LiveConfig {
+        memory: 1,
+        ..LiveConfig::default()
+    };
+    let hub = LiveHub::new(store, config);
+    let (mut principal, _) = feed(&hub, &w, w.principal, None).await;
+    let (mut counselor, _) = feed(&hub, &w, w.counselor, None).await;
+    // and other conversations and deliveries crowding its memory
+    let other = w.send(w.counselor, w.teen, "Homework").await;
+    w.queue(&other).await;
+
+    // when the early message's delivery changes status
+    w.outcome(before.delivery_ids[0], "failed").await;
+    w.outcome(other.delivery_ids[0], "sent").await;
+    let again = w.send(w.principal, w.parent, "Again").await;
+
+    // then its author is told, and every notice still finds its people
+    let failed = delivery(next(&mut principal).await);
+    assert_eq!(
+        (failed.delivery_id, failed.status, Some(failed.message_id)),
+        (
+            before.delivery_ids[0],
+            LiveStatus::Failed,
+            before.message_id
+        )
+    );
+    assert_eq!(
+        Some(message(next(&mut principal).await).message_id),
+        again.message_id
+    );
+    assert_eq!(
+        Some(message(next(&mut counselor).await).message_id),
+        other.message_id
+    );
+    let sent = delivery(next(&mut counselor).await);
+    assert_eq!(sent.delivery_id, other.delivery_ids[0]);
+}
+
+#[tokio::test]
+async fn closing_the_hub_ends_every_feed() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (mut open, _) = feed(&hub, &w, w.parent, None).await;
+    assert_eq!(hub.subscribers(), 1);
+
+    hub.close();
+
+    let end = tokio::time::timeout(WAIT, open.next())
+        .await
+        .expect("ends in time");
+    assert!(end.is_none(), "the feed ended: {end:?}");
+    let mut late = hub.subscribe(w.district.clone(), w.parent, None);
+    let end = tokio::time::timeout(WAIT, late.next())
+        .await
+        .expect("ends in time");
+    assert!(end.is_none(), "a feed opened after closing ends at once");
+    assert!(hub.is_closed());
+}
+
+#[tokio::test]
+async fn a_feed_too_far_behind_is_reset_to_the_head() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let config = LiveConfig {
+        max_catch_up: 1,
+        ..LiveConfig::default()
+    };
+    let hub = LiveHub::new(store.clone(), config);
+    // given a client that comes back after more of the log than a feed replays
+    let (mut feed, _) = feed(&hub, &w, w.parent, Some(Position::START)).await;
+    // then it is reset to the head, and told what follows
+    let head = store.head().await.unwrap();
+    assert_eq!(next(&mut feed).await, Update::Reset { position: head });
+    let live = w.send(w.principal, w.parent, "After the reset").await;
+    assert_eq!(
+        Some(message(next(&mut feed).await).message_id),
+        live.message_id
+    );
+}
