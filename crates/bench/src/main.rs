@@ -9,8 +9,14 @@
 //!   events, measuring events per second and the process's memory as the log goes by.
 //! - `inbox`: inbox queries against read models holding a million messages, measuring
 //!   per-query latency.
+//! - `deliveries`: messages through the relay, NATS, the reactor and four workers, from
+//!   accepted command to recorded outcome.
 
+mod delivery;
 mod read_side;
+
+/// Any error a benchmark can stop on.
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -57,6 +63,21 @@ enum Bench {
         #[arg(long, value_name = "DIR")]
         data: Option<std::path::PathBuf>,
     },
+    /// Deliveries end to end over NATS: command accepted to outcome recorded.
+    Deliveries {
+        /// Messages (one delivery each).
+        #[arg(long, default_value_t = 50_000)]
+        messages: u64,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        /// Delivery workers on the shared consumer.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// The NATS server.
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+    },
     /// Inbox query latency with read models holding many messages.
     Inbox {
         /// Messages in the log.
@@ -81,6 +102,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             warmup,
         } => commands(senders, conversations, messages, warmup).await,
         Bench::Replay { messages, data } => read_side::replay(messages, data).await,
+        Bench::Deliveries {
+            messages,
+            senders,
+            workers,
+            nats,
+        } => delivery::deliveries(messages, senders, workers, nats).await,
         Bench::Inbox {
             messages,
             queries,

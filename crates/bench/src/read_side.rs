@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type BoxError = Box<dyn std::error::Error>;
+use crate::BoxError;
 
 /// What a kept log holds, so a later run can reuse it.
 #[derive(Serialize, Deserialize)]
