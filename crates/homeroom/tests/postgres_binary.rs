@@ -1,0 +1,171 @@
+//! Several `homeroom serve` processes on one PostgreSQL database: concurrent writers
+//! through all of their APIs, then the audit trail, read from each of them, holds every
+//! acknowledged event exactly once, in an order consistent with each stream; one
+//! projector holder applies the log, the others stand by and answer.
+//!
+//! Needs PostgreSQL: under `CI=true` it fails without it, otherwise it says in one line
+//! that it did not run.
+
+use homeroom_tests::http::{Api, District, Server};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use uuid::Uuid;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_homeroom"))
+}
+
+/// A position token as a query value.
+fn token(position: &Value) -> String {
+    match position {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every event of the district's audit trail, in its order, after the read models have
+/// applied `min`.
+fn audit(api: &Api, system: &str, min: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = api.read(
+            system,
+            &format!("/v1/audit?limit=1000&min_position={min}{after}"),
+        );
+        let body = page.ok().clone();
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+        match &body["next"] {
+            Value::Null => return events,
+            next => after = format!("&after={}", token(next)),
+        }
+    }
+}
+
+#[test]
+fn several_servers_on_one_database_record_every_acknowledged_event_once_in_stream_order() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+        return;
+    };
+    let schema = homeroom_store_postgres::testing::unique_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("HOMEROOM_STORE", pg.clone()),
+        ("HOMEROOM_PG_SCHEMA", schema.clone()),
+    ];
+    // Every node signs and checks tokens with the same key: the first node's.
+    let key = dir.path().join("node0").join("jwt.key");
+    let servers: Vec<(Server, Arc<Api>)> = (0..3)
+        .map(|i| {
+            let data = dir.path().join(format!("node{i}"));
+            if i > 0 {
+                std::fs::create_dir_all(&data).unwrap();
+                std::fs::copy(&key, data.join("jwt.key")).unwrap();
+            }
+            let server = Server::start_with(&bin(), &data, &env);
+            let api = Arc::new(server.api(&bin(), &data));
+            (server, api)
+        })
+        .collect();
+    let first = &servers[0].1;
+    let d = District::build(first, "manynodes");
+    let (name, school, principal, parent) = (d.name.clone(), d.school, d.principal, d.parent);
+    let system = d.system_token();
+
+    // A few shared conversations (contended streams) and many writers on every node.
+    let conversations: Vec<Uuid> = (0..4)
+        .map(|_| {
+            let id = Uuid::now_v7();
+            d.by(
+                principal,
+                "StartConversation",
+                json!({"conversation_id": id, "school_id": school, "participant_ids": [parent], "body": "Welcome"}),
+            )
+            .ok();
+            id
+        })
+        .collect();
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let api = servers[w % servers.len()].1.clone();
+            let token = api.token(&name, &principal.to_string(), false);
+            let conversations = conversations.clone();
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for i in 0..25 {
+                    let conversation = conversations[(w + i) % conversations.len()];
+                    let reply = api.command(
+                        &token,
+                        "PostMessage",
+                        &json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": format!("writer {w} message {i}")}),
+                        Some(Uuid::now_v7()),
+                    );
+                    assert_eq!(reply.status, 200, "{}", reply.text);
+                    acknowledged.push(reply.body);
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let acknowledged: Vec<Value> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a writer"))
+        .collect();
+    assert_eq!(acknowledged.len(), 6 * 25);
+
+    // Wait for the last acknowledged position (tokens sort in delivery order).
+    let last = acknowledged
+        .iter()
+        .map(|a| token(&a["position"]))
+        .max()
+        .unwrap();
+    let expected: HashSet<(String, u64)> = acknowledged
+        .iter()
+        .flat_map(|a| a["events"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e["stream"].as_str().unwrap().to_owned(),
+                e["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (_, api) in &servers {
+        let events = audit(api, &system, &last);
+        let mut seen = HashSet::new();
+        let mut last_version: HashMap<String, u64> = HashMap::new();
+        for e in &events {
+            let stream = e["stream"].as_str().unwrap().to_owned();
+            let version = e["version"].as_u64().unwrap();
+            assert!(
+                seen.insert((stream.clone(), version)),
+                "{stream} version {version} appears twice"
+            );
+            let previous = last_version.insert(stream.clone(), version).unwrap_or(0);
+            assert!(
+                version > previous,
+                "{stream}: version {version} after {previous}"
+            );
+        }
+        let missing: Vec<_> = expected.difference(&seen).collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged but not in the audit trail: {missing:?}"
+        );
+    }
+    let verified = first.read(&system, "/v1/audit/verify");
+    assert_eq!(verified.ok()["ok"], true, "{}", verified.text);
+
+    for (server, _) in servers {
+        assert!(server.terminate().success());
+    }
+    rt.block_on(async {
+        homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
+        homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;
+    });
+}
