@@ -131,12 +131,17 @@ pub(crate) async fn inbound(
         })
         .await?;
     tracing::info!(district = %received.district, route = ?received.route, "inbound SMS recorded");
-    let (content_type, answer) = webhooks.provider.answer(received.reply.as_deref());
-    let mut response = (StatusCode::OK, answer).into_response();
+    Ok(answer(&webhooks, received.reply.as_deref()))
+}
+
+/// The provider's answer format, with `reply` texted back when there is one.
+fn answer(webhooks: &Webhooks, reply: Option<&str>) -> Response {
+    let (content_type, body) = webhooks.provider.answer(reply);
+    let mut response = (StatusCode::OK, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    response
 }
 
 /// The delivery a status callback URL names (`?district=…&delivery=…`).
@@ -182,12 +187,7 @@ pub(crate) async fn status(
         }
         Err(error) => return Err(error.into()),
     }
-    let (content_type, answer) = webhooks.provider.answer(None);
-    let mut response = (StatusCode::OK, answer).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    Ok(answer(&webhooks, None))
 }
 
 impl Webhooks {

@@ -57,6 +57,40 @@ pub enum RuntimeError {
     ReadModel(#[from] homeroom_projections::QueryError),
 }
 
+/// Takes batches from `queue` until `shutdown` and settles every item of a batch with
+/// `settle` (concurrently) before taking the next: the loop the reactor and the workers
+/// share. A bus that fails is asked again after `pause`; a closed one ends the loop.
+async fn consume<F, Fut>(
+    queue: &dyn homeroom_bus::WorkQueue,
+    batch: usize,
+    poll: std::time::Duration,
+    pause: std::time::Duration,
+    who: &'static str,
+    shutdown: impl std::future::Future<Output = ()>,
+    settle: F,
+) where
+    F: Fn(homeroom_bus::WorkItem) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let fetched = tokio::select! {
+            fetched = queue.fetch(batch, poll) => fetched,
+            () = &mut shutdown => return,
+        };
+        match fetched {
+            Ok(items) => {
+                futures::future::join_all(items.into_iter().map(&settle)).await;
+            }
+            Err(homeroom_bus::BusError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, who, "cannot take work from the bus; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
 /// The district an event belongs to.
 fn district_of(event: &RecordedEvent) -> Result<DistrictId, RuntimeError> {
     DistrictId::parse(&event.metadata.district).map_err(|_| RuntimeError::NoDistrict {

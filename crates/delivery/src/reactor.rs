@@ -12,7 +12,7 @@
 //! Each reaction decides to do nothing when it was already done, so a replayed or
 //! redelivered event converges on the same log.
 
-use crate::{district_of, react, RuntimeError};
+use crate::{consume, district_of, react, RuntimeError};
 use homeroom_app::codec;
 use homeroom_app::CommandService;
 use homeroom_bus::{WorkItem, WorkQueue};
@@ -28,7 +28,6 @@ use homeroom_domain::{
 };
 use homeroom_eventstore::RecordedEvent;
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,23 +78,16 @@ impl Reactor {
     /// Takes events from `queue` and reacts to them until `shutdown`, acknowledging each
     /// once its reaction is recorded; a failed reaction comes back after a pause.
     pub async fn run(&self, queue: Arc<dyn WorkQueue>, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = pin!(shutdown);
-        loop {
-            let fetched = tokio::select! {
-                fetched = queue.fetch(self.config.batch, self.config.poll) => fetched,
-                () = &mut shutdown => return,
-            };
-            let items = match fetched {
-                Ok(items) => items,
-                Err(homeroom_bus::BusError::Closed) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "the reactor cannot take work; retrying");
-                    tokio::time::sleep(self.config.retry_delay).await;
-                    continue;
-                }
-            };
-            futures::future::join_all(items.into_iter().map(|item| self.settle(item))).await;
-        }
+        consume(
+            &*queue,
+            self.config.batch,
+            self.config.poll,
+            self.config.retry_delay,
+            "reactor",
+            shutdown,
+            |item| self.settle(item),
+        )
+        .await;
     }
 
     async fn settle(&self, item: WorkItem) {

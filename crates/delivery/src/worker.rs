@@ -20,7 +20,7 @@
 //!    backoff; the fifth failure is permanent (a domain rule). Only then is the item
 //!    acknowledged.
 
-use crate::{district_of, react, RuntimeError};
+use crate::{consume, district_of, react, RuntimeError};
 use homeroom_app::preview::PhoneBook;
 use homeroom_app::{codec, CommandError, CommandService};
 use homeroom_bus::{WorkItem, WorkQueue};
@@ -35,7 +35,6 @@ use homeroom_domain::{
     Event, OutcomeStatus, PhoneNumber, SendAs, State, StreamRef,
 };
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,23 +134,16 @@ impl Worker {
     /// once its outcome is recorded, handed out again after a backoff otherwise. A
     /// batch in hand is finished before it stops.
     pub async fn run(&self, queue: Arc<dyn WorkQueue>, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = pin!(shutdown);
-        loop {
-            let fetched = tokio::select! {
-                fetched = queue.fetch(self.config.batch, self.config.poll) => fetched,
-                () = &mut shutdown => return,
-            };
-            let items = match fetched {
-                Ok(items) => items,
-                Err(homeroom_bus::BusError::Closed) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "the worker cannot take work; retrying");
-                    tokio::time::sleep(self.config.first_backoff.min(Duration::from_secs(1))).await;
-                    continue;
-                }
-            };
-            futures::future::join_all(items.into_iter().map(|item| self.settle(item))).await;
-        }
+        consume(
+            &*queue,
+            self.config.batch,
+            self.config.poll,
+            self.config.first_backoff.min(Duration::from_secs(1)),
+            "worker",
+            shutdown,
+            |item| self.settle(item),
+        )
+        .await;
     }
 
     async fn settle(&self, item: WorkItem) {

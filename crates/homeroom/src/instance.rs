@@ -77,21 +77,14 @@ impl Bus {
         &self,
         store: Arc<dyn EventStore>,
     ) -> Result<Arc<dyn WorkQueue>, RunError> {
-        match self {
-            Bus::InProcess { dir } => Ok(Arc::new(in_process(
-                store,
-                &dir.join("reactor.checkpoint"),
-                homeroom_delivery::reactor::REACTS_TO,
-            )?)),
-            Bus::Nats(bus) => Ok(Arc::new(
-                bus.work_queue(
-                    REACTOR_CONSUMER,
-                    &[format!("{}.>", homeroom_bus::SUBJECT_PREFIX)],
-                )
-                .await
-                .map_err(|e| RunError::backend("the NATS reactor consumer", e))?,
-            )),
-        }
+        self.queue(
+            store,
+            "reactor",
+            homeroom_delivery::reactor::REACTS_TO,
+            REACTOR_CONSUMER,
+            format!("{}.>", homeroom_bus::SUBJECT_PREFIX),
+        )
+        .await
     }
 
     /// The workers' queue: `delivery_queued`.
@@ -99,31 +92,43 @@ impl Bus {
         &self,
         store: Arc<dyn EventStore>,
     ) -> Result<Arc<dyn WorkQueue>, RunError> {
+        self.queue(
+            store,
+            "deliveries",
+            homeroom_delivery::worker::WORKS_ON,
+            WORKER_CONSUMER,
+            homeroom_bus::filter_for("delivery", "delivery_queued"),
+        )
+        .await
+    }
+
+    /// A queue of the `types` events: in process (its checkpoint named `name`), or the
+    /// shared NATS consumer `durable` filtered by `filter`.
+    async fn queue(
+        &self,
+        store: Arc<dyn EventStore>,
+        name: &str,
+        types: &[&'static str],
+        durable: &str,
+        filter: String,
+    ) -> Result<Arc<dyn WorkQueue>, RunError> {
         match self {
-            Bus::InProcess { dir } => Ok(Arc::new(in_process(
-                store,
-                &dir.join("deliveries.checkpoint"),
-                homeroom_delivery::worker::WORKS_ON,
-            )?)),
-            Bus::Nats(bus) => Ok(Arc::new(
-                bus.work_queue(
-                    WORKER_CONSUMER,
-                    &[homeroom_bus::filter_for("delivery", "delivery_queued")],
+            Bus::InProcess { dir } => Ok(Arc::new(
+                InProcessQueue::open(
+                    store,
+                    &dir.join(format!("{name}.checkpoint")),
+                    types,
+                    InProcessConfig::default(),
                 )
-                .await
-                .map_err(|e| RunError::backend("the NATS delivery consumer", e))?,
+                .map_err(|e| RunError::backend("an in-process queue", e))?,
+            )),
+            Bus::Nats(bus) => Ok(Arc::new(
+                bus.work_queue(durable, &[filter])
+                    .await
+                    .map_err(|e| RunError::backend("a NATS consumer", e))?,
             )),
         }
     }
-}
-
-fn in_process(
-    store: Arc<dyn EventStore>,
-    file: &Path,
-    types: &[&'static str],
-) -> Result<InProcessQueue, RunError> {
-    InProcessQueue::open(store, file, types, InProcessConfig::default())
-        .map_err(|e| RunError::backend("an in-process queue", e))
 }
 
 /// An opened instance: its event store, read models and services.
