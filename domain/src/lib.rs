@@ -177,6 +177,18 @@ pub enum StreamRef {
 }
 
 impl StreamRef {
+    /// The category (the part of a stream name before the first `-`) of every kind of
+    /// stream the domain writes: what a store that filters by category must know.
+    pub const CATEGORIES: &'static [&'static str] = &[
+        "district",
+        "person",
+        "conversation",
+        "delivery",
+        "smsline",
+        "smsnumber",
+        "inbound",
+    ];
+
     /// The stream's name in the store: `district-{d}`, `person-{d}:{uuid}`,
     /// `conversation-{d}:{uuid}`, `delivery-{d}:{uuid}`, `smsline-{d}:{ours}:{theirs}`,
     /// `inbound-{d}:{sid}`, and `smsnumber-{number}` (under no district: an inbound SMS

@@ -238,3 +238,30 @@ fn a_whole_story_folds_through_the_top_level_state() {
     assert_eq!(decide(&state, &stop(), &facts()), Ok(vec![]));
     assert_eq!(school_of(&state, &stop()), Some(SCHOOL));
 }
+
+#[test]
+fn every_stream_the_domain_writes_is_of_a_listed_category() {
+    use crate::ids::{PhoneNumber, ProviderMessageId};
+    let district = DistrictId::parse("north").unwrap();
+    let number = || PhoneNumber::parse("+15550001000").unwrap();
+    let id = Uuid::nil();
+    for stream in [
+        StreamRef::District,
+        StreamRef::Person(PersonId::new(id)),
+        StreamRef::Conversation(ConversationId::new(id)),
+        StreamRef::Delivery(DeliveryId::new(id)),
+        StreamRef::SmsLine {
+            ours: number(),
+            theirs: number(),
+        },
+        StreamRef::SmsNumber(number()),
+        StreamRef::Inbound(ProviderMessageId::parse("SM1").unwrap()),
+    ] {
+        let name = stream.stream_name(&district);
+        let category = name.split('-').next().unwrap();
+        assert!(
+            StreamRef::CATEGORIES.contains(&category),
+            "{name} is of no listed category"
+        );
+    }
+}

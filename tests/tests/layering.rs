@@ -52,3 +52,18 @@ fn the_domain_depends_on_no_runtime_io_or_crate_of_ours() {
         );
     }
 }
+
+#[test]
+fn the_kurrentdb_store_reads_and_writes_every_category_the_domain_writes() {
+    let listed: Vec<String> = homeroom_domain::StreamRef::CATEGORIES
+        .iter()
+        .map(|c| format!("{c}-"))
+        .collect();
+    assert_eq!(
+        listed,
+        homeroom_store_kurrentdb::HOMEROOM_CATEGORIES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect::<Vec<_>>()
+    );
+}

@@ -6,8 +6,18 @@ use std::time::Duration;
 
 /// The stream-name prefixes (categories) of Homeroom's own streams: what the domain
 /// writes (`district-{d}`, `person-{d}:{id}`, `conversation-{d}:{id}`,
-/// `delivery-{d}:{id}`). Subscriptions and `$all` reads are filtered to them.
-pub const HOMEROOM_CATEGORIES: &[&str] = &["district-", "person-", "conversation-", "delivery-"];
+/// `delivery-{d}:{id}`, `smsline-{d}:…`, `smsnumber-{number}`, `inbound-{d}:{sid}`).
+/// Subscriptions and `$all` reads are filtered to them. `homeroom_domain::StreamRef`
+/// names the same list; a test in `tests/` keeps the two equal.
+pub const HOMEROOM_CATEGORIES: &[&str] = &[
+    "district-",
+    "person-",
+    "conversation-",
+    "delivery-",
+    "smsline-",
+    "smsnumber-",
+    "inbound-",
+];
 
 /// Where the adapter keeps its two indexes (see the crate docs): outside every category,
 /// so neither `$all` reads nor subscriptions ever see them.
@@ -232,10 +242,7 @@ mod tests {
     #[test]
     fn the_default_filter_covers_every_homeroom_category_and_nothing_else() {
         let ns = KurrentConfig::default().namespace().unwrap();
-        assert_eq!(
-            ns.filter_prefixes(),
-            vec!["district-", "person-", "conversation-", "delivery-"]
-        );
+        assert_eq!(ns.filter_prefixes(), HOMEROOM_CATEGORIES.to_vec());
         for name in [
             "district-d1",
             "person-d1:0190c1f6-0000-7000-8000-000000000000",
