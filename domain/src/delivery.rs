@@ -42,6 +42,7 @@ pub struct DeliveryState {
     sender: Option<DeliverySender>,
     status: Option<DeliveryStatus>,
     failed_attempts: u32,
+    handed_over: bool,
 }
 
 impl DeliveryState {
@@ -234,6 +235,24 @@ fn record(
     check_error_length(c.error.as_deref())?;
     use DeliveryStatus as S;
     use OutcomeStatus as O;
+    let details_given = c.sender.is_some() || c.sent_text.is_some();
+    if c.status == O::Sent
+        && details_given
+        && !state.handed_over
+        && matches!(current, S::Delivered | S::Failed)
+    {
+        // The provider's callback came before the worker's report: the outcome stands,
+        // and what was handed over (from which number, which text) is still recorded.
+        return Ok(vec![DeliverySent {
+            delivery_id: c.delivery_id,
+            provider_message_id: c.provider_message_id.clone(),
+            sender: c.sender.clone(),
+            sent_text: c.sent_text.clone(),
+            translated_to: c.translated_to.clone(),
+            at: facts.now,
+        }
+        .into()]);
+    }
     let moves_forward = matches!(
         (current, c.status),
         (S::Queued, _) | (S::Sent, O::Delivered | O::Failed)
@@ -243,7 +262,6 @@ fn record(
     }
     let (delivery_id, provider_message_id, at) =
         (c.delivery_id, c.provider_message_id.clone(), facts.now);
-    let details_given = c.sender.is_some() || c.sent_text.is_some();
     if current == S::Queued && c.status == O::Delivered && details_given {
         // A channel that delivers on hand-over (the app, the sandbox): record what was
         // handed over, then that it arrived.
@@ -304,7 +322,12 @@ pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
             state.sender.clone_from(&e.sender);
             state.status = Some(DeliveryStatus::Queued);
         }
-        Event::DeliverySent(_) => state.status = Some(DeliveryStatus::Sent),
+        Event::DeliverySent(_) => {
+            state.handed_over = true;
+            if state.status == Some(DeliveryStatus::Queued) {
+                state.status = Some(DeliveryStatus::Sent);
+            }
+        }
         Event::DeliveryDelivered(_) => state.status = Some(DeliveryStatus::Delivered),
         Event::DeliveryFailed(_) => state.status = Some(DeliveryStatus::Failed),
         Event::DeliveryAttemptFailed(e) => state.failed_attempts = e.attempt,

@@ -304,3 +304,32 @@ fn a_channel_that_delivers_on_hand_over_records_what_it_sent_then_that_it_arrive
         "{events:?}"
     );
 }
+
+#[test]
+fn the_hand_over_is_recorded_even_when_the_providers_callback_came_first() {
+    let mut report = outcome(OutcomeStatus::Sent);
+    report.sender = Some("+15550001000".to_owned());
+    report.sent_text = Some("Hola".to_owned());
+    let events = given([queued(), delivered()])
+        .acting_as_system()
+        .when(report.clone())
+        .events();
+    assert!(
+        matches!(&events[..], [Event::DeliverySent(s)] if s.sender.as_deref() == Some("+15550001000")),
+        "{events:?}"
+    );
+    let state = [queued(), delivered()]
+        .iter()
+        .chain(&events)
+        .fold(DeliveryState::default(), evolve);
+    assert_eq!(
+        state.status(),
+        Some(DeliveryStatus::Delivered),
+        "the outcome stands"
+    );
+    let history = vec![queued(), delivered(), sent()];
+    given(history)
+        .acting_as_system()
+        .when(report)
+        .then_nothing();
+}
