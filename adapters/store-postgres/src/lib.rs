@@ -78,6 +78,15 @@
 //! moves. A deployment that never reads its own writes through `read_all` can set it to
 //! zero. [`PgStore::append_in`] does not wait (the caller commits later).
 //!
+//! # Moving an embedded instance here
+//!
+//! [`import::import_log`] copies another store's whole log (an embedded instance's
+//! SQLite file, through the reader port) into this store verbatim: same event ids,
+//! streams, versions, data, metadata, recorded times and hashes, every chain verified on
+//! the way, in the source's order, resumable after a kill. It writes through a dedicated
+//! insert path of its own (appends compute hashes and times; an import keeps them), under
+//! the same visibility rules and commit notifications as appends.
+//!
 //! # Test support
 //!
 //! The `testing` feature adds [`testing`]: service discovery for tests (skip, or fail
@@ -95,6 +104,7 @@
 
 mod append;
 mod error;
+pub mod import;
 mod listen;
 mod read;
 mod store;
