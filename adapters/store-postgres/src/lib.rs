@@ -45,17 +45,26 @@
 //!
 //! # Live delivery
 //!
-//! Each append sends `pg_notify` on a channel named after the schema, in the append's own
-//! statement, so the notification is delivered exactly when the commit is visible. One
-//! background task per store `LISTEN`s on it and raises a
+//! Each pooled append sends `pg_notify` on a channel named after the schema right after
+//! its commit, in the same round trip as its first deliverability check; an append in
+//! the caller's transaction ([`PgStore::append_in`]) sends it inside that transaction,
+//! so it is delivered exactly when the caller commits. Not inside a pooled append's own
+//! transaction: a transaction that has notified holds a database-wide lock from its
+//! commit until its commit record is flushed, so every notifying append would commit
+//! alone, one WAL flush after another, and PostgreSQL's group commit could no longer
+//! batch concurrent appends (`docs/postgres.md` has the measurement). One background
+//! task per store `LISTEN`s on the channel and raises a
 //! [`homeroom_eventstore::subscription::CommitSignal`];
 //! [`EventSubscriber::subscribe_all`] is the port's shared `catch_up_then_live` over that
 //! signal. A notification can arrive while an older transaction still holds `xmin` back;
 //! if that transaction is an append it notifies when it commits. If it is not (an
 //! unrelated writer anywhere in the cluster), the task keeps waking subscribers every
 //! [`PgStoreConfig::lag_poll`] for as long as committed events wait above `xmin`, so they
-//! are delivered within one poll interval of the horizon moving. After a lost `LISTEN`
-//! connection it reconnects and wakes everyone, as notifications may have been missed.
+//! are delivered within one poll interval of the horizon moving. Otherwise it checks
+//! every [`PgStoreConfig::idle_poll`] whether the deliverable head moved without a
+//! notification (an appending process that died between its commit and its
+//! notification) and wakes subscribers if so. After a lost `LISTEN` connection it
+//! reconnects and wakes everyone, as notifications may have been missed.
 //!
 //! # Appends
 //!
@@ -69,14 +78,22 @@
 //! first event id is already stored in that stream records nothing and returns the
 //! original result, rebuilt from the stored batch.
 //!
+//! The store remembers the head each of its appends left (a bounded map), and the next
+//! append to that stream whose expectation that head admits inserts without reading the
+//! head first: one round trip fewer for a process that keeps writing the streams it
+//! owns. The remembered head is only a hint: versions only grow, so a stale one (another
+//! process appended meanwhile) collides on a unique key, and the append then reads the
+//! head and decides exactly as without it, conflicts and idempotent re-appends included.
+//!
 //! Once committed, an append waits until its transaction is below the horizon, so when
 //! it returns, `read_all` and `head` show its events to every reader (the contract the
-//! conformance kit checks: "head follows appends"). This usually costs one round trip
-//! and no waiting, or the rest of an older concurrent append; behind an older long
-//! transaction it gives up after [`PgStoreConfig::deliverable_wait`] (2 s by default)
-//! and returns anyway: the events are recorded and will be delivered when the horizon
-//! moves. A deployment that never reads its own writes through `read_all` can set it to
-//! zero. [`PgStore::append_in`] does not wait (the caller commits later).
+//! conformance kit checks: "head follows appends"). This usually costs no extra round
+//! trip (the check travels with the notification) and no waiting, or the rest of an
+//! older concurrent append; behind an older long transaction it gives up after
+//! [`PgStoreConfig::deliverable_wait`] (2 s by default) and returns anyway: the events
+//! are recorded and will be delivered when the horizon moves. A deployment that never
+//! reads its own writes through `read_all` can set it to zero. [`PgStore::append_in`]
+//! does not wait (the caller commits later).
 //!
 //! # Moving an embedded instance here
 //!
