@@ -11,8 +11,6 @@ use homeroom_eventstore::{
     AppendResult, EventAppender, ExpectedVersion, NewEvent, Position, StoreError, StreamId,
 };
 use sqlx::{PgConnection, Row};
-use std::time::Duration;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 /// How often an [`ExpectedVersion::Any`] append retries after losing a race for the
@@ -29,9 +27,15 @@ LEFT JOIN LATERAL (
 ) AS h ON true";
 
 /// The whole batch in one statement, which is also the transaction of a pooled append:
-/// the rows, in version order (so `seq` follows `version`). `{notify}` is the commit
-/// notification for [`PgStore::append_in`] (whose caller commits later), and nothing for
-/// a pooled append, which notifies right after its commit (see [`NOTIFY_DELIVERABLE`]).
+/// the rows, in version order (so `seq` follows `version`). [`PgStore::append_in`] adds
+/// the commit notification ([`INSERT_NOTIFYING`]), as its caller commits later; a pooled
+/// append has it sent right after its commit (see [`crate::horizon`]).
+///
+/// Not inside a pooled append's own transaction: a transaction that has notified holds
+/// a database-wide lock from its commit until its commit record is flushed, so appends
+/// notifying in their own transaction would commit one at a time, each waiting for the
+/// previous one's WAL flush, and group commit could not batch them (see
+/// `docs/postgres.md`).
 ///
 /// The `WHERE` refuses to insert when this transaction is older than the one that
 /// wrote the stream's head (only possible through [`PgStore::append_in`] with a
@@ -54,21 +58,6 @@ SELECT (SELECT max(seq) FROM ins) AS last_seq, pg_current_xact_id()::text AS com
 
 /// [`INSERT`] sending the commit notification from inside the caller's transaction.
 const INSERT_NOTIFYING: &str = "FROM pg_notify($14, '')";
-
-/// A pooled append's commit notification, sent right after its commit, in the same round
-/// trip as the first check that its rows are deliverable.
-///
-/// Not inside the appending transaction: a transaction that has sent a notification
-/// holds a database-wide lock from its commit until its commit record is flushed, so
-/// appends notifying in their own transaction would commit one at a time, each waiting
-/// for the previous one's WAL flush, and group commit could not batch them (see
-/// `docs/postgres.md`). A notification-only statement writes no WAL and holds that lock
-/// only for an instant.
-const NOTIFY_DELIVERABLE: &str =
-    "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8 FROM pg_notify($2, '')";
-
-/// Whether a transaction has ended and every older one too: its rows are deliverable.
-const DELIVERABLE: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8";
 
 /// Stream heads this process remembers, at most this many (then it starts over).
 const HEAD_CACHE_CAPACITY: usize = 65_536;
@@ -442,56 +431,23 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Waits (at most [`crate::PgStoreConfig::deliverable_wait`]) until transaction
-    /// `tx_id` is below the horizon, so `read_all` and `head` show what it wrote.
+    /// After a pooled append's commit: has subscribers notified and waits (at most
+    /// [`crate::PgStoreConfig::deliverable_wait`]) until transaction `tx_id` is below
+    /// the horizon, so `read_all` and `head` show what it wrote; both through the
+    /// store's [`crate::horizon`] task, without holding a connection.
     ///
     /// Never fails: the append is committed by now, and reporting an error would only
     /// make the caller retry something that succeeded.
-    /// Sends the commit notification first (see [`NOTIFY_DELIVERABLE`]), in the same
-    /// round trip as the first check.
-    async fn wait_deliverable(&self, conn: &mut PgConnection, tx_id: u64) {
-        let notified = sqlx::query_scalar::<_, bool>(NOTIFY_DELIVERABLE)
-            .bind(tx_id.to_string())
-            .bind(&self.inner.channel)
-            .fetch_one(&mut *conn)
-            .await;
+    async fn after_commit(&self, tx_id: u64) {
         let wait = self.inner.deliverable_wait;
-        match notified {
-            Ok(true) => return,
-            Ok(false) if wait.is_zero() => return,
-            Ok(false) => {}
-            Err(err) => {
-                // Subscribers learn of the commit from the next notification, or from
-                // the LISTEN task's idle check (`PgStoreConfig::idle_poll`).
-                tracing::warn!(tx_id, error = %err, "cannot notify subscribers of a commit");
-                return;
-            }
-        }
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_micros(200);
-        loop {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
-            let below = sqlx::query_scalar::<_, bool>(DELIVERABLE)
-                .bind(tx_id.to_string())
-                .fetch_one(&mut *conn)
-                .await;
-            match below {
-                Ok(true) => return,
-                Ok(false) if Instant::now() < deadline => {}
-                Ok(false) => {
-                    tracing::debug!(
-                        tx_id,
-                        ?wait,
-                        "appended events wait behind an older open transaction"
-                    );
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(tx_id, error = %err, "cannot check that an append is deliverable");
-                    return;
-                }
-            }
+        if wait.is_zero() {
+            self.inner.horizon.committed();
+        } else if !self.inner.horizon.committed_and_wait(tx_id, wait).await {
+            tracing::debug!(
+                tx_id,
+                ?wait,
+                "appended events wait behind an older open transaction"
+            );
         }
     }
 }
@@ -541,8 +497,8 @@ impl EventAppender for PgStore {
                         Some(head) => self.inner.heads.remember(stream, head),
                         None => self.inner.heads.forget(stream),
                     }
-                    self.wait_deliverable(&mut conn, result.position.commit)
-                        .await;
+                    drop(conn);
+                    self.after_commit(result.position.commit).await;
                     return Ok(result);
                 }
                 // Re-read: the winner may have been this very batch (a concurrent

@@ -121,6 +121,7 @@
 
 mod append;
 mod error;
+mod horizon;
 pub mod import;
 mod listen;
 mod read;

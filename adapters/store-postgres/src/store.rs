@@ -77,12 +77,15 @@ pub(crate) struct Inner {
     pub(crate) signal: CommitSignal,
     pub(crate) deliverable_wait: Duration,
     pub(crate) heads: crate::append::HeadCache,
+    pub(crate) horizon: Arc<crate::horizon::Horizon>,
     listener: JoinHandle<()>,
+    horizon_task: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.horizon_task.abort();
     }
 }
 
@@ -141,6 +144,8 @@ impl PgStore {
             config.idle_poll,
         )
         .await?;
+        let (horizon, horizon_task) =
+            crate::horizon::spawn(pool.clone(), channel.clone(), signal.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -149,7 +154,9 @@ impl PgStore {
                 signal,
                 deliverable_wait: config.deliverable_wait,
                 heads: crate::append::HeadCache::default(),
+                horizon,
                 listener,
+                horizon_task,
             }),
         })
     }
@@ -172,6 +179,7 @@ impl PgStore {
     /// [`StoreError::Closed`]: homeroom_eventstore::StoreError::Closed
     pub async fn close(&self) {
         self.inner.listener.abort();
+        self.inner.horizon_task.abort();
         self.inner.pool.close().await;
         // Wake sleeping subscriptions: their next read meets the closed pool.
         self.inner.signal.notify();
