@@ -45,14 +45,15 @@
 //!
 //! # Live delivery
 //!
-//! Each pooled append sends `pg_notify` on a channel named after the schema right after
-//! its commit, in the same round trip as its first deliverability check; an append in
-//! the caller's transaction ([`PgStore::append_in`]) sends it inside that transaction,
-//! so it is delivered exactly when the caller commits. Not inside a pooled append's own
-//! transaction: a transaction that has notified holds a database-wide lock from its
-//! commit until its commit record is flushed, so every notifying append would commit
-//! alone, one WAL flush after another, and PostgreSQL's group commit could no longer
-//! batch concurrent appends (`docs/postgres.md` has the measurement). One background
+//! Commits are announced with `pg_notify` on a channel named after the schema. A pooled
+//! append's notification is sent right after its commit by the store's horizon task
+//! (below), one statement covering every commit of the process made before it; an
+//! append in the caller's transaction ([`PgStore::append_in`]) sends it inside that
+//! transaction, so it is delivered exactly when the caller commits. Not inside a pooled
+//! append's own transaction: a transaction that has notified holds a database-wide lock
+//! from its commit until its commit record is flushed, so every notifying append would
+//! commit alone, one WAL flush after another, and PostgreSQL's group commit could no
+//! longer batch concurrent appends (`docs/postgres.md` has the probe). One background
 //! task per store `LISTEN`s on the channel and raises a
 //! [`homeroom_eventstore::subscription::CommitSignal`];
 //! [`EventSubscriber::subscribe_all`] is the port's shared `catch_up_then_live` over that
@@ -85,15 +86,21 @@
 //! process appended meanwhile) collides on a unique key, and the append then reads the
 //! head and decides exactly as without it, conflicts and idempotent re-appends included.
 //!
-//! Once committed, an append waits until its transaction is below the horizon, so when
-//! it returns, `read_all` and `head` show its events to every reader (the contract the
-//! conformance kit checks: "head follows appends"). This usually costs no extra round
-//! trip (the check travels with the notification) and no waiting, or the rest of an
-//! older concurrent append; behind an older long transaction it gives up after
-//! [`PgStoreConfig::deliverable_wait`] (2 s by default) and returns anyway: the events
-//! are recorded and will be delivered when the horizon moves. A deployment that never
-//! reads its own writes through `read_all` can set it to zero. [`PgStore::append_in`]
-//! does not wait (the caller commits later).
+//! Once committed, an append returns its connection to the pool and waits until its
+//! transaction is below the horizon, so when it returns, `read_all` and `head` show its
+//! events to every reader (the contract the conformance kit checks: "head follows
+//! appends"). The waiting is done for every append of the process at once by one
+//! horizon task per store, on a connection of its own: each of its statements sends the
+//! pending notification and reads the snapshot's `xmin`, which releases every waiting
+//! append below it, so under load many appends share one round trip. It re-reads when
+//! another append of the process commits, when another process's notification arrives,
+//! and otherwise ever less often (behind a long transaction of someone else). The wait
+//! is usually the rest of an older concurrent append; behind an older long transaction
+//! it gives up after [`PgStoreConfig::deliverable_wait`] (2 s by default) and returns
+//! anyway: the events are recorded and will be delivered when the horizon moves. A
+//! deployment that never reads its own writes through `read_all` can set it to zero
+//! (the notification is sent all the same). [`PgStore::append_in`] does not wait (the
+//! caller commits later).
 //!
 //! # Moving an embedded instance here
 //!
