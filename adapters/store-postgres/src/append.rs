@@ -11,8 +11,6 @@ use homeroom_eventstore::{
     AppendResult, EventAppender, ExpectedVersion, NewEvent, Position, StoreError, StreamId,
 };
 use sqlx::{PgConnection, Row};
-use std::time::Duration;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 /// How often an [`ExpectedVersion::Any`] append retries after losing a race for the
@@ -29,7 +27,15 @@ LEFT JOIN LATERAL (
 ) AS h ON true";
 
 /// The whole batch in one statement, which is also the transaction of a pooled append:
-/// the rows, in version order (so `seq` follows `version`), and the commit notification.
+/// the rows, in version order (so `seq` follows `version`). [`PgStore::append_in`] adds
+/// the commit notification ([`INSERT_NOTIFYING`]), as its caller commits later; a pooled
+/// append has it sent right after its commit (see [`crate::horizon`]).
+///
+/// Not inside a pooled append's own transaction: a transaction that has notified holds
+/// a database-wide lock from its commit until its commit record is flushed, so appends
+/// notifying in their own transaction would commit one at a time, each waiting for the
+/// previous one's WAL flush, and group commit could not batch them (see
+/// `docs/postgres.md`).
 ///
 /// The `WHERE` refuses to insert when this transaction is older than the one that
 /// wrote the stream's head (only possible through [`PgStore::append_in`] with a
@@ -48,11 +54,63 @@ WITH ins AS (
     ORDER BY u.ord
     RETURNING seq
 )
-SELECT (SELECT max(seq) FROM ins) AS last_seq, pg_current_xact_id()::text AS commit_text
-FROM pg_notify($14, '')";
+SELECT (SELECT max(seq) FROM ins) AS last_seq, pg_current_xact_id()::text AS commit_text";
 
-/// Whether a transaction has ended and every older one too: its rows are deliverable.
-const DELIVERABLE: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8";
+/// [`INSERT`] sending the commit notification from inside the caller's transaction.
+const INSERT_NOTIFYING: &str = "FROM pg_notify($14, '')";
+
+/// Stream heads this process remembers, at most this many (then it starts over).
+const HEAD_CACHE_CAPACITY: usize = 65_536;
+
+/// The heads of streams this store appended to, so the next append to the same stream
+/// can insert without reading the head first (one round trip fewer).
+///
+/// Only ever a hint: a stream's versions only grow, so a stale head (another process
+/// appended meanwhile) makes the insert collide on `UNIQUE (stream, version)` (or on an
+/// event id, for a re-append), and the append then reads the head and decides as if it
+/// had never used the cache. A head is remembered only after its append committed.
+#[derive(Default)]
+pub(crate) struct HeadCache(std::sync::Mutex<std::collections::HashMap<StreamId, CachedHead>>);
+
+/// A remembered head: what [`READ_HEAD`] would return for a stream, idempotency aside.
+#[derive(Clone)]
+pub(crate) struct CachedHead {
+    version: u64,
+    hash: String,
+    tx_id: u64,
+}
+
+impl HeadCache {
+    fn get(&self, stream: &StreamId) -> Option<CachedHead> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(stream)
+            .cloned()
+    }
+
+    fn remember(&self, stream: &StreamId, head: CachedHead) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(stream) {
+            // A concurrent append of this process got further: keep its head.
+            Some(known) if known.version >= head.version => return,
+            Some(_) => {}
+            None if map.len() >= HEAD_CACHE_CAPACITY => map.clear(),
+            None => {}
+        }
+        map.insert(stream.clone(), head);
+    }
+
+    fn forget(&self, stream: &StreamId) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(stream);
+    }
+}
 
 /// What [`READ_HEAD`] found.
 struct Head {
@@ -66,10 +124,23 @@ struct Head {
 
 /// One try at an append.
 enum Attempt {
-    /// Recorded now, or recorded before (idempotent re-append).
-    Done(AppendResult),
-    /// The insert hit a unique key: someone else won a race.
+    /// Recorded now (with the stream's new head), or recorded before (an idempotent
+    /// re-append, no head).
+    Done(AppendResult, Option<CachedHead>),
+    /// The insert hit a unique key: someone else won a race (or the cached head was
+    /// stale).
     Collided(UniqueKey),
+}
+
+/// Where an attempt's head comes from, and whether its statement notifies.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// A pooled append: the head from the cache when it admits the expectation, else
+    /// read; no notification in the statement.
+    Pooled(Option<&'a CachedHead>),
+    /// [`PgStore::append_in`]: the head read in the caller's transaction, and the
+    /// notification sent with it.
+    InTransaction,
 }
 
 /// A batch's text fields, serialised once however often the append is retried.
@@ -159,25 +230,41 @@ async fn original_result(
     })
 }
 
-/// Reads the head, checks idempotency and the expectation, and inserts the batch.
+/// Reads the head (unless a cached one admits the expectation), checks idempotency and
+/// the expectation, and inserts the batch.
 async fn attempt(
     conn: &mut PgConnection,
     channel: &str,
+    mode: Mode<'_>,
     stream: &StreamId,
     expected: ExpectedVersion,
     batch: &Prepared<'_>,
 ) -> Result<Attempt, StoreError> {
-    let head = read_head(conn, stream, batch.first_id()).await?;
-    if let Some(end) = head.original_end {
-        return original_result(conn, stream, end).await.map(Attempt::Done);
-    }
-    if !expected.admits(head.version) {
-        return Err(StoreError::Conflict {
-            stream: stream.clone(),
-            expected,
-            actual: head.version,
-        });
-    }
+    let head = match mode {
+        // A stale head cannot admit an insert: its version is taken (see `HeadCache`).
+        Mode::Pooled(Some(cached)) if expected.admits(cached.version) => Head {
+            original_end: None,
+            version: cached.version,
+            hash: cached.hash.clone(),
+            tx_id: cached.tx_id,
+        },
+        _ => {
+            let head = read_head(conn, stream, batch.first_id()).await?;
+            if let Some(end) = head.original_end {
+                return original_result(conn, stream, end)
+                    .await
+                    .map(|r| Attempt::Done(r, None));
+            }
+            if !expected.admits(head.version) {
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: head.version,
+                });
+            }
+            head
+        }
+    };
 
     let recorded_at: DateTime<Utc> = hash::storable_time(Utc::now());
     let n = batch.events.len();
@@ -206,7 +293,11 @@ async fn attempt(
     }
     let last_version = head.version + n as u64;
 
-    let inserted = sqlx::query(INSERT)
+    let statement = match mode {
+        Mode::Pooled(_) => std::borrow::Cow::Borrowed(INSERT),
+        Mode::InTransaction => format!("{INSERT}\n{INSERT_NOTIFYING}").into(),
+    };
+    let inserted = sqlx::query(&statement)
         .bind(stream.as_str())
         .bind(recorded_at)
         .bind(to_i64(last_version))
@@ -237,10 +328,13 @@ async fn attempt(
         )
         .bind(&prev_hashes)
         .bind(&hashes)
-        .bind(head.tx_id.to_string())
-        .bind(channel)
-        .fetch_one(&mut *conn)
-        .await;
+        .bind(head.tx_id.to_string());
+    let inserted = match mode {
+        Mode::Pooled(_) => inserted,
+        Mode::InTransaction => inserted.bind(channel),
+    }
+    .fetch_one(&mut *conn)
+    .await;
     let row = match inserted {
         Ok(row) => row,
         Err(err) => {
@@ -260,13 +354,19 @@ async fn attempt(
             head_tx_id: head.tx_id,
         }));
     };
-    Ok(Attempt::Done(AppendResult {
+    let result = AppendResult {
         version: last_version,
         position: Position {
             commit: tx_id,
             sequence: u64::try_from(last_seq).unwrap_or(0),
         },
-    }))
+    };
+    let new_head = CachedHead {
+        version: last_version,
+        hash: prev,
+        tx_id,
+    };
+    Ok(Attempt::Done(result, Some(new_head)))
 }
 
 impl PgStore {
@@ -302,8 +402,14 @@ impl PgStore {
             return Err(StoreError::EmptyAppend);
         }
         let batch = Prepared::new(&events)?;
-        match attempt(conn, &self.inner.channel, stream, expected, &batch).await? {
-            Attempt::Done(result) => Ok(result),
+        let mode = Mode::InTransaction;
+        match attempt(conn, &self.inner.channel, mode, stream, expected, &batch).await? {
+            // The caller may still roll back: the head is not remembered (and one
+            // remembered from before is stale once the caller commits).
+            Attempt::Done(result, _) => {
+                self.inner.heads.forget(stream);
+                Ok(result)
+            }
             Attempt::Collided(key) => {
                 // The caller's transaction is aborted: look from outside it.
                 let mut fresh = self.inner.pool.acquire().await.map_err(store_error)?;
@@ -325,41 +431,23 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Waits (at most [`crate::PgStoreConfig::deliverable_wait`]) until transaction
-    /// `tx_id` is below the horizon, so `read_all` and `head` show what it wrote.
+    /// After a pooled append's commit: has subscribers notified and waits (at most
+    /// [`crate::PgStoreConfig::deliverable_wait`]) until transaction `tx_id` is below
+    /// the horizon, so `read_all` and `head` show what it wrote; both through the
+    /// store's [`crate::horizon`] task, without holding a connection.
     ///
     /// Never fails: the append is committed by now, and reporting an error would only
     /// make the caller retry something that succeeded.
-    async fn wait_deliverable(&self, conn: &mut PgConnection, tx_id: u64) {
+    async fn after_commit(&self, tx_id: u64) {
         let wait = self.inner.deliverable_wait;
         if wait.is_zero() {
-            return;
-        }
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_micros(200);
-        loop {
-            let below = sqlx::query_scalar::<_, bool>(DELIVERABLE)
-                .bind(tx_id.to_string())
-                .fetch_one(&mut *conn)
-                .await;
-            match below {
-                Ok(true) => return,
-                Ok(false) if Instant::now() < deadline => {}
-                Ok(false) => {
-                    tracing::debug!(
-                        tx_id,
-                        ?wait,
-                        "appended events wait behind an older open transaction"
-                    );
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(tx_id, error = %err, "cannot check that an append is deliverable");
-                    return;
-                }
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
+            self.inner.horizon.committed();
+        } else if !self.inner.horizon.committed_and_wait(tx_id, wait).await {
+            tracing::debug!(
+                tx_id,
+                ?wait,
+                "appended events wait behind an older open transaction"
+            );
         }
     }
 }
@@ -378,14 +466,39 @@ impl EventAppender for PgStore {
         let batch = Prepared::new(&events)?;
         let mut conn = self.inner.pool.acquire().await.map_err(store_error)?;
         let mut id_collisions = 0;
+        let mut cached = self.inner.heads.get(stream);
         for _ in 0..MAX_ATTEMPTS {
             // Each statement is its own transaction: the head read takes no xid, so the
             // insert's xid is younger than the head's writer (stream order = delivery
             // order), and a concurrent writer of the same version fails the unique key.
-            match attempt(&mut conn, &self.inner.channel, stream, expected, &batch).await? {
-                Attempt::Done(result) => {
-                    self.wait_deliverable(&mut conn, result.position.commit)
-                        .await;
+            // A cached head was written by a committed transaction, so the same holds.
+            let cache_used = cached.as_ref().is_some_and(|c| expected.admits(c.version));
+            let this_try = cached.take().filter(|_| cache_used);
+            let mode = Mode::Pooled(this_try.as_ref());
+            let tried = attempt(
+                &mut conn,
+                &self.inner.channel,
+                mode,
+                stream,
+                expected,
+                &batch,
+            )
+            .await
+            .inspect_err(|_| self.inner.heads.forget(stream))?;
+            if cache_used && matches!(tried, Attempt::Collided(_)) {
+                // The cached head was stale: decide again from the stored one, as if
+                // there had been no cache (this try does not count as a collision).
+                self.inner.heads.forget(stream);
+                continue;
+            }
+            match tried {
+                Attempt::Done(result, head) => {
+                    match head {
+                        Some(head) => self.inner.heads.remember(stream, head),
+                        None => self.inner.heads.forget(stream),
+                    }
+                    drop(conn);
+                    self.after_commit(result.position.commit).await;
                     return Ok(result);
                 }
                 // Re-read: the winner may have been this very batch (a concurrent

@@ -45,17 +45,27 @@
 //!
 //! # Live delivery
 //!
-//! Each append sends `pg_notify` on a channel named after the schema, in the append's own
-//! statement, so the notification is delivered exactly when the commit is visible. One
-//! background task per store `LISTEN`s on it and raises a
+//! Commits are announced with `pg_notify` on a channel named after the schema. A pooled
+//! append's notification is sent right after its commit by the store's horizon task
+//! (below), one statement covering every commit of the process made before it; an
+//! append in the caller's transaction ([`PgStore::append_in`]) sends it inside that
+//! transaction, so it is delivered exactly when the caller commits. Not inside a pooled
+//! append's own transaction: a transaction that has notified holds a database-wide lock
+//! from its commit until its commit record is flushed, so every notifying append would
+//! commit alone, one WAL flush after another, and PostgreSQL's group commit could no
+//! longer batch concurrent appends (`docs/postgres.md` has the probe). One background
+//! task per store `LISTEN`s on the channel and raises a
 //! [`homeroom_eventstore::subscription::CommitSignal`];
 //! [`EventSubscriber::subscribe_all`] is the port's shared `catch_up_then_live` over that
 //! signal. A notification can arrive while an older transaction still holds `xmin` back;
 //! if that transaction is an append it notifies when it commits. If it is not (an
 //! unrelated writer anywhere in the cluster), the task keeps waking subscribers every
 //! [`PgStoreConfig::lag_poll`] for as long as committed events wait above `xmin`, so they
-//! are delivered within one poll interval of the horizon moving. After a lost `LISTEN`
-//! connection it reconnects and wakes everyone, as notifications may have been missed.
+//! are delivered within one poll interval of the horizon moving. Otherwise it checks
+//! every [`PgStoreConfig::idle_poll`] whether the deliverable head moved without a
+//! notification (an appending process that died between its commit and its
+//! notification) and wakes subscribers if so. After a lost `LISTEN` connection it
+//! reconnects and wakes everyone, as notifications may have been missed.
 //!
 //! # Appends
 //!
@@ -69,14 +79,37 @@
 //! first event id is already stored in that stream records nothing and returns the
 //! original result, rebuilt from the stored batch.
 //!
-//! Once committed, an append waits until its transaction is below the horizon, so when
-//! it returns, `read_all` and `head` show its events to every reader (the contract the
-//! conformance kit checks: "head follows appends"). This usually costs one round trip
-//! and no waiting, or the rest of an older concurrent append; behind an older long
-//! transaction it gives up after [`PgStoreConfig::deliverable_wait`] (2 s by default)
-//! and returns anyway: the events are recorded and will be delivered when the horizon
-//! moves. A deployment that never reads its own writes through `read_all` can set it to
-//! zero. [`PgStore::append_in`] does not wait (the caller commits later).
+//! The store remembers the head each of its appends left (a bounded map), and the next
+//! append to that stream whose expectation that head admits inserts without reading the
+//! head first: one round trip fewer for a process that keeps writing the streams it
+//! owns. The remembered head is only a hint: versions only grow, so a stale one (another
+//! process appended meanwhile) collides on a unique key, and the append then reads the
+//! head and decides exactly as without it, conflicts and idempotent re-appends included.
+//!
+//! Once committed, an append returns its connection to the pool and waits until its
+//! transaction is below the horizon, so when it returns, `read_all` and `head` show its
+//! events to every reader (the contract the conformance kit checks: "head follows
+//! appends"). The waiting is done for every append of the process at once by one
+//! horizon task per store, on a connection of its own: each of its statements sends the
+//! pending notification and reads the snapshot's `xmin`, which releases every waiting
+//! append below it, so under load many appends share one round trip. It re-reads when
+//! another append of the process commits, when another process's notification arrives,
+//! and otherwise ever less often (behind a long transaction of someone else). The wait
+//! is usually the rest of an older concurrent append; behind an older long transaction
+//! it gives up after [`PgStoreConfig::deliverable_wait`] (2 s by default) and returns
+//! anyway: the events are recorded and will be delivered when the horizon moves. A
+//! deployment that never reads its own writes through `read_all` can set it to zero
+//! (the notification is sent all the same). [`PgStore::append_in`] does not wait (the
+//! caller commits later).
+//!
+//! # Moving an embedded instance here
+//!
+//! [`import::import_log`] copies another store's whole log (an embedded instance's
+//! SQLite file, through the reader port) into this store verbatim: same event ids,
+//! streams, versions, data, metadata, recorded times and hashes, every chain verified on
+//! the way, in the source's order, resumable after a kill. It writes through a dedicated
+//! insert path of its own (appends compute hashes and times; an import keeps them), under
+//! the same visibility rules and commit notifications as appends.
 //!
 //! # Test support
 //!
@@ -95,6 +128,8 @@
 
 mod append;
 mod error;
+mod horizon;
+pub mod import;
 mod listen;
 mod read;
 mod store;

@@ -1,7 +1,9 @@
 //! The one `LISTEN` task per store that turns commit notifications into a
-//! [`CommitSignal`], and keeps waking subscribers while committed events wait behind an
-//! older open transaction (see the crate docs on lag).
+//! [`CommitSignal`], keeps waking subscribers while committed events wait behind an
+//! older open transaction, and catches commits whose notification never came (see the
+//! crate docs on lag and live delivery).
 
+use crate::read::BELOW_XMIN;
 use homeroom_eventstore::subscription::CommitSignal;
 use sqlx::postgres::{PgListener, PgPool};
 use std::time::Duration;
@@ -12,6 +14,14 @@ use tokio::task::JoinHandle;
 const WAITING_ABOVE_XMIN: &str = "SELECT EXISTS (SELECT 1 FROM events \
      WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))";
 
+/// The deliverable head, as text (`tx_id-seq`); no row for an empty log.
+fn deliverable_head() -> String {
+    format!(
+        "SELECT e.tx_id::text || '-' || e.seq FROM events e WHERE {BELOW_XMIN} \
+         ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1"
+    )
+}
+
 /// Starts listening on `channel` and returns once the first `LISTEN` is in place, so an
 /// append made after [`crate::PgStore::connect`] returns is never missed.
 pub(crate) async fn spawn(
@@ -19,10 +29,13 @@ pub(crate) async fn spawn(
     channel: String,
     signal: CommitSignal,
     lag_poll: Duration,
+    idle_poll: Duration,
 ) -> Result<JoinHandle<()>, sqlx::Error> {
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen(&channel).await?;
-    Ok(tokio::spawn(run(listener, pool, channel, signal, lag_poll)))
+    Ok(tokio::spawn(run(
+        listener, pool, channel, signal, lag_poll, idle_poll,
+    )))
 }
 
 async fn run(
@@ -31,11 +44,15 @@ async fn run(
     channel: String,
     signal: CommitSignal,
     lag_poll: Duration,
+    idle_poll: Duration,
 ) {
     // Armed after a commit: until no committed event waits above xmin, poll.
     let mut armed = false;
+    // The deliverable head at the last idle check.
+    let mut idle_head: Option<Option<String>> = None;
+    let head_query = deliverable_head();
     loop {
-        let wait = if armed { lag_poll } else { Duration::MAX };
+        let wait = if armed { lag_poll } else { idle_poll };
         match tokio::time::timeout(wait, listener.try_recv()).await {
             Ok(Ok(Some(_notification))) => {
                 armed = true;
@@ -55,7 +72,7 @@ async fn run(
                 signal.notify();
                 tokio::time::sleep(lag_poll).await;
             }
-            Err(_elapsed) => {
+            Err(_elapsed) if armed => {
                 // Check first, then wake: a subscriber woken now reads with a horizon
                 // at least as new as the one checked, so disarming on "nothing waits"
                 // cannot strand an event.
@@ -65,6 +82,25 @@ async fn run(
                     .unwrap_or(true);
                 signal.notify();
                 armed = waiting;
+            }
+            Err(_elapsed) => {
+                // Appends notify right after committing; one whose process died in
+                // between never did. Wake subscribers when the deliverable head moved
+                // since the last idle check (its first time, too).
+                match sqlx::query_scalar::<_, String>(&head_query)
+                    .fetch_optional(&pool)
+                    .await
+                {
+                    Ok(head) if idle_head.as_ref() != Some(&head) => {
+                        idle_head = Some(head);
+                        signal.notify();
+                    }
+                    Ok(_) => {}
+                    Err(sqlx::Error::PoolClosed) => return,
+                    Err(err) => {
+                        tracing::warn!(%channel, error = %err, "cannot check the event log's head");
+                    }
+                }
             }
         }
     }

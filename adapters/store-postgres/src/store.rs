@@ -33,6 +33,10 @@ pub struct PgStoreConfig {
     /// While committed events wait behind an older open transaction that is not an
     /// append (and so will not notify when it ends), subscribers are woken this often.
     pub lag_poll: Duration,
+    /// Otherwise, this often the `LISTEN` task checks whether the log's deliverable head
+    /// moved without a notification (an appending process that died between its commit
+    /// and its notification), and wakes subscribers if it did.
+    pub idle_poll: Duration,
     /// How long [`homeroom_eventstore::EventAppender::append`] waits, after its commit,
     /// for its events to become deliverable (below every running transaction, so
     /// `read_all` and `head` show them to every reader). Usually no wait at all, or the
@@ -45,7 +49,7 @@ pub struct PgStoreConfig {
 
 impl PgStoreConfig {
     /// The defaults: 10 connections, a 60 s idle-in-transaction timeout, a 200 ms lag
-    /// poll, a 2 s deliverable wait.
+    /// poll, a 1 s idle poll, a 2 s deliverable wait.
     pub fn new(url: impl Into<String>, schema: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -53,6 +57,7 @@ impl PgStoreConfig {
             max_connections: 10,
             idle_in_transaction_timeout: Duration::from_secs(60),
             lag_poll: Duration::from_millis(200),
+            idle_poll: Duration::from_secs(1),
             deliverable_wait: Duration::from_secs(2),
         }
     }
@@ -71,12 +76,16 @@ pub(crate) struct Inner {
     pub(crate) channel: String,
     pub(crate) signal: CommitSignal,
     pub(crate) deliverable_wait: Duration,
+    pub(crate) heads: crate::append::HeadCache,
+    pub(crate) horizon: Arc<crate::horizon::Horizon>,
     listener: JoinHandle<()>,
+    horizon_task: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.horizon_task.abort();
     }
 }
 
@@ -132,8 +141,11 @@ impl PgStore {
             channel.clone(),
             signal.clone(),
             config.lag_poll,
+            config.idle_poll,
         )
         .await?;
+        let (horizon, horizon_task) =
+            crate::horizon::spawn(pool.clone(), channel.clone(), signal.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -141,7 +153,10 @@ impl PgStore {
                 channel,
                 signal,
                 deliverable_wait: config.deliverable_wait,
+                heads: crate::append::HeadCache::default(),
+                horizon,
                 listener,
+                horizon_task,
             }),
         })
     }
@@ -164,6 +179,7 @@ impl PgStore {
     /// [`StoreError::Closed`]: homeroom_eventstore::StoreError::Closed
     pub async fn close(&self) {
         self.inner.listener.abort();
+        self.inner.horizon_task.abort();
         self.inner.pool.close().await;
         // Wake sleeping subscriptions: their next read meets the closed pool.
         self.inner.signal.notify();

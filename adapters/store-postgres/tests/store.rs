@@ -480,3 +480,119 @@ async fn closing_the_store_ends_subscriptions_and_refuses_work() {
     ));
     db.drop_schemas().await;
 }
+
+/// Two store instances on one schema (two processes) appending to the same stream: the
+/// head each remembers from its own last append goes stale, and that never records an
+/// event at a taken version, never hides a conflict and never breaks idempotency.
+#[tokio::test]
+async fn a_stale_remembered_head_never_records_wrongly_nor_hides_a_conflict() {
+    let Some(db) = TestDb::connect_or_skip().await else {
+        return;
+    };
+    let a = db.store().await;
+    let b = PgStore::connect(db.url(), a.schema())
+        .await
+        .expect("a second store on the same schema");
+    let s = stream("shared_head");
+    let first = events(2);
+    a.append(&s, ExpectedVersion::NoStream, first.clone())
+        .await
+        .expect("a appends v1-2");
+    b.append(&s, ExpectedVersion::Exact(2), events(1))
+        .await
+        .expect("b appends v3");
+    // `a` remembers v2: an exact expectation of its stale head is a conflict at v3.
+    match a.append(&s, ExpectedVersion::Exact(2), events(1)).await {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, 3),
+        other => panic!("expected a conflict at 3, got {other:?}"),
+    }
+    b.append(&s, ExpectedVersion::Exact(3), events(1))
+        .await
+        .expect("b appends v4");
+    // `Any` on a stale head lands after the real one.
+    let r = a
+        .append(&s, ExpectedVersion::Any, events(1))
+        .await
+        .expect("a appends with Any");
+    assert_eq!(r.version, 5);
+    // The right exact version after the other process wrote goes through.
+    b.append(&s, ExpectedVersion::Exact(5), events(1))
+        .await
+        .expect("b appends v6");
+    let r = a
+        .append(&s, ExpectedVersion::Exact(6), events(1))
+        .await
+        .expect("a appends v7 knowing v6");
+    assert_eq!(r.version, 7);
+    // Re-appending the first batch, whatever is expected, answers the original result.
+    for expected in [ExpectedVersion::Any, ExpectedVersion::Exact(7)] {
+        let again = a
+            .append(&s, expected, first.clone())
+            .await
+            .expect("an idempotent re-append");
+        assert_eq!(again.version, 2);
+    }
+    let stored = a.read_stream(&s, 0, 100).await.expect("read_stream");
+    assert_eq!(
+        stored.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert!(homeroom_eventstore::hash::verify_stream(&stored).is_empty());
+    b.close().await;
+    a.close().await;
+    db.drop_schemas().await;
+}
+
+/// An appending process that dies between its commit and its notification leaves a
+/// committed event nobody was told about: the LISTEN task's idle check delivers it.
+/// Several rounds, so that the subscriber is surely waiting (not catching up) in some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_notification_never_came_is_delivered_all_the_same() {
+    let Some(db) = TestDb::connect_or_skip().await else {
+        return;
+    };
+    let store = db
+        .store_with(|c| c.idle_poll = Duration::from_millis(20))
+        .await;
+    let mut sub = store.subscribe_all(Position::START);
+    let (forward, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        while let Some(item) = sub.next().await {
+            if forward.send(item).is_err() {
+                break;
+            }
+        }
+    });
+    let s = stream("silent");
+    let metadata = serde_json::to_string(&EventMetadata::default()).expect("metadata");
+    let mut writer = PgConnection::connect(db.url()).await.expect("connect");
+    for version in 1..=5_i64 {
+        // What `append` writes, minus the notification that would follow its commit
+        // (the chain is not the point here).
+        sqlx::query(&format!(
+            "INSERT INTO {}.events (event_id, stream, version, event_type, schema_version, \
+             data, metadata, command_id, recorded_at, prev_hash, hash, batch_end) \
+             VALUES ($1, $2, $3, 'pg_silent', 1, '{{}}', $4::json, $5, now(), \
+                     repeat('0', 64), repeat('0', 64), $3)",
+            store.schema()
+        ))
+        .bind(Uuid::now_v7())
+        .bind(s.as_str())
+        .bind(version)
+        .bind(&metadata)
+        .bind(Uuid::nil())
+        .execute(&mut writer)
+        .await
+        .expect("a commit without a notification");
+        let got = tokio::time::timeout(PATIENCE, received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("silent commit {version} not delivered"))
+            .expect("open")
+            .expect("event");
+        assert_eq!((&got.stream, got.version), (&s, version as u64));
+    }
+    follower.abort();
+    writer.close().await.expect("close");
+    store.close().await;
+    db.drop_schemas().await;
+}

@@ -11,8 +11,11 @@
 //!   per-query latency.
 //! - `deliveries`: messages through the relay, NATS, the reactor and four workers, from
 //!   accepted command to recorded outcome.
+//! - `postgres`: append throughput and latency of the PostgreSQL event store beside the
+//!   `cqrs-es` + `postgres-es` crates doing the same appends, on the same database.
 
 mod delivery;
+mod pg;
 mod read_side;
 
 /// Any error a benchmark can stop on.
@@ -90,6 +93,28 @@ enum Bench {
         #[arg(long, value_name = "DIR")]
         data: Option<std::path::PathBuf>,
     },
+    /// Append throughput and latency on PostgreSQL, ours beside cqrs-es + postgres-es.
+    Postgres {
+        /// Concurrent writers, each appending single events to its own stream.
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Events appended per side in the measured phase.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Events appended per side before measuring.
+        #[arg(long, default_value_t = 5_000)]
+        warmup: u64,
+        /// Connections in each side's pool.
+        #[arg(long, default_value_t = 16)]
+        pool: u32,
+        /// The database both sides use (each in a fresh schema of its own).
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        url: String,
+    },
 }
 
 #[tokio::main]
@@ -113,6 +138,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             queries,
             data,
         } => read_side::inbox(messages, queries, data).await,
+        Bench::Postgres {
+            writers,
+            events,
+            warmup,
+            pool,
+            url,
+        } => pg::postgres(pg::Args {
+            url,
+            writers,
+            events,
+            warmup,
+            pool,
+        })
+        .await
+        .map_err(|e| e as Box<dyn std::error::Error>),
     }
 }
 
