@@ -10,6 +10,7 @@
 //! - `projections status|rebuild`: the read models' lag and health; blue/green rebuilds
 //!   with a progress bar.
 //! - `audit verify`: checks every hash chain of the log.
+//! - `migrate sqlite-to-postgres`: moves the embedded log into PostgreSQL, hashes intact.
 
 mod config;
 mod instance;
@@ -78,6 +79,11 @@ enum Cmd {
         #[command(subcommand)]
         what: ProjectionsCmd,
     },
+    /// Move the instance's event log to another store.
+    Migrate {
+        #[command(subcommand)]
+        what: MigrateCmd,
+    },
     /// Check the tamper-evident event log.
     Audit {
         #[command(subcommand)]
@@ -104,6 +110,20 @@ enum ProjectionsCmd {
         /// Rebuild every projector (the log is read once).
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateCmd {
+    /// Copy the embedded SQLite log into PostgreSQL, event for event: same ids, versions,
+    /// times and hashes (every chain verified on the way). Resumable: run it again after
+    /// an interruption. Then start serve with HOMEROOM_STORE set to the same URL.
+    SqliteToPostgres {
+        /// The PostgreSQL database to move to (postgres://…).
+        #[arg(long, value_name = "URL")]
+        to: String,
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -207,6 +227,9 @@ fn main() -> ExitCode {
             Cmd::Audit {
                 what: AuditCmd::Verify { district, instance },
             } => run::audit_verify(district.as_deref(), &instance).await,
+            Cmd::Migrate {
+                what: MigrateCmd::SqliteToPostgres { to, instance },
+            } => run::migrate_sqlite_to_postgres(&to, &instance).await,
         }
     });
     match result {

@@ -160,6 +160,7 @@ fn every_subcommand_has_help() {
         &["projections", "rebuild", "--help"],
         &["audit", "verify", "--help"],
         &["worker", "--help"],
+        &["migrate", "sqlite-to-postgres", "--help"],
     ] {
         let out = Command::new(bin()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -169,3 +169,99 @@ fn several_servers_on_one_database_record_every_acknowledged_event_once_in_strea
         homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;
     });
 }
+
+#[test]
+fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+        return;
+    };
+    let schema = homeroom_store_postgres::testing::unique_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // An embedded instance with some history.
+    let server = Server::start(&bin(), &data);
+    let api = server.api(&bin(), &data);
+    let d = District::build(&api, "movingday");
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Moving to the server"}),
+        )
+        .ok()
+        .clone();
+    let system = d.system_token();
+    let before = audit(&api, &system, &token(&sent["position"]));
+    assert!(server.terminate().success());
+
+    let migrate = || {
+        std::process::Command::new(bin())
+            .args(["migrate", "sqlite-to-postgres", "--to", &pg, "--data-dir"])
+            .arg(&data)
+            .env("HOMEROOM_PG_SCHEMA", &schema)
+            .env_remove("HOMEROOM_STORE")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("every hash chain verified"), "{text}");
+    // Run again: it resumes, finds everything there, writes nothing.
+    let again = String::from_utf8_lossy(&migrate().stdout).into_owned();
+    assert!(again.contains(", 0 written)"), "{again}");
+
+    // The same instance on PostgreSQL: the same events, ids, hashes and chains.
+    let env = vec![
+        ("HOMEROOM_STORE", pg.clone()),
+        ("HOMEROOM_PG_SCHEMA", schema.clone()),
+    ];
+    let server = Server::start_with(&bin(), &data, &env);
+    let api = server.api(&bin(), &data);
+    let head = api.head();
+    let after = audit(&api, &system, &token(&head));
+    let key = |e: &Value| {
+        (
+            e["event_id"].clone(),
+            e["stream"].clone(),
+            e["version"].clone(),
+            e["hash"].clone(),
+            e["prev_hash"].clone(),
+            e["recorded_at"].clone(),
+        )
+    };
+    let moved: Vec<_> = after.iter().map(key).collect();
+    for e in &before {
+        assert!(
+            moved.contains(&key(e)),
+            "{} was not moved as it was",
+            e["event_id"]
+        );
+    }
+    let verified = api.read(&system, "/v1/audit/verify");
+    assert_eq!(verified.ok()["ok"], true, "{}", verified.text);
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let conversation = sent["conversation_id"].as_str().unwrap();
+    let thread = api.read(
+        &principal,
+        &format!(
+            "/v1/conversations/{conversation}?min_position={}",
+            token(&head)
+        ),
+    );
+    assert_eq!(thread.ok()["messages"][0]["body"], "Moving to the server");
+    assert!(server.terminate().success());
+    rt.block_on(async {
+        homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
+        homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;
+    });
+}
