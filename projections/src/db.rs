@@ -54,6 +54,8 @@ impl Engine {
             (_, "json") => "TEXT",
             (Engine::Sqlite, "compact") => "WITHOUT ROWID",
             (Engine::Postgres, "compact") => "",
+            (Engine::Sqlite, "or_fail") => "OR FAIL",
+            (Engine::Postgres, "or_fail") => "",
             _ => return None,
         })
     }
@@ -62,6 +64,11 @@ impl Engine {
     ///
     /// - `{uuid}`, `{ts}`, `{json}`: column types of ids, times and JSON documents;
     /// - `{compact}`: table options for small rows keyed by their primary key;
+    /// - `{or_fail}`: after `INSERT` / `UPDATE` of many rows: on SQLite a failing row
+    ///   stops the statement without undoing its earlier rows, so SQLite keeps no
+    ///   statement journal (a copy of every page the statement touches). That is safe
+    ///   because every projection batch is one transaction, rolled back whole on any
+    ///   error; PostgreSQL has no such clause and needs none;
     /// - `{name}` for any other name: the table suffix of that projector's generation,
     ///   as `lookup` gives it (`messages{conversations}` → `messages_g3`).
     ///
@@ -504,6 +511,32 @@ impl<'q> Query<'q> {
             .await?
             .ok_or(sqlx::Error::RowNotFound)
     }
+}
+
+/// Runs one multi-row statement per `chunk` rows of `rows` (each row the same number of
+/// values, in column order), so a batch of events costs a few round trips instead of
+/// one per event. `statement(n)` is the statement for `n` rows, rendered for the
+/// engine (see [`Engine::value_rows`]). Returns the rows changed.
+///
+/// # Errors
+/// The engine's error; the caller's transaction is then to be rolled back.
+pub async fn execute_rows<'q>(
+    tx: &mut Tx<'_>,
+    rows: Vec<Vec<Value<'q>>>,
+    chunk: usize,
+    statement: impl Fn(usize) -> String,
+) -> Result<u64, sqlx::Error> {
+    let mut changed = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let args: Vec<Vec<Value<'q>>> = rows.by_ref().take(chunk.max(1)).collect();
+        let query = Query {
+            sql: Cow::Owned(statement(args.len())),
+            args: args.into_iter().flatten().collect(),
+        };
+        changed += query.execute(tx).await?;
+    }
+    Ok(changed)
 }
 
 /// A statement assembled piece by piece (optional filters, `IN` lists), numbering its

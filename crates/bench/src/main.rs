@@ -18,6 +18,10 @@ mod delivery;
 mod pg;
 mod read_side;
 
+/// The allocator `homeroom` itself runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Any error a benchmark can stop on.
 pub(crate) type BoxError = Box<dyn std::error::Error>;
 

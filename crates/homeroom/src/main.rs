@@ -12,6 +12,12 @@
 //! - `audit verify`: checks every hash chain of the log.
 //! - `migrate sqlite-to-postgres`: moves the embedded log into PostgreSQL, hashes intact.
 
+/// mimalloc rather than the system allocator: the command path allocates and frees many
+/// small buffers from several threads, where glibc's malloc took a fifth of the command
+/// benchmark's time (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod instance;
 mod run;

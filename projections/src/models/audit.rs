@@ -45,7 +45,7 @@ const SCHEMA: &[&str] = &[
 
 fn insert(engine: Engine, rows: usize) -> String {
     format!(
-        "INSERT INTO audit_events{{audit}}
+        "INSERT {{or_fail}} INTO audit_events{{audit}}
             (district, pos_commit, pos_sequence, event_id, stream, version, type,
              schema_version, recorded_at, actor, school, correlation_id, causation_id,
              command_id, hash, prev_hash, data)

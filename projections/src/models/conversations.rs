@@ -13,13 +13,20 @@
 //!   log position (the paging key of a student's record).
 
 use super::names;
-use crate::db::{position_columns, query, Engine, Tx};
+use crate::db::{execute_rows, position_columns, query, Builder, Engine, Tx, Value};
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Generation, PerGeneration, Projector};
+use crate::projector::{render_for, Envelope, Generation, PerGeneration, Projector};
 use async_trait::async_trait;
 use homeroom_domain::events::MessagePosted;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// Rows per multi-row statement of the bulk path (at most 11 parameters a row).
+const CHUNK: usize = 64;
+/// Ids per `IN (…)` lookup of the bulk path.
+const LOOKUP: usize = 256;
 
 /// The projector's name.
 pub const NAME: &str = "conversations";
@@ -157,6 +164,140 @@ pub struct Conversations {
 }
 
 impl Conversations {
+    /// A run of consecutive `MessagePosted` events, in a few statements: the message
+    /// counts of their conversations and the ids already stored are read first, then
+    /// every message is inserted with its order number and each conversation's last
+    /// message is set once. The result is what [`Self::posted`] one by one gives.
+    async fn posted_run(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        run: &[(&RecordedEvent, &MessagePosted)],
+    ) -> Result<(), ProjectionError> {
+        let engine = tx.engine();
+        let mut by_district: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, (recorded, _)) in run.iter().enumerate() {
+            by_district
+                .entry(recorded.metadata.district.as_str())
+                .or_default()
+                .push(index);
+        }
+        let mut messages = Vec::with_capacity(run.len());
+        let mut last: HashMap<(&str, Uuid), Vec<Value<'_>>> = HashMap::new();
+        for (district, indexes) in &by_district {
+            let conversations: HashSet<Uuid> = indexes
+                .iter()
+                .map(|&i| run[i].1.conversation_id.as_uuid())
+                .collect();
+            let ids: Vec<Uuid> = indexes.iter().map(|&i| run[i].1.message_id.as_uuid()).collect();
+            let mut counts = lookup(
+                tx,
+                generation,
+                "SELECT conversation_id, message_count FROM conversations{conversations}
+                 WHERE district = ",
+                "conversation_id",
+                district,
+                conversations.into_iter().collect(),
+            )
+            .await?;
+            let mut known: HashSet<Uuid> = lookup(
+                tx,
+                generation,
+                "SELECT message_id, 0 FROM messages{conversations} WHERE district = ",
+                "message_id",
+                district,
+                ids,
+            )
+            .await?
+            .into_keys()
+            .collect();
+            for &i in indexes {
+                let (recorded, e) = run[i];
+                let conversation = e.conversation_id.as_uuid();
+                if !known.insert(e.message_id.as_uuid()) {
+                    continue;
+                }
+                let Some(count) = counts.get_mut(&conversation) else {
+                    return Err(ProjectionError::Inconsistent {
+                        projector: NAME,
+                        event_type: recorded.event_type.clone(),
+                        position: recorded.position,
+                        reason: "a message for a conversation that never started",
+                    });
+                };
+                *count += 1;
+                let (commit, sequence) = position_columns(recorded.position)?;
+                messages.push(vec![
+                    Value::from(*district),
+                    e.message_id.as_uuid().into(),
+                    conversation.into(),
+                    (*count).into(),
+                    e.author_id.as_uuid().into(),
+                    names::sent_as(e.sent_as).into(),
+                    e.body.as_str().into(),
+                    e.subject.as_deref().into(),
+                    e.at.into(),
+                    commit.into(),
+                    sequence.into(),
+                ]);
+                last.insert(
+                    (district, conversation),
+                    vec![
+                        Value::from(*district),
+                        conversation.into(),
+                        (*count).into(),
+                        e.message_id.as_uuid().into(),
+                        e.author_id.as_uuid().into(),
+                        e.body.as_str().into(),
+                        e.at.into(),
+                        commit.into(),
+                        sequence.into(),
+                    ],
+                );
+            }
+        }
+        execute_rows(tx, messages, CHUNK, |n| {
+            render_for(
+                engine,
+                &format!(
+                    "INSERT {{or_fail}} INTO messages{{conversations}}
+                        (district, message_id, conversation_id, seq, author_id, sent_as, body,
+                         subject, sent_at, pos_commit, pos_sequence)
+                    VALUES {}
+                    ON CONFLICT (district, message_id) DO NOTHING",
+                    engine.value_rows(n, 11)
+                ),
+                NAME,
+                generation,
+            )
+        })
+        .await?;
+        execute_rows(tx, last.into_values().collect(), CHUNK, |n| {
+            render_for(
+                engine,
+                &format!(
+                    "WITH v (district, conversation_id, message_count, last_message_id,
+                            last_author_id, last_body, last_sent_at, last_commit,
+                            last_sequence)
+                        AS (VALUES {})
+                    UPDATE {{or_fail}} conversations{{conversations}} SET
+                        message_count = v.message_count, last_message_id = v.last_message_id,
+                        last_author_id = v.last_author_id, last_body = v.last_body,
+                        last_sent_at = v.last_sent_at, last_commit = v.last_commit,
+                        last_sequence = v.last_sequence
+                    FROM v
+                    WHERE conversations{{conversations}}.district = v.district
+                      AND conversations{{conversations}}.conversation_id = v.conversation_id",
+                    engine.value_rows(n, 9)
+                ),
+                NAME,
+                generation,
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn posted(
         &self,
         tx: &mut Tx<'_>,
@@ -231,6 +372,35 @@ impl Projector for Conversations {
             .iter()
             .map(|t| render_for(engine, t, NAME, generation))
             .collect()
+    }
+
+    /// Runs of messages (most of any log) go in bulk; everything else one by one, in
+    /// log order, so a message never precedes the start of its conversation.
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let run: Vec<(&RecordedEvent, &MessagePosted)> = rest
+                .iter()
+                .map_while(|e| match &e.event {
+                    Event::MessagePosted(posted) => Some((&e.recorded, posted)),
+                    _ => None,
+                })
+                .collect();
+            if run.is_empty() {
+                self.apply(tx, generation, &first.recorded, &first.event)
+                    .await?;
+                rest = &rest[1..];
+            } else {
+                self.posted_run(tx, generation, &run).await?;
+                rest = &rest[run.len()..];
+            }
+        }
+        Ok(())
     }
 
     async fn apply(
@@ -340,6 +510,31 @@ impl Projector for Conversations {
         }
         Ok(())
     }
+}
+
+/// `select` (ending in `WHERE district = `) for `ids` of `district`, by `IN` lists of
+/// [`LOOKUP`] ids on `column`: the first column (an id) to the second (a count).
+async fn lookup(
+    tx: &mut Tx<'_>,
+    generation: Generation,
+    select: &str,
+    column: &str,
+    district: &str,
+    ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, i64>, ProjectionError> {
+    let engine = tx.engine();
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(LOOKUP) {
+        let mut sql = Builder::new(render_for(engine, select, NAME, generation));
+        sql.push_bind(district)
+            .push(format!(" AND {column} IN ("))
+            .push_list(chunk.iter().copied())
+            .push(")");
+        for row in sql.build().fetch_all(tx).await? {
+            found.insert(row.get::<Uuid, _>(0)?, row.get::<i64, _>(1)?);
+        }
+    }
+    Ok(found)
 }
 
 async fn toggle(

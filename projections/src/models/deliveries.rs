@@ -8,9 +8,9 @@
 //! that will be retried keeps the delivery queued and records why it is late.
 
 use super::names;
-use crate::db::{query, Engine, Tx};
+use crate::db::{execute_rows, query, Engine, Tx, Value};
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Generation, PerGeneration, Projector};
+use crate::projector::{render_for, Envelope, Generation, PerGeneration, Projector};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use homeroom_domain::{ConversationId, Event, MessageId, PlannedDelivery};
@@ -103,6 +103,59 @@ struct Plan<'a> {
     at: DateTime<Utc>,
 }
 
+/// Rows per multi-row `INSERT` of planned deliveries (12 parameters each).
+const CHUNK: usize = 64;
+
+/// The planned deliveries of a run of consecutive `MessagePosted` events, in multi-row
+/// statements: the same rows [`plan`] inserts one by one.
+async fn plan_run(
+    tx: &mut Tx<'_>,
+    generation: Generation,
+    run: &[&Envelope],
+) -> Result<(), ProjectionError> {
+    let engine = tx.engine();
+    let mut rows = Vec::new();
+    for envelope in run {
+        let Event::MessagePosted(e) = &envelope.event else {
+            continue;
+        };
+        let district = envelope.recorded.metadata.district.as_str();
+        for d in &e.deliveries {
+            rows.push(vec![
+                Value::from(district),
+                d.delivery_id.as_uuid().into(),
+                e.message_id.as_uuid().into(),
+                e.conversation_id.as_uuid().into(),
+                d.recipient_id.as_uuid().into(),
+                names::channel(d.channel).into(),
+                d.address.as_deref().into(),
+                d.language.as_str().into(),
+                d.text.as_str().into(),
+                d.subject.as_deref().into(),
+                e.at.into(),
+                "queued".into(),
+            ]);
+        }
+    }
+    execute_rows(tx, rows, CHUNK, |n| {
+        let values = engine.value_rows(n, 12);
+        render_for(
+            engine,
+            &format!(
+                "INSERT {{or_fail}} INTO deliveries{{deliveries}}
+                    (district, delivery_id, message_id, conversation_id, recipient_id, channel,
+                     address, language, text, subject, status_at, status)
+                VALUES {values}
+                ON CONFLICT (district, delivery_id) DO NOTHING"
+            ),
+            NAME,
+            generation,
+        )
+    })
+    .await?;
+    Ok(())
+}
+
 async fn plan(tx: &mut Tx<'_>, sql: &str, p: Plan<'_>) -> Result<(), ProjectionError> {
     let d = p.delivery;
     query(sql)
@@ -141,6 +194,32 @@ impl Projector for Deliveries {
             .iter()
             .map(|t| render_for(engine, t, NAME, generation))
             .collect()
+    }
+
+    /// Runs of messages go in bulk; every other event one by one, in log order (an
+    /// outcome never precedes its plan).
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx<'_>,
+        generation: Generation,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let run: Vec<&Envelope> = rest
+                .iter()
+                .take_while(|e| matches!(e.event, Event::MessagePosted(_)))
+                .collect();
+            if run.is_empty() {
+                self.apply(tx, generation, &first.recorded, &first.event)
+                    .await?;
+                rest = &rest[1..];
+            } else {
+                plan_run(tx, generation, &run).await?;
+                rest = &rest[run.len()..];
+            }
+        }
+        Ok(())
     }
 
     async fn apply(

@@ -75,10 +75,20 @@ impl<'a> Driver<'a> {
     /// decode: nothing after it can be applied until it is dealt with, so the feeder
     /// stops and reads again later.
     pub fn push(&mut self, recorded: RecordedEvent) -> bool {
+        let decoded = decode(&recorded);
+        self.push_decoded(recorded, decoded)
+    }
+
+    /// [`Self::push`] for an event decoded elsewhere (by the read-ahead of catch-up).
+    pub fn push_decoded(
+        &mut self,
+        recorded: RecordedEvent,
+        decoded: Result<homeroom_domain::Event, DecodeError>,
+    ) -> bool {
         if self.poison.is_some() {
             return false;
         }
-        match decode(&recorded) {
+        match decoded {
             Ok(event) => {
                 self.buffer.push_back(Envelope { recorded, event });
                 true

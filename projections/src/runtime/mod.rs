@@ -33,7 +33,7 @@ use crate::projector::{Generation, Projector};
 use crate::queries::ReadModels;
 use driver::{Driver, Step};
 use futures::StreamExt;
-use homeroom_eventstore::{EventStore, Position};
+use homeroom_eventstore::{EventStore, Position, RecordedEvent, StoreError};
 use lanes::{Lane, LaneSet};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -85,10 +85,15 @@ pub struct RuntimeConfig {
     pub retry: RetryPolicy,
 }
 
+/// The default [`RuntimeConfig::batch_size`]. Large batches matter in catch-up: the
+/// index pages a batch touches are written to the WAL once per commit however many of
+/// its events touch them.
+pub const DEFAULT_BATCH: usize = 4096;
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            batch_size: homeroom_eventstore::subscription::PAGE,
+            batch_size: DEFAULT_BATCH,
             retry: RetryPolicy::default(),
         }
     }
@@ -699,13 +704,17 @@ impl Inner {
                 Err(e) => return Err(e),
             };
             let mut driver = Driver::new(self, set, from);
+            // The next page, read and decoded on another task while a batch is written.
+            let mut ahead: Option<ReadAhead> = None;
             loop {
                 if driver.is_idle() {
-                    let page = match self
-                        .store
-                        .read_all(driver.prev, self.config.batch_size)
-                        .await
-                    {
+                    let read = match ahead.take() {
+                        Some(next) if next.after == driver.prev => next.page().await,
+                        _ => ReadAhead::start(&self.store, driver.prev, self.config.batch_size)
+                            .page()
+                            .await,
+                    };
+                    let page = match read {
                         Ok(page) => page,
                         Err(e) => {
                             let e = ProjectionError::from(e);
@@ -719,11 +728,12 @@ impl Inner {
                         }
                     };
                     failures = 0;
-                    if page.is_empty() {
+                    let Some(last) = page.last().map(|(recorded, _)| recorded.position) else {
                         return Ok(driver.prev);
-                    }
-                    for recorded in page {
-                        if !driver.push(recorded) {
+                    };
+                    ahead = Some(ReadAhead::start(&self.store, last, self.config.batch_size));
+                    for (recorded, decoded) in page {
+                        if !driver.push_decoded(recorded, decoded) {
                             break;
                         }
                     }
@@ -882,5 +892,47 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+}
+
+/// A page of the log being read and decoded on its own task, so catch-up reads the next
+/// page while the current one is written (the two use different connections and, on a
+/// machine with more than one core, different cores). Dropping it cancels the read.
+struct ReadAhead {
+    /// The position the page follows.
+    after: Position,
+    task: tokio::task::JoinHandle<Result<Vec<Decoded>, StoreError>>,
+}
+
+/// An event as read, and what decoding it gave.
+type Decoded = (RecordedEvent, Result<homeroom_domain::Event, crate::codec::DecodeError>);
+
+impl ReadAhead {
+    fn start(store: &Arc<dyn EventStore>, after: Position, limit: usize) -> Self {
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            let page = store.read_all(after, limit).await?;
+            Ok(page
+                .into_iter()
+                .map(|recorded| {
+                    let decoded = crate::codec::decode(&recorded);
+                    (recorded, decoded)
+                })
+                .collect())
+        });
+        Self { after, task }
+    }
+
+    async fn page(mut self) -> Result<Vec<Decoded>, StoreError> {
+        match (&mut self.task).await {
+            Ok(page) => page,
+            Err(join) => Err(StoreError::Unavailable(Box::new(join))),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
