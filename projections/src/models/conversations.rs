@@ -7,8 +7,11 @@
 //! - `conversations`: one row per conversation, with its last message denormalised so
 //!   an inbox page is one indexed scan;
 //! - `conversation_people`: one row per (conversation, person) for participants
-//!   (`participant`, `ordinal`) and for anyone else who muted, archived or read it (a
-//!   school-inbox holder), with `read_seq`, the order number of the last message read;
+//!   (`participant`, `ordinal`) and for anyone else who muted, archived, read or wrote
+//!   in it (a school-inbox holder), with `read_seq`, the order number of the last
+//!   message read, and `own_after_read`, how many of the messages after it the person
+//!   wrote. Order numbers have no gaps, so a person's unread count is
+//!   `message_count - read_seq - own_after_read`, without counting messages;
 //! - `messages`: every message with its order number `seq` in the conversation and its
 //!   log position (the paging key of a student's record).
 
@@ -63,6 +66,7 @@ const SCHEMA: &[&str] = &[
         muted BOOLEAN NOT NULL,
         archived BOOLEAN NOT NULL,
         read_seq BIGINT NOT NULL,
+        own_after_read BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (district, conversation_id, person_id)
     ) {compact}",
     "CREATE INDEX IF NOT EXISTS conversation_people{conversations}_person
@@ -96,6 +100,8 @@ struct Sql {
     mute: String,
     archive: String,
     read: String,
+    recount_own: String,
+    own_posted: String,
 }
 
 impl Sql {
@@ -152,8 +158,47 @@ impl Sql {
                 ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
                     read_seq = CASE WHEN excluded.read_seq > p.read_seq
                                     THEN excluded.read_seq ELSE p.read_seq END"),
+            // After the read position moved: the reader's own messages past it.
+            recount_own: r("UPDATE conversation_people{conversations} SET own_after_read =
+                    (SELECT COUNT(*) FROM messages{conversations} m
+                     WHERE m.district = $1 AND m.conversation_id = $2 AND m.author_id = $3
+                       AND m.seq > conversation_people{conversations}.read_seq)
+                WHERE district = $1 AND conversation_id = $2 AND person_id = $3"),
+            own_posted: r(&own_posted(engine, 1)),
         }
     }
+}
+
+/// Parameters per row of [`own_posted`].
+const OWN_COLUMNS: usize = 8;
+
+/// The values of one row of [`own_posted`]: `count` more messages by `author`.
+fn own_row<'q>(district: &'q str, conversation: Uuid, author: Uuid, count: i64) -> Vec<Value<'q>> {
+    vec![
+        district.into(),
+        conversation.into(),
+        author.into(),
+        count.into(),
+        false.into(),
+        false.into(),
+        false.into(),
+        0i64.into(),
+    ]
+}
+
+/// The statement adding `own_after_read` for `rows` (district, conversation, author,
+/// messages written) at once, creating the author's row when they are no participant
+/// (a school-inbox holder writing from the school).
+fn own_posted(engine: Engine, rows: usize) -> String {
+    format!(
+        "INSERT {{or_fail}} INTO conversation_people{{conversations}} AS p
+            (district, conversation_id, person_id, own_after_read, participant, muted,
+             archived, read_seq)
+        VALUES {}
+        ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
+            own_after_read = p.own_after_read + excluded.own_after_read",
+        engine.value_rows(rows, OWN_COLUMNS)
+    )
 }
 
 /// Builds `conversations`, `conversation_people` and `messages` from the conversation
@@ -184,6 +229,7 @@ impl Conversations {
         }
         let mut messages = Vec::with_capacity(run.len());
         let mut last: HashMap<(&str, Uuid), Vec<Value<'_>>> = HashMap::new();
+        let mut own: HashMap<(&str, Uuid, Uuid), i64> = HashMap::new();
         for (district, indexes) in &by_district {
             let conversations: HashSet<Uuid> = indexes
                 .iter()
@@ -226,6 +272,8 @@ impl Conversations {
                     });
                 };
                 *count += 1;
+                *own.entry((district, conversation, e.author_id.as_uuid()))
+                    .or_default() += 1;
                 let (commit, sequence) = position_columns(recorded.position)?;
                 messages.push(vec![
                     Value::from(*district),
@@ -295,6 +343,16 @@ impl Conversations {
             )
         })
         .await?;
+        let own = own
+            .into_iter()
+            .map(|((district, conversation, author), count)| {
+                own_row(district, conversation, author, count)
+            })
+            .collect();
+        execute_rows(tx, own, CHUNK, |n| {
+            render_for(engine, &own_posted(engine, n), NAME, generation)
+        })
+        .await?;
         Ok(())
     }
 
@@ -349,6 +407,16 @@ impl Conversations {
             .bind(sequence)
             .execute(tx)
             .await?;
+        let mut own = query(&sql.own_posted);
+        for value in own_row(
+            district,
+            e.conversation_id.as_uuid(),
+            e.author_id.as_uuid(),
+            1,
+        ) {
+            own = own.bind(value);
+        }
+        own.execute(tx).await?;
         Ok(())
     }
 }
@@ -360,7 +428,8 @@ impl Projector for Conversations {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: `own_after_read`, so unread counts no longer count messages.
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -503,6 +572,12 @@ impl Projector for Conversations {
                     .bind(e.conversation_id.as_uuid())
                     .bind(e.person_id.as_uuid())
                     .bind(e.up_to_message_id.as_uuid())
+                    .execute(tx)
+                    .await?;
+                query(&sql.recount_own)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .bind(e.person_id.as_uuid())
                     .execute(tx)
                     .await?;
             }

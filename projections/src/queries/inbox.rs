@@ -67,9 +67,7 @@ impl ReadModels {
         .await?;
         let sql = s.sql(&format!(
             "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, p.muted, p.archived,
-                (SELECT COUNT(*) FROM messages{{conversations}} m
-                 WHERE m.district = c.district AND m.conversation_id = c.conversation_id
-                   AND m.seq > p.read_seq AND m.author_id <> p.person_id) AS unread
+                c.message_count - p.read_seq - p.own_after_read AS unread
              FROM conversation_people{{conversations}} p
              JOIN conversations{{conversations}} c
                ON c.district = p.district AND c.conversation_id = p.conversation_id
@@ -122,23 +120,18 @@ impl ReadModels {
             });
         }
         let mut s = Snapshot::open(&self.db, &[conversations::NAME]).await?;
+        // A viewer without a row there never read nor wrote in it: all is unread.
         let head = s.sql(&format!(
             "SELECT {COLUMNS}, c.last_body AS body,
                 COALESCE(p.muted, FALSE) AS muted, COALESCE(p.archived, FALSE) AS archived,
-                (SELECT COUNT(*) FROM messages{{conversations}} m
-                 WHERE m.district = c.district AND m.conversation_id = c.conversation_id
-                   AND m.seq > COALESCE(p.read_seq, 0) AND m.author_id <> "
-        ));
-        let tables = s.sql(
-            ") AS unread
-             FROM conversations{conversations} c
-             LEFT JOIN conversation_people{conversations} p
+                c.message_count - COALESCE(p.read_seq, 0) - COALESCE(p.own_after_read, 0)
+                    AS unread
+             FROM conversations{{conversations}} c
+             LEFT JOIN conversation_people{{conversations}} p
                ON p.district = c.district AND p.conversation_id = c.conversation_id
-              AND p.person_id = ",
-        );
+              AND p.person_id = "
+        ));
         let mut q = Builder::new(head);
-        q.push_bind(viewer.as_uuid());
-        q.push(tables);
         q.push_bind(viewer.as_uuid());
         q.push(" WHERE c.district = ");
         q.push_bind(district.as_str().to_owned());
