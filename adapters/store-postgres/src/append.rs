@@ -1,6 +1,7 @@
 //! The appender port: head read, hash chain, one-statement batch insert, conflict and
 //! idempotency handling.
 
+use crate::group::{Grouped, Rows};
 use crate::error::{store_error, unique_violation, DuplicateEventId, OutOfOrderAppend, UniqueKey};
 use crate::read::parse_xid;
 use crate::PgStore;
@@ -78,6 +79,17 @@ pub(crate) struct CachedHead {
     version: u64,
     hash: String,
     tx_id: u64,
+}
+
+impl CachedHead {
+    /// The head a committed append left: its last version and hash, and its transaction.
+    pub(crate) fn new(version: u64, hash: String, tx_id: u64) -> Self {
+        Self {
+            version,
+            hash,
+            tx_id,
+        }
+    }
 }
 
 impl HeadCache {
@@ -267,31 +279,9 @@ async fn attempt(
     };
 
     let recorded_at: DateTime<Utc> = hash::storable_time(Utc::now());
-    let n = batch.events.len();
-    let (mut versions, mut prev_hashes, mut hashes) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut prev = head.hash;
-    for (i, event) in batch.events.iter().enumerate() {
-        let version = head.version + 1 + i as u64;
-        let hash = hash::chain_hash(HashInput {
-            prev_hash: &prev,
-            stream,
-            version,
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            data: &event.data,
-            metadata: &event.metadata,
-            recorded_at,
-        });
-        versions.push(to_i64(version));
-        prev_hashes.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash);
-    }
-    let last_version = head.version + n as u64;
+    let (versions, prev_hashes, hashes) =
+        chain(stream, head.version, &head.hash, batch, recorded_at);
+    let last_version = head.version + batch.events.len() as u64;
 
     let statement = match mode {
         Mode::Pooled(_) => std::borrow::Cow::Borrowed(INSERT),
@@ -363,10 +353,69 @@ async fn attempt(
     };
     let new_head = CachedHead {
         version: last_version,
-        hash: prev,
+        hash: hashes.last().cloned().unwrap_or_default(),
         tx_id,
     };
     Ok(Attempt::Done(result, Some(new_head)))
+}
+
+/// The rows of `batch` hash-chained onto `head`, for the group task.
+fn group_rows(stream: &StreamId, head: &CachedHead, batch: &Prepared<'_>) -> Rows {
+    let recorded_at: DateTime<Utc> = hash::storable_time(Utc::now());
+    let (versions, prev_hashes, hashes) = chain(stream, head.version, &head.hash, batch, recorded_at);
+    Rows {
+        stream: stream.clone(),
+        event_ids: batch.events.iter().map(|e| e.event_id).collect(),
+        versions,
+        event_types: batch.events.iter().map(|e| e.event_type.clone()).collect(),
+        schema_versions: batch
+            .events
+            .iter()
+            .map(|e| i64::from(e.schema_version))
+            .collect(),
+        data: batch.data.clone(),
+        metadata: batch.metadata.clone(),
+        command_ids: batch.events.iter().map(|e| e.metadata.command_id).collect(),
+        recorded_at,
+        prev_hashes,
+        hashes,
+        last_version: head.version + batch.events.len() as u64,
+    }
+}
+
+/// The versions, previous hashes and hashes of `batch` appended after `version`, whose
+/// hash is `hash`.
+fn chain(
+    stream: &StreamId,
+    version: u64,
+    hash: &str,
+    batch: &Prepared<'_>,
+    recorded_at: DateTime<Utc>,
+) -> (Vec<i64>, Vec<String>, Vec<String>) {
+    let n = batch.events.len();
+    let (mut versions, mut prev_hashes, mut hashes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut prev = hash.to_owned();
+    for (event, version) in batch.events.iter().zip(version + 1..) {
+        let hash = hash::chain_hash(HashInput {
+            prev_hash: &prev,
+            stream,
+            version,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            data: &event.data,
+            metadata: &event.metadata,
+            recorded_at,
+        });
+        versions.push(to_i64(version));
+        prev_hashes.push(std::mem::replace(&mut prev, hash.clone()));
+        hashes.push(hash);
+    }
+    (versions, prev_hashes, hashes)
 }
 
 impl PgStore {
@@ -464,9 +513,21 @@ impl EventAppender for PgStore {
             return Err(StoreError::EmptyAppend);
         }
         let batch = Prepared::new(&events)?;
+        let mut cached = self.inner.heads.get(stream);
+        if let Some(head) = cached.take_if(|head| expected.admits(head.version)) {
+            let rows = group_rows(stream, &head, &batch);
+            match self.inner.group.append(rows).await {
+                Grouped::Done(result, head) => {
+                    self.inner.heads.remember(stream, head);
+                    self.after_commit(result.position.commit).await;
+                    return Ok(result);
+                }
+                // The head may be stale: read it.
+                Grouped::Alone => self.inner.heads.forget(stream),
+            }
+        }
         let mut conn = self.inner.pool.acquire().await.map_err(store_error)?;
         let mut id_collisions = 0;
-        let mut cached = self.inner.heads.get(stream);
         for _ in 0..MAX_ATTEMPTS {
             // Each statement is its own transaction: the head read takes no xid, so the
             // insert's xid is younger than the head's writer (stream order = delivery

@@ -86,6 +86,12 @@
 //! process appended meanwhile) collides on a unique key, and the append then reads the
 //! head and decides exactly as without it, conflicts and idempotent re-appends included.
 //!
+//! Such an append (cached head, expectation admitted) does not even insert alone: its
+//! rows join a group of concurrent appends to other streams, inserted by one statement
+//! and so committed by one transaction (`group.rs`), which is what lets throughput pass
+//! one WAL flush per append. A group that fails sends each member back to appending
+//! alone the careful way above.
+//!
 //! Once committed, an append returns its connection to the pool and waits until its
 //! transaction is below the horizon, so when it returns, `read_all` and `head` show its
 //! events to every reader (the contract the conformance kit checks: "head follows
@@ -128,6 +134,7 @@
 
 mod append;
 mod error;
+mod group;
 mod horizon;
 pub mod import;
 mod listen;

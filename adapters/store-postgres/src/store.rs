@@ -78,6 +78,7 @@ pub(crate) struct Inner {
     pub(crate) deliverable_wait: Duration,
     pub(crate) heads: crate::append::HeadCache,
     pub(crate) horizon: Arc<crate::horizon::Horizon>,
+    pub(crate) group: crate::group::GroupCommit,
     listener: JoinHandle<()>,
     horizon_task: JoinHandle<()>,
 }
@@ -146,6 +147,7 @@ impl PgStore {
         .await?;
         let (horizon, horizon_task) =
             crate::horizon::spawn(pool.clone(), channel.clone(), signal.clone());
+        let group = crate::group::GroupCommit::spawn(pool.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -154,6 +156,7 @@ impl PgStore {
                 signal,
                 deliverable_wait: config.deliverable_wait,
                 heads: crate::append::HeadCache::default(),
+                group,
                 horizon,
                 listener,
                 horizon_task,
