@@ -1,8 +1,8 @@
 //! The appender port: head read, hash chain, one-statement batch insert, conflict and
 //! idempotency handling.
 
-use crate::group::{Grouped, Rows};
 use crate::error::{store_error, unique_violation, DuplicateEventId, OutOfOrderAppend, UniqueKey};
+use crate::group::{Grouped, Rows};
 use crate::read::parse_xid;
 use crate::PgStore;
 use async_trait::async_trait;
@@ -362,7 +362,8 @@ async fn attempt(
 /// The rows of `batch` hash-chained onto `head`, for the group task.
 fn group_rows(stream: &StreamId, head: &CachedHead, batch: &Prepared<'_>) -> Rows {
     let recorded_at: DateTime<Utc> = hash::storable_time(Utc::now());
-    let (versions, prev_hashes, hashes) = chain(stream, head.version, &head.hash, batch, recorded_at);
+    let (versions, prev_hashes, hashes) =
+        chain(stream, head.version, &head.hash, batch, recorded_at);
     Rows {
         stream: stream.clone(),
         event_ids: batch.events.iter().map(|e| e.event_id).collect(),

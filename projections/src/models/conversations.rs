@@ -159,11 +159,13 @@ impl Sql {
                     read_seq = CASE WHEN excluded.read_seq > p.read_seq
                                     THEN excluded.read_seq ELSE p.read_seq END"),
             // After the read position moved: the reader's own messages past it.
-            recount_own: r("UPDATE conversation_people{conversations} SET own_after_read =
+            recount_own: r(
+                "UPDATE conversation_people{conversations} SET own_after_read =
                     (SELECT COUNT(*) FROM messages{conversations} m
                      WHERE m.district = $1 AND m.conversation_id = $2 AND m.author_id = $3
                        AND m.seq > conversation_people{conversations}.read_seq)
-                WHERE district = $1 AND conversation_id = $2 AND person_id = $3"),
+                WHERE district = $1 AND conversation_id = $2 AND person_id = $3",
+            ),
             own_posted: r(&own_posted(engine, 1)),
         }
     }
@@ -235,7 +237,10 @@ impl Conversations {
                 .iter()
                 .map(|&i| run[i].1.conversation_id.as_uuid())
                 .collect();
-            let ids: Vec<Uuid> = indexes.iter().map(|&i| run[i].1.message_id.as_uuid()).collect();
+            let ids: Vec<Uuid> = indexes
+                .iter()
+                .map(|&i| run[i].1.message_id.as_uuid())
+                .collect();
             let mut counts = lookup(
                 tx,
                 generation,

@@ -710,9 +710,11 @@ impl Inner {
                 if driver.is_idle() {
                     let read = match ahead.take() {
                         Some(next) if next.after == driver.prev => next.page().await,
-                        _ => ReadAhead::start(&self.store, driver.prev, self.config.batch_size)
-                            .page()
-                            .await,
+                        _ => {
+                            ReadAhead::start(&self.store, driver.prev, self.config.batch_size)
+                                .page()
+                                .await
+                        }
                     };
                     let page = match read {
                         Ok(page) => page,
@@ -905,7 +907,10 @@ struct ReadAhead {
 }
 
 /// An event as read, and what decoding it gave.
-type Decoded = (RecordedEvent, Result<homeroom_domain::Event, crate::codec::DecodeError>);
+type Decoded = (
+    RecordedEvent,
+    Result<homeroom_domain::Event, crate::codec::DecodeError>,
+);
 
 impl ReadAhead {
     fn start(store: &Arc<dyn EventStore>, after: Position, limit: usize) -> Self {

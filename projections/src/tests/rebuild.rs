@@ -287,8 +287,10 @@ async fn bumping_a_version_rebuilds_on_start_while_the_old_generation_answers(w:
     runtime.wait_for(last, WAIT).await.unwrap();
     let status = runtime.status().await.unwrap();
     let conversations = status.iter().find(|s| s.name == "conversations").unwrap();
-    assert_eq!((conversations.generation, conversations.version),
-        (2, built_by + 1));
+    assert_eq!(
+        (conversations.generation, conversations.version),
+        (2, built_by + 1)
+    );
     assert_eq!(conversations.health, Health::Live);
     assert!(status
         .iter()
