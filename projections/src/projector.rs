@@ -41,6 +41,35 @@ pub struct Envelope {
     pub event: Event,
 }
 
+/// A piece of a batch, as projectors that write messages in bulk take it.
+pub(crate) enum Run<'a> {
+    /// Consecutive `MessagePosted` events (never empty).
+    Messages(&'a [Envelope]),
+    /// Any other event, folded on its own.
+    Other(&'a Envelope),
+}
+
+/// Cuts `events` into the longest runs of consecutive `MessagePosted` events and single
+/// other events, in log order, so a message is never folded before the event that
+/// started its conversation, nor an outcome before its plan.
+pub(crate) fn message_runs(events: &[Envelope]) -> impl Iterator<Item = Run<'_>> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let posts = rest
+            .iter()
+            .take_while(|e| matches!(e.event, Event::MessagePosted(_)))
+            .count();
+        let (run, tail) = if posts == 0 {
+            (Run::Other(first), &rest[1..])
+        } else {
+            (Run::Messages(&rest[..posts]), &rest[posts..])
+        };
+        rest = tail;
+        Some(run)
+    })
+}
+
 /// A read model's builder.
 ///
 /// A projector owns a few tables (named in [`Projector::tables`], created per

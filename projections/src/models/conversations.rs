@@ -18,7 +18,9 @@
 use super::names;
 use crate::db::{execute_rows, position_columns, query, Builder, Engine, Tx, Value};
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Envelope, Generation, PerGeneration, Projector};
+use crate::projector::{
+    message_runs, render_for, Envelope, Generation, PerGeneration, Projector, Run,
+};
 use async_trait::async_trait;
 use homeroom_domain::events::MessagePosted;
 use homeroom_domain::Event;
@@ -456,22 +458,19 @@ impl Projector for Conversations {
         generation: Generation,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let mut rest = events;
-        while let Some(first) = rest.first() {
-            let run: Vec<(&RecordedEvent, &MessagePosted)> = rest
-                .iter()
-                .map_while(|e| match &e.event {
-                    Event::MessagePosted(posted) => Some((&e.recorded, posted)),
-                    _ => None,
-                })
-                .collect();
-            if run.is_empty() {
-                self.apply(tx, generation, &first.recorded, &first.event)
-                    .await?;
-                rest = &rest[1..];
-            } else {
-                self.posted_run(tx, generation, &run).await?;
-                rest = &rest[run.len()..];
+        for run in message_runs(events) {
+            match run {
+                Run::Messages(run) => {
+                    let posts: Vec<(&RecordedEvent, &MessagePosted)> = run
+                        .iter()
+                        .filter_map(|e| match &e.event {
+                            Event::MessagePosted(posted) => Some((&e.recorded, posted)),
+                            _ => None,
+                        })
+                        .collect();
+                    self.posted_run(tx, generation, &posts).await?;
+                }
+                Run::Other(e) => self.apply(tx, generation, &e.recorded, &e.event).await?,
             }
         }
         Ok(())

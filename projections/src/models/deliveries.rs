@@ -10,7 +10,9 @@
 use super::names;
 use crate::db::{execute_rows, query, Engine, Tx, Value};
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Envelope, Generation, PerGeneration, Projector};
+use crate::projector::{
+    message_runs, render_for, Envelope, Generation, PerGeneration, Projector, Run,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use homeroom_domain::{ConversationId, Event, MessageId, PlannedDelivery};
@@ -111,7 +113,7 @@ const CHUNK: usize = 64;
 async fn plan_run(
     tx: &mut Tx<'_>,
     generation: Generation,
-    run: &[&Envelope],
+    run: &[Envelope],
 ) -> Result<(), ProjectionError> {
     let engine = tx.engine();
     let mut rows = Vec::new();
@@ -204,19 +206,10 @@ impl Projector for Deliveries {
         generation: Generation,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let mut rest = events;
-        while let Some(first) = rest.first() {
-            let run: Vec<&Envelope> = rest
-                .iter()
-                .take_while(|e| matches!(e.event, Event::MessagePosted(_)))
-                .collect();
-            if run.is_empty() {
-                self.apply(tx, generation, &first.recorded, &first.event)
-                    .await?;
-                rest = &rest[1..];
-            } else {
-                plan_run(tx, generation, &run).await?;
-                rest = &rest[run.len()..];
+        for run in message_runs(events) {
+            match run {
+                Run::Messages(run) => plan_run(tx, generation, run).await?,
+                Run::Other(e) => self.apply(tx, generation, &e.recorded, &e.event).await?,
             }
         }
         Ok(())
