@@ -256,7 +256,7 @@ impl Conversations {
             let mut known: HashSet<Uuid> = lookup(
                 tx,
                 generation,
-                "SELECT message_id, 0 FROM messages{conversations} WHERE district = ",
+                "SELECT message_id, CAST(0 AS BIGINT) FROM messages{conversations} WHERE district = ",
                 "message_id",
                 district,
                 ids,

@@ -1086,9 +1086,76 @@ async fn queries_before_the_runtime_ever_ran_say_so(w: World) {
     ));
 }
 
+/// The log never holds a message twice (the domain refuses a reused message id), but a
+/// fold must not trust that: a second `MessagePosted` with a stored id changes nothing,
+/// whether it arrives in the same bulk run as the first or in a later batch.
+async fn a_message_recorded_twice_is_folded_once(w: World) {
+    let (teacher, guardian) = (person(TEACHER), person(GUARDIAN));
+    let c = conversation(9);
+    w.start(
+        NORTH,
+        c,
+        ConversationKind::Personal,
+        &[teacher, guardian],
+        message(90),
+        "first",
+    )
+    .await;
+    w.post(NORTH, c, message(91), teacher, "second", &[guardian])
+        .await;
+    w.post(NORTH, c, message(91), teacher, "second, again", &[guardian])
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    w.post(
+        NORTH,
+        c,
+        message(91),
+        teacher,
+        "second, once more",
+        &[guardian],
+    )
+    .await;
+    let last = w
+        .post(NORTH, c, message(92), guardian, "thanks", &[teacher])
+        .await;
+    runtime.catch_up().await.unwrap();
+    assert!(runtime.checkpoint("conversations").unwrap() >= last);
+
+    let north = district(NORTH);
+    let thread = read
+        .conversation(&north, c, None)
+        .await
+        .unwrap()
+        .expect("the conversation is there");
+    let bodies: Vec<_> = thread.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["first", "second", "thanks"]);
+    let inbox = read
+        .inbox_personal(&north, guardian, false, &PageRequest::first())
+        .await
+        .unwrap();
+    let mine = inbox
+        .conversations
+        .iter()
+        .find(|i| i.conversation_id == c)
+        .expect("in the guardian's inbox");
+    assert_eq!(mine.unread_count, 2, "the teacher's two messages");
+    let theirs = read
+        .inbox_personal(&north, teacher, false, &PageRequest::first())
+        .await
+        .unwrap();
+    let theirs = theirs
+        .conversations
+        .iter()
+        .find(|i| i.conversation_id == c)
+        .unwrap();
+    assert_eq!(theirs.unread_count, 1, "the guardian's reply");
+}
+
 on_both_engines! {
     #[tokio::test] the_personal_inbox_holds_only_conversations_the_person_takes_part_in,
     #[tokio::test] unread_counts_follow_read_positions_and_skip_ones_own_messages,
+    #[tokio::test] a_message_recorded_twice_is_folded_once,
     #[tokio::test] archive_mute_rename_and_stop_show_in_the_inbox,
     #[tokio::test] the_school_inbox_is_shared_by_every_holder_with_their_own_state,
     #[tokio::test] inboxes_page_with_an_opaque_cursor,
