@@ -87,6 +87,7 @@ pub async fn deliveries(
     messages: u64,
     senders: usize,
     workers: usize,
+    rate: u64,
     nats_url: String,
 ) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
@@ -186,8 +187,13 @@ pub async fn deliveries(
         }
     });
 
+    let offered = if rate > 0 {
+        format!("offered at {rate} messages/s")
+    } else {
+        "sent as fast as the command service takes them".to_owned()
+    };
     println!(
-        "deliveries over NATS: {messages} messages from {senders} senders, {workers} workers, one reactor, relay, SQLite store"
+        "deliveries over NATS: {messages} messages from {senders} senders ({offered}), {workers} workers, one reactor, relay, SQLite store"
     );
     let accepted = Arc::new(Mutex::new(HashMap::<DeliveryId, Instant>::new()));
     let started = Instant::now();
@@ -204,7 +210,21 @@ pub async fn deliveries(
                 .map(|(_, c)| *c)
                 .collect();
             let mut next = 0;
+            // With a rate, each sender posts on its own evenly spaced schedule.
+            let mut pace = (rate > 0).then(|| {
+                let period = Duration::from_secs_f64(senders as f64 / rate as f64);
+                let offset = period.mul_f64(sender as f64 / senders as f64);
+                let mut ticks = tokio::time::interval_at(
+                    tokio::time::Instant::now() + offset,
+                    period,
+                );
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks
+            });
             while issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
+                if let Some(ticks) = pace.as_mut() {
+                    ticks.tick().await;
+                }
                 let (conversation, author) = mine[next % mine.len()];
                 next += 1;
                 let command = parse_command(

@@ -81,6 +81,11 @@ enum Bench {
         /// Delivery workers on the shared consumer.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// Messages per second offered, spread over the senders (0: as fast as the
+        /// command service takes them, which measures throughput; a rate below that
+        /// measures latency without a backlog).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// The NATS server.
         #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
@@ -135,8 +140,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             messages,
             senders,
             workers,
+            rate,
             nats,
-        } => delivery::deliveries(messages, senders, workers, nats).await,
+        } => delivery::deliveries(messages, senders, workers, rate, nats).await,
         Bench::Inbox {
             messages,
             queries,
