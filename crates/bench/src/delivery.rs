@@ -214,10 +214,8 @@ pub async fn deliveries(
             let mut pace = (rate > 0).then(|| {
                 let period = Duration::from_secs_f64(senders as f64 / rate as f64);
                 let offset = period.mul_f64(sender as f64 / senders as f64);
-                let mut ticks = tokio::time::interval_at(
-                    tokio::time::Instant::now() + offset,
-                    period,
-                );
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticks
             });
