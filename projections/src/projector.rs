@@ -4,6 +4,7 @@
 use crate::db::{Engine, Tx};
 use crate::error::ProjectionError;
 use async_trait::async_trait;
+use homeroom_domain::events::MessagePosted;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
 use std::sync::{Arc, Mutex};
@@ -43,8 +44,8 @@ pub struct Envelope {
 
 /// A piece of a batch, as projectors that write messages in bulk take it.
 pub(crate) enum Run<'a> {
-    /// Consecutive `MessagePosted` events (never empty).
-    Messages(&'a [Envelope]),
+    /// Consecutive `MessagePosted` events (never empty), each with its record.
+    Messages(Vec<(&'a RecordedEvent, &'a MessagePosted)>),
     /// Any other event, folded on its own.
     Other(&'a Envelope),
 }
@@ -56,17 +57,20 @@ pub(crate) fn message_runs(events: &[Envelope]) -> impl Iterator<Item = Run<'_>>
     let mut rest = events;
     std::iter::from_fn(move || {
         let first = rest.first()?;
-        let posts = rest
+        let posts: Vec<_> = rest
             .iter()
-            .take_while(|e| matches!(e.event, Event::MessagePosted(_)))
-            .count();
-        let (run, tail) = if posts == 0 {
-            (Run::Other(first), &rest[1..])
+            .map_while(|e| match &e.event {
+                Event::MessagePosted(posted) => Some((&e.recorded, posted)),
+                _ => None,
+            })
+            .collect();
+        if posts.is_empty() {
+            rest = &rest[1..];
+            Some(Run::Other(first))
         } else {
-            (Run::Messages(&rest[..posts]), &rest[posts..])
-        };
-        rest = tail;
-        Some(run)
+            rest = &rest[posts.len()..];
+            Some(Run::Messages(posts))
+        }
     })
 }
 

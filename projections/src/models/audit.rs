@@ -2,9 +2,9 @@
 //! district, in position order. It needs no decoding of the data (it stores the JSON
 //! as recorded), and it writes many rows per statement because it sees every event.
 
-use crate::db::{position_columns, query, Engine, Query, Tx};
+use crate::db::{execute_rows, position_columns, Engine, Tx, Value};
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Envelope, Generation, PerGeneration, Projector};
+use crate::projector::{render_for, Envelope, Generation, Projector};
 use async_trait::async_trait;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
@@ -55,20 +55,6 @@ fn insert(engine: Engine, rows: usize) -> String {
     )
 }
 
-struct Sql {
-    one: String,
-    chunk: String,
-}
-
-impl Sql {
-    fn new(engine: Engine, g: Generation) -> Self {
-        Self {
-            one: render_for(engine, &insert(engine, 1), NAME, g),
-            chunk: render_for(engine, &insert(engine, CHUNK), NAME, g),
-        }
-    }
-}
-
 /// One audit row, converted once so a statement can borrow it.
 struct Row<'a> {
     e: &'a RecordedEvent,
@@ -91,32 +77,51 @@ impl<'a> Row<'a> {
     }
 }
 
-fn bind<'q>(q: Query<'q>, row: &'q Row<'q>) -> Query<'q> {
-    let m = &row.e.metadata;
-    q.bind(m.district.as_str())
-        .bind(row.commit)
-        .bind(row.sequence)
-        .bind(row.e.event_id)
-        .bind(row.e.stream.as_str())
-        .bind(row.version)
-        .bind(row.e.event_type.as_str())
-        .bind(i64::from(row.e.schema_version))
-        .bind(row.e.recorded_at)
-        .bind(m.actor.as_str())
-        .bind(m.school.as_deref())
-        .bind(m.correlation_id)
-        .bind(m.causation_id)
-        .bind(m.command_id)
-        .bind(row.e.hash.as_str())
-        .bind(row.e.prev_hash.as_str())
-        .bind(row.data.as_str())
+impl Row<'_> {
+    /// The row's values, in the column order of [`insert`].
+    fn values(&self) -> Vec<Value<'_>> {
+        let m = &self.e.metadata;
+        vec![
+            m.district.as_str().into(),
+            self.commit.into(),
+            self.sequence.into(),
+            self.e.event_id.into(),
+            self.e.stream.as_str().into(),
+            self.version.into(),
+            self.e.event_type.as_str().into(),
+            i64::from(self.e.schema_version).into(),
+            self.e.recorded_at.into(),
+            m.actor.as_str().into(),
+            m.school.as_deref().into(),
+            m.correlation_id.into(),
+            m.causation_id.into(),
+            m.command_id.into(),
+            self.e.hash.as_str().into(),
+            self.e.prev_hash.as_str().into(),
+            self.data.as_str().into(),
+        ]
+    }
+}
+
+/// Inserts `events`' rows, [`CHUNK`] per statement.
+async fn insert_all(
+    tx: &mut Tx<'_>,
+    generation: Generation,
+    events: impl Iterator<Item = &RecordedEvent>,
+) -> Result<(), ProjectionError> {
+    let engine = tx.engine();
+    let rows = events.map(Row::new).collect::<Result<Vec<_>, _>>()?;
+    let values = rows.iter().map(Row::values).collect();
+    execute_rows(tx, values, CHUNK, |n| {
+        render_for(engine, &insert(engine, n), NAME, generation)
+    })
+    .await?;
+    Ok(())
 }
 
 /// Builds `audit_events` from every recorded event.
 #[derive(Default)]
-pub struct Audit {
-    sql: PerGeneration<Sql>,
-}
+pub struct Audit;
 
 #[async_trait]
 impl Projector for Audit {
@@ -146,10 +151,7 @@ impl Projector for Audit {
         recorded: &RecordedEvent,
         _event: &Event,
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(tx.engine(), generation, Sql::new);
-        let row = Row::new(recorded)?;
-        bind(query(&sql.one), &row).execute(tx).await?;
-        Ok(())
+        insert_all(tx, generation, std::iter::once(recorded)).await
     }
 
     async fn apply_batch(
@@ -158,22 +160,6 @@ impl Projector for Audit {
         generation: Generation,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let sql = self.sql.get(tx.engine(), generation, Sql::new);
-        let rows = events
-            .iter()
-            .map(|e| Row::new(&e.recorded))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut chunks = rows.chunks_exact(CHUNK);
-        for chunk in &mut chunks {
-            let mut q = query(&sql.chunk);
-            for row in chunk {
-                q = bind(q, row);
-            }
-            q.execute(tx).await?;
-        }
-        for row in chunks.remainder() {
-            bind(query(&sql.one), row).execute(tx).await?;
-        }
-        Ok(())
+        insert_all(tx, generation, events.iter().map(|e| &e.recorded)).await
     }
 }

@@ -94,16 +94,12 @@ const SCHEMA: &[&str] = &[
 struct Sql {
     start: String,
     participant: String,
-    insert_message: String,
-    last_message: String,
-    message_known: String,
     stop: String,
     rename: String,
     mute: String,
     archive: String,
     read: String,
     recount_own: String,
-    own_posted: String,
 }
 
 impl Sql {
@@ -121,22 +117,6 @@ impl Sql {
                 VALUES ($1, $2, $3, TRUE, $4, FALSE, FALSE, 0)
                 ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
                     participant = TRUE, ordinal = excluded.ordinal"),
-            // The order number comes from the conversation's row; a message already
-            // stored inserts nothing, and then the conversation is left alone.
-            insert_message: r("INSERT INTO messages{conversations}
-                    (district, message_id, conversation_id, seq, author_id, sent_as, body,
-                     subject, sent_at, pos_commit, pos_sequence)
-                SELECT $1, $2, $3, c.message_count + 1, $4, $5, $6, $7, $8, $9, $10
-                FROM conversations{conversations} c
-                WHERE c.district = $1 AND c.conversation_id = $3
-                ON CONFLICT (district, message_id) DO NOTHING"),
-            last_message: r("UPDATE conversations{conversations} SET
-                    message_count = message_count + 1,
-                    last_message_id = $3, last_author_id = $4, last_body = $5,
-                    last_sent_at = $6, last_commit = $7, last_sequence = $8
-                WHERE district = $1 AND conversation_id = $2"),
-            message_known: r("SELECT COUNT(*) FROM messages{conversations}
-                WHERE district = $1 AND message_id = $2"),
             stop: r("UPDATE conversations{conversations} SET stopped = TRUE
                 WHERE district = $1 AND conversation_id = $2"),
             rename: r("UPDATE conversations{conversations} SET title = $3
@@ -168,7 +148,6 @@ impl Sql {
                        AND m.seq > conversation_people{conversations}.read_seq)
                 WHERE district = $1 AND conversation_id = $2 AND person_id = $3",
             ),
-            own_posted: r(&own_posted(engine, 1)),
         }
     }
 }
@@ -216,7 +195,8 @@ impl Conversations {
     /// A run of consecutive `MessagePosted` events, in a few statements: the message
     /// counts of their conversations and the ids already stored are read first, then
     /// every message is inserted with its order number and each conversation's last
-    /// message is set once. The result is what [`Self::posted`] one by one gives.
+    /// message is set once. A message whose id is already stored changes nothing; one
+    /// for a conversation that never started is an inconsistency.
     async fn posted_run(
         &self,
         tx: &mut Tx<'_>,
@@ -362,70 +342,6 @@ impl Conversations {
         .await?;
         Ok(())
     }
-
-    async fn posted(
-        &self,
-        tx: &mut Tx<'_>,
-        sql: &Sql,
-        recorded: &RecordedEvent,
-        e: &MessagePosted,
-    ) -> Result<(), ProjectionError> {
-        let district = recorded.metadata.district.as_str();
-        let (commit, sequence) = position_columns(recorded.position)?;
-        let inserted = query(&sql.insert_message)
-            .bind(district)
-            .bind(e.message_id.as_uuid())
-            .bind(e.conversation_id.as_uuid())
-            .bind(e.author_id.as_uuid())
-            .bind(names::sent_as(e.sent_as))
-            .bind(&e.body)
-            .bind(&e.subject)
-            .bind(e.at)
-            .bind(commit)
-            .bind(sequence)
-            .execute(tx)
-            .await?;
-        if inserted == 0 {
-            let known: i64 = query(&sql.message_known)
-                .bind(district)
-                .bind(e.message_id.as_uuid())
-                .fetch_one(tx)
-                .await?
-                .get(0)?;
-            return if known > 0 {
-                Ok(())
-            } else {
-                Err(ProjectionError::Inconsistent {
-                    projector: NAME,
-                    event_type: recorded.event_type.clone(),
-                    position: recorded.position,
-                    reason: "a message for a conversation that never started",
-                })
-            };
-        }
-        query(&sql.last_message)
-            .bind(district)
-            .bind(e.conversation_id.as_uuid())
-            .bind(e.message_id.as_uuid())
-            .bind(e.author_id.as_uuid())
-            .bind(&e.body)
-            .bind(e.at)
-            .bind(commit)
-            .bind(sequence)
-            .execute(tx)
-            .await?;
-        let mut own = query(&sql.own_posted);
-        for value in own_row(
-            district,
-            e.conversation_id.as_uuid(),
-            e.author_id.as_uuid(),
-            1,
-        ) {
-            own = own.bind(value);
-        }
-        own.execute(tx).await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -460,16 +376,7 @@ impl Projector for Conversations {
     ) -> Result<(), ProjectionError> {
         for run in message_runs(events) {
             match run {
-                Run::Messages(run) => {
-                    let posts: Vec<(&RecordedEvent, &MessagePosted)> = run
-                        .iter()
-                        .filter_map(|e| match &e.event {
-                            Event::MessagePosted(posted) => Some((&e.recorded, posted)),
-                            _ => None,
-                        })
-                        .collect();
-                    self.posted_run(tx, generation, &posts).await?;
-                }
+                Run::Messages(posts) => self.posted_run(tx, generation, &posts).await?,
                 Run::Other(e) => self.apply(tx, generation, &e.recorded, &e.event).await?,
             }
         }
@@ -510,7 +417,7 @@ impl Projector for Conversations {
                         .await?;
                 }
             }
-            Event::MessagePosted(e) => self.posted(tx, &sql, recorded, e).await?,
+            Event::MessagePosted(e) => self.posted_run(tx, generation, &[(recorded, e)]).await?,
             Event::ConversationStopped(e) => {
                 query(&sql.stop)
                     .bind(district)

@@ -15,6 +15,7 @@ use crate::projector::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use homeroom_domain::events::MessagePosted;
 use homeroom_domain::{ConversationId, Event, MessageId, PlannedDelivery};
 use homeroom_eventstore::RecordedEvent;
 
@@ -53,7 +54,6 @@ const INSERT: &str = "INSERT INTO deliveries{deliveries}
     ON CONFLICT (district, delivery_id) DO ";
 
 struct Sql {
-    planned: String,
     queued: String,
     sent: String,
     delivered: String,
@@ -65,7 +65,6 @@ impl Sql {
     fn new(engine: Engine, g: Generation) -> Self {
         let r = |t: &str| render_for(engine, t, NAME, g);
         Self {
-            planned: r(&format!("{INSERT} NOTHING")),
             queued: r(&format!(
                 "{INSERT} UPDATE SET channel = excluded.channel, address = excluded.address,
                     language = excluded.language, text = excluded.text,
@@ -113,15 +112,12 @@ const CHUNK: usize = 64;
 async fn plan_run(
     tx: &mut Tx<'_>,
     generation: Generation,
-    run: &[Envelope],
+    run: &[(&RecordedEvent, &MessagePosted)],
 ) -> Result<(), ProjectionError> {
     let engine = tx.engine();
     let mut rows = Vec::new();
-    for envelope in run {
-        let Event::MessagePosted(e) = &envelope.event else {
-            continue;
-        };
-        let district = envelope.recorded.metadata.district.as_str();
+    for (recorded, e) in run {
+        let district = recorded.metadata.district.as_str();
         for d in &e.deliveries {
             rows.push(vec![
                 Value::from(district),
@@ -208,7 +204,7 @@ impl Projector for Deliveries {
     ) -> Result<(), ProjectionError> {
         for run in message_runs(events) {
             match run {
-                Run::Messages(run) => plan_run(tx, generation, run).await?,
+                Run::Messages(posts) => plan_run(tx, generation, &posts).await?,
                 Run::Other(e) => self.apply(tx, generation, &e.recorded, &e.event).await?,
             }
         }
@@ -225,18 +221,7 @@ impl Projector for Deliveries {
         let sql = self.sql.get(tx.engine(), generation, Sql::new);
         let district = recorded.metadata.district.as_str();
         match event {
-            Event::MessagePosted(e) => {
-                for delivery in &e.deliveries {
-                    let p = Plan {
-                        district,
-                        message: e.message_id,
-                        conversation: e.conversation_id,
-                        delivery,
-                        at: e.at,
-                    };
-                    plan(tx, &sql.planned, p).await?;
-                }
-            }
+            Event::MessagePosted(e) => plan_run(tx, generation, &[(recorded, e)]).await?,
             Event::DeliveryQueued(e) => {
                 let p = Plan {
                     district,

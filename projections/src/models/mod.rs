@@ -25,7 +25,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(directory::Directory::default()),
         Arc::new(conversations::Conversations::default()),
         Arc::new(deliveries::Deliveries::default()),
-        Arc::new(audit::Audit::default()),
+        Arc::new(audit::Audit),
     ]
 }
 
