@@ -8,11 +8,11 @@
 //! the text to the provider (command-to-worker) and to the outcome being recorded in the
 //! log (end to end); throughput is deliveries whose outcome is recorded per second.
 
-use crate::{build_world, BoxError};
+use crate::{build_world, picture_day_notice, BoxError};
 use async_trait::async_trait;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use homeroom_app::{codec, parse_command, CommandContext};
+use homeroom_app::{codec, CommandContext};
 use homeroom_bus::relay::{Relay, RelayConfig};
 use homeroom_bus::WorkQueue;
 use homeroom_bus_nats::{NatsBus, NatsConfig};
@@ -24,7 +24,6 @@ use homeroom_delivery::reactor::{Reactor, ReactorConfig};
 use homeroom_delivery::worker::{Channels, Worker, WorkerConfig};
 use homeroom_domain::{Actor, DeliveryId, Event};
 use homeroom_eventstore::EventStore;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -225,12 +224,7 @@ pub async fn deliveries(
                 }
                 let (conversation, author) = mine[next % mine.len()];
                 next += 1;
-                let command = parse_command(
-                    "PostMessage",
-                    json!({"conversation_id": conversation, "message_id": Uuid::now_v7(),
-                           "body": "Picture day is Friday. Please return the permission form."}),
-                )
-                .expect("a valid PostMessage");
+                let command = picture_day_notice(conversation);
                 let ctx = CommandContext::new(world.district.clone(), Actor::Person(author));
                 let outcome = world
                     .service

@@ -257,6 +257,16 @@ pub(crate) async fn build_world(
     })
 }
 
+/// The `PostMessage` every benchmark sender sends, with a fresh message id.
+pub(crate) fn picture_day_notice(conversation: Uuid) -> homeroom_domain::Command {
+    parse_command(
+        "PostMessage",
+        json!({"conversation_id": conversation, "message_id": Uuid::now_v7(),
+               "body": "Picture day is Friday. Please return the permission form."}),
+    )
+    .expect("a valid PostMessage")
+}
+
 /// Sends `count` PostMessage commands from `senders` tasks; returns the merged latency
 /// histogram (microseconds) and the elapsed time.
 pub(crate) async fn post_messages(
@@ -283,12 +293,7 @@ pub(crate) async fn post_messages(
             while issued.fetch_add(1, Ordering::Relaxed) < count {
                 let (conversation, author) = mine[next % mine.len()];
                 next += 1;
-                let command = parse_command(
-                    "PostMessage",
-                    json!({"conversation_id": conversation, "message_id": Uuid::now_v7(),
-                           "body": "Picture day is Friday. Please return the permission form."}),
-                )
-                .expect("a valid PostMessage");
+                let command = picture_day_notice(conversation);
                 let ctx = CommandContext::new(world.district.clone(), Actor::Person(author));
                 let t = Instant::now();
                 world
