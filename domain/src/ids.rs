@@ -148,15 +148,44 @@ pub fn personal_conversation_id(sender: PersonId, recipient: PersonId) -> Conver
 }
 
 /// The message id of a command that did not choose one, so a retried command (same
-/// command id) names the same message.
+/// command id) names the same message. It keeps the command id's time
+/// ([`keeps_time_of`]).
 pub fn message_id_for_command(command_id: Uuid) -> MessageId {
-    MessageId(Uuid::new_v5(&namespace::MESSAGE, command_id.as_bytes()))
+    MessageId(keeps_time_of(
+        command_id,
+        Uuid::new_v5(&namespace::MESSAGE, command_id.as_bytes()),
+    ))
 }
 
 /// The delivery of `message` to `recipient`, so replays and retries of the process
-/// manager converge on one delivery.
+/// manager converge on one delivery. It keeps the message id's time
+/// ([`keeps_time_of`]).
 pub fn delivery_id_for(message: MessageId, recipient: PersonId) -> DeliveryId {
-    DeliveryId(v5_pair(&namespace::DELIVERY, message.0, recipient.0))
+    DeliveryId(keeps_time_of(
+        message.0,
+        v5_pair(&namespace::DELIVERY, message.0, recipient.0),
+    ))
+}
+
+/// Derived ids keep the time of what they derive from: when `source` carries a time (a
+/// UUID v7, or an id derived by this rule), `derived` takes its 48-bit millisecond
+/// timestamp in front of 74 of its own hashed bits and becomes a UUID v8; otherwise it
+/// stays the v5 it is. Ids made one after another then sort one after another, so every
+/// index keyed by them (the read models', the stores') grows at its end instead of at
+/// random pages, which is what kept a replay of a million messages writing most of
+/// those indexes again with every batch. Deterministic as before: the same source
+/// always gives the same id.
+pub fn keeps_time_of(source: Uuid, derived: Uuid) -> Uuid {
+    let timed = matches!(
+        source.get_version(),
+        Some(uuid::Version::SortRand | uuid::Version::Custom)
+    );
+    if !timed {
+        return derived;
+    }
+    let mut bytes = *derived.as_bytes();
+    bytes[..6].copy_from_slice(&source.as_bytes()[..6]);
+    Uuid::new_v8(bytes)
 }
 
 /// The delivery that carries a message by the other channel when `failed` did not
@@ -439,5 +468,54 @@ mod tests {
         let m = message_id_for_command(Uuid::from_u128(9));
         assert_eq!(m, message_id_for_command(Uuid::from_u128(9)));
         assert_ne!(delivery_id_for(m, a), delivery_id_for(m, b));
+    }
+
+    #[test]
+    fn derived_ids_keep_the_time_of_a_timed_source_and_sort_by_it() {
+        let (a, b) = (
+            PersonId::new(Uuid::from_u128(1)),
+            PersonId::new(Uuid::from_u128(2)),
+        );
+        let earlier = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_700_000_000,
+            0,
+        ));
+        let later = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_700_000_001,
+            0,
+        ));
+        let (m1, m2) = (
+            message_id_for_command(earlier),
+            message_id_for_command(later),
+        );
+        assert_eq!(m1, message_id_for_command(earlier), "still deterministic");
+        assert_eq!(m1.as_uuid().get_version(), Some(uuid::Version::Custom));
+        assert_eq!(m1.as_uuid().as_bytes()[..6], earlier.as_bytes()[..6]);
+        assert!(
+            m1.as_uuid() < m2.as_uuid(),
+            "a later command's message sorts later"
+        );
+        // Deliveries carry the message's time on, and differ by recipient.
+        let (d1, d2) = (delivery_id_for(m1, a), delivery_id_for(m1, b));
+        assert_ne!(d1, d2);
+        assert_eq!(d1.as_uuid().as_bytes()[..6], earlier.as_bytes()[..6]);
+        assert!(d2.as_uuid() < delivery_id_for(m2, a).as_uuid());
+        // The hashed part still depends on the whole source, not only its time.
+        let twin = Uuid::from_bytes({
+            let mut bytes = *earlier.as_bytes();
+            bytes[15] ^= 1;
+            bytes
+        });
+        assert_ne!(message_id_for_command(twin), m1);
+    }
+
+    #[test]
+    fn derived_ids_of_an_untimed_source_stay_v5() {
+        let m = message_id_for_command(Uuid::from_u128(9));
+        assert_eq!(m.as_uuid().get_version(), Some(uuid::Version::Sha1));
+        let d = delivery_id_for(m, PersonId::new(Uuid::from_u128(1)));
+        assert_eq!(d.as_uuid().get_version(), Some(uuid::Version::Sha1));
     }
 }

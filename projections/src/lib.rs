@@ -74,4 +74,5 @@ pub use queries::ReadModels;
 pub use runtime::{
     BuildingStatus, Health, LeaseState, ProjectionRuntime, ProjectorStatus, RebuildPhase,
     RebuildProgress, RebuildReport, RebuildTarget, RebuiltProjector, RetryPolicy, RuntimeConfig,
+    DEFAULT_BATCH, SQLITE_BATCH,
 };

@@ -107,9 +107,13 @@ pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError
     let read_path = dir.join(format!("replay-{}.sqlite", uuid::Uuid::now_v7().simple()));
     let db = ReadDb::open(&read_path).await?;
     let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runtime =
-        ProjectionRuntime::open(shared, db.clone(), models::all(), RuntimeConfig::default())
-            .await?;
+    let runtime = ProjectionRuntime::open(
+        shared,
+        db.clone(),
+        models::all(),
+        RuntimeConfig::for_engine(db.engine()),
+    )
+    .await?;
     let rss_before = rss_mib();
     let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
     let started = Instant::now();
@@ -173,7 +177,7 @@ async fn read_alone(store: &SqliteStore) -> Result<(), BoxError> {
     let (mut after, mut events) = (homeroom_eventstore::Position::START, 0u64);
     loop {
         let page = store
-            .read_all(after, RuntimeConfig::default().batch_size)
+            .read_all(after, homeroom_projections::SQLITE_BATCH)
             .await?;
         let Some(last) = page.last() else { break };
         after = last.position;
@@ -198,9 +202,13 @@ pub async fn inbox(messages: u64, queries: u64, data: Option<PathBuf>) -> Result
     let store = SqliteStore::open(&dir.join("events.sqlite")).await?;
     let db = ReadDb::open(&dir.join("read.sqlite")).await?;
     let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runtime =
-        ProjectionRuntime::open(shared, db.clone(), models::all(), RuntimeConfig::default())
-            .await?;
+    let runtime = ProjectionRuntime::open(
+        shared,
+        db.clone(),
+        models::all(),
+        RuntimeConfig::for_engine(db.engine()),
+    )
+    .await?;
     let caught_up = Instant::now();
     let reached = runtime.catch_up().await?;
     println!(

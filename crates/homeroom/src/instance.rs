@@ -189,7 +189,7 @@ impl Instance {
             shared,
             read_db.clone(),
             models::all(),
-            RuntimeConfig::default(),
+            RuntimeConfig::for_engine(read_db.engine()),
         )
         .await?;
         Ok(Self {
