@@ -113,16 +113,19 @@ uuid_id!(
 );
 
 /// The namespaces of the deterministic (UUID v5) ids, one per purpose so that two kinds
-/// of derived ids can never collide.
+/// of derived ids can never collide. Message and delivery ids then keep their source's
+/// time ([`keeps_time_of`]).
 pub mod namespace {
     use uuid::Uuid;
 
     /// Personal conversations: v5 over the sender's then the recipient's UUID bytes.
     pub const PERSONAL_CONVERSATION: Uuid =
         Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a001);
-    /// Messages without a caller-chosen id: v5 over the command id's bytes.
+    /// Messages without a caller-chosen id: v5 over the command id's bytes (timed as
+    /// the command id is).
     pub const MESSAGE: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a002);
-    /// Deliveries: v5 over the message id's then the recipient's UUID bytes.
+    /// Deliveries: v5 over the message id's then the recipient's UUID bytes (timed as
+    /// the message id is).
     pub const DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a003);
     /// Fallback deliveries: v5 over the failed delivery's UUID bytes.
     pub const FALLBACK_DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a004);

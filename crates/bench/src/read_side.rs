@@ -106,14 +106,7 @@ pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError
     read_alone(&store).await?;
     let read_path = dir.join(format!("replay-{}.sqlite", uuid::Uuid::now_v7().simple()));
     let db = ReadDb::open(&read_path).await?;
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runtime = ProjectionRuntime::open(
-        shared,
-        db.clone(),
-        models::all(),
-        RuntimeConfig::for_engine(db.engine()),
-    )
-    .await?;
+    let runtime = projectors_over(&store, &db).await?;
     let rss_before = rss_mib();
     let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
     let started = Instant::now();
@@ -170,6 +163,18 @@ pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError
     Ok(())
 }
 
+/// Every projector over `store` into `db`, set up as the server sets them up.
+async fn projectors_over(store: &SqliteStore, db: &ReadDb) -> Result<ProjectionRuntime, BoxError> {
+    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+    Ok(ProjectionRuntime::open(
+        shared,
+        db.clone(),
+        models::all(),
+        RuntimeConfig::for_engine(db.engine()),
+    )
+    .await?)
+}
+
 /// Reads and decodes the whole log as catch-up does, writing nothing: the ceiling any
 /// replay of this log has on this machine.
 async fn read_alone(store: &SqliteStore) -> Result<(), BoxError> {
@@ -201,14 +206,7 @@ pub async fn inbox(messages: u64, queries: u64, data: Option<PathBuf>) -> Result
     let manifest = log_of(&dir, messages).await?;
     let store = SqliteStore::open(&dir.join("events.sqlite")).await?;
     let db = ReadDb::open(&dir.join("read.sqlite")).await?;
-    let shared: Arc<dyn EventStore> = Arc::new(store.clone());
-    let runtime = ProjectionRuntime::open(
-        shared,
-        db.clone(),
-        models::all(),
-        RuntimeConfig::for_engine(db.engine()),
-    )
-    .await?;
+    let runtime = projectors_over(&store, &db).await?;
     let caught_up = Instant::now();
     let reached = runtime.catch_up().await?;
     println!(
