@@ -33,7 +33,7 @@
 use crate::config::Namespace;
 use crate::position::{from_kurrent, is_placed};
 use chrono::{DateTime, SecondsFormat, Utc};
-use homeroom_eventstore::hash::{self, HashInput};
+use homeroom_eventstore::hash;
 use homeroom_eventstore::{EventMetadata, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -140,26 +140,9 @@ pub(crate) fn encode_batch(
     events: &[NewEvent],
     recorded_at: DateTime<Utc>,
 ) -> Vec<Outgoing> {
-    let mut prev = head_hash.to_owned();
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            let version = head_version + 1 + i as u64;
-            let hash = hash::chain_hash(HashInput {
-                prev_hash: &prev,
-                stream,
-                version,
-                event_id: event.event_id,
-                event_type: &event.event_type,
-                schema_version: event.schema_version,
-                data: &event.data,
-                metadata: &event.metadata,
-                recorded_at,
-            });
-            let prev_hash = std::mem::replace(&mut prev, hash.clone());
-            encode(event, recorded_at, prev_hash, hash)
-        })
+    hash::chain_batch(stream, head_version, head_hash, events, recorded_at)
+        .zip(events)
+        .map(|(link, event)| encode(event, recorded_at, link.prev_hash, link.hash))
         .collect()
 }
 

@@ -7,7 +7,7 @@ use crate::read::parse_xid;
 use crate::PgStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use homeroom_eventstore::hash::{self, HashInput};
+use homeroom_eventstore::hash;
 use homeroom_eventstore::{
     AppendResult, EventAppender, ExpectedVersion, NewEvent, Position, StoreError, StreamId,
 };
@@ -385,11 +385,11 @@ fn group_rows(stream: &StreamId, head: &CachedHead, batch: &Prepared<'_>) -> Row
 }
 
 /// The versions, previous hashes and hashes of `batch` appended after `version`, whose
-/// hash is `hash`.
+/// hash is `head_hash`.
 fn chain(
     stream: &StreamId,
     version: u64,
-    hash: &str,
+    head_hash: &str,
     batch: &Prepared<'_>,
     recorded_at: DateTime<Utc>,
 ) -> (Vec<i64>, Vec<String>, Vec<String>) {
@@ -399,22 +399,10 @@ fn chain(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let mut prev = hash.to_owned();
-    for (event, version) in batch.events.iter().zip(version + 1..) {
-        let hash = hash::chain_hash(HashInput {
-            prev_hash: &prev,
-            stream,
-            version,
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            data: &event.data,
-            metadata: &event.metadata,
-            recorded_at,
-        });
-        versions.push(to_i64(version));
-        prev_hashes.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash);
+    for link in hash::chain_batch(stream, version, head_hash, batch.events, recorded_at) {
+        versions.push(to_i64(link.version));
+        prev_hashes.push(link.prev_hash);
+        hashes.push(link.hash);
     }
     (versions, prev_hashes, hashes)
 }

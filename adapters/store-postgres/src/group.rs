@@ -42,23 +42,11 @@ pub(crate) const IN_FLIGHT: usize = 4;
 const QUEUE: usize = 4 * MAX_GROUP;
 
 /// Every row of a group, in order; each append's rows in version order.
-const INSERT_GROUP: &str = "\
-WITH ins AS (
-    INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata,
-                        command_id, recorded_at, prev_hash, hash, batch_end)
-    SELECT u.event_id, u.stream, u.version, u.event_type, u.schema_version, u.data::json,
-           u.metadata::json, u.command_id, u.recorded_at, u.prev_hash, u.hash, u.batch_end
-    FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                $7::text[], $8::uuid[], $9::timestamptz[], $10::text[], $11::text[],
-                $12::bigint[])
-         WITH ORDINALITY AS u(event_id, stream, version, event_type, schema_version, data,
-                              metadata, command_id, recorded_at, prev_hash, hash, batch_end,
-                              ord)
-    ORDER BY u.ord
-    RETURNING stream, seq
-)
-SELECT stream, max(seq) AS last_seq, pg_current_xact_id()::text AS commit_text
-FROM ins GROUP BY stream";
+const INSERT_GROUP: &str = concat!(
+    insert_many_streams!("stream, seq"),
+    "SELECT stream, max(seq) AS last_seq, pg_current_xact_id()::text AS commit_text
+FROM ins GROUP BY stream"
+);
 
 /// The rows one append inserts, hash-chained onto its cached head by the caller.
 pub(crate) struct Rows {

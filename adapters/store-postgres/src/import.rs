@@ -508,23 +508,13 @@ struct Batch {
 
 /// The whole batch in one statement, rows in source order (so `seq` follows it), with
 /// the commit notification; returns the sequence numbers in source order to prove it.
-const INSERT: &str = "\
-WITH ins AS (
-    INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata,
-                        command_id, recorded_at, prev_hash, hash, batch_end)
-    SELECT u.event_id, u.stream, u.version, u.event_type, u.schema_version, u.data::json,
-           u.metadata::json, u.command_id, u.recorded_at, u.prev_hash, u.hash, u.batch_end
-    FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                $7::text[], $8::uuid[], $9::timestamptz[], $10::text[], $11::text[], $12::bigint[])
-         WITH ORDINALITY AS u(event_id, stream, version, event_type, schema_version, data,
-                              metadata, command_id, recorded_at, prev_hash, hash, batch_end, ord)
-    ORDER BY u.ord
-    RETURNING event_id, seq
-)
-SELECT (SELECT array_agg(ins.seq ORDER BY o.ord)
+const INSERT: &str = concat!(
+    insert_many_streams!("event_id, seq"),
+    "SELECT (SELECT array_agg(ins.seq ORDER BY o.ord)
         FROM ins JOIN unnest($1::uuid[]) WITH ORDINALITY AS o(event_id, ord) USING (event_id))
        AS seqs
-FROM pg_notify($13, '')";
+FROM pg_notify($13, '')"
+);
 
 impl Batch {
     fn len(&self) -> usize {

@@ -70,7 +70,7 @@
 //! # Appends
 //!
 //! No global lock: an append reads the stream's head (version, hash), computes the hash
-//! chain with [`homeroom_eventstore::hash::chain_hash`], and inserts the whole batch with
+//! chain with [`homeroom_eventstore::hash::chain_batch`], and inserts the whole batch with
 //! one `INSERT … SELECT FROM unnest(…)` statement, which is also its transaction.
 //! Writers to different streams proceed in parallel; two writers racing for the same
 //! version collide on the `UNIQUE (stream, version)` key (SQLSTATE 23505), and the loser
@@ -131,6 +131,31 @@
 //! [`EventSubscriber::subscribe_all`]: homeroom_eventstore::EventSubscriber::subscribe_all
 //! [`StoreError::Conflict`]: homeroom_eventstore::StoreError::Conflict
 //! [`ExpectedVersion::Any`]: homeroom_eventstore::ExpectedVersion::Any
+
+/// The `ins` step that inserts rows of many streams from twelve parallel arrays (`$1`
+/// to `$12`, in the order of the column list) in array order, returning `$returning`:
+/// one text for the group commit and the import, so their rows cannot differ.
+macro_rules! insert_many_streams {
+    ($returning:literal) => {
+        concat!(
+            "WITH ins AS (
+    INSERT INTO events (event_id, stream, version, event_type, schema_version, data, metadata,
+                        command_id, recorded_at, prev_hash, hash, batch_end)
+    SELECT u.event_id, u.stream, u.version, u.event_type, u.schema_version, u.data::json,
+           u.metadata::json, u.command_id, u.recorded_at, u.prev_hash, u.hash, u.batch_end
+    FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                $7::text[], $8::uuid[], $9::timestamptz[], $10::text[], $11::text[], $12::bigint[])
+         WITH ORDINALITY AS u(event_id, stream, version, event_type, schema_version, data,
+                              metadata, command_id, recorded_at, prev_hash, hash, batch_end, ord)
+    ORDER BY u.ord
+    RETURNING ",
+            $returning,
+            "
+)
+"
+        )
+    };
+}
 
 mod append;
 mod error;

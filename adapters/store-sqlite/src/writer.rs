@@ -30,7 +30,7 @@
 
 use crate::rows::format_time;
 use chrono::Utc;
-use homeroom_eventstore::hash::{self, HashInput};
+use homeroom_eventstore::hash;
 use homeroom_eventstore::subscription::CommitSignal;
 use homeroom_eventstore::{
     AppendResult, ExpectedVersion, NewEvent, Position, StoreError, StreamId,
@@ -501,38 +501,31 @@ fn plan_rows<'a>(
     rows: &mut Vec<Row<'a>>,
 ) -> Head {
     let batch_end = head.version + request.events.len() as u64;
-    let mut prev_hash = head.hash;
-    for ((event, encoded), version) in request
-        .events
-        .iter()
-        .zip(&request.encoded)
-        .zip(head.version + 1..)
-    {
-        let hash = hash::chain_hash(HashInput {
-            prev_hash: &prev_hash,
-            stream: &request.stream,
-            version,
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            data: &event.data,
-            metadata: &event.metadata,
-            recorded_at,
-        });
+    let links = hash::chain_batch(
+        &request.stream,
+        head.version,
+        &head.hash,
+        &request.events,
+        recorded_at,
+    );
+    let first = rows.len();
+    for ((event, encoded), link) in request.events.iter().zip(&request.encoded).zip(links) {
         rows.push(Row {
             stream: request.stream.as_str(),
             event,
             encoded,
             recorded_at: recorded_at_text,
-            version,
+            version: link.version,
             batch_end,
-            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-            hash,
+            prev_hash: link.prev_hash,
+            hash: link.hash,
         });
     }
     Head {
         version: batch_end,
-        hash: prev_hash,
+        hash: rows[first..]
+            .last()
+            .map_or(head.hash, |row| row.hash.clone()),
     }
 }
 

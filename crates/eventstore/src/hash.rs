@@ -3,10 +3,10 @@
 //! Each event's hash covers the previous event's hash and everything the event says:
 //! stream, version, id, type, schema version, data, metadata and recorded time. Change
 //! any byte of a stored event, or remove one, and the chain no longer verifies from that
-//! event on. Backends compute the hash with [`chain_hash`] when they append; auditors
-//! check a stream with [`verify_stream`].
+//! event on. Backends chain what they append with [`chain_batch`]; auditors check a
+//! stream with [`verify_stream`].
 
-use crate::{EventMetadata, EventReader, Position, RecordedEvent, StoreError, StreamId};
+use crate::{EventMetadata, EventReader, NewEvent, Position, RecordedEvent, StoreError, StreamId};
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -108,6 +108,52 @@ fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&sort(value)).unwrap_or_default()
+}
+
+/// One appended event's place in its stream's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chained {
+    /// Its version in the stream.
+    pub version: u64,
+    /// The hash of the event before it ([`GENESIS`] for the first).
+    pub prev_hash: String,
+    /// Its own hash.
+    pub hash: String,
+}
+
+/// The chain of `events` appended to `stream` after its event at `version`, whose hash is
+/// `prev_hash`, all recorded at `recorded_at` (already [`storable_time`]): each event's
+/// version, previous hash and hash, in order. Every backend chains its appends through
+/// this one loop, so none can disagree with another on what follows what.
+pub fn chain_batch<'a>(
+    stream: &'a StreamId,
+    version: u64,
+    prev_hash: &str,
+    events: &'a [NewEvent],
+    recorded_at: DateTime<Utc>,
+) -> impl Iterator<Item = Chained> + 'a {
+    let mut prev = prev_hash.to_owned();
+    events
+        .iter()
+        .zip(version + 1..)
+        .map(move |(event, version)| {
+            let hash = chain_hash(HashInput {
+                prev_hash: &prev,
+                stream,
+                version,
+                event_id: event.event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                data: &event.data,
+                metadata: &event.metadata,
+                recorded_at,
+            });
+            Chained {
+                version,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            }
+        })
 }
 
 /// Where one stream's chain stands while it is being checked: the version and the

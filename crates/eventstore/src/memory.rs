@@ -1,7 +1,7 @@
 //! The in-memory reference store: the contract in its simplest form, for unit tests and
 //! as the yardstick the conformance kit is written against.
 
-use crate::hash::{self, HashInput};
+use crate::hash;
 use crate::subscription::{catch_up_then_live, CommitSignal};
 use crate::{
     AppendResult, EventAppender, EventReader, EventStream, EventSubscriber, ExpectedVersion,
@@ -98,26 +98,17 @@ impl EventAppender for InMemoryStore {
                     actual,
                 });
             }
-            let mut prev_hash = indexes
+            let prev_hash = indexes
                 .and_then(|i| i.last())
                 .map_or_else(|| hash::GENESIS.to_owned(), |&i| log.events[i].hash.clone());
             let recorded_at = hash::storable_time(Utc::now());
             let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+            let links: Vec<_> =
+                hash::chain_batch(stream, actual, &prev_hash, &events, recorded_at).collect();
             let mut version = actual;
-            for event in events {
-                version += 1;
+            for (event, link) in events.into_iter().zip(links) {
+                version = link.version;
                 let position = Position::at(log.events.len() as u64 + 1);
-                let hash = hash::chain_hash(HashInput {
-                    prev_hash: &prev_hash,
-                    stream,
-                    version,
-                    event_id: event.event_id,
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    data: &event.data,
-                    metadata: &event.metadata,
-                    recorded_at,
-                });
                 let index = log.events.len();
                 log.events.push(RecordedEvent {
                     event_id: event.event_id,
@@ -129,8 +120,8 @@ impl EventAppender for InMemoryStore {
                     data: event.data,
                     metadata: event.metadata,
                     recorded_at,
-                    prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-                    hash,
+                    prev_hash: link.prev_hash,
+                    hash: link.hash,
                 });
                 log.streams.entry(stream.clone()).or_default().push(index);
             }
