@@ -69,6 +69,10 @@ enum Bench {
         /// the directory holds none).
         #[arg(long, value_name = "DIR")]
         data: Option<std::path::PathBuf>,
+        /// Replay only these projectors (comma-separated names), to see what each one
+        /// costs; all of them when absent.
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        only: Vec<String>,
     },
     /// Deliveries end to end over NATS: command accepted to outcome recorded.
     Deliveries {
@@ -135,7 +139,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             messages,
             warmup,
         } => commands(senders, conversations, messages, warmup).await,
-        Bench::Replay { messages, data } => read_side::replay(messages, data).await,
+        Bench::Replay {
+            messages,
+            data,
+            only,
+        } => read_side::replay(messages, data, &only).await,
         Bench::Deliveries {
             messages,
             senders,

@@ -97,8 +97,9 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// `replay`: a fresh read-model database, every projector, the whole log.
-pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError> {
+/// `replay`: a fresh read-model database, every projector (or those named in `only`),
+/// the whole log.
+pub async fn replay(messages: u64, data: Option<PathBuf>, only: &[String]) -> Result<(), BoxError> {
     let (dir, _guard) = workdir(data)?;
     log_of(&dir, messages).await?;
     let store = SqliteStore::open(&dir.join("events.sqlite")).await?;
@@ -106,7 +107,18 @@ pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError
     read_alone(&store).await?;
     let read_path = dir.join(format!("replay-{}.sqlite", uuid::Uuid::now_v7().simple()));
     let db = ReadDb::open(&read_path).await?;
-    let runtime = projectors_over(&store, &db).await?;
+    let mut projectors = models::all();
+    if !only.is_empty() {
+        if let Some(unknown) = only
+            .iter()
+            .find(|name| !projectors.iter().any(|p| p.name() == name.as_str()))
+        {
+            return Err(format!("no projector is named {unknown}").into());
+        }
+        projectors.retain(|p| only.iter().any(|name| name == p.name()));
+    }
+    let watched = projectors[0].name();
+    let runtime = projectors_over(&store, &db, projectors).await?;
     let rss_before = rss_mib();
     let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
     let started = Instant::now();
@@ -116,7 +128,7 @@ pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let at = runtime.checkpoint("audit").map_or(0, |p| p.sequence);
+                let at = runtime.checkpoint(watched).map_or(0, |p| p.sequence);
                 samples
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -164,12 +176,16 @@ pub async fn replay(messages: u64, data: Option<PathBuf>) -> Result<(), BoxError
 }
 
 /// Every projector over `store` into `db`, set up as the server sets them up.
-async fn projectors_over(store: &SqliteStore, db: &ReadDb) -> Result<ProjectionRuntime, BoxError> {
+async fn projectors_over(
+    store: &SqliteStore,
+    db: &ReadDb,
+    projectors: Vec<Arc<dyn homeroom_projections::Projector>>,
+) -> Result<ProjectionRuntime, BoxError> {
     let shared: Arc<dyn EventStore> = Arc::new(store.clone());
     Ok(ProjectionRuntime::open(
         shared,
         db.clone(),
-        models::all(),
+        projectors,
         RuntimeConfig::for_engine(db.engine()),
     )
     .await?)
@@ -206,7 +222,7 @@ pub async fn inbox(messages: u64, queries: u64, data: Option<PathBuf>) -> Result
     let manifest = log_of(&dir, messages).await?;
     let store = SqliteStore::open(&dir.join("events.sqlite")).await?;
     let db = ReadDb::open(&dir.join("read.sqlite")).await?;
-    let runtime = projectors_over(&store, &db).await?;
+    let runtime = projectors_over(&store, &db, models::all()).await?;
     let caught_up = Instant::now();
     let reached = runtime.catch_up().await?;
     println!(
