@@ -24,6 +24,17 @@ pub const READ_DB_FILE: &str = "read.sqlite";
 
 /// Read connections in the query pool (WAL lets them read while the writer writes).
 const READERS: u32 = 4;
+/// The page size of a new read-model file. Audit rows (a whole event each) and message
+/// rows are large: 16 KiB pages hold a dozen of them, so a catch-up splits, balances
+/// and writes to the WAL far fewer pages than with SQLite's 4 KiB (about an eighth
+/// faster replay, the same inbox latency; docs/benchmarks.md). A file created before
+/// keeps the page size it has: SQLite cannot change it in WAL mode.
+const PAGE_SIZE: u32 = 16 * 1024;
+/// The WAL size, in bytes, past which a commit checkpoints it into the file. A
+/// checkpoint copies each page once however often the batches since the last one
+/// rewrote it: fewer, larger checkpoints copy far less during catch-up (SQLite's
+/// default, 1,000 pages, took a tenth of a replay).
+const CHECKPOINT_BYTES: u32 = 32 * 1024 * 1024;
 /// Prepared statements kept per connection: every projector's statements for two
 /// generations (the serving one and the one being rebuilt) fit.
 const STATEMENT_CACHE: usize = 512;
@@ -45,6 +56,7 @@ fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
+        .page_size(PAGE_SIZE)
         .journal_mode(SqliteJournalMode::Wal)
         // Read models are derived: after a power cut the last batches may be lost, but
         // batch and checkpoint are lost together, so the projector simply re-applies
@@ -58,6 +70,19 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .log_statements(tracing::log::LevelFilter::Trace)
 }
 
+/// Sets the writer's `wal_autocheckpoint` (counted in pages) to [`CHECKPOINT_BYTES`]
+/// of this file's pages, whatever page size the file was created with.
+async fn checkpoint_by_bytes(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    let pages = i64::from(CHECKPOINT_BYTES) / page_size.max(512);
+    sqlx::query(&format!("PRAGMA wal_autocheckpoint = {pages}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 impl SqliteDb {
     /// Opens (creating when needed) the database at `path` in WAL mode.
     pub(crate) async fn open(path: &Path) -> Result<Self, sqlx::Error> {
@@ -67,12 +92,8 @@ impl SqliteDb {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(
-                // A checkpoint copies each page once however often the batches since the
-                // last one rewrote it: fewer, larger checkpoints copy far less during
-                // catch-up (the default, 1,000 pages, took a tenth of a replay).
-                options(path).pragma("wal_autocheckpoint", "8192"),
-            )
+            .after_connect(|conn, _| Box::pin(checkpoint_by_bytes(conn)))
+            .connect_with(options(path))
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -169,5 +190,44 @@ mod tests {
         assert!(ts(&a) < ts(&b));
         assert_eq!(ts(&a), "2025-03-10T09:00:00.000000Z");
         assert_eq!(parse_ts(&ts(&b)), Some(b));
+    }
+
+    async fn writer_pragma(db: &SqliteDb, name: &str) -> i64 {
+        sqlx::query_scalar(&format!("PRAGMA {name}"))
+            .fetch_one(&db.write)
+            .await
+            .expect("a pragma")
+    }
+
+    #[tokio::test]
+    async fn a_new_file_has_large_pages_and_an_old_one_keeps_its_own() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let fresh = SqliteDb::open(&dir.path().join("fresh.sqlite"))
+            .await
+            .expect("a new file");
+        assert_eq!(writer_pragma(&fresh, "page_size").await, 16_384);
+        assert_eq!(writer_pragma(&fresh, "wal_autocheckpoint").await, 2_048);
+        fresh.close().await;
+
+        // A file an older build created, with SQLite's default 4 KiB pages, in WAL mode.
+        let old_path = dir.path().join("old.sqlite");
+        let mut old = SqliteConnectOptions::new()
+            .filename(&old_path)
+            .create_if_missing(true)
+            .page_size(4096)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .expect("an old file");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut old)
+            .await
+            .expect("a table");
+        sqlx::Connection::close(old).await.expect("closed");
+        let reopened = SqliteDb::open(&old_path).await.expect("the old file");
+        assert_eq!(writer_pragma(&reopened, "page_size").await, 4_096);
+        // The same 32 MiB of WAL between checkpoints, counted in its smaller pages.
+        assert_eq!(writer_pragma(&reopened, "wal_autocheckpoint").await, 8_192);
+        reopened.close().await;
     }
 }

@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Rows per multi-row statement of the bulk path (at most 11 parameters a row).
-const CHUNK: usize = 64;
+const CHUNK: usize = 256;
 /// Ids per `IN (…)` lookup of the bulk path.
 const LOOKUP: usize = 256;
 

@@ -105,7 +105,7 @@ struct Plan<'a> {
 }
 
 /// Rows per multi-row `INSERT` of planned deliveries (12 parameters each).
-const CHUNK: usize = 64;
+const CHUNK: usize = 256;
 
 /// The planned deliveries of a run of consecutive `MessagePosted` events, in multi-row
 /// statements: the same rows [`plan`] inserts one by one.
