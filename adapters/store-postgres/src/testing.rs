@@ -28,11 +28,6 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
-/// Whether unreachable services must fail tests (`CI=true`).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 /// Tries to connect within a few seconds; `Err` carries the reason.
 ///
 /// # Errors
@@ -55,18 +50,7 @@ pub async fn probe(url: &str) -> Result<(), String> {
 /// When PostgreSQL is unreachable and `CI=true`.
 pub async fn postgres_or_skip() -> Option<String> {
     let url = database_url();
-    match probe(&url).await {
-        Ok(()) => Some(url),
-        Err(reason) if in_ci() => {
-            panic!("PostgreSQL not reachable at {url} ({reason}) and CI=true: service-backed tests must run in CI")
-        }
-        Err(reason) => {
-            eprintln!(
-                "skipped: PostgreSQL not reachable at {url} ({reason}); set CI=true to make this a failure"
-            );
-            None
-        }
-    }
+    homeroom_testkit::reachable_or_skip("PostgreSQL", &url, probe(&url).await).then_some(url)
 }
 
 /// A fresh schema name, `hr_test_<uuid-simple>`.
