@@ -43,8 +43,6 @@ const SCHEMA: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS deliveries{deliveries}_message
         ON deliveries{deliveries} (district, message_id, recipient_id)",
-    "CREATE INDEX IF NOT EXISTS deliveries{deliveries}_conversation
-        ON deliveries{deliveries} (district, conversation_id)",
 ];
 
 const INSERT: &str = "INSERT INTO deliveries{deliveries}

@@ -97,11 +97,18 @@ impl Snapshot {
         }
 
         let sql = self.sql(
+            // Through the conversation's messages (`messages_order`) to their deliveries
+            // (`deliveries_message`): deliveries keep no index by conversation, which
+            // would dirty one page per conversation in every catch-up batch. `CROSS JOIN`
+            // makes SQLite keep that order (left alone, it walked every delivery of the
+            // district in `ORDER BY` order); PostgreSQL plans it as a plain join.
             "SELECT v.delivery_id, v.message_id, v.recipient_id, v.channel, v.status,
                     v.status_at, v.text, v.language, n.name
-             FROM deliveries{deliveries} v
+             FROM messages{conversations} m
+             CROSS JOIN deliveries{deliveries} v
              LEFT JOIN people{directory} n ON n.district = v.district AND n.person_id = v.recipient_id
-             WHERE v.district = $1 AND v.conversation_id = $2
+             WHERE m.district = $1 AND m.conversation_id = $2
+               AND v.district = m.district AND v.message_id = m.message_id
              ORDER BY v.message_id, v.recipient_id",
         );
         let mut by_message: HashMap<MessageId, Vec<Planned>> = HashMap::new();

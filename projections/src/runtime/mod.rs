@@ -90,15 +90,18 @@ pub struct RuntimeConfig {
 /// touch them.
 pub const DEFAULT_BATCH: usize = 4096;
 
-/// [`RuntimeConfig::batch_size`] on SQLite. Catching up on a million messages, 4,096
-/// wrote about 10,500 events/s and 16,384 about 17,000 (21,000 with time-ordered ids;
-/// 32,768 added little and doubled the memory): the indexes keyed by conversation or
-/// stream take a few pages from every batch, whatever its length. A batch then holds
-/// the file's write lock for up to about a second while catching up, which only other
-/// writers of the read models wait for (queries read beside it). PostgreSQL keeps
-/// [`DEFAULT_BATCH`]: there a batch's transaction holds back the delivery of events for
-/// the whole cluster while it runs.
-pub const SQLITE_BATCH: usize = 16_384;
+/// [`RuntimeConfig::batch_size`] on SQLite. The indexes keyed by conversation or
+/// stream dirty one page per conversation in every batch, whatever its length, and a
+/// commit writes each dirty page to the WAL: with 16 KiB pages that was most of a
+/// replay's writing, so larger batches pay for it less often. Catching up on a million
+/// messages: 4,096 wrote about 10,500 events/s, 16,384 about 43,000 (after time-ordered
+/// ids, 16 KiB pages and one index fewer), 32,768 about 50,000, for about 200 MiB more
+/// memory at its peak (docs/benchmarks.md). A batch then holds the file's write lock
+/// for well under a second while catching up, which only other writers of the read
+/// models wait for (queries read beside it). PostgreSQL keeps [`DEFAULT_BATCH`]: there
+/// a batch's transaction holds back the delivery of events for the whole cluster while
+/// it runs.
+pub const SQLITE_BATCH: usize = 32_768;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
