@@ -102,6 +102,10 @@ enum Bench {
         /// Inbox queries to time.
         #[arg(long, default_value_t = 20_000)]
         queries: u64,
+        /// Whole-thread queries to time after them (each conversation holds about a
+        /// thousandth of the messages).
+        #[arg(long, default_value_t = 1_000)]
+        threads: u64,
         /// Keep the generated log and read models here and reuse them.
         #[arg(long, value_name = "DIR")]
         data: Option<std::path::PathBuf>,
@@ -154,8 +158,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Inbox {
             messages,
             queries,
+            threads,
             data,
-        } => read_side::inbox(messages, queries, data).await,
+        } => read_side::inbox(messages, queries, threads, data).await,
         Bench::Postgres {
             writers,
             events,

@@ -216,8 +216,14 @@ async fn read_alone(store: &SqliteStore) -> Result<(), BoxError> {
 }
 
 /// `inbox`: staff inboxes (the first page, as an app opens it) against read models that
-/// hold the whole log, one query at a time, as each request would run.
-pub async fn inbox(messages: u64, queries: u64, data: Option<PathBuf>) -> Result<(), BoxError> {
+/// hold the whole log, one query at a time, as each request would run; then whole
+/// threads (`GET /v1/conversations/{id}`) of the conversations those inboxes list.
+pub async fn inbox(
+    messages: u64,
+    queries: u64,
+    threads: u64,
+    data: Option<PathBuf>,
+) -> Result<(), BoxError> {
     let (dir, _guard) = workdir(data)?;
     let manifest = log_of(&dir, messages).await?;
     let store = SqliteStore::open(&dir.join("events.sqlite")).await?;
@@ -234,10 +240,19 @@ pub async fn inbox(messages: u64, queries: u64, data: Option<PathBuf>) -> Result
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let page = PageRequest::first();
     let mut rows = 0usize;
-    // Warm the page cache as a running server would be.
+    // Warm the page cache as a running server would be, and note each inbox's
+    // conversations for the thread queries.
+    let mut listed = Vec::new();
     for viewer in &manifest.staff {
-        read.inbox_personal(&district, *viewer, false, &page)
+        let inbox = read
+            .inbox_personal(&district, *viewer, false, &page)
             .await?;
+        listed.extend(
+            inbox
+                .conversations
+                .iter()
+                .map(|c| (*viewer, c.conversation_id)),
+        );
     }
     let started = Instant::now();
     for i in 0..queries {
@@ -261,7 +276,51 @@ pub async fn inbox(messages: u64, queries: u64, data: Option<PathBuf>) -> Result
         hist.max() as f64 / 1000.0,
         queries as f64 / elapsed.as_secs_f64()
     );
+    threads_of(&read, &district, &listed, threads).await?;
     db.close().await;
     store.close().await;
+    Ok(())
+}
+
+/// Times `count` whole-thread queries over `listed` (viewer, conversation) pairs, each
+/// as its viewer opens it.
+async fn threads_of(
+    read: &homeroom_projections::ReadModels,
+    district: &DistrictId,
+    listed: &[(PersonId, homeroom_domain::ConversationId)],
+    count: u64,
+) -> Result<(), BoxError> {
+    if listed.is_empty() || count == 0 {
+        return Ok(());
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut messages, mut deliveries) = (0usize, 0usize);
+    for i in 0..count {
+        let (viewer, id) = listed[(i as usize * 7919) % listed.len()];
+        let t = Instant::now();
+        let thread = read
+            .conversation(district, id, Some(viewer))
+            .await?
+            .ok_or("a listed conversation has no thread")?;
+        hist.record(t.elapsed().as_micros().max(1) as u64).ok();
+        messages += thread.messages.len();
+        deliveries += thread
+            .messages
+            .iter()
+            .map(|m| m.deliveries.len())
+            .sum::<usize>();
+    }
+    println!(
+        "GET /v1/conversations/{{id}} (the whole thread): {count} queries over {} conversations, {:.0} messages and {:.0} deliveries each",
+        listed.len(),
+        messages as f64 / count as f64,
+        deliveries as f64 / count as f64
+    );
+    println!(
+        "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        hist.value_at_quantile(0.50) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    );
     Ok(())
 }
