@@ -40,6 +40,22 @@ pub struct Envelope {
     pub recorded: RecordedEvent,
     /// What it says.
     pub event: Event,
+    /// `recorded.data` as JSON text, as the audit trail stores it. Written where the
+    /// event is decoded, which in catch-up is the read-ahead task, so the batch being
+    /// written does not wait for it.
+    pub data_json: String,
+}
+
+impl Envelope {
+    /// `recorded` and the event it decoded to.
+    pub fn new(recorded: RecordedEvent, event: Event) -> Self {
+        let data_json = recorded.data.to_string();
+        Self {
+            recorded,
+            event,
+            data_json,
+        }
+    }
 }
 
 /// A piece of a batch, as projectors that write messages in bulk take it.

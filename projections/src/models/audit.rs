@@ -8,6 +8,7 @@ use crate::projector::{render_for, Envelope, Generation, Projector};
 use async_trait::async_trait;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
+use std::borrow::Cow;
 
 /// The projector's name.
 pub const NAME: &str = "audit";
@@ -64,18 +65,19 @@ struct Row<'a> {
     commit: i64,
     sequence: i64,
     version: i64,
-    data: String,
+    /// `e.data` as JSON text.
+    data: Cow<'a, str>,
 }
 
 impl<'a> Row<'a> {
-    fn new(e: &'a RecordedEvent) -> Result<Self, ProjectionError> {
+    fn new(e: &'a RecordedEvent, data: Cow<'a, str>) -> Result<Self, ProjectionError> {
         let (commit, sequence) = position_columns(e.position)?;
         Ok(Self {
             e,
             commit,
             sequence,
             version: i64::try_from(e.version).map_err(|_| ProjectionError::OutOfRange)?,
-            data: e.data.to_string(),
+            data,
         })
     }
 }
@@ -101,19 +103,22 @@ impl Row<'_> {
             m.command_id.into(),
             self.e.hash.as_str().into(),
             self.e.prev_hash.as_str().into(),
-            self.data.as_str().into(),
+            self.data.as_ref().into(),
         ]
     }
 }
 
-/// Inserts `events`' rows, [`CHUNK`] per statement.
-async fn insert_all(
+/// Inserts the rows of `events` (each with its data as JSON text), [`CHUNK`] per
+/// statement.
+async fn insert_all<'a>(
     tx: &mut Tx<'_>,
     generation: Generation,
-    events: impl Iterator<Item = &RecordedEvent>,
+    events: impl Iterator<Item = (&'a RecordedEvent, Cow<'a, str>)>,
 ) -> Result<(), ProjectionError> {
     let engine = tx.engine();
-    let rows = events.map(Row::new).collect::<Result<Vec<_>, _>>()?;
+    let rows = events
+        .map(|(e, data)| Row::new(e, data))
+        .collect::<Result<Vec<_>, _>>()?;
     let values = rows.iter().map(Row::values).collect();
     execute_rows(tx, values, CHUNK, |n| {
         render_for(engine, &insert(engine, n), NAME, generation)
@@ -154,7 +159,8 @@ impl Projector for Audit {
         recorded: &RecordedEvent,
         _event: &Event,
     ) -> Result<(), ProjectionError> {
-        insert_all(tx, generation, std::iter::once(recorded)).await
+        let data = Cow::Owned(recorded.data.to_string());
+        insert_all(tx, generation, std::iter::once((recorded, data))).await
     }
 
     async fn apply_batch(
@@ -163,6 +169,9 @@ impl Projector for Audit {
         generation: Generation,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        insert_all(tx, generation, events.iter().map(|e| &e.recorded)).await
+        let rows = events
+            .iter()
+            .map(|e| (&e.recorded, Cow::Borrowed(e.data_json.as_str())));
+        insert_all(tx, generation, rows).await
     }
 }

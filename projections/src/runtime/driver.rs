@@ -22,6 +22,22 @@ use homeroom_eventstore::{Position, RecordedEvent};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+/// An event read from the log, ready for a batch, or the reason it cannot be applied
+/// (rare, so boxed).
+pub(crate) type Decoded = Result<Envelope, Box<(RecordedEvent, DecodeError)>>;
+
+/// Decodes `recorded` into what a batch takes.
+pub(crate) fn decoded(recorded: RecordedEvent) -> Decoded {
+    match decode(&recorded) {
+        Ok(event) => Ok(Envelope::new(recorded, event)),
+        Err(error) => Err(Box::new((recorded, error))),
+    }
+}
+
+/// Batches at least this long are dropped on a blocking thread once committed: freeing
+/// tens of thousands of decoded events took a share of catch-up's critical path.
+const DROP_ASIDE: usize = 1024;
+
 /// What one step did.
 pub(crate) enum Step {
     /// A batch committed (or was skipped).
@@ -75,26 +91,21 @@ impl<'a> Driver<'a> {
     /// decode: nothing after it can be applied until it is dealt with, so the feeder
     /// stops and reads again later.
     pub fn push(&mut self, recorded: RecordedEvent) -> bool {
-        let decoded = decode(&recorded);
-        self.push_decoded(recorded, decoded)
+        self.push_decoded(decoded(recorded))
     }
 
     /// [`Self::push`] for an event decoded elsewhere (by the read-ahead of catch-up).
-    pub fn push_decoded(
-        &mut self,
-        recorded: RecordedEvent,
-        decoded: Result<homeroom_domain::Event, DecodeError>,
-    ) -> bool {
+    pub fn push_decoded(&mut self, decoded: Decoded) -> bool {
         if self.poison.is_some() {
             return false;
         }
         match decoded {
-            Ok(event) => {
-                self.buffer.push_back(Envelope { recorded, event });
+            Ok(envelope) => {
+                self.buffer.push_back(envelope);
                 true
             }
-            Err(error) => {
-                self.poison = Some((recorded, error));
+            Err(undecodable) => {
+                self.poison = Some(*undecodable);
                 false
             }
         }
@@ -122,7 +133,12 @@ impl<'a> Driver<'a> {
                 if matches!(self.set, LaneSet::Active) {
                     self.rt.committed(&lanes);
                 }
-                self.buffer.drain(..n);
+                if n >= DROP_ASIDE {
+                    let done: Vec<Envelope> = self.buffer.drain(..n).collect();
+                    drop(tokio::task::spawn_blocking(move || drop(done)));
+                } else {
+                    self.buffer.drain(..n);
+                }
                 self.prev = last;
                 if self.narrow_until.is_some_and(|until| last >= until) {
                     self.narrow_until = None;

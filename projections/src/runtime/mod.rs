@@ -33,7 +33,7 @@ use crate::projector::{Generation, Projector};
 use crate::queries::ReadModels;
 use driver::{Driver, Step};
 use futures::StreamExt;
-use homeroom_eventstore::{EventStore, Position, RecordedEvent, StoreError};
+use homeroom_eventstore::{EventStore, Position, StoreError};
 use lanes::{Lane, LaneSet};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -757,12 +757,15 @@ impl Inner {
                         }
                     };
                     failures = 0;
-                    let Some(last) = page.last().map(|(recorded, _)| recorded.position) else {
+                    let Some(last) = page.last().map(|decoded| match decoded {
+                        Ok(envelope) => envelope.recorded.position,
+                        Err(undecodable) => undecodable.0.position,
+                    }) else {
                         return Ok(driver.prev);
                     };
                     ahead = Some(ReadAhead::start(&self.store, last, self.config.batch_size));
-                    for (recorded, decoded) in page {
-                        if !driver.push_decoded(recorded, decoded) {
+                    for decoded in page {
+                        if !driver.push_decoded(decoded) {
                             break;
                         }
                     }
@@ -930,32 +933,20 @@ impl Inner {
 struct ReadAhead {
     /// The position the page follows.
     after: Position,
-    task: tokio::task::JoinHandle<Result<Vec<Decoded>, StoreError>>,
+    task: tokio::task::JoinHandle<Result<Vec<driver::Decoded>, StoreError>>,
 }
-
-/// An event as read, and what decoding it gave.
-type Decoded = (
-    RecordedEvent,
-    Result<homeroom_domain::Event, crate::codec::DecodeError>,
-);
 
 impl ReadAhead {
     fn start(store: &Arc<dyn EventStore>, after: Position, limit: usize) -> Self {
         let store = store.clone();
         let task = tokio::spawn(async move {
             let page = store.read_all(after, limit).await?;
-            Ok(page
-                .into_iter()
-                .map(|recorded| {
-                    let decoded = crate::codec::decode(&recorded);
-                    (recorded, decoded)
-                })
-                .collect())
+            Ok(page.into_iter().map(driver::decoded).collect())
         });
         Self { after, task }
     }
 
-    async fn page(mut self) -> Result<Vec<Decoded>, StoreError> {
+    async fn page(mut self) -> Result<Vec<driver::Decoded>, StoreError> {
         match (&mut self.task).await {
             Ok(page) => page,
             Err(join) => Err(StoreError::Unavailable(Box::new(join))),

@@ -342,7 +342,7 @@ impl Inner {
             let mut envelopes = Vec::with_capacity(page.len());
             for recorded in page {
                 match decode(&recorded) {
-                    Ok(event) => envelopes.push(Envelope { recorded, event }),
+                    Ok(event) => envelopes.push(Envelope::new(recorded, event)),
                     Err(e) => {
                         return Err(ProjectionError::RebuildFailed {
                             projector: lanes[0].name().to_owned(),

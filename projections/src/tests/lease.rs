@@ -152,9 +152,9 @@ async fn a_holder_whose_lease_is_gone_commits_no_batch() {
         .store_events()
         .await
         .into_iter()
-        .map(|recorded| Envelope {
-            event: decode(&recorded).unwrap(),
-            recorded,
+        .map(|recorded| {
+            let event = decode(&recorded).unwrap();
+            Envelope::new(recorded, event)
         })
         .collect();
     let lease = runtime.inner.lease.as_ref().expect("a lease on PostgreSQL");

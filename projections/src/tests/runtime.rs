@@ -42,9 +42,9 @@ async fn a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once(w: 
         .store_events()
         .await
         .into_iter()
-        .map(|recorded| Envelope {
-            event: decode(&recorded).unwrap(),
-            recorded,
+        .map(|recorded| {
+            let event = decode(&recorded).unwrap();
+            Envelope::new(recorded, event)
         })
         .collect();
 
