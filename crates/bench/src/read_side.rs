@@ -202,10 +202,11 @@ async fn read_alone(store: &SqliteStore) -> Result<(), BoxError> {
             .await?;
         let Some(last) = page.last() else { break };
         after = last.position;
-        for recorded in &page {
-            homeroom_projections::codec::decode(recorded)?;
-        }
         events += page.len() as u64;
+        for recorded in page {
+            let event = homeroom_projections::codec::decode(&recorded)?;
+            drop(homeroom_projections::Envelope::new(recorded, event));
+        }
     }
     let elapsed = started.elapsed();
     println!(

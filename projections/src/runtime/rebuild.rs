@@ -18,12 +18,12 @@
 //! Killing the process at any point leaves either the old generation serving (and the
 //! new one resumable) or the new one serving: never a mix.
 
+use super::driver;
 use super::lanes::{self, BatchError, Lane, LaneSet};
 use super::{lock, Inner, LaneHealth, ProjectionRuntime};
-use crate::codec::decode;
 use crate::db::{drop_tables, query, Tx};
 use crate::error::ProjectionError;
-use crate::projector::{Envelope, Generation};
+use crate::projector::Generation;
 use homeroom_eventstore::Position;
 use serde::Serialize;
 
@@ -341,14 +341,15 @@ impl Inner {
             };
             let mut envelopes = Vec::with_capacity(page.len());
             for recorded in page {
-                match decode(&recorded) {
-                    Ok(event) => envelopes.push(Envelope::new(recorded, event)),
-                    Err(e) => {
+                match driver::decoded(recorded) {
+                    Ok(envelope) => envelopes.push(envelope),
+                    Err(undecodable) => {
+                        let (recorded, e) = *undecodable;
                         return Err(ProjectionError::RebuildFailed {
                             projector: lanes[0].name().to_owned(),
                             position: recorded.position,
                             source: Box::new(e.into()),
-                        })
+                        });
                     }
                 }
             }
