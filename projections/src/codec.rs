@@ -1,9 +1,9 @@
 //! Stored events back into domain events, for projectors.
 //!
-//! This is the same decoding as `homeroom_app::codec::decode` (`{"type": event_type,
-//! "data": data}` into [`homeroom_domain::Event`], after upcasting old shapes). It lives
-//! here because the app depends on projections, not the other way round; the app's
-//! codec can later call this one so that upcasters are written once.
+//! `{"type": event_type, "data": data}` into [`homeroom_domain::Event`], after upcasting
+//! old shapes. It lives here, not in the app, because the app depends on projections;
+//! `homeroom_app::codec` re-exports it, so there is one decoder and one set of
+//! upcasters.
 
 use homeroom_domain::Event;
 use homeroom_eventstore::{Position, RecordedEvent};
@@ -48,27 +48,57 @@ pub enum DecodeError {
 /// # Errors
 /// [`DecodeError`] when the type or shape version is unknown or the data does not fit.
 pub fn decode(recorded: &RecordedEvent) -> Result<Event, DecodeError> {
-    let data = upcast(recorded)?;
-    let tag = serde_json::Value::String(recorded.event_type.clone());
+    decode_parts(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+        recorded.position,
+    )
+}
+
+/// Like [`decode`], from the stored name, shape version and data of the event at
+/// `position` (which only the error names). Every reader of the log (projectors, the
+/// command service, the delivery workers) decodes through here, so an old shape needs
+/// one upcaster.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_parts(
+    event_type: &str,
+    schema_version: u32,
+    data: &serde_json::Value,
+    position: Position,
+) -> Result<Event, DecodeError> {
+    let data = upcast(event_type, schema_version, data, position)?;
+    let tag = serde_json::Value::String(event_type.to_owned());
     let fields = [("type", &tag), ("data", data.as_ref())];
     let map = MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
     Event::deserialize(map).map_err(|source| DecodeError::Shape {
-        event_type: recorded.event_type.clone(),
-        schema_version: recorded.schema_version,
-        position: recorded.position,
+        event_type: event_type.to_owned(),
+        schema_version,
+        position,
         source,
     })
 }
 
-/// Brings an old shape of an event up to the current one. Every event is at schema
-/// version 1 today; a new shape adds a match arm here, as in the app's codec.
-fn upcast(recorded: &RecordedEvent) -> Result<Cow<'_, serde_json::Value>, DecodeError> {
-    match recorded.schema_version {
-        1 => Ok(Cow::Borrowed(&recorded.data)),
+/// Brings an old shape of an event up to the current one.
+///
+/// Every event is at schema version 1 today, so nothing needs changing yet; a future
+/// version adds a match arm here (`("message_posted", 1) => …`, returning an owned,
+/// rewritten document) and a stored sample in `tests/samples/` that proves the old shape
+/// still loads.
+fn upcast<'a>(
+    event_type: &str,
+    schema_version: u32,
+    data: &'a serde_json::Value,
+    position: Position,
+) -> Result<Cow<'a, serde_json::Value>, DecodeError> {
+    match schema_version {
+        1 => Ok(Cow::Borrowed(data)),
         _ => Err(DecodeError::UnknownVersion {
-            event_type: recorded.event_type.clone(),
-            schema_version: recorded.schema_version,
-            position: recorded.position,
+            event_type: event_type.to_owned(),
+            schema_version,
+            position,
         }),
     }
 }

@@ -1,6 +1,6 @@
 //! What a command can end in besides success.
 
-use crate::codec::CodecError;
+use crate::codec::DecodeError;
 use homeroom_domain::DomainError;
 use homeroom_eventstore::{ExpectedVersion, StoreError};
 use uuid::Uuid;
@@ -33,7 +33,7 @@ pub enum CommandError {
     Store(#[source] StoreError),
     /// A stored event could not be read back.
     #[error("stored event unreadable: {0}")]
-    Codec(#[from] CodecError),
+    Codec(#[from] DecodeError),
 }
 
 impl From<StoreError> for CommandError {

@@ -45,7 +45,7 @@ pub enum RuntimeError {
     Command(#[from] CommandError),
     /// A stored event could not be read.
     #[error(transparent)]
-    Codec(#[from] homeroom_app::codec::CodecError),
+    Codec(#[from] homeroom_app::codec::DecodeError),
     /// The event names a district that is not a district id.
     #[error("event {event_id} names no valid district")]
     NoDistrict {
