@@ -445,7 +445,10 @@ async fn stop_blocks_texts_from_that_number_until_start() {
     let Ok(Event::DeliveryFailed(failed)) = codec::decode(&failed) else {
         unreachable!()
     };
-    assert!(failed.permanent);
+    assert!(
+        !failed.permanent,
+        "an opt-out bars the number it was sent to, not the parent's phone"
+    );
     assert!(failed.error.unwrap().contains("STOP"));
     assert_eq!(
         f.provider.to(PARENT_NUMBER).len(),
@@ -453,13 +456,61 @@ async fn stop_blocks_texts_from_that_number_until_start() {
         "nothing more went to the number"
     );
     f.reply(PARENT_NUMBER, SCHOOL_NUMBER, "START").await;
-    f.until("the number reset", |e| {
-        matches!(e, Event::ContactPointReset(_))
-    })
-    .await;
+    f.until("the opt-in", |e| matches!(e, Event::SmsOptedIn(_)))
+        .await;
     let again = f.message(f.d.principal, f.d.parent, "Welcome back").await;
     f.delivered(again).await;
     assert_eq!(f.provider.to(PARENT_NUMBER).len(), 2);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_to_one_number_leaves_texts_from_other_numbers_and_falls_back_to_email() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    f.d.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
+        .await;
+    let guardian = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
+               "contact_points": [{"channel": "sms", "address": "+15550003002"},
+                                  {"channel": "email", "address": "homer@example.org"}]}),
+    )
+    .await;
+    let first = f.message(f.d.principal, guardian, "From my number").await;
+    f.delivered(first).await;
+    assert_eq!(f.provider.to("+15550003002")[0].from, "+15550009001");
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    f.reply("+15550003002", "+15550009001", "STOP").await;
+
+    // The principal's own number may not text Homer: this message goes by email.
+    let blocked = f.message(f.d.principal, guardian, "Field trip").await;
+    let fallback = homeroom_domain::fallback_delivery_id(homeroom_domain::DeliveryId::new(blocked));
+    f.delivered(fallback.as_uuid()).await;
+    let emails = f.provider.to("homer@example.org");
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].body, "Field trip");
+
+    // The school's number still texts him, and nothing marked his phone failing.
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": Uuid::now_v7(), "school_id": f.d.school,
+                   "participant_ids": [guardian], "body": "From the office", "from": "school"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(started.delivery_ids[0].as_uuid()).await;
+    let texts = f.provider.to("+15550003002");
+    assert_eq!(texts.len(), 2, "one text before STOP, one from the school");
+    assert_eq!(texts[1].from, SCHOOL_NUMBER);
+    let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    assert!(
+        !log.iter().any(|e| e.event_type == "contact_point_failing"),
+        "an opt-out is not a failing contact point"
+    );
     f.stop();
 }
 

@@ -18,7 +18,8 @@
 //!
 //! How an answer maps to the port: a `201` with a `sid` is [`Handover::Accepted`] (the
 //! outcome comes later in a status callback); an error whose code can never succeed
-//! (an invalid or unsubscribed recipient, …) is a permanent [`ChannelError::Refused`];
+//! (an invalid recipient, …) is a permanent [`ChannelError::Refused`], an unsubscribed
+//! one (21610, they answered STOP) [`ChannelError::OptedOut`];
 //! any other `4xx` (a rate limit, bad credentials, an unknown code) is a refusal worth
 //! retrying; a `5xx`, a timeout or a connection failure is [`ChannelError::Unavailable`].
 
@@ -39,7 +40,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 pub use signature::{signature, verify, SIGNATURE_HEADER};
-pub use status::{is_permanent_error, status_of, MessageStatus, StatusCallback};
+pub use status::{is_permanent_error, status_of, MessageStatus, StatusCallback, UNSUBSCRIBED};
 pub use webhooks::TwilioWebhooks;
 
 /// Twilio's API, where [`TwilioConfig::base_url`] points unless told otherwise.
@@ -284,6 +285,11 @@ fn interpret(status: StatusCode, text: &str) -> Result<Handover, ChannelError> {
             message,
         }));
     }
+    if code == Some(UNSUBSCRIBED) {
+        return Err(ChannelError::OptedOut {
+            message: format!("Twilio {UNSUBSCRIBED}: {message}"),
+        });
+    }
     Err(ChannelError::Refused {
         code: code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string()),
         message,
@@ -329,12 +335,20 @@ mod tests {
     }
 
     #[test]
-    fn an_unsubscribed_recipient_is_a_permanent_refusal() {
+    fn an_unsubscribed_recipient_is_an_opt_out_that_does_not_condemn_the_number() {
         let body = r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","more_info":"https://www.twilio.com/docs/errors/21610","status":400}"#;
-        assert_eq!(
-            refusal(interpret(StatusCode::BAD_REQUEST, body)),
-            ("21610".to_owned(), true)
-        );
+        let error = interpret(StatusCode::BAD_REQUEST, body).unwrap_err();
+        assert!(matches!(error, ChannelError::OptedOut { .. }), "{error:?}");
+        assert!(error.is_permanent());
+        assert!(!error.condemns_address());
+    }
+
+    #[test]
+    fn an_invalid_number_is_a_permanent_refusal_that_condemns_it() {
+        let body = r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#;
+        let error = interpret(StatusCode::BAD_REQUEST, body).unwrap_err();
+        assert!(error.condemns_address());
+        assert_eq!(refusal(Err(error)), ("21211".to_owned(), true));
     }
 
     #[test]

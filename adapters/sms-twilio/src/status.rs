@@ -162,6 +162,11 @@ pub fn is_permanent_error(code: u32) -> bool {
     PERMANENT_ERRORS.contains(&code)
 }
 
+/// Twilio's "attempt to send to an unsubscribed recipient": they answered STOP to the
+/// sending number. Permanent for that number, but the recipient's number works and
+/// other numbers may text it, so it does not mark the contact point failing.
+pub const UNSUBSCRIBED: u32 = 21610;
+
 /// A status callback's form, read: which message, its status, Twilio's error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusCallback {
@@ -225,9 +230,12 @@ impl StatusCallback {
         status_of(self.status)
     }
 
-    /// Whether the failure is for good ([`is_permanent_error`] of the error code).
+    /// Whether the failure condemns the recipient's number: a permanent error
+    /// ([`is_permanent_error`]) other than an opt-out ([`UNSUBSCRIBED`]), which bars
+    /// only the sending number.
     pub fn permanent(&self) -> bool {
-        self.error_code.is_some_and(is_permanent_error)
+        self.error_code
+            .is_some_and(|code| is_permanent_error(code) && code != UNSUBSCRIBED)
     }
 }
 
@@ -248,6 +256,18 @@ mod tests {
         assert_eq!(callback.outcome(), Some(OutcomeStatus::Failed));
         assert_eq!(callback.error_code, Some(30006));
         assert!(callback.permanent());
+    }
+
+    #[test]
+    fn an_unsubscribed_callback_fails_without_condemning_the_number() {
+        let form = [
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "failed"),
+            ("ErrorCode", "21610"),
+        ];
+        let callback = StatusCallback::from_form(&form).unwrap();
+        assert_eq!(callback.outcome(), Some(OutcomeStatus::Failed));
+        assert!(!callback.permanent());
     }
 
     #[test]

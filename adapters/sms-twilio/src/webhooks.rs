@@ -157,12 +157,27 @@ mod tests {
             .status(&form(&[
                 ("MessageSid", "SM1"),
                 ("MessageStatus", "undelivered"),
-                ("ErrorCode", "21610"),
+                ("ErrorCode", "30005"),
             ]))
             .unwrap();
         assert_eq!(status.outcome, Some(homeroom_domain::OutcomeStatus::Failed));
         assert!(status.permanent);
-        assert_eq!(status.error.as_deref(), Some("21610"));
+        assert_eq!(status.error.as_deref(), Some("30005"));
+        let unsubscribed = hooks
+            .status(&form(&[
+                ("MessageSid", "SM1"),
+                ("MessageStatus", "undelivered"),
+                ("ErrorCode", "21610"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            unsubscribed.outcome,
+            Some(homeroom_domain::OutcomeStatus::Failed)
+        );
+        assert!(
+            !unsubscribed.permanent,
+            "an opt-out does not condemn the phone"
+        );
         let sending = hooks
             .status(&form(&[
                 ("MessageSid", "SM1"),

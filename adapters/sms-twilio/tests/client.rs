@@ -196,7 +196,7 @@ async fn a_new_attempt_is_a_new_message() {
 
 #[tokio::test]
 async fn a_number_that_can_never_receive_is_a_permanent_refusal() {
-    for code in [21211, 21610, 21614] {
+    for code in [21211, 21614] {
         let twilio = FakeTwilio::start().await.unwrap();
         twilio.refuse(TO, code);
         let sender = client(twilio.config());
@@ -217,6 +217,23 @@ async fn a_number_that_can_never_receive_is_a_permanent_refusal() {
         }
         assert!(twilio.messages().is_empty());
     }
+}
+
+#[tokio::test]
+async fn an_unsubscribed_recipient_is_an_opt_out_not_a_bad_number() {
+    let twilio = FakeTwilio::start().await.unwrap();
+    twilio.refuse(TO, 21610);
+    let sender = client(twilio.config());
+
+    match sender.send_sms(&sms(1, Uuid::new_v4())).await {
+        Err(error @ ChannelError::OptedOut { .. }) => {
+            assert!(error.is_permanent(), "never retried");
+            assert!(!error.condemns_address(), "the phone stays usable");
+            assert!(error.to_string().contains("21610"), "{error}");
+        }
+        other => panic!("expected an opt-out, got {other:?}"),
+    }
+    assert!(twilio.messages().is_empty());
 }
 
 #[tokio::test]

@@ -92,8 +92,8 @@ pub enum Handover {
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     /// The provider refused this message; `permanent` refusals (a bad number, a mailbox
-    /// that does not exist, an opted-out recipient) are not retried, and the delivery
-    /// falls back to the other channel.
+    /// that does not exist) are not retried, the address is marked failing, and the
+    /// delivery falls back to the other channel.
     #[error("refused by the provider ({code}): {message}")]
     Refused {
         /// The provider's error code (Twilio's numeric code, the SMTP reply code).
@@ -106,6 +106,15 @@ pub enum ChannelError {
     /// The provider could not be reached or failed on its side: worth retrying.
     #[error("provider unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The recipient answered STOP to the number this text would go out from (Homeroom
+    /// saw it, or the provider says so). Never retried, but not the address's fault:
+    /// other numbers may still text it, so the contact point stays usable and only this
+    /// delivery fails and falls back to the other channel.
+    #[error("the recipient opted out of texts from this number: {message}")]
+    OptedOut {
+        /// Who said so, in words.
+        message: String,
+    },
     /// This deployment has no provider for the channel.
     #[error("no provider is configured for this channel")]
     NotConfigured,
@@ -124,8 +133,16 @@ impl ChannelError {
             Self::Refused {
                 permanent: true,
                 ..
-            } | Self::NotConfigured
+            } | Self::OptedOut { .. }
+                | Self::NotConfigured
         )
+    }
+
+    /// Whether the failure says the address itself does not work, so later messages
+    /// should use the recipient's other channel until the contact point is reset. An
+    /// opt-out fails for good but condemns only the pair of numbers, not the address.
+    pub fn condemns_address(&self) -> bool {
+        self.is_permanent() && !matches!(self, Self::OptedOut { .. })
     }
 }
 

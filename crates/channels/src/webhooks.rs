@@ -16,7 +16,8 @@ pub struct ProviderStatus {
     pub outcome: Option<OutcomeStatus>,
     /// The provider's error code, for failures.
     pub error: Option<String>,
-    /// Whether the failure can never succeed on this address.
+    /// Whether the failure condemns the address (it can never succeed there, whoever
+    /// sends): the contact point is then marked failing. An opt-out is not.
     pub permanent: bool,
 }
 

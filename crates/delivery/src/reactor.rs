@@ -7,7 +7,7 @@
 //! | `delivery_failed` | `MarkContactPointFailing` (when permanent) and, where the recipient has another channel, `QueueDelivery` of the same message by it (once) |
 //! | `delivery_sent` of an SMS | `RecordSmsSent` on the line between the sending number and the recipient's |
 //! | `school_registered` with a number, `sender_number_assigned` | `BindSmsNumber`, so inbound SMS to it find the district |
-//! | `sms_opted_in` | `ResetContactPoint` of the line's recipient, so texts go by SMS again |
+//! | `sms_opted_in` | `ResetContactPoint` of the line's recipient, so texts go by SMS again (an opt-out no longer marks the phone failing, but logs from before did) |
 //!
 //! Each reaction decides to do nothing when it was already done, so a replayed or
 //! redelivered event converges on the same log.

@@ -317,10 +317,9 @@ impl Worker {
             )
             .await?;
         if matches!(&line, State::SmsLine(l) if l.is_opted_out()) {
-            return Ok(Attempt::Failed(refused(
-                "opted_out",
-                "the recipient answered STOP to this number",
-            )));
+            return Ok(Attempt::Failed(ChannelError::OptedOut {
+                message: format!("the recipient answered STOP to {from}"),
+            }));
         }
         let holders = self
             .channels
@@ -472,7 +471,7 @@ impl Worker {
                         OutcomeStatus::Failed,
                         None,
                         Some(error.to_string()),
-                        Some(true),
+                        Some(error.condemns_address()),
                         None,
                     ),
                 )
