@@ -158,7 +158,7 @@ pub enum ConversationError {
         person_id: PersonId,
     },
     /// The student is under 13 on the day of sending, or has no known birth date.
-    #[error("student {recipient_id} is under {min_age} (age {age:?})")]
+    #[error("student {recipient_id} is under {min_age} ({})", age_words(*.age))]
     RecipientTooYoung {
         /// The student.
         recipient_id: PersonId,
@@ -206,6 +206,14 @@ pub enum ConversationError {
     /// A malformed value.
     #[error(transparent)]
     Validation(#[from] ValidationError),
+}
+
+/// A student's age as a refusal says it: "age 9", or that the birth date is unknown.
+fn age_words(age: Option<u32>) -> String {
+    age.map_or_else(
+        || "no birth date is known".to_owned(),
+        |a| format!("age {a}"),
+    )
 }
 
 impl ConversationError {

@@ -1265,3 +1265,28 @@ fn only_participants_reply_and_only_through_homeroom_services() {
         .when(reply(GUARDIAN, "Hi"))
         .then_err(ConversationError::NotPermitted);
 }
+
+#[test]
+fn a_too_young_refusal_says_the_age_in_words() {
+    let recipient_id = PersonId::new(uuid::Uuid::nil());
+    let known = ConversationError::RecipientTooYoung {
+        recipient_id,
+        age: Some(9),
+        min_age: 13,
+    };
+    assert!(
+        known.to_string().ends_with("is under 13 (age 9)"),
+        "{known}"
+    );
+    let unknown = ConversationError::RecipientTooYoung {
+        recipient_id,
+        age: None,
+        min_age: 13,
+    };
+    assert!(
+        unknown
+            .to_string()
+            .ends_with("is under 13 (no birth date is known)"),
+        "{unknown}"
+    );
+}
