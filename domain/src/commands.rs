@@ -439,6 +439,10 @@ pub struct ReceiveSms {
     pub to: String,
     /// The text.
     pub body: String,
+    /// The pictures or files sent with it (the provider's URLs, e.g. Twilio's
+    /// `MediaUrl0`…), in order.
+    #[serde(default)]
+    pub media_urls: Vec<String>,
 }
 
 /// Internal: records where an inbound SMS went.

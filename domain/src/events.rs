@@ -466,6 +466,10 @@ pub struct InboundSmsReceived {
     pub to: String,
     /// The text.
     pub body: String,
+    /// The pictures or files sent with it, as the provider's URLs (absent in events
+    /// recorded before media were kept, and when there were none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_urls: Vec<String>,
     /// When.
     pub at: DateTime<Utc>,
 }

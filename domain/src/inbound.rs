@@ -14,6 +14,27 @@ use crate::validation::ValidationError;
 /// The longest inbound text kept whole (SMS concatenation tops out far below it).
 pub const MAX_INBOUND_CHARS: usize = 10_000;
 
+/// The most pictures or files one inbound text carries (Twilio's MMS limit).
+pub const MAX_INBOUND_MEDIA: usize = 10;
+
+/// The longest media URL kept.
+pub const MAX_MEDIA_URL_CHARS: usize = 2_048;
+
+/// The reply an inbound text becomes in its conversation: its words, then one line per
+/// picture or file it carried, so a photo sent without words still reaches the staff
+/// and the thread shows where to find it. The text itself is never changed.
+pub fn reply_text(body: &str, media_urls: &[String]) -> String {
+    let mut text = body.to_owned();
+    for url in media_urls {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str("Attachment: ");
+        text.push_str(url);
+    }
+    text
+}
+
 pub use crate::sms::InboundKeyword;
 
 /// Why an inbound SMS could not be routed (it stays recorded).
@@ -148,11 +169,34 @@ fn receive(
         }
         .into());
     }
+    if c.media_urls.len() > MAX_INBOUND_MEDIA {
+        return Err(ValidationError::OutOfRange {
+            field: "NumMedia",
+            min: 0,
+            max: MAX_INBOUND_MEDIA as u32,
+            got: u32::try_from(c.media_urls.len()).unwrap_or(u32::MAX),
+        }
+        .into());
+    }
+    if let Some(got) = c
+        .media_urls
+        .iter()
+        .map(|url| url.chars().count())
+        .find(|&n| n > MAX_MEDIA_URL_CHARS)
+    {
+        return Err(ValidationError::TooLong {
+            field: "MediaUrl",
+            max: MAX_MEDIA_URL_CHARS,
+            got,
+        }
+        .into());
+    }
     Ok(vec![InboundSmsReceived {
         message_sid: c.message_sid.clone(),
         from: c.from.clone(),
         to: c.to.clone(),
         body: c.body.clone(),
+        media_urls: c.media_urls.clone(),
         at: facts.now,
     }
     .into()])

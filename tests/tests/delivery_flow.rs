@@ -254,6 +254,17 @@ impl Flow {
         to: &str,
         body: &str,
     ) -> homeroom_delivery::inbound::Received {
+        self.reply_with_media(from, to, body, &[]).await
+    }
+
+    /// An MMS: `body` (perhaps empty) with pictures at `media_urls`.
+    async fn reply_with_media(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+        media_urls: &[&str],
+    ) -> homeroom_delivery::inbound::Received {
         self.inbound
             .receive(IncomingSms {
                 message_sid: ProviderMessageId::parse(&format!("SM{}", Uuid::now_v7().simple()))
@@ -261,6 +272,7 @@ impl Flow {
                 from: from.into(),
                 to: to.into(),
                 body: body.into(),
+                media_urls: media_urls.iter().map(|&u| u.to_owned()).collect(),
             })
             .await
             .unwrap()
@@ -327,6 +339,43 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
         f.d.principal,
         "the staff member gets the reply"
     );
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_sent_without_words_reaches_the_conversation_and_is_kept() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let delivery = f.message(f.d.principal, f.d.parent, "Send the form?").await;
+    f.delivered(delivery).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    let picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1";
+    let received = f
+        .reply_with_media(PARENT_NUMBER, SCHOOL_NUMBER, "", &[picture])
+        .await;
+    let InboundRoute::Conversation { message_id, .. } = received.route else {
+        panic!("a picture is a reply like any other: {:?}", received.route)
+    };
+    let posted = f
+        .until(
+            "the reply",
+            |e| matches!(e, Event::MessagePosted(m) if m.message_id == message_id),
+        )
+        .await;
+    let Ok(Event::MessagePosted(posted)) = codec::decode(&posted) else {
+        unreachable!()
+    };
+    assert_eq!(posted.body, format!("Attachment: {picture}"));
+    let kept = f
+        .until(
+            "the SMS as received",
+            |e| matches!(e, Event::InboundSmsReceived(r) if r.body.is_empty()),
+        )
+        .await;
+    let Ok(Event::InboundSmsReceived(kept)) = codec::decode(&kept) else {
+        unreachable!()
+    };
+    assert_eq!(kept.media_urls, vec![picture.to_owned()]);
     f.stop();
 }
 
@@ -643,6 +692,7 @@ async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
         from: PARENT_NUMBER.into(),
         to: SCHOOL_NUMBER.into(),
         body: "Once".into(),
+        media_urls: vec![],
     };
     let first = f.inbound.receive(sms.clone()).await.unwrap();
     let second = f.inbound.receive(sms).await.unwrap();

@@ -78,6 +78,7 @@ impl SmsWebhooks for TwilioWebhooks {
                 .find(|(k, _)| k == "Body")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default(),
+            media_urls: media_urls(form),
         })
     }
 
@@ -91,6 +92,24 @@ impl SmsWebhooks for TwilioWebhooks {
         };
         ("text/xml; charset=utf-8", body)
     }
+}
+
+/// The pictures or files of an MMS: `MediaUrl0`, `MediaUrl1`, … up to `NumMedia`, in
+/// order. A count Twilio did not send, or one past the URLs it did, reads the URLs that
+/// are there.
+fn media_urls(form: &[FormField]) -> Vec<String> {
+    let count = form
+        .iter()
+        .find(|(k, _)| k == "NumMedia")
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    (0..count.unwrap_or(usize::MAX))
+        .map_while(|i| {
+            let name = format!("MediaUrl{i}");
+            form.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -185,6 +204,34 @@ mod tests {
             ]))
             .unwrap();
         assert_eq!(sending.outcome, None);
+    }
+
+    #[test]
+    fn an_mms_reads_with_its_pictures_in_order() {
+        let hooks = TwilioWebhooks::new("secret");
+        let base = [
+            ("MessageSid", "MM1"),
+            ("From", "+15550002003"),
+            ("To", "+15550001000"),
+            ("Body", ""),
+        ];
+        let mut fields = base.to_vec();
+        fields.extend([
+            ("NumMedia", "2"),
+            ("MediaUrl1", "https://m/second"),
+            ("MediaUrl0", "https://m/first"),
+        ]);
+        let read = hooks.inbound(&form(&fields)).unwrap();
+        assert_eq!(read.media_urls, ["https://m/first", "https://m/second"]);
+        assert_eq!(read.body, "");
+        let text_only = hooks.inbound(&form(&base)).unwrap();
+        assert!(text_only.media_urls.is_empty());
+        let mut short = base.to_vec();
+        short.extend([("NumMedia", "3"), ("MediaUrl0", "https://m/only")]);
+        assert_eq!(
+            hooks.inbound(&form(&short)).unwrap().media_urls,
+            ["https://m/only"]
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub(crate) async fn inbound(
             from: read.from,
             to: read.to,
             body: read.body,
+            media_urls: read.media_urls,
         })
         .await?;
     tracing::info!(district = %received.district, route = ?received.route, "inbound SMS recorded");

@@ -32,6 +32,8 @@ pub struct ProviderInbound {
     pub to: String,
     /// The text.
     pub body: String,
+    /// The pictures or files sent with it, as the provider's URLs, in order.
+    pub media_urls: Vec<String>,
 }
 
 /// Why a webhook's form could not be read.

@@ -19,7 +19,7 @@
 use crate::react;
 use homeroom_app::{CommandError, CommandService};
 use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
-use homeroom_domain::inbound::{InboundKeyword, InboundRoute, UnroutableReason};
+use homeroom_domain::inbound::{reply_text, InboundKeyword, InboundRoute, UnroutableReason};
 use homeroom_domain::{
     inbound_message_id, sms, DistrictId, DomainError, NumberOwner, PhoneNumber, ProviderMessageId,
     State, StreamRef,
@@ -37,6 +37,8 @@ pub struct IncomingSms {
     pub to: String,
     /// The text (`Body`).
     pub body: String,
+    /// The pictures or files sent with it (`MediaUrl0`, …).
+    pub media_urls: Vec<String>,
 }
 
 /// What became of an inbound SMS, and what to answer the sender, if anything.
@@ -88,6 +90,7 @@ impl InboundSms {
                 from: sms.from.clone(),
                 to: sms.to.clone(),
                 body: sms.body.clone(),
+                media_urls: sms.media_urls.clone(),
             },
         )
         .await?;
@@ -185,7 +188,7 @@ impl InboundSms {
                 conversation_id: last.conversation_id,
                 author_id: last.recipient_id,
                 message_sid: sms.message_sid.clone(),
-                body: sms.body.clone(),
+                body: reply_text(&sms.body, &sms.media_urls),
             },
         )
         .await;

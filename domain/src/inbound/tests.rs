@@ -12,6 +12,7 @@ fn receive() -> ReceiveSms {
         from: "+15550100001".into(),
         to: "+15550001000".into(),
         body: "Thank you!".into(),
+        media_urls: vec![],
     }
 }
 
@@ -21,6 +22,7 @@ fn received() -> Event {
         from: "+15550100001".into(),
         to: "+15550001000".into(),
         body: "Thank you!".into(),
+        media_urls: vec![],
         at: now(),
     }
     .into()
@@ -101,4 +103,48 @@ fn routes_are_stored_with_readable_tags() {
         json,
         serde_json::json!({"to": "unroutable", "reason": "unknown_number"})
     );
+}
+
+#[test]
+fn pictures_sent_with_a_text_are_recorded_with_it() {
+    let url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1";
+    let mut with_picture = receive();
+    with_picture.body = String::new();
+    with_picture.media_urls = vec![url.to_owned()];
+    let events = given([]).acting_as_system().when(with_picture).events();
+    let [Event::InboundSmsReceived(received)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(received.media_urls, vec![url.to_owned()]);
+    assert_eq!(received.body, "");
+}
+
+#[test]
+fn too_many_or_too_long_media_urls_are_refused() {
+    let mut many = receive();
+    many.media_urls = vec!["https://example.org/m".to_owned(); MAX_INBOUND_MEDIA + 1];
+    given([])
+        .acting_as_system()
+        .when(many)
+        .then_code("validation");
+    let mut long = receive();
+    long.media_urls = vec![format!(
+        "https://example.org/{}",
+        "m".repeat(MAX_MEDIA_URL_CHARS)
+    )];
+    given([])
+        .acting_as_system()
+        .when(long)
+        .then_code("validation");
+}
+
+#[test]
+fn a_reply_shows_its_words_then_one_line_per_attachment() {
+    let urls = vec!["https://m/1".to_owned(), "https://m/2".to_owned()];
+    assert_eq!(reply_text("Thanks", &[]), "Thanks");
+    assert_eq!(
+        reply_text("Here it is", &urls),
+        "Here it is\nAttachment: https://m/1\nAttachment: https://m/2"
+    );
+    assert_eq!(reply_text("", &urls[..1]), "Attachment: https://m/1");
 }
