@@ -141,9 +141,16 @@ enum MigrateCmd {
 enum AuditCmd {
     /// Verify every hash chain of the log; exits 3 when one is broken.
     Verify {
-        /// Only this district's streams (default: every district).
+        /// Only this district's streams (default: every district; `_unrouted` for the
+        /// texts to numbers no district owns).
         #[arg(long)]
         district: Option<String>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Print every text that reached a number no district owns, one JSON object a line
+    /// (they belong to no district, so only the instance's operator can read them).
+    Unrouted {
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -235,6 +242,9 @@ fn main() -> ExitCode {
             Cmd::Audit {
                 what: AuditCmd::Verify { district, instance },
             } => run::audit_verify(district.as_deref(), &instance).await,
+            Cmd::Audit {
+                what: AuditCmd::Unrouted { instance },
+            } => run::audit_unrouted(&instance).await,
             Cmd::Migrate {
                 what: MigrateCmd::SqliteToPostgres { to, instance },
             } => run::migrate_sqlite_to_postgres(&to, &instance).await,

@@ -563,7 +563,7 @@ pub async fn audit_verify(
     district: Option<&str>,
     args: &InstanceArgs,
 ) -> Result<ExitCode, RunError> {
-    if let Some(d) = district {
+    if let Some(d) = district.filter(|&d| d != DistrictId::UNROUTED) {
         DistrictId::parse(d).map_err(RunError::District)?;
     }
     let instance = Instance::open(settings(args)?).await?;
@@ -583,6 +583,49 @@ pub async fn audit_verify(
         println!("BROKEN: {stream} version {version}");
     }
     Ok(ExitCode::from(3))
+}
+
+/// `homeroom audit unrouted`: every text recorded under the reserved district
+/// `_unrouted` (sent to a number no district owns), read from the log itself, as one
+/// JSON object a line: where it is in the log, when, and what arrived.
+///
+/// # Errors
+/// [`RunError`] when the store cannot be opened or read.
+pub async fn audit_unrouted(args: &InstanceArgs) -> Result<ExitCode, RunError> {
+    use homeroom_eventstore::Position;
+    const PAGE: usize = 1_000;
+    let instance = Instance::open(settings(args)?).await?;
+    let store = instance.shared_store();
+    let mut after = Position::START;
+    let mut out = std::io::stdout().lock();
+    let result = 'pages: loop {
+        let page = match store.read_all(after, PAGE).await {
+            Ok(page) => page,
+            Err(error) => break Err(error),
+        };
+        for e in &page {
+            if e.metadata.district == DistrictId::UNROUTED && e.event_type == "inbound_sms_received"
+            {
+                let line = serde_json::json!({
+                    "position": e.position,
+                    "recorded_at": e.recorded_at,
+                    "stream": e.stream.as_str(),
+                    "sms": e.data,
+                });
+                // A closed pipe (`| head`) ends the listing, not in an error.
+                if writeln!(out, "{line}").is_err() {
+                    break 'pages Ok(());
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.position,
+            _ => break Ok(()),
+        }
+    };
+    instance.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `homeroom migrate sqlite-to-postgres --to URL`: the instance's SQLite log into

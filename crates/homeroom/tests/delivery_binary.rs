@@ -14,6 +14,7 @@ use homeroom_tests::http::{Api, District, Server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -61,6 +62,9 @@ fn deliveries(
     }
     out
 }
+
+/// A number no district sends from.
+const STRAY_NUMBER: &str = "+15559990000";
 
 #[test]
 fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
@@ -306,6 +310,13 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         "nothing was sent after STOP"
     );
 
+    // A text to a number no district owns is kept under `_unrouted`: no district's
+    // audit shows it, the operator's `homeroom audit unrouted` does (below).
+    let stray = rt
+        .block_on(twilio.send_inbound(&inbound_url, parent_number, STRAY_NUMBER, "Wrong number?"))
+        .unwrap();
+    assert_eq!(stray.status, 200);
+
     // The audit trail holds the inbound texts, the outcomes and the reactions.
     let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
     let types: HashSet<String> = audit.ok()["events"]
@@ -333,6 +344,29 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
 
     survivor.kill();
     assert!(server.terminate().success());
+    let listed = Command::new(bin())
+        .args(["audit", "unrouted", "--data-dir"])
+        .arg(&data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let stray: Vec<Value> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["sms"]["to"] == STRAY_NUMBER)
+        .collect();
+    assert_eq!(stray.len(), 1, "{stray:?}");
+    assert_eq!(stray[0]["sms"]["body"], "Wrong number?");
+    assert_eq!(stray[0]["sms"]["from"], parent_number);
+    let verified = Command::new(bin())
+        .args(["audit", "verify", "--district", "_unrouted", "--data-dir"])
+        .arg(&data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
     rt.block_on(async {
         homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
         homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;

@@ -159,6 +159,7 @@ fn every_subcommand_has_help() {
         &["projections", "status", "--help"],
         &["projections", "rebuild", "--help"],
         &["audit", "verify", "--help"],
+        &["audit", "unrouted", "--help"],
         &["worker", "--help"],
         &["migrate", "sqlite-to-postgres", "--help"],
     ] {
