@@ -380,6 +380,59 @@ async fn a_picture_sent_without_words_reaches_the_conversation_and_is_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guardians_message_in_a_group_texts_the_others_from_the_schools_number() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    // A pool exists, but only staff get numbers of their own.
+    f.d.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
+        .await;
+    let other = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": other, "kind": "guardian", "name": "Ned", "school_ids": [f.d.school],
+               "contact_points": [{"channel": "sms", "address": "+15550003003"}]}),
+    )
+    .await;
+    let conversation = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": conversation, "school_id": f.d.school, "title": "Bake sale",
+                   "participant_ids": [f.d.parent, other], "body": "Who can help?"}),
+        )
+        .await
+        .unwrap();
+    for delivery in &started.delivery_ids {
+        f.delivered(delivery.as_uuid()).await;
+    }
+    let posted =
+        f.d.by(
+            f.d.parent,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(),
+                   "body": "I can bring cookies"}),
+        )
+        .await
+        .unwrap();
+    for delivery in &posted.delivery_ids {
+        f.delivered(delivery.as_uuid()).await;
+    }
+    let to_ned = f.provider.to("+15550003003");
+    let cookies = to_ned
+        .iter()
+        .find(|s| s.body.contains("cookies"))
+        .expect("Ned got Marge's message");
+    assert_eq!(cookies.from, SCHOOL_NUMBER);
+    let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    assert!(
+        !log.iter()
+            .any(|e| e.event_type == "delivery_attempt_failed"),
+        "nothing had to be retried"
+    );
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_personal_sender_gets_their_own_number_from_the_pool() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.d.system(

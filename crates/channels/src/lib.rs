@@ -115,6 +115,16 @@ pub enum ChannelError {
         /// Who said so, in words.
         message: String,
     },
+    /// Homeroom cannot send this delivery as planned: one of its own rules refused a
+    /// step of it. Deterministic, so never retried; not the address's fault, so the
+    /// delivery fails and falls back without marking the contact point failing.
+    #[error("not sent ({code}): {message}")]
+    Undeliverable {
+        /// The refusal's stable code.
+        code: String,
+        /// What the rule said.
+        message: String,
+    },
     /// This deployment has no provider for the channel.
     #[error("no provider is configured for this channel")]
     NotConfigured,
@@ -134,6 +144,7 @@ impl ChannelError {
                 permanent: true,
                 ..
             } | Self::OptedOut { .. }
+                | Self::Undeliverable { .. }
                 | Self::NotConfigured
         )
     }
@@ -142,7 +153,7 @@ impl ChannelError {
     /// should use the recipient's other channel until the contact point is reset. An
     /// opt-out fails for good but condemns only the pair of numbers, not the address.
     pub fn condemns_address(&self) -> bool {
-        self.is_permanent() && !matches!(self, Self::OptedOut { .. })
+        self.is_permanent() && !matches!(self, Self::OptedOut { .. } | Self::Undeliverable { .. })
     }
 }
 
@@ -200,4 +211,38 @@ pub trait Translator: Send + Sync {
         from: &str,
         to: &str,
     ) -> Result<Translation, TranslateError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bad_address_condemns_it_though_every_final_failure_is_permanent() {
+        let bounce = ChannelError::Refused {
+            code: "550".into(),
+            message: "no such mailbox".into(),
+            permanent: true,
+        };
+        let opted_out = ChannelError::OptedOut {
+            message: "STOP".into(),
+        };
+        let undeliverable = ChannelError::Undeliverable {
+            code: "not_permitted".into(),
+            message: "a rule refused".into(),
+        };
+        let rate_limited = ChannelError::Refused {
+            code: "429".into(),
+            message: "slow down".into(),
+            permanent: false,
+        };
+        for final_failure in [&bounce, &opted_out, &undeliverable] {
+            assert!(final_failure.is_permanent(), "{final_failure}");
+        }
+        assert!(!rate_limited.is_permanent());
+        assert!(bounce.condemns_address());
+        for spares in [&opted_out, &undeliverable, &rate_limited] {
+            assert!(!spares.condemns_address(), "{spares}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ use homeroom_domain::commands::{AssignSenderNumber, RecordDeliveryOutcome, Recor
 use homeroom_domain::plan::{DeliverySender, PlannedDelivery};
 use homeroom_domain::{
     sms, Channel, DeliveryId, DeliveryState, DistrictError, DistrictId, DistrictState, DomainError,
-    Event, OutcomeStatus, PhoneNumber, SendAs, State, StreamRef,
+    Event, OutcomeStatus, PersonState, PhoneNumber, SendAs, State, StreamRef,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -192,7 +192,18 @@ impl Worker {
             delivery_id: id,
             attempt,
         };
-        let outcome = self.attempt(&district, &delivery, key).await?;
+        let outcome = match self.attempt(&district, &delivery, key).await {
+            Ok(outcome) => outcome,
+            // A rule refused a step of sending (it would refuse it again): the delivery
+            // fails for the record instead of coming back for ever.
+            Err(RuntimeError::Command(CommandError::Rejected(refusal))) => {
+                Attempt::Failed(ChannelError::Undeliverable {
+                    code: refusal.code().to_owned(),
+                    message: refusal.to_string(),
+                })
+            }
+            Err(error) => return Err(error),
+        };
         self.record(&district, recorded, id, attempt, outcome).await
     }
 
@@ -265,6 +276,7 @@ impl Worker {
                     &district_state,
                     plan,
                     sender,
+                    author,
                     key,
                     text,
                     translated_to,
@@ -282,6 +294,7 @@ impl Worker {
         district_state: &DistrictState,
         plan: &PlannedDelivery,
         sender: Option<&DeliverySender>,
+        author: Option<&PersonState>,
         key: AttemptKey,
         text: String,
         translated_to: Option<String>,
@@ -298,7 +311,7 @@ impl Worker {
             )));
         };
         let Some(from) = self
-            .sending_number(district, district_state, sender)
+            .sending_number(district, district_state, sender, author)
             .await?
         else {
             return Ok(Attempt::Failed(refused(
@@ -358,12 +371,15 @@ impl Worker {
 
     /// The number an SMS goes out from: the school's for school messages; the sender's
     /// own for personal ones (assigned from the pool at their first SMS), the school's
-    /// when the pool has none left.
+    /// when the pool has none left. Only staff have numbers of their own: a family
+    /// member's or student's message in a group goes out from the school's number
+    /// (and replies to it find the conversation by that line).
     async fn sending_number(
         &self,
         district: &DistrictId,
         district_state: &DistrictState,
         sender: Option<&DeliverySender>,
+        author: Option<&PersonState>,
     ) -> Result<Option<PhoneNumber>, RuntimeError> {
         let Some(sender) = sender else {
             return Ok(None);
@@ -371,7 +387,7 @@ impl Worker {
         let school_number = district_state
             .school(sender.school_id)
             .and_then(|s| s.sms_number.clone());
-        if sender.sent_as == SendAs::School {
+        if sender.sent_as == SendAs::School || !author.is_some_and(PersonState::is_staff) {
             return Ok(school_number);
         }
         if let Some(own) = district_state.sender_number_of(sender.author_id) {
