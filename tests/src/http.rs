@@ -754,6 +754,19 @@ pub fn the_audit_trail_holds_every_event_and_verifies(api: &Api) {
         .refused(403, "not_permitted");
     api.read(&system, "/v1/audit?after=not-a-position")
         .refused(400, "validation");
+    api.read(&system, "/v1/audit/verify?foo=1")
+        .refused(400, "validation");
+    api.read(&system, "/v1/audit/verify?min_position=abc")
+        .refused(400, "validation");
+    let position = verified.body["checked"].as_u64().unwrap();
+    assert_eq!(
+        api.read(
+            &system,
+            &format!("/v1/audit/verify?min_position={position}")
+        )
+        .ok()["ok"],
+        true
+    );
 }
 
 /// A records officer downloads a whole conversation as a file.
@@ -842,8 +855,21 @@ pub fn reads_of_another_district_answer_404(api: &Api) {
         .refused(400, "validation");
     api.read(&b_admin, "/v1/inbox?box=everything")
         .refused(400, "validation");
-    api.read(&b_admin, "/v1/inbox?min_position=999999999")
-        .refused(503, "stale");
+    let nobody = api.token(&b.name, &Uuid::now_v7().to_string(), false);
+    for path in [
+        "/v1/inbox?box=personal",
+        "/v1/inbox?box=school",
+        "/v1/audit",
+    ] {
+        api.read(&nobody, path).refused(404, "unknown_person");
+    }
+    let stale = api.read(&b_admin, "/v1/inbox?min_position=999999999");
+    stale.refused(503, "stale");
+    let detail = stale.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("not caught up with position"),
+        "a stale read says why, not that the server failed: {detail}"
+    );
 }
 
 fn district_name(prefix: &str) -> String {

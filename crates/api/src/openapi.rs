@@ -311,7 +311,7 @@ fn read_operations(generator: &mut SchemaGenerator) -> Vec<(&'static str, Value)
         ("/v1/audit/verify", operation(
             "VerifyAudit",
             "Checks every hash chain of the district against the event store (scope system, or oversight district-wide).",
-            json!([]),
+            query_parameters::<ReadParams>(generator),
             json_answer("The verification report.", generator.subschema_for::<VerifyReport>().to_value()),
         )),
     ]

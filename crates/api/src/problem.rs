@@ -186,6 +186,8 @@ impl ApiError {
                 "the server is shutting down; retry the request with the same Idempotency-Key"
                     .to_owned()
             }
+            // Nothing failed: the views are behind. Say so, so the caller retries.
+            Self::Query(stale @ QueryError::Stale { .. }) => stale.to_string(),
             _ if status.is_server_error() => {
                 let reference = Uuid::now_v7();
                 tracing::error!(%reference, error = %self, source = ?std::error::Error::source(self), "request failed");
@@ -285,6 +287,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if matches!(self, Self::Query(QueryError::Stale { .. })) {
+            // The wait already lasted `STALE_AFTER`; a second later is a fair retry.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is never read, so the connection cannot carry another
             // request: say so, or a client reusing it fails its next request.
@@ -297,6 +303,21 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_read_says_so_and_when_to_retry() {
+        let stale = ApiError::Query(QueryError::Stale {
+            position: homeroom_eventstore::Position::at(42),
+        });
+        assert_eq!(stale.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            stale.problem().detail.contains("not caught up"),
+            "{}",
+            stale.problem().detail
+        );
+        let response = stale.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
 
     #[test]
     fn every_listed_code_has_its_status() {

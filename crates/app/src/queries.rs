@@ -77,6 +77,9 @@ pub enum QueryError {
     /// No such person (or not a student) in the viewer's district.
     #[error("unknown student {0}")]
     UnknownPerson(PersonId),
+    /// The token's person is not registered in its district: nobody to read as.
+    #[error("the token's person {0} is not registered in this district")]
+    UnknownViewer(PersonId),
     /// The read models had not applied `min_position` in time.
     #[error("the read models have not caught up with position {position} yet; retry shortly")]
     Stale {
@@ -103,7 +106,7 @@ impl QueryError {
         match self {
             Self::NotPermitted(_) => "not_permitted",
             Self::UnknownConversation(_) => "unknown_conversation",
-            Self::UnknownPerson(_) => "unknown_person",
+            Self::UnknownPerson(_) | Self::UnknownViewer(_) => "unknown_person",
             Self::Stale { .. } => "stale",
             Self::BadCursor => "validation",
             Self::Directory(e) => e.code(),
@@ -171,6 +174,11 @@ impl QueryService {
             .await
             .map_err(QueryError::Directory)?;
         let viewer = reader.actor.person_id().map(|id| (id, states.remove(0)));
+        if let Some((id, state)) = &viewer {
+            if !state.is_registered() {
+                return Err(QueryError::UnknownViewer(*id));
+            }
+        }
         Ok(Facts {
             district,
             viewer,
@@ -198,10 +206,14 @@ impl QueryService {
             return Err(QueryError::NotPermitted("a service has no inbox"));
         };
         match tab {
-            InboxBox::Personal => Ok(self
-                .read
-                .inbox_personal(&reader.district, person, archived, page)
-                .await?),
+            InboxBox::Personal => {
+                // Only to refuse a token for nobody (`unknown_person`).
+                self.viewer_facts(reader, &[]).await?;
+                Ok(self
+                    .read
+                    .inbox_personal(&reader.district, person, archived, page)
+                    .await?)
+            }
             InboxBox::School => {
                 let facts = self.viewer_facts(reader, &[]).await?;
                 let Some((_, state)) = &facts.viewer else {
