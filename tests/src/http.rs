@@ -654,6 +654,11 @@ pub fn oversight_and_the_student_record_show_personal_messages(api: &Api) {
         "/v1/oversight/conversations?q=no-such-words-anywhere",
     );
     assert_eq!(nothing.ok()["conversations"], json!([]));
+    api.read(
+        &principal,
+        &format!("/v1/oversight/conversations?school_id={}", Uuid::now_v7()),
+    )
+    .refused(404, "unknown_school");
     api.read(&principal, &format!("/v1/conversations/{conversation}"))
         .ok();
 

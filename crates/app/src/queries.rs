@@ -77,6 +77,9 @@ pub enum QueryError {
     /// No such person (or not a student) in the viewer's district.
     #[error("unknown student {0}")]
     UnknownPerson(PersonId),
+    /// No such school in the viewer's district.
+    #[error("unknown school {0}")]
+    UnknownSchool(SchoolId),
     /// The token's person is not registered in its district: nobody to read as.
     #[error("the token's person {0} is not registered in this district")]
     UnknownViewer(PersonId),
@@ -107,6 +110,7 @@ impl QueryError {
             Self::NotPermitted(_) => "not_permitted",
             Self::UnknownConversation(_) => "unknown_conversation",
             Self::UnknownPerson(_) | Self::UnknownViewer(_) => "unknown_person",
+            Self::UnknownSchool(_) => "unknown_school",
             Self::Stale { .. } => "stale",
             Self::BadCursor => "validation",
             Self::Directory(e) => e.code(),
@@ -358,7 +362,9 @@ impl QueryService {
     /// reaches (narrowed to `school` when given), searchable.
     ///
     /// # Errors
-    /// [`QueryError::NotPermitted`] without `oversight` (at `school`, when given).
+    /// [`QueryError::UnknownSchool`] for a school not of the district (another
+    /// district's schools do not exist for it); [`QueryError::NotPermitted`] without
+    /// `oversight` (at `school`, when given).
     pub async fn oversight(
         &self,
         reader: &Reader,
@@ -369,6 +375,9 @@ impl QueryService {
     ) -> Result<Oversight, QueryError> {
         self.caught_up(min_position).await?;
         let facts = self.viewer_facts(reader, &[]).await?;
+        if let Some(school) = school.filter(|&s| facts.district.school(s).is_none()) {
+            return Err(QueryError::UnknownSchool(school));
+        }
         let denied = QueryError::NotPermitted("oversight needs the oversight permission");
         let reach =
             visibility::oversight_reach(&facts.district, facts.as_viewer()).ok_or(denied)?;

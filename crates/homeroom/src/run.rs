@@ -77,6 +77,13 @@ pub enum RunError {
     /// The token could not be signed.
     #[error(transparent)]
     Sign(#[from] SignError),
+    /// An operator's command was pointed at an instance that does not exist (a typo in
+    /// `--data-dir`, say); it would otherwise report on a new, empty one.
+    #[error("no instance at {}: its event log does not exist (is --data-dir right? `homeroom serve` creates one)", path.display())]
+    NoInstance {
+        /// The event log looked for.
+        path: PathBuf,
+    },
     /// The CSV file cannot be read.
     #[error("cannot read {path}: {source}")]
     ReadFile {
@@ -151,6 +158,18 @@ pub fn parse_ttl(text: &str) -> Result<Duration, BadTtl> {
 /// An opened instance: its event store, read models and services.
 fn settings(args: &InstanceArgs) -> Result<Settings, RunError> {
     Ok(Settings::load(args)?)
+}
+
+/// The settings of an instance that must already exist: the commands that inspect or
+/// repair one refuse to create an empty one in its place.
+fn existing_instance(args: &InstanceArgs) -> Result<Settings, RunError> {
+    let settings = settings(args)?;
+    if let crate::config::StoreChoice::Sqlite(path) = settings.backends()?.store {
+        if !path.exists() {
+            return Err(RunError::NoInstance { path });
+        }
+    }
+    Ok(settings)
 }
 
 /// `homeroom serve`.
@@ -450,7 +469,7 @@ pub async fn import_roles(
 /// # Errors
 /// [`RunError`] when the instance cannot be opened.
 pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitCode, RunError> {
-    let instance = Instance::open(settings(args)?).await?;
+    let instance = Instance::open(existing_instance(args)?).await?;
     let status = instance.runtime.status().await;
     instance.close().await;
     let status = status?;
@@ -506,7 +525,7 @@ pub async fn projections_rebuild(
     name: Option<String>,
     args: &InstanceArgs,
 ) -> Result<ExitCode, RunError> {
-    let instance = Instance::open(settings(args)?).await?;
+    let instance = Instance::open(existing_instance(args)?).await?;
     let target = match name {
         Some(name) => RebuildTarget::Projector(name),
         None => RebuildTarget::All,
@@ -566,7 +585,7 @@ pub async fn audit_verify(
     if let Some(d) = district.filter(|&d| d != DistrictId::UNROUTED) {
         DistrictId::parse(d).map_err(RunError::District)?;
     }
-    let instance = Instance::open(settings(args)?).await?;
+    let instance = Instance::open(existing_instance(args)?).await?;
     let store = instance.shared_store();
     let result = homeroom_eventstore::hash::verify_log(&*store, |e| {
         district.is_none_or(|d| e.metadata.district == d)
@@ -594,7 +613,7 @@ pub async fn audit_verify(
 pub async fn audit_unrouted(args: &InstanceArgs) -> Result<ExitCode, RunError> {
     use homeroom_eventstore::Position;
     const PAGE: usize = 1_000;
-    let instance = Instance::open(settings(args)?).await?;
+    let instance = Instance::open(existing_instance(args)?).await?;
     let store = instance.shared_store();
     let mut after = Position::START;
     let mut out = std::io::stdout().lock();

@@ -149,6 +149,24 @@ fn homeroom(args: &[&str], data: &Path) -> std::process::Output {
 }
 
 #[test]
+fn inspecting_an_instance_that_does_not_exist_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    for args in [
+        &["projections", "status"][..],
+        &["projections", "rebuild", "--all"],
+        &["audit", "verify"],
+        &["audit", "unrouted"],
+    ] {
+        let out = homeroom(args, &missing);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no instance at"), "{args:?}: {stderr}");
+        assert!(!missing.exists(), "{args:?} created the data directory");
+    }
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [
         &["--help"][..],
