@@ -172,6 +172,15 @@ pub fn label_for_shared_phone(text: &str, display_name: &str) -> String {
     }
 }
 
+/// A text as sent without the label [`label_for_shared_phone`] put in front of it for
+/// `display_name`, for views that show the person their own copy (the label was for the
+/// phone's other users). A text with no such label is returned whole.
+pub fn without_shared_phone_label<'a>(sent: &'a str, display_name: &str) -> &'a str {
+    first_name(display_name)
+        .and_then(|name| sent.strip_prefix(&format!("For {name}: ")))
+        .unwrap_or(sent)
+}
+
 /// A keyword an inbound text may be, with the meaning carriers and Twilio give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -382,6 +391,18 @@ mod tests {
             "For Mary-Jane: Hi"
         );
         assert_eq!(label_for_shared_phone("Hi", "Cher"), "For Cher: Hi");
+    }
+
+    #[test]
+    fn a_label_comes_off_for_its_own_name_only() {
+        let sent = label_for_shared_phone("Excursión", "Gail Guardian");
+        assert_eq!(
+            without_shared_phone_label(&sent, "Gail Guardian"),
+            "Excursión"
+        );
+        assert_eq!(without_shared_phone_label(&sent, "Gus Guardian"), sent);
+        assert_eq!(without_shared_phone_label("Excursión", "Gail"), "Excursión");
+        assert_eq!(without_shared_phone_label(&sent, ""), sent);
     }
 
     #[test]

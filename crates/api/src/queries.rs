@@ -296,6 +296,8 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         "status",
         "status_at",
         "delivered_text",
+        "sent_text",
+        "translated_to",
     ];
     let failed = |_| ApiError::Panic;
     out.write_record(header).map_err(failed)?;
@@ -314,7 +316,7 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         ];
         if message.deliveries.is_empty() {
             let mut row = common.to_vec();
-            row.extend(std::iter::repeat_n(String::new(), 6));
+            row.extend(std::iter::repeat_n(String::new(), 8));
             out.write_record(&row).map_err(failed)?;
         }
         for delivery in &message.deliveries {
@@ -326,6 +328,8 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
                 word(serde_json::to_value(delivery.status).unwrap_or_default()),
                 delivery.status_at.to_rfc3339(),
                 delivery.text.clone(),
+                delivery.sent_text.clone().unwrap_or_default(),
+                delivery.translated_to.clone().unwrap_or_default(),
             ]);
             out.write_record(&row).map_err(failed)?;
         }

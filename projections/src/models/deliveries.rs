@@ -39,6 +39,8 @@ const SCHEMA: &[&str] = &[
         provider_message_id TEXT,
         error TEXT,
         permanent BOOLEAN,
+        sent_text TEXT,
+        translated_to TEXT,
         PRIMARY KEY (district, delivery_id)
     )",
     "CREATE INDEX IF NOT EXISTS deliveries{deliveries}_message
@@ -68,11 +70,15 @@ impl Sql {
                     language = excluded.language, text = excluded.text,
                     subject = excluded.subject"
             )),
-            sent: r(
-                "UPDATE deliveries{deliveries} SET status = 'sent', status_at = $3,
-                    provider_message_id = COALESCE($4, provider_message_id)
-                WHERE district = $1 AND delivery_id = $2 AND status = 'queued'",
-            ),
+            // The status moves forward only, but the text as handed over is kept
+            // whenever it is told (a status callback's `sent` tells none).
+            sent: r("UPDATE deliveries{deliveries} SET
+                    status = CASE WHEN status = 'queued' THEN 'sent' ELSE status END,
+                    status_at = CASE WHEN status = 'queued' THEN $3 ELSE status_at END,
+                    provider_message_id = COALESCE($4, provider_message_id),
+                    sent_text = COALESCE($5, sent_text),
+                    translated_to = COALESCE($6, translated_to)
+                WHERE district = $1 AND delivery_id = $2"),
             delivered: r("UPDATE deliveries{deliveries} SET status = 'delivered',
                     status_at = $3, provider_message_id = COALESCE($4, provider_message_id)
                 WHERE district = $1 AND delivery_id = $2 AND status IN ('queued', 'sent')"),
@@ -177,8 +183,9 @@ impl Projector for Deliveries {
         NAME
     }
 
+    /// 3: the text as handed over and its translation (`sent_text`, `translated_to`).
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -236,6 +243,8 @@ impl Projector for Deliveries {
                     .bind(e.delivery_id.as_uuid())
                     .bind(e.at)
                     .bind(&e.provider_message_id)
+                    .bind(&e.sent_text)
+                    .bind(&e.translated_to)
                     .execute(tx)
                     .await?;
             }

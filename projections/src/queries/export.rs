@@ -44,6 +44,13 @@ pub struct ExportDelivery {
     pub status_at: DateTime<Utc>,
     /// The text as rendered for the recipient.
     pub text: String,
+    /// The recipient's language (what a translation, if any, was asked for).
+    pub language: String,
+    /// The text exactly as handed to the provider (translated, with a shared phone's
+    /// label), once it was sent.
+    pub sent_text: Option<String>,
+    /// The language `sent_text` was machine-translated to, if it was.
+    pub translated_to: Option<String>,
 }
 
 /// One message, as exported.
@@ -173,6 +180,9 @@ impl ReadModels {
                         status: p.delivery.status,
                         status_at: p.delivery.status_at,
                         text: p.text,
+                        language: p.language,
+                        sent_text: p.sent_text,
+                        translated_to: p.translated_to,
                     })
                     .collect(),
                 message_id: m.message_id,

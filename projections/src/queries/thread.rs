@@ -8,7 +8,7 @@ use super::{
 use crate::db::query;
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
-use homeroom_domain::{ConversationId, DistrictId, MessageId, PersonId};
+use homeroom_domain::{sms, ConversationId, DistrictId, MessageId, PersonId};
 use std::collections::HashMap;
 
 /// One delivery with what the thread's views add to it.
@@ -18,6 +18,10 @@ pub(crate) struct Planned {
     /// The text rendered for the recipient.
     pub text: String,
     pub language: String,
+    /// The text exactly as handed to the provider (translated, labelled), once sent.
+    pub sent_text: Option<String>,
+    /// The language `sent_text` was machine-translated to, if it was.
+    pub translated_to: Option<String>,
 }
 
 /// The parts of a thread every view of it needs.
@@ -103,7 +107,7 @@ impl Snapshot {
             // makes SQLite keep that order (left alone, it walked every delivery of the
             // district in `ORDER BY` order); PostgreSQL plans it as a plain join.
             "SELECT v.delivery_id, v.message_id, v.recipient_id, v.channel, v.status,
-                    v.status_at, v.text, v.language, n.name
+                    v.status_at, v.text, v.language, v.sent_text, v.translated_to, n.name
              FROM messages{conversations} m
              CROSS JOIN deliveries{deliveries} v
              LEFT JOIN people{directory} n ON n.district = v.district AND n.person_id = v.recipient_id
@@ -133,6 +137,8 @@ impl Snapshot {
                     recipient_name: row.get("name")?,
                     text: row.get("text")?,
                     language: row.get("language")?,
+                    sent_text: row.get("sent_text")?,
+                    translated_to: row.get("translated_to")?,
                 });
         }
 
@@ -158,9 +164,23 @@ impl Snapshot {
             let mine = viewer.and_then(|v| {
                 planned.and_then(|ds| ds.iter().find(|p| p.delivery.recipient_id == v))
             });
-            let (body, language) = match mine {
-                Some(p) => (p.text.clone(), Some(p.language.clone())),
-                None => (original.clone(), row.get("author_language")?),
+            // The viewer's own copy: machine-translated once the worker translated it,
+            // else rendered for them in the language it was written in.
+            let author_language: Option<String> = row.get("author_language")?;
+            let (body, language, machine_translated) = match mine {
+                Some(Planned {
+                    sent_text: Some(sent),
+                    translated_to: Some(to),
+                    recipient_name,
+                    ..
+                }) => (
+                    sms::without_shared_phone_label(sent, recipient_name.as_deref().unwrap_or(""))
+                        .to_owned(),
+                    Some(to.clone()),
+                    true,
+                ),
+                Some(p) => (p.text.clone(), author_language, false),
+                None => (original.clone(), author_language, false),
             };
             conversation.messages.push(ThreadMessage {
                 message_id,
@@ -171,6 +191,7 @@ impl Snapshot {
                 body,
                 original_body: original,
                 language,
+                machine_translated,
                 sent_at: time(&row, "sent_at")?,
                 deliveries: planned
                     .map(|ds| ds.iter().map(|p| p.delivery.clone()).collect())

@@ -174,6 +174,9 @@ pub struct ThreadMessage {
     pub original_body: String,
     /// The language of `body`.
     pub language: Option<String>,
+    /// Whether `body` is a machine translation of `original_body` (the viewer's copy,
+    /// translated when it was sent); false when it is in the language it was written in.
+    pub machine_translated: bool,
     /// When it was sent.
     pub sent_at: DateTime<Utc>,
     /// One per recipient.

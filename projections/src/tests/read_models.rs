@@ -1152,7 +1152,79 @@ async fn a_message_recorded_twice_is_folded_once(w: World) {
     assert_eq!(theirs.unread_count, 1, "the guardian's reply");
 }
 
+/// A recipient's copy shows the machine translation they were sent (without the shared
+/// phone's label), says so, and keeps the original; an untranslated copy says it is in
+/// the language it was written in. The export keeps the text exactly as sent.
+async fn a_translated_copy_is_the_viewers_body_beside_the_original(w: World) {
+    school_day(&w).await;
+    let (g, g2) = (person(GUARDIAN), person(OTHER_GUARDIAN));
+    let to_gail = delivery_id_for(message(2), g);
+    w.append(
+        NORTH,
+        &format!("delivery-{NORTH}:{to_gail}"),
+        "delivery-worker",
+        vec![DeliverySent {
+            delivery_id: to_gail,
+            provider_message_id: Some("SM7".to_owned()),
+            sender: Some("+15550001000".to_owned()),
+            sent_text: Some("For Gail: Excursión".to_owned()),
+            translated_to: Some("es".to_owned()),
+            at: w.now(),
+        }
+        .into()],
+    )
+    .await;
+    w.outcome(NORTH, delivery_id_for(message(2), g2), "sent")
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let for_gail = read
+        .conversation(&north, conversation(2), Some(g))
+        .await
+        .unwrap()
+        .unwrap();
+    let trip = &for_gail.messages[0];
+    assert_eq!(trip.body, "Excursión");
+    assert_eq!(trip.language.as_deref(), Some("es"));
+    assert!(trip.machine_translated);
+    assert_eq!(trip.original_body, "Field trip");
+
+    let for_gus = read
+        .conversation(&north, conversation(2), Some(g2))
+        .await
+        .unwrap()
+        .unwrap();
+    let trip = &for_gus.messages[0];
+    assert_eq!(trip.body, "Field trip (for 21)", "rendered, not translated");
+    assert_eq!(
+        trip.language.as_deref(),
+        Some("en"),
+        "the language it was written in"
+    );
+    assert!(!trip.machine_translated);
+
+    let export = read
+        .export_conversation(&north, conversation(2))
+        .await
+        .unwrap()
+        .unwrap();
+    let sent: Vec<_> = export.messages[0]
+        .deliveries
+        .iter()
+        .map(|d| (d.recipient_id, d.sent_text.clone(), d.translated_to.clone()))
+        .collect();
+    assert!(sent.contains(&(
+        g,
+        Some("For Gail: Excursión".to_owned()),
+        Some("es".to_owned())
+    )));
+    assert!(sent.contains(&(g2, None, None)));
+}
+
 on_both_engines! {
+    #[tokio::test] a_translated_copy_is_the_viewers_body_beside_the_original,
     #[tokio::test] the_personal_inbox_holds_only_conversations_the_person_takes_part_in,
     #[tokio::test] unread_counts_follow_read_positions_and_skip_ones_own_messages,
     #[tokio::test] a_message_recorded_twice_is_folded_once,
