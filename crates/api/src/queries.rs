@@ -184,7 +184,7 @@ fn page(limit: Option<u32>, cursor: Option<String>) -> PageRequest {
     }
 }
 
-fn reader(caller: Caller) -> Reader {
+pub(crate) fn reader(caller: Caller) -> Reader {
     Reader {
         district: caller.district,
         actor: caller.actor,

@@ -87,11 +87,15 @@ pub(crate) async fn stream(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(person) = caller.actor.person_id() else {
+    if caller.actor.person_id().is_none() {
         return Err(QueryError::NotPermitted("a service has no stream of its own").into());
-    };
+    }
     let after = resume_after(&headers)?;
-    let feed = state.live.subscribe(caller.district, person, after);
+    let listener = state
+        .queries
+        .listener(&crate::queries::reader(caller))
+        .await?;
+    let feed = state.live.subscribe(listener, after);
     let events = feed
         .take_while(|item| {
             if let Err(error) = item {

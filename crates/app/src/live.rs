@@ -8,7 +8,9 @@
 //!
 //! - A message posted in a conversation (by anyone: staff, family, an SMS reply routed
 //!   in) is a [`Notice::Message`] for every participant, its author included (their other
-//!   devices). School-inbox holders who are not participants are not told.
+//!   devices), and, in a school conversation, for everyone who holds that school's
+//!   shared inbox ([`Listener::school_inboxes`], as the permissions were when the feed
+//!   opened: a role granted or revoked takes effect at the client's next connect).
 //! - A delivery's status change (`sent`, `delivered`, `failed`) is a
 //!   [`Notice::Delivery`] for the author of its message.
 //! - Tenancy: a notice carries its district, and a subscriber only gets its own
@@ -37,7 +39,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use hashlink::LruCache;
 use homeroom_domain::{
-    ConversationId, DeliveryId, DistrictId, Event, MessageId, PersonId, StreamRef,
+    ConversationId, ConversationKind, DeliveryId, DistrictId, Event, MessageId, PersonId, SchoolId,
+    StreamRef,
 };
 use homeroom_eventstore::{EventStore, Position, RecordedEvent, StoreError, StreamId};
 use serde::Serialize;
@@ -203,17 +206,52 @@ pub enum LiveError {
     Stream(#[source] CommandError),
 }
 
+/// Whom a feed is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Their district (a feed carries nothing of another).
+    pub district: DistrictId,
+    /// The person.
+    pub person: PersonId,
+    /// The schools whose shared inbox they hold (`school_inbox`): they hear of every
+    /// message in those schools' school conversations, as the inbox shows them.
+    pub school_inboxes: Vec<SchoolId>,
+}
+
 /// A notice and whom it is for.
 #[derive(Debug)]
 struct Routed {
     district: String,
     audience: Vec<PersonId>,
+    /// A school conversation's school: its shared inbox's holders are told too.
+    school_inbox: Option<SchoolId>,
     notice: Notice,
 }
 
 impl Routed {
-    fn is_for(&self, district: &DistrictId, person: PersonId) -> bool {
-        self.district == district.as_str() && self.audience.contains(&person)
+    fn is_for(&self, listener: &Listener) -> bool {
+        self.district == listener.district.as_str()
+            && (self.audience.contains(&listener.person)
+                || self
+                    .school_inbox
+                    .is_some_and(|s| listener.school_inboxes.contains(&s)))
+    }
+}
+
+/// Who hears of a conversation's messages.
+#[derive(Debug, Clone)]
+struct Audience {
+    participants: Arc<[PersonId]>,
+    /// Its school, for a school conversation (shared by the school inbox).
+    school_inbox: Option<SchoolId>,
+}
+
+impl Audience {
+    fn of(started: &homeroom_domain::events::ConversationStarted) -> Self {
+        Self {
+            participants: started.participant_ids.clone().into(),
+            school_inbox: (started.kind == ConversationKind::School).then_some(started.school_id),
+        }
     }
 }
 
@@ -227,7 +265,7 @@ struct Owner {
 }
 
 struct Memory {
-    participants: LruCache<(String, ConversationId), Arc<[PersonId]>>,
+    audiences: LruCache<(String, ConversationId), Audience>,
     authors: LruCache<(String, MessageId), PersonId>,
     owners: LruCache<(String, DeliveryId), Owner>,
 }
@@ -264,7 +302,7 @@ impl LiveHub {
     /// A hub over `store`. It starts following the log at its first subscriber.
     pub fn new(store: Arc<dyn EventStore>, config: LiveConfig) -> Self {
         let memory = Memory {
-            participants: LruCache::new(config.memory.max(1)),
+            audiences: LruCache::new(config.memory.max(1)),
             authors: LruCache::new(config.memory.max(1)),
             owners: LruCache::new(config.memory.max(1)),
         };
@@ -297,15 +335,14 @@ impl LiveHub {
         *self.inner.closed.borrow()
     }
 
-    /// The feed of `person` in `district`: [`Update::Ready`] first, then every notice
-    /// for them after the head at this call (or after `resume_after`, reading the log
-    /// from there first), until [`LiveHub::close`]. Ends after yielding an error.
+    /// The feed of `listener`: [`Update::Ready`] first, then every notice for them
+    /// after the head at this call (or after `resume_after`, reading the log from there
+    /// first), until [`LiveHub::close`]. Ends after yielding an error.
     ///
     /// Must be called within a tokio runtime: the first call starts the hub's task.
     pub fn subscribe(
         &self,
-        district: DistrictId,
-        person: PersonId,
+        listener: Listener,
         resume_after: Option<Position>,
     ) -> BoxStream<'static, Result<Update, LiveError>> {
         self.start();
@@ -353,9 +390,9 @@ impl LiveHub {
                         let done = page.len() < limit;
                         read += page.len();
                         for recorded in &page {
-                            if recorded.metadata.district == district.as_str() {
+                            if recorded.metadata.district == listener.district.as_str() {
                                 match inner.route(recorded).await {
-                                    Ok(Some(routed)) if routed.is_for(&district, person) => {
+                                    Ok(Some(routed)) if routed.is_for(&listener) => {
                                         yield Ok(Update::Notice(routed.notice));
                                     }
                                     Ok(_) => {}
@@ -400,7 +437,7 @@ impl LiveHub {
                     }
                     Some(Ok(routed)) => {
                         let position = routed.notice.position();
-                        if position > last && routed.is_for(&district, person) {
+                        if position > last && routed.is_for(&listener) {
                             last = position;
                             yield Ok(Update::Notice(routed.notice.clone()));
                         }
@@ -528,13 +565,13 @@ impl Inner {
         match event {
             Event::ConversationStarted(e) => {
                 self.memory()
-                    .participants
-                    .insert((district, e.conversation_id), e.participant_ids.into());
+                    .audiences
+                    .insert((district, e.conversation_id), Audience::of(&e));
                 Ok(None)
             }
             Event::MessagePosted(e) => {
-                let participants = self
-                    .participants(&district, e.conversation_id, &recorded.stream)
+                let audience = self
+                    .audience(&district, e.conversation_id, &recorded.stream)
                     .await?;
                 {
                     let mut memory = self.memory();
@@ -555,7 +592,8 @@ impl Inner {
                 }
                 Ok(Some(Routed {
                     district,
-                    audience: participants.to_vec(),
+                    audience: audience.participants.to_vec(),
+                    school_inbox: audience.school_inbox,
                     notice: Notice::Message(MessageNotice {
                         conversation_id: e.conversation_id,
                         message_id: e.message_id,
@@ -618,6 +656,7 @@ impl Inner {
         Ok(Some(Routed {
             district,
             audience: vec![owner.author],
+            school_inbox: None,
             notice: Notice::Delivery(DeliveryNotice {
                 conversation_id: owner.conversation_id,
                 message_id: owner.message_id,
@@ -630,24 +669,27 @@ impl Inner {
         }))
     }
 
-    /// A conversation's participants: remembered, else from its first event.
-    async fn participants(
+    /// Who hears of a conversation's messages: remembered, else from its first event.
+    async fn audience(
         &self,
         district: &str,
         conversation_id: ConversationId,
         stream: &StreamId,
-    ) -> Result<Arc<[PersonId]>, LiveError> {
+    ) -> Result<Audience, LiveError> {
         let key = (district.to_owned(), conversation_id);
-        if let Some(known) = self.memory().participants.get(&key) {
+        if let Some(known) = self.memory().audiences.get(&key) {
             return Ok(known.clone());
         }
         let first = self.store.read_stream(stream, 0, 1).await?;
-        let participants: Arc<[PersonId]> = match first.first().and_then(readable) {
-            Some(Event::ConversationStarted(e)) => e.participant_ids.into(),
-            _ => Arc::from(Vec::new()),
+        let audience = match first.first().and_then(readable) {
+            Some(Event::ConversationStarted(e)) => Audience::of(&e),
+            _ => Audience {
+                participants: Arc::from(Vec::new()),
+                school_inbox: None,
+            },
         };
-        self.memory().participants.insert(key, participants.clone());
-        Ok(participants)
+        self.memory().audiences.insert(key, audience.clone());
+        Ok(audience)
     }
 
     /// Whose message a delivery carries: remembered, else from the delivery's first

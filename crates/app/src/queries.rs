@@ -11,6 +11,7 @@
 //!    read models are keyed by district, so another district's ids are unknown too).
 
 use crate::error::CommandError;
+use crate::live::Listener;
 use crate::service::CommandService;
 use homeroom_domain::visibility::{self, ConversationFacts, OversightReach, Viewer};
 use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId};
@@ -187,6 +188,26 @@ impl QueryService {
             district,
             viewer,
             others: states,
+        })
+    }
+
+    /// Whom `GET /v1/stream` is for: the viewer, and the schools whose shared inbox
+    /// they hold, as the directory says now.
+    ///
+    /// # Errors
+    /// [`QueryError::NotPermitted`] for a service (no feed of its own);
+    /// [`QueryError::UnknownViewer`] for a person not registered.
+    pub async fn listener(&self, reader: &Reader) -> Result<Listener, QueryError> {
+        let facts = self.viewer_facts(reader, &[]).await?;
+        let Some((person, state)) = &facts.viewer else {
+            return Err(QueryError::NotPermitted(
+                "a service has no stream of its own",
+            ));
+        };
+        Ok(Listener {
+            district: reader.district.clone(),
+            person: *person,
+            school_inboxes: visibility::school_inboxes(&facts.district, state),
         })
     }
 

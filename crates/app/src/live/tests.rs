@@ -141,7 +141,23 @@ async fn feed(
     person: PersonId,
     after: Option<Position>,
 ) -> (Feed, Position) {
-    let mut feed = hub.subscribe(w.district.clone(), person, after);
+    feed_with_inboxes(hub, w, person, vec![], after).await
+}
+
+/// The feed of `person` holding the shared inboxes of `school_inboxes`, once it is live.
+async fn feed_with_inboxes(
+    hub: &LiveHub,
+    w: &World,
+    person: PersonId,
+    school_inboxes: Vec<SchoolId>,
+    after: Option<Position>,
+) -> (Feed, Position) {
+    let listener = Listener {
+        district: w.district.clone(),
+        person,
+        school_inboxes,
+    };
+    let mut feed = hub.subscribe(listener, after);
     match next(&mut feed).await {
         Update::Ready { position } => (feed, position),
         other => panic!("the first update is not Ready: {other:?}"),
@@ -194,6 +210,36 @@ async fn participants_are_told_of_a_message_posted_after_they_connected() {
     );
     let own = message(next(&mut principal).await);
     assert_eq!(own.message_id, told.message_id, "the author is told too");
+}
+
+#[tokio::test]
+async fn holders_of_the_school_inbox_are_told_of_school_conversations_only() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let school = SchoolId::new(w.school);
+    let (mut counselor, _) = feed_with_inboxes(&hub, &w, w.counselor, vec![school], None).await;
+    let (mut teen, _) = feed(&hub, &w, w.teen, None).await;
+
+    // given a personal message the counselor takes no part in
+    w.send(w.principal, w.parent, "Just between us").await;
+    // when the principal writes to the parent on behalf of the school
+    let start = parse_command(
+        "StartConversation",
+        json!({"conversation_id": Uuid::now_v7(), "school_id": w.school, "from": "school",
+               "participant_ids": [w.parent], "body": "From the office"}),
+    )
+    .unwrap();
+    let office = w.run(Actor::Person(w.principal), start).await;
+    // then the shared inbox's holder hears of it (and of nothing before it)
+    let told = message(next(&mut counselor).await);
+    assert_eq!(Some(told.message_id), office.message_id);
+    // and someone without the inbox hears of their own messages only
+    let mine = w.send(w.counselor, w.teen, "Yours").await;
+    assert_eq!(
+        Some(message(next(&mut teen).await).message_id),
+        mine.message_id
+    );
 }
 
 #[tokio::test]
@@ -412,7 +458,14 @@ async fn closing_the_hub_ends_every_feed() {
         .await
         .expect("ends in time");
     assert!(end.is_none(), "the feed ended: {end:?}");
-    let mut late = hub.subscribe(w.district.clone(), w.parent, None);
+    let mut late = hub.subscribe(
+        Listener {
+            district: w.district.clone(),
+            person: w.parent,
+            school_inboxes: vec![],
+        },
+        None,
+    );
     let end = tokio::time::timeout(WAIT, late.next())
         .await
         .expect("ends in time");
