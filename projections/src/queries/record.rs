@@ -1,8 +1,8 @@
 //! A student's message record.
 
 use super::{
-    channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, MessageDelivery,
-    PageRequest, ReadModels, RecordEntry, Snapshot, StudentRecord,
+    channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, PageRequest,
+    ReadModels, RecordDelivery, RecordEntry, Snapshot, StudentRecord,
 };
 use crate::db::{query, Builder};
 use crate::error::QueryError;
@@ -105,10 +105,11 @@ impl ReadModels {
             _ => None,
         };
 
-        let mut by_message: HashMap<MessageId, Vec<MessageDelivery>> = HashMap::new();
+        let mut by_message: HashMap<MessageId, Vec<RecordDelivery>> = HashMap::new();
         if !rows.is_empty() {
             let head = s.sql(
-                "SELECT delivery_id, message_id, recipient_id, channel, status, status_at
+                "SELECT delivery_id, message_id, recipient_id, channel, status, status_at, text,
+                        sent_text
                  FROM deliveries{deliveries} WHERE district = ",
             );
             let mut q = Builder::new(head);
@@ -124,12 +125,14 @@ impl ReadModels {
                 by_message
                     .entry(uuid(&row, "message_id")?.into())
                     .or_default()
-                    .push(MessageDelivery {
+                    .push(RecordDelivery {
                         delivery_id: uuid(&row, "delivery_id")?.into(),
                         recipient_id: uuid(&row, "recipient_id")?.into(),
                         channel: channel(&row, "channel")?,
                         status: status(&row, "status")?,
                         status_at: time(&row, "status_at")?,
+                        text: row.get("text")?,
+                        sent_text: row.get("sent_text")?,
                     });
             }
         }

@@ -247,11 +247,32 @@ pub struct RecordEntry {
     pub sent_as: SendAs,
     /// When.
     pub sent_at: DateTime<Utc>,
-    /// The text as written.
+    /// The text as written (merge fields unrendered; each delivery has its rendering).
     pub body: String,
     /// Outbound: its deliveries to the student and their guardians. Inbound: every
     /// delivery it caused.
-    pub deliveries: Vec<MessageDelivery>,
+    pub deliveries: Vec<RecordDelivery>,
+}
+
+/// One delivery on a student's record: where it stands and what the recipient was
+/// given, so the record shows the content each of them received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RecordDelivery {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// Who receives it.
+    pub recipient_id: PersonId,
+    /// How.
+    pub channel: Channel,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// When it got there.
+    pub status_at: DateTime<Utc>,
+    /// The text rendered for the recipient (their merge fields).
+    pub text: String,
+    /// The text exactly as handed to the provider (translated, labelled), once sent.
+    pub sent_text: Option<String>,
 }
 
 /// `GET /v1/students/{id}/messages`: oldest first.

@@ -687,6 +687,12 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
     );
     assert_eq!(trip.deliveries[0].recipient_id, person(GUARDIAN));
     assert_eq!(trip.deliveries[0].status, DeliveryStatus::Sent);
+    let hello = &record.messages[0];
+    assert_eq!(hello.body, "Hello {student_name}", "as written");
+    assert_eq!(
+        hello.deliveries[0].text, "Hello {student_name} (for 20)",
+        "and as rendered for the one who received it"
+    );
     let reply = &record.messages[2];
     assert_eq!(
         reply.deliveries.len(),
