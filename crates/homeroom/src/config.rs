@@ -26,6 +26,9 @@ pub const KEYS: &[&str] = &[
     "smtp_url",
     "email_from",
     "public_url",
+    "translator",
+    "translate_url",
+    "translate_api_key",
     "jwt_key_file",
     "pg_schema",
     "relay",
@@ -66,6 +69,13 @@ pub struct Settings {
     pub email_from: Option<String>,
     /// The external base URL status callbacks go to.
     pub public_url: Option<String>,
+    /// Machine translation: `none` (default: texts go out in the language they were
+    /// written in, marked untranslated) or `libretranslate`.
+    pub translator: Option<String>,
+    /// The LibreTranslate service's base URL (with `translator = "libretranslate"`).
+    pub translate_url: Option<String>,
+    /// Its API key, if the service wants one.
+    pub translate_api_key: Option<String>,
     /// The token signing key (default `<data_dir>/jwt.key`).
     pub jwt_key_file: Option<PathBuf>,
     /// The PostgreSQL schema of this instance's events (default `homeroom`; its read
@@ -99,6 +109,9 @@ impl Default for Settings {
             smtp_url: None,
             email_from: None,
             public_url: None,
+            translator: None,
+            translate_url: None,
+            translate_api_key: None,
             jwt_key_file: None,
             pg_schema: None,
             relay: None,
@@ -165,6 +178,18 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Machine translation: `none` (default) or `libretranslate` [env: HOMEROOM_TRANSLATOR].
+    #[arg(long, value_name = "SERVICE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translator: Option<String>,
+    /// The LibreTranslate base URL [env: HOMEROOM_TRANSLATE_URL].
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translate_url: Option<String>,
+    /// The LibreTranslate API key [env: HOMEROOM_TRANSLATE_API_KEY].
+    #[arg(long, value_name = "KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translate_api_key: Option<String>,
     /// The token signing key (default: <data-dir>/jwt.key) [env: HOMEROOM_JWT_KEY_FILE].
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,6 +304,20 @@ pub enum EmailChoice {
     },
 }
 
+/// How texts are translated to each recipient's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranslatorChoice {
+    /// Not at all: every text goes out as written, marked untranslated.
+    None,
+    /// A LibreTranslate service.
+    LibreTranslate {
+        /// Its base URL.
+        url: String,
+        /// Its API key, if it wants one.
+        api_key: Option<String>,
+    },
+}
+
 /// Every outside system an instance talks to, as the settings choose them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backends {
@@ -292,6 +331,8 @@ pub struct Backends {
     pub sms: SmsChoice,
     /// Email.
     pub email: EmailChoice,
+    /// Machine translation.
+    pub translator: TranslatorChoice,
 }
 
 impl Settings {
@@ -418,12 +459,31 @@ impl Settings {
                 })
             }
         };
+        let translator = match set(&self.translator) {
+            None | Some("none") => TranslatorChoice::None,
+            Some("libretranslate") => TranslatorChoice::LibreTranslate {
+                url: required(
+                    &self.translate_url,
+                    "HOMEROOM_TRANSLATE_URL",
+                    "with HOMEROOM_TRANSLATOR=libretranslate",
+                )?,
+                api_key: set(&self.translate_api_key).map(str::to_owned),
+            },
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    setting: "HOMEROOM_TRANSLATOR",
+                    value: redacted(value),
+                    expected: "none or libretranslate",
+                })
+            }
+        };
         Ok(Backends {
             store,
             read_store,
             bus,
             sms,
             email,
+            translator,
         })
     }
 
@@ -617,6 +677,35 @@ mod tests {
             settings.backends(),
             Err(ConfigError::Missing {
                 setting: "HOMEROOM_SMTP_URL",
+                ..
+            })
+        ));
+        settings.email = None;
+        assert_eq!(
+            settings.backends().unwrap().translator,
+            TranslatorChoice::None
+        );
+        settings.translator = Some("libretranslate".into());
+        assert!(matches!(
+            settings.backends(),
+            Err(ConfigError::Missing {
+                setting: "HOMEROOM_TRANSLATE_URL",
+                ..
+            })
+        ));
+        settings.translate_url = Some("http://127.0.0.1:5000".into());
+        assert_eq!(
+            settings.backends().unwrap().translator,
+            TranslatorChoice::LibreTranslate {
+                url: "http://127.0.0.1:5000".into(),
+                api_key: None
+            }
+        );
+        settings.translator = Some("babelfish".into());
+        assert!(matches!(
+            settings.backends(),
+            Err(ConfigError::Invalid {
+                setting: "HOMEROOM_TRANSLATOR",
                 ..
             })
         ));

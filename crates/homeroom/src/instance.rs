@@ -4,6 +4,7 @@
 
 use crate::config::{
     Backends, BusChoice, EmailChoice, ReadStoreChoice, Settings, SmsChoice, StoreChoice,
+    TranslatorChoice,
 };
 use crate::run::RunError;
 use homeroom_app::CommandService;
@@ -12,7 +13,7 @@ use homeroom_bus::WorkQueue;
 use homeroom_bus_nats::{NatsBus, NatsConfig};
 use homeroom_channels::sandbox::{Sandbox, Untranslated};
 use homeroom_channels::webhooks::SmsWebhooks;
-use homeroom_channels::{EmailSender, SmsSender};
+use homeroom_channels::{EmailSender, SmsSender, Translator};
 use homeroom_delivery::worker::Channels;
 use homeroom_email_smtp::{SmtpConfig, SmtpEmail};
 use homeroom_eventstore::EventStore;
@@ -21,6 +22,7 @@ use homeroom_sms_twilio::{TwilioConfig, TwilioSms, TwilioWebhooks};
 use homeroom_store_kurrentdb::{KurrentConfig, KurrentStore};
 use homeroom_store_postgres::PgStore;
 use homeroom_store_sqlite::SqliteStore;
+use homeroom_translate_libre::{LibreTranslate, LibreTranslateConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -274,10 +276,23 @@ impl Instance {
                     .map_err(|e| RunError::backend("SMTP", e))?,
             ),
         };
+        let translator: Arc<dyn Translator> = match &self.backends.translator {
+            TranslatorChoice::None => Arc::new(Untranslated),
+            TranslatorChoice::LibreTranslate { url, api_key } => {
+                let mut config = LibreTranslateConfig::new(url);
+                if let Some(key) = api_key {
+                    config = config.with_api_key(key);
+                }
+                Arc::new(
+                    LibreTranslate::new(config)
+                        .map_err(|e| RunError::backend("LibreTranslate", e))?,
+                )
+            }
+        };
         Ok(Channels {
             sms,
             email,
-            translator: Arc::new(Untranslated),
+            translator,
             phones: Arc::new(self.runtime.read_models()),
         })
     }

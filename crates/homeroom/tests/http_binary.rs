@@ -149,6 +149,64 @@ fn homeroom(args: &[&str], data: &Path) -> std::process::Output {
 }
 
 #[test]
+fn a_family_reads_the_machine_translation_they_were_sent_beside_the_original() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let translator = rt
+        .block_on(homeroom_translate_libre::fake::FakeLibreTranslate::start())
+        .unwrap();
+    translator.learn("en", "es", "Field trip on Friday", "Excursión el viernes");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("HOMEROOM_TRANSLATOR", "libretranslate".to_owned()),
+        ("HOMEROOM_TRANSLATE_URL", translator.base_url()),
+    ];
+    let server = Server::start_with(&bin(), &data, &env);
+    let api = server.api(&bin(), &data);
+    let d = District::build(&api, "translated");
+    let abuela = Uuid::now_v7();
+    d.system(
+        "RegisterPerson",
+        json!({"person_id": abuela, "kind": "guardian", "name": "Rosa", "school_ids": [d.school],
+               "language": "es", "contact_points": [{"channel": "sms", "address": "+15550004004"}]}),
+    );
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": abuela, "body": "Field trip on Friday"}),
+        )
+        .ok()
+        .clone();
+    let conversation = sent["conversation_id"].as_str().unwrap().to_owned();
+    let rosa = api.token(&d.name, &abuela.to_string(), false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let thread = api.read(&rosa, &format!("/v1/conversations/{conversation}"));
+        let message = thread.ok()["messages"][0].clone();
+        if message["machine_translated"] == true || std::time::Instant::now() > deadline {
+            break message;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(message["body"], "Excursión el viernes", "{message}");
+    assert_eq!(message["language"], "es");
+    assert_eq!(message["original_body"], "Field trip on Friday");
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let own = api.read(&principal, &format!("/v1/conversations/{conversation}"));
+    assert_eq!(own.ok()["messages"][0]["body"], "Field trip on Friday");
+    assert_eq!(own.ok()["messages"][0]["machine_translated"], false);
+    assert!(translator.requests().iter().any(
+        |r| r.q.as_deref() == Some("Field trip on Friday") && r.target.as_deref() == Some("es")
+    ));
+    assert!(server.terminate().success());
+}
+
+#[test]
 fn inspecting_an_instance_that_does_not_exist_is_refused_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("typo");
