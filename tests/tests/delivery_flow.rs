@@ -433,6 +433,81 @@ async fn a_guardians_message_in_a_group_texts_the_others_from_the_schools_number
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaction_a_rule_refuses_every_time_is_given_up_not_retried_for_ever() {
+    use homeroom_domain::events::{DeliveryFailed, DeliveryQueued};
+    use homeroom_domain::{Channel, DeliveryId, MessageId, PlannedDelivery};
+    use homeroom_eventstore::{EventAppender, EventMetadata, ExpectedVersion, StreamId};
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    // A delivery to somebody the directory never heard of fails for good: marking their
+    // phone failing is refused (`unknown_person`), on every try.
+    let delivery = DeliveryId::new(Uuid::now_v7());
+    let at = chrono::Utc::now();
+    let events: Vec<Event> = vec![
+        DeliveryQueued {
+            delivery: PlannedDelivery {
+                delivery_id: delivery,
+                recipient_id: PersonId::new(Uuid::now_v7()),
+                channel: Channel::Sms,
+                address: Some("+15550007007".into()),
+                language: "en".into(),
+                text: "Hello".into(),
+                subject: None,
+            },
+            message_id: MessageId::new(Uuid::now_v7()),
+            conversation_id: homeroom_domain::ConversationId::new(Uuid::now_v7()),
+            fallback_of: None,
+            sender: None,
+            at,
+        }
+        .into(),
+        DeliveryFailed {
+            delivery_id: delivery,
+            provider_message_id: None,
+            error: Some("bounced".into()),
+            permanent: true,
+            at,
+        }
+        .into(),
+    ];
+    let metadata = EventMetadata {
+        district: f.d.district.as_str().to_owned(),
+        school: None,
+        actor: "delivery-worker".into(),
+        correlation_id: Uuid::now_v7(),
+        causation_id: Uuid::now_v7(),
+        command_id: Uuid::now_v7(),
+        command_digest: None,
+    };
+    let stream = StreamId::parse(format!("delivery-{}:{delivery}", f.d.district)).unwrap();
+    let appended = f
+        .store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            events
+                .iter()
+                .map(|e| codec::encode(e, metadata.clone()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // The reactor gives the reaction up and moves on: its queue's checkpoint passes it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while f.queues[0].checkpoint() < appended.position {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused reaction still holds the reactions queue at {:?}",
+            f.queues[0].checkpoint()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the pipeline still works.
+    let next = f.message(f.d.principal, f.d.parent, "Still here").await;
+    f.delivered(next).await;
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_personal_sender_gets_their_own_number_from_the_pool() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.d.system(

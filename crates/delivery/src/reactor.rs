@@ -14,7 +14,7 @@
 
 use crate::{consume, district_of, react, RuntimeError};
 use homeroom_app::codec;
-use homeroom_app::CommandService;
+use homeroom_app::{CommandError, CommandService};
 use homeroom_bus::{WorkItem, WorkQueue};
 use homeroom_domain::commands::{
     BindSmsNumber, DeliverySender, MarkContactPointFailing, QueueDelivery, RecordSmsSent,
@@ -62,6 +62,10 @@ impl Default for ReactorConfig {
     }
 }
 
+/// How many times a reaction a rule refuses is tried before it is given up: a refusal
+/// may follow a fact the reaction read a moment too early, but not three times running.
+pub const REFUSALS_BEFORE_GIVING_UP: u32 = 3;
+
 /// The process managers, over one command service.
 #[derive(Clone)]
 pub struct Reactor {
@@ -76,7 +80,9 @@ impl Reactor {
     }
 
     /// Takes events from `queue` and reacts to them until `shutdown`, acknowledging each
-    /// once its reaction is recorded; a failed reaction comes back after a pause.
+    /// once its reaction is recorded; a failed reaction comes back after a pause, and
+    /// one a rule refuses [`REFUSALS_BEFORE_GIVING_UP`] times is given up (logged as an
+    /// error) so it cannot hold the events behind it.
     pub async fn run(&self, queue: Arc<dyn WorkQueue>, shutdown: impl Future<Output = ()>) {
         consume(
             &*queue,
@@ -93,6 +99,23 @@ impl Reactor {
     async fn settle(&self, item: WorkItem) {
         let settled = match self.react_to(&item.event).await {
             Ok(()) => item.ack().await,
+            // A rule refused the reaction again and again: it is not a passing failure,
+            // and retrying it for ever would hold a place in the queue from the events
+            // behind it. The event stays in the log and the refusal in the log output
+            // and the command metrics (`homeroom_commands_total{outcome=code}`).
+            Err(RuntimeError::Command(CommandError::Rejected(refusal)))
+                if item.attempt >= REFUSALS_BEFORE_GIVING_UP =>
+            {
+                tracing::error!(
+                    event = %item.event.event_id,
+                    event_type = %item.event.event_type,
+                    attempt = item.attempt,
+                    code = refusal.code(),
+                    %refusal,
+                    "a reaction was refused by a rule every time; giving it up"
+                );
+                item.ack().await
+            }
             Err(error) => {
                 tracing::warn!(
                     event = %item.event.event_id,
@@ -340,9 +363,9 @@ impl Reactor {
             Ok(_) => Ok(()),
             // Another district sends from it: replies to it stay with that district.
             // Retrying cannot change that; the operator must fix the number.
-            Err(homeroom_app::CommandError::Rejected(DomainError::SmsNumber(
-                SmsNumberError::NumberTaken { .. },
-            ))) => {
+            Err(CommandError::Rejected(DomainError::SmsNumber(SmsNumberError::NumberTaken {
+                ..
+            }))) => {
                 tracing::error!(%number, district = %district, "this SMS number already belongs to another district; inbound SMS to it will not reach this district");
                 Ok(())
             }
@@ -385,7 +408,7 @@ impl Reactor {
         .await;
         match reset {
             // The number is no longer theirs: nothing to reset.
-            Ok(_) | Err(homeroom_app::CommandError::Rejected(_)) => Ok(()),
+            Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
