@@ -180,7 +180,7 @@ fn check_error_length(error: Option<&str>) -> Result<(), DeliveryError> {
 }
 
 /// A retryable failure of the current attempt; the last allowed attempt's failure is
-/// the delivery's permanent failure. A report for another attempt, or for a delivery
+/// the delivery's final failure (it falls back; the address is not blamed). A report for another attempt, or for a delivery
 /// that already has its outcome, changes nothing (a worker's retry of its report).
 fn failed_attempt(
     state: &DeliveryState,
@@ -213,7 +213,9 @@ fn failed_attempt(
                     c.attempt, c.error
                 ))
                 .map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
-                permanent: true,
+                // The attempts ran out (outages, rate limits); nothing said the address
+                // is bad, so it is not marked failing. The message still falls back.
+                permanent: false,
                 at: facts.now,
             }
             .into(),

@@ -659,6 +659,11 @@ pub fn oversight_and_the_student_record_show_personal_messages(api: &Api) {
         &format!("/v1/oversight/conversations?school_id={}", Uuid::now_v7()),
     )
     .refused(404, "unknown_school");
+    api.read(
+        &principal,
+        &format!("/v1/inbox?box=school&school_id={}", Uuid::now_v7()),
+    )
+    .refused(404, "unknown_school");
     api.read(&principal, &format!("/v1/conversations/{conversation}"))
         .ok();
 
@@ -763,6 +768,8 @@ pub fn the_audit_trail_holds_every_event_and_verifies(api: &Api) {
         .refused(400, "validation");
     api.read(&system, "/v1/audit/verify?min_position=abc")
         .refused(400, "validation");
+    api.read(&system, "/v1/audit/verify?min_position=999999999")
+        .refused(503, "stale");
     let position = verified.body["checked"].as_u64().unwrap();
     assert_eq!(
         api.read(

@@ -160,6 +160,13 @@ struct Flow {
 
 impl Flow {
     async fn start(phones: Arc<dyn PhoneBook>) -> Self {
+        Self::start_translating(phones, Arc::new(Untranslated)).await
+    }
+
+    async fn start_translating(
+        phones: Arc<dyn PhoneBook>,
+        translator: Arc<dyn homeroom_channels::Translator>,
+    ) -> Self {
         let store = Arc::new(InMemoryStore::new());
         let shared: Arc<dyn EventStore> = store.clone();
         let d = District::build(shared.clone(), "flowtown").await;
@@ -189,7 +196,7 @@ impl Flow {
             Channels {
                 sms: provider.clone(),
                 email: provider.clone(),
-                translator: Arc::new(Untranslated),
+                translator,
                 phones,
             },
             WorkerConfig {
@@ -714,7 +721,7 @@ async fn a_provider_that_is_down_is_retried_each_attempt_with_its_own_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_that_stays_down_ends_in_a_permanent_failure() {
+async fn a_provider_that_stays_down_ends_failed_for_the_record_without_blaming_the_phone() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     for _ in 0..homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS {
         f.provider.answer(PARENT_NUMBER, down);
@@ -729,8 +736,127 @@ async fn a_provider_that_stays_down_ends_in_a_permanent_failure() {
     let Ok(Event::DeliveryFailed(failed)) = codec::decode(&failed) else {
         unreachable!()
     };
-    assert!(failed.permanent && failed.error.unwrap().contains("gave up"));
+    assert!(!failed.permanent && failed.error.unwrap().contains("gave up"));
     assert_eq!(f.provider.to(PARENT_NUMBER).len(), 5);
+    // The next message tries the phone again: an outage is not a bad number.
+    let next = f.message(f.d.principal, f.d.parent, "Back up?").await;
+    f.delivered(next).await;
+    let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    assert!(!log.iter().any(|e| e.event_type == "contact_point_failing"));
+    f.stop();
+}
+
+/// A translation service that is always down.
+struct TranslatorDown;
+
+#[async_trait]
+impl homeroom_channels::Translator for TranslatorDown {
+    async fn translate(
+        &self,
+        _text: &str,
+        _from: &str,
+        _to: &str,
+    ) -> Result<homeroom_channels::Translation, homeroom_channels::TranslateError> {
+        Err(homeroom_channels::TranslateError::Unavailable(
+            "503 from the translator".into(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_translator_down_the_last_attempt_sends_the_original() {
+    let f = Flow::start_translating(Arc::new(NOBODY_SHARES), Arc::new(TranslatorDown)).await;
+    let rosa = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": rosa, "kind": "guardian", "name": "Rosa", "school_ids": [f.d.school],
+               "language": "es", "contact_points": [{"channel": "sms", "address": "+15550004004"}]}),
+    )
+    .await;
+    let delivery = f.message(f.d.principal, rosa, "Field trip").await;
+    f.delivered(delivery).await;
+    let sent = f.provider.to("+15550004004");
+    assert_eq!(sent.len(), 1, "one text, on the last attempt");
+    assert_eq!(sent[0].body, "Field trip");
+    assert_eq!(
+        sent[0].key.attempt,
+        homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS
+    );
+    let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    let recorded_sent = log
+        .iter()
+        .filter_map(|e| match codec::decode(e) {
+            Ok(Event::DeliverySent(s)) if s.delivery_id.as_uuid() == delivery => Some(s),
+            _ => None,
+        })
+        .next()
+        .unwrap();
+    assert_eq!(
+        recorded_sent.translated_to, None,
+        "recorded as untranslated"
+    );
+    assert!(!log.iter().any(|e| e.event_type == "contact_point_failing"));
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_school_without_a_number_a_guardians_reply_goes_out_from_the_starters_number() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    f.d.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
+        .await;
+    let annex = Uuid::now_v7();
+    f.d.system(
+        "RegisterSchool",
+        json!({"school_id": annex, "name": "Annex"}),
+    )
+    .await;
+    f.d.system(
+        "AssignRole",
+        json!({"person_id": f.d.principal, "role_id": "school_admin", "school_id": annex}),
+    )
+    .await;
+    let (kirk, luann) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, name, number) in [
+        (kirk, "Kirk", "+15550012001"),
+        (luann, "Luann", "+15550012000"),
+    ] {
+        f.d.system(
+            "RegisterPerson",
+            json!({"person_id": id, "kind": "guardian", "name": name, "school_ids": [annex],
+                   "contact_points": [{"channel": "sms", "address": number}]}),
+        )
+        .await;
+    }
+    let conversation = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": conversation, "school_id": annex, "title": "Carpool",
+                   "participant_ids": [kirk, luann], "body": "Who drives Monday?"}),
+        )
+        .await
+        .unwrap();
+    for delivery in &started.delivery_ids {
+        f.delivered(delivery.as_uuid()).await;
+    }
+    let reply =
+        f.d.by(
+            kirk,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "I can"}),
+        )
+        .await
+        .unwrap();
+    for delivery in &reply.delivery_ids {
+        f.delivered(delivery.as_uuid()).await;
+    }
+    let to_luann = f.provider.to("+15550012000");
+    assert_eq!(to_luann.len(), 2);
+    assert!(
+        to_luann.iter().all(|s| s.from == "+15550009001"),
+        "{to_luann:?}"
+    );
     f.stop();
 }
 

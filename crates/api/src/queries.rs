@@ -407,16 +407,20 @@ pub(crate) async fn audit(
     Ok(Json(events).into_response())
 }
 
-/// `GET /v1/audit/verify`. It reads the event store itself, which already holds every
-/// position a client was told, so `min_position` is accepted (as by every read) and has
-/// nothing to wait for; anything else in the query string is refused.
+/// `GET /v1/audit/verify`: it reads the event store itself; `min_position` waits as in
+/// every read.
 pub(crate) async fn verify(
     State(state): State<ApiState>,
     caller: Caller,
     query: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    params(query)?;
-    Ok(Json(state.queries.verify(&reader(caller)).await?))
+    let p = params(query)?;
+    Ok(Json(
+        state
+            .queries
+            .verify(&reader(caller), min(p.min_position))
+            .await?,
+    ))
 }
 
 #[cfg(test)]

@@ -244,6 +244,9 @@ impl QueryService {
                 let Some((_, state)) = &facts.viewer else {
                     unreachable!("a person reads")
                 };
+                if let Some(school) = school.filter(|&s| facts.district.school(s).is_none()) {
+                    return Err(QueryError::UnknownSchool(school));
+                }
                 let mut schools = visibility::school_inboxes(&facts.district, state);
                 if let Some(school) = school {
                     schools.retain(|s| *s == school);
@@ -452,7 +455,14 @@ impl QueryService {
     ///
     /// # Errors
     /// As [`QueryService::audit`]; [`QueryError::Store`] when the store fails.
-    pub async fn verify(&self, reader: &Reader) -> Result<VerifyReport, QueryError> {
+    pub async fn verify(
+        &self,
+        reader: &Reader,
+        min_position: Option<Position>,
+    ) -> Result<VerifyReport, QueryError> {
+        // The log is read directly, but a position the read models have not reached is
+        // answered `stale` as by every read, so clients treat all reads alike.
+        self.caught_up(min_position).await?;
         self.check_audit(reader).await?;
         let district = reader.district.as_str();
         let verifier = verify_log(&**self.commands.store(), |e| {

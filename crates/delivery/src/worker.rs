@@ -29,10 +29,12 @@ use homeroom_channels::{
     Translator,
 };
 use homeroom_domain::commands::{AssignSenderNumber, RecordDeliveryOutcome, RecordFailedAttempt};
+use homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS;
 use homeroom_domain::plan::{DeliverySender, PlannedDelivery};
 use homeroom_domain::{
-    sms, Channel, DeliveryId, DeliveryState, DistrictError, DistrictId, DistrictState, DomainError,
-    Event, OutcomeStatus, PersonState, PhoneNumber, SendAs, State, StreamRef,
+    sms, Channel, ConversationId, DeliveryId, DeliveryState, DistrictError, DistrictId,
+    DistrictState, DomainError, Event, OutcomeStatus, PersonState, PhoneNumber, SendAs, State,
+    StreamRef,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -231,7 +233,16 @@ impl Worker {
         {
             Ok(t) if t.machine_translated => (t.text, Some(t.language)),
             Ok(_) => (plan.text.clone(), None),
-            Err(error) => return Ok(Attempt::Failed(ChannelError::unavailable(error))),
+            // The translation service is down: try again later, but on the last attempt
+            // the message goes out as written rather than not at all (and is recorded
+            // untranslated). A translator's outage says nothing about the address.
+            Err(error) if key.attempt < MAX_DELIVERY_ATTEMPTS => {
+                return Ok(Attempt::Failed(ChannelError::unavailable(error)))
+            }
+            Err(error) => {
+                tracing::warn!(delivery = %key.delivery_id, attempt = key.attempt, %error, "translation unavailable on the last attempt; sending the original");
+                (plan.text.clone(), None)
+            }
         };
         let sender_name = sender_name(&district_state, sender, author.map(|a| a.name()));
         match plan.channel {
@@ -271,12 +282,16 @@ impl Worker {
                 })
             }
             Channel::Sms => {
+                let goes_out_as = GoesOutAs {
+                    sender,
+                    author,
+                    conversation: delivery.conversation_id(),
+                };
                 self.attempt_sms(
                     district,
                     &district_state,
                     plan,
-                    sender,
-                    author,
+                    &goes_out_as,
                     key,
                     text,
                     translated_to,
@@ -293,8 +308,7 @@ impl Worker {
         district: &DistrictId,
         district_state: &DistrictState,
         plan: &PlannedDelivery,
-        sender: Option<&DeliverySender>,
-        author: Option<&PersonState>,
+        goes_out_as: &GoesOutAs<'_>,
         key: AttemptKey,
         text: String,
         translated_to: Option<String>,
@@ -311,7 +325,7 @@ impl Worker {
             )));
         };
         let Some(from) = self
-            .sending_number(district, district_state, sender, author)
+            .sending_number(district, district_state, goes_out_as)
             .await?
         else {
             return Ok(Attempt::Failed(refused(
@@ -372,23 +386,41 @@ impl Worker {
     /// The number an SMS goes out from: the school's for school messages; the sender's
     /// own for personal ones (assigned from the pool at their first SMS), the school's
     /// when the pool has none left. Only staff have numbers of their own: a family
-    /// member's or student's message in a group goes out from the school's number
-    /// (and replies to it find the conversation by that line).
+    /// member's or student's message in a group goes out from the school's number, or,
+    /// for a school without one, from the number of the staff member who started the
+    /// conversation (the number the others were texted from); replies to it find the
+    /// conversation by that line.
     async fn sending_number(
         &self,
         district: &DistrictId,
         district_state: &DistrictState,
-        sender: Option<&DeliverySender>,
-        author: Option<&PersonState>,
+        goes_out_as: &GoesOutAs<'_>,
     ) -> Result<Option<PhoneNumber>, RuntimeError> {
-        let Some(sender) = sender else {
+        let Some(sender) = goes_out_as.sender else {
             return Ok(None);
         };
         let school_number = district_state
             .school(sender.school_id)
             .and_then(|s| s.sms_number.clone());
-        if sender.sent_as == SendAs::School || !author.is_some_and(PersonState::is_staff) {
+        if sender.sent_as == SendAs::School {
             return Ok(school_number);
+        }
+        if !goes_out_as.author.is_some_and(PersonState::is_staff) {
+            if school_number.is_some() {
+                return Ok(school_number);
+            }
+            let Some(conversation) = goes_out_as.conversation else {
+                return Ok(None);
+            };
+            let (_, state) = self
+                .commands
+                .load(district, &StreamRef::Conversation(conversation))
+                .await?;
+            let starter = match state {
+                State::Conversation(c) => c.started_by(),
+                _ => None,
+            };
+            return Ok(starter.and_then(|s| district_state.sender_number_of(s).cloned()));
         }
         if let Some(own) = district_state.sender_number_of(sender.author_id) {
             return Ok(Some(own.clone()));
@@ -520,6 +552,17 @@ impl Worker {
     }
 }
 
+/// Who a delivery goes out as, for choosing the number it is texted from.
+struct GoesOutAs<'a> {
+    /// The message's author and the identity they sent it under.
+    sender: Option<&'a DeliverySender>,
+    /// The author, as the directory has them (only staff have numbers of their own).
+    author: Option<&'a PersonState>,
+    /// The message's conversation (whose starter's number a family member's message
+    /// uses when the school has none).
+    conversation: Option<ConversationId>,
+}
+
 /// The name a message goes out under: the school's for school messages, the author's
 /// for their own.
 fn sender_name(
@@ -539,11 +582,11 @@ fn sender_name(
     }
 }
 
-/// A refusal of Homeroom's own, before any provider is asked.
+/// A refusal of Homeroom's own, before any provider is asked (no address, no number to
+/// send from): final, and never the address's fault.
 fn refused(code: &str, message: &str) -> ChannelError {
-    ChannelError::Refused {
+    ChannelError::Undeliverable {
         code: code.to_owned(),
         message: message.to_owned(),
-        permanent: true,
     }
 }

@@ -186,7 +186,13 @@ fn a_family_reads_the_machine_translation_they_were_sent_beside_the_original() {
     let rosa = api.token(&d.name, &abuela.to_string(), false);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let message = loop {
-        let thread = api.read(&rosa, &format!("/v1/conversations/{conversation}"));
+        let thread = api.read(
+            &rosa,
+            &format!(
+                "/v1/conversations/{conversation}?{}",
+                homeroom_tests::http::after(&sent)
+            ),
+        );
         let message = thread.ok()["messages"][0].clone();
         if message["machine_translated"] == true || std::time::Instant::now() > deadline {
             break message;
