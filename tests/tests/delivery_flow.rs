@@ -37,6 +37,8 @@ struct Sent {
     from: String,
     to: String,
     body: String,
+    /// An email's subject.
+    subject: Option<String>,
     key: AttemptKey,
 }
 
@@ -96,6 +98,7 @@ impl SmsSender for Provider {
             from: sms.from.clone(),
             to: sms.to.clone(),
             body: sms.body.clone(),
+            subject: None,
             key: sms.key,
         })
     }
@@ -108,6 +111,7 @@ impl EmailSender for Provider {
             from: email.from_name.clone(),
             to: email.to.clone(),
             body: email.body.clone(),
+            subject: Some(email.subject.clone()),
             key: email.key,
         })
     }
@@ -761,6 +765,63 @@ impl homeroom_channels::Translator for TranslatorDown {
             "503 from the translator".into(),
         ))
     }
+}
+
+/// A translator that knows a few English phrases in Spanish.
+struct Phrasebook;
+
+#[async_trait]
+impl homeroom_channels::Translator for Phrasebook {
+    async fn translate(
+        &self,
+        text: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<homeroom_channels::Translation, homeroom_channels::TranslateError> {
+        let known = match (from, to, text) {
+            ("en", "es", "Field trip on Friday") => Some("Excursión el viernes"),
+            ("en", "es", "Permission slip") => Some("Autorización"),
+            _ => None,
+        };
+        Ok(match known {
+            Some(spanish) => homeroom_channels::Translation {
+                text: spanish.to_owned(),
+                language: to.to_owned(),
+                machine_translated: true,
+            },
+            None => homeroom_channels::Translation {
+                text: text.to_owned(),
+                language: from.to_owned(),
+                machine_translated: false,
+            },
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_goes_out_translated_subject_and_body() {
+    let f = Flow::start_translating(Arc::new(NOBODY_SHARES), Arc::new(Phrasebook)).await;
+    let rosa = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": rosa, "kind": "guardian", "name": "Rosa", "school_ids": [f.d.school],
+               "language": "es", "preferred_channel": "email",
+               "contact_points": [{"channel": "email", "address": "rosa@example.org"}]}),
+    )
+    .await;
+    let sent =
+        f.d.by(
+            f.d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": rosa, "body": "Field trip on Friday", "subject": "Permission slip"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(sent.delivery_ids[0].as_uuid()).await;
+    let email = &f.provider.to("rosa@example.org")[0];
+    assert_eq!(email.body, "Excursión el viernes");
+    assert_eq!(email.subject.as_deref(), Some("Autorización"));
+    f.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,10 +265,13 @@ impl Worker {
                     key,
                     from_name: sender_name.clone(),
                     to,
-                    subject: plan
-                        .subject
-                        .clone()
-                        .unwrap_or_else(|| format!("A message from {sender_name}")),
+                    subject: match &plan.subject {
+                        Some(subject) => {
+                            self.subject_for(subject, source_language, translated_to.as_deref())
+                                .await
+                        }
+                        None => format!("A message from {sender_name}"),
+                    },
                     body: text.clone(),
                 };
                 Ok(match self.channels.email.send_email(&email).await {
@@ -381,6 +384,23 @@ impl Worker {
             },
             Err(error) => Attempt::Failed(error),
         })
+    }
+
+    /// An email's subject in the language its body was translated to; as written when
+    /// the body was not translated, or when the translator fails now (the body already
+    /// went through it, so the message is not held up for its subject line).
+    async fn subject_for(&self, subject: &str, from: &str, translated_to: Option<&str>) -> String {
+        let Some(to) = translated_to else {
+            return subject.to_owned();
+        };
+        match self.channels.translator.translate(subject, from, to).await {
+            Ok(t) if t.machine_translated => t.text,
+            Ok(_) => subject.to_owned(),
+            Err(error) => {
+                tracing::warn!(%error, "an email subject could not be translated; it goes as written");
+                subject.to_owned()
+            }
+        }
     }
 
     /// The number an SMS goes out from: the school's for school messages; the sender's
