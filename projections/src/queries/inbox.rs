@@ -7,18 +7,38 @@ use super::{
 use crate::db::{query, Builder, Row};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
-use homeroom_domain::{DistrictId, PersonId, SchoolId};
+use homeroom_domain::{sms, DistrictId, PersonId, SchoolId};
 
 const COLUMNS: &str = "c.conversation_id, c.title, c.kind, c.school_id, c.stopped,
     c.last_message_id, c.last_author_id, c.last_sent_at, c.last_commit, c.last_sequence";
 
-fn item(row: &Row) -> Result<InboxConversation, QueryError> {
+/// Which text of the last message a row shows.
+#[derive(Clone, Copy)]
+enum Preview {
+    /// The `body` column as selected.
+    Body,
+    /// The viewer's own copy: the machine translation they were sent (its shared phone
+    /// label taken off, as in the thread), else `body` (rendered for them, or written).
+    OwnCopy,
+}
+
+fn item(row: &Row, preview: Preview) -> Result<InboxConversation, QueryError> {
+    let mut last = last_message(row, "body")?;
+    if let (Preview::OwnCopy, Some(last)) = (preview, last.as_mut()) {
+        let translated: Option<String> = row.get("translated_to")?;
+        let sent: Option<String> = row.get("sent_text")?;
+        if let (Some(_), Some(sent)) = (translated, sent) {
+            let name: Option<String> = row.get("my_name")?;
+            last.body =
+                sms::without_shared_phone_label(&sent, name.as_deref().unwrap_or("")).to_owned();
+        }
+    }
     Ok(InboxConversation {
         conversation_id: uuid(row, "conversation_id")?.into(),
         title: row.get("title")?,
         kind: conversation_kind(row, "kind")?,
         school_id: uuid(row, "school_id")?.into(),
-        last_message: last_message(row, "body")?,
+        last_message: last,
         unread_count: count(row, "unread")?,
         muted: row.get("muted")?,
         archived: row.get("archived")?,
@@ -27,7 +47,7 @@ fn item(row: &Row) -> Result<InboxConversation, QueryError> {
 }
 
 /// Turns `size + 1` fetched rows into a page and its `next` cursor.
-fn page(rows: Vec<Row>, size: i64) -> Result<Inbox, QueryError> {
+fn page(rows: Vec<Row>, size: i64, preview: Preview) -> Result<Inbox, QueryError> {
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     let more = rows.len() > size;
     let rows = &rows[..rows.len().min(size)];
@@ -36,7 +56,10 @@ fn page(rows: Vec<Row>, size: i64) -> Result<Inbox, QueryError> {
         _ => None,
     };
     Ok(Inbox {
-        conversations: rows.iter().map(item).collect::<Result<_, _>>()?,
+        conversations: rows
+            .iter()
+            .map(|row| item(row, preview))
+            .collect::<Result<_, _>>()?,
         next,
     })
 }
@@ -66,7 +89,8 @@ impl ReadModels {
         )
         .await?;
         let sql = s.sql(&format!(
-            "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, p.muted, p.archived,
+            "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, d.sent_text,
+                d.translated_to, me.name AS my_name, p.muted, p.archived,
                 c.message_count - p.read_seq - p.own_after_read AS unread
              FROM conversation_people{{conversations}} p
              JOIN conversations{{conversations}} c
@@ -93,7 +117,7 @@ impl ReadModels {
             .bind(size + 1)
             .fetch_all(&mut s.tx)
             .await?;
-        page(rows, size)
+        page(rows, size, Preview::OwnCopy)
     }
 
     /// The shared inbox of `school_ids` (the schools where the viewer holds
@@ -150,6 +174,6 @@ impl ReadModels {
         );
         q.push_bind(size + 1);
         let rows = q.build().fetch_all(&mut s.tx).await?;
-        page(rows, size)
+        page(rows, size, Preview::Body)
     }
 }

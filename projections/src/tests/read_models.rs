@@ -1182,9 +1182,40 @@ async fn a_translated_copy_is_the_viewers_body_beside_the_original(w: World) {
     .await;
     w.outcome(NORTH, delivery_id_for(message(2), g2), "sent")
         .await;
+    let us_too = delivery_id_for(message(4), g);
+    w.append(
+        NORTH,
+        &format!("delivery-{NORTH}:{us_too}"),
+        "delivery-worker",
+        vec![DeliverySent {
+            delivery_id: us_too,
+            provider_message_id: None,
+            sender: None,
+            sent_text: Some("Nosotros también".to_owned()),
+            translated_to: Some("es".to_owned()),
+            at: w.now(),
+        }
+        .into()],
+    )
+    .await;
     let (runtime, read) = w.runtime().await;
     runtime.catch_up().await.unwrap();
     let north = district(NORTH);
+
+    let inbox = read
+        .inbox_personal(&north, g, false, &PageRequest::first())
+        .await
+        .unwrap();
+    let group = inbox
+        .conversations
+        .iter()
+        .find(|c| c.conversation_id == conversation(2))
+        .unwrap();
+    assert_eq!(
+        group.last_message.as_ref().unwrap().body,
+        "Nosotros también",
+        "the inbox previews the viewer's own copy"
+    );
 
     let for_gail = read
         .conversation(&north, conversation(2), Some(g))
