@@ -68,7 +68,7 @@ impl NatsBus {
             .connect(url)
             .await
             .map_err(|source| NatsError::Connect {
-                url: url.to_owned(),
+                url: without_credentials(url),
                 source,
             })?;
         let jetstream = jetstream::ContextBuilder::new()
@@ -99,5 +99,50 @@ impl NatsBus {
     /// The configuration this bus was connected with.
     pub fn config(&self) -> &NatsConfig {
         &self.config
+    }
+}
+
+/// `url` with any user, password or token taken out (`nats://user:secret@host` →
+/// `nats://…@host`; a comma-separated list server by server), so an error or a log
+/// line never shows a credential.
+pub fn without_credentials(url: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let (scheme, rest) = match server.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, server),
+            };
+            let rest = match rest.rsplit_once('@') {
+                Some((_, host)) => format!("…@{host}"),
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{rest}"),
+                None => rest,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::without_credentials;
+
+    #[test]
+    fn credentials_never_show_in_a_url_we_print() {
+        assert_eq!(
+            without_credentials("nats://natsuser:SeCrEt@127.0.0.1:4222"),
+            "nats://…@127.0.0.1:4222"
+        );
+        assert_eq!(
+            without_credentials("nats://tok@a:4222,nats://b:4222"),
+            "nats://…@a:4222,nats://b:4222"
+        );
+        assert_eq!(
+            without_credentials("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+        assert_eq!(without_credentials("u:p@host"), "…@host");
     }
 }

@@ -342,6 +342,23 @@ fn wrong_or_incomplete_settings_are_refused_at_start_without_echoing_credentials
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HOMEROOM_BUS"), "a worker needs NATS: {err}");
+    // A NATS server that does not answer: said in one line, without the password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(bin())
+        .args(["worker", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "HOMEROOM_BUS",
+            format!("nats://natsuser:SeCrEtNats@127.0.0.1:{port}"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NATS"), "{err}");
+    assert!(!err.contains("SeCrEtNats"), "no credentials echoed: {err}");
 }
 
 #[test]
