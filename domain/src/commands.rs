@@ -358,6 +358,10 @@ pub struct RecordFailedAttempt {
     pub attempt: u32,
     /// What went wrong.
     pub error: String,
+    /// The provider never answered, so it may have taken the message: the next attempt
+    /// reuses this one's idempotency key.
+    #[serde(default)]
+    pub unanswered: bool,
 }
 
 /// Internal: a delivery to this address failed for good; mark it failing so later

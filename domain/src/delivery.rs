@@ -42,6 +42,9 @@ pub struct DeliveryState {
     sender: Option<DeliverySender>,
     status: Option<DeliveryStatus>,
     failed_attempts: u32,
+    /// The attempt whose idempotency key the next attempt uses (0 before any failure:
+    /// the next attempt's own).
+    key_of: u32,
     handed_over: bool,
 }
 
@@ -81,11 +84,22 @@ impl DeliveryState {
         self.fallback_of
     }
 
-    /// The attempt a worker makes next (1 for the first): it names the provider's
-    /// idempotency key, so a worker that dies after the provider took a message and
-    /// tries again sends the same attempt, which the provider does not send twice.
+    /// The attempt a worker makes next (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.failed_attempts + 1
+    }
+
+    /// The attempt whose idempotency key the next attempt is sent with: its own, unless
+    /// the attempts before it went unanswered (the provider may have taken the message),
+    /// then the first of those. A worker that dies after the provider took a message,
+    /// or a provider that took it but never answered, gets the same key again, and the
+    /// provider does not send twice.
+    pub fn send_key(&self) -> u32 {
+        if self.key_of == 0 {
+            self.attempt()
+        } else {
+            self.key_of
+        }
     }
 
     /// Whether it still waits for a worker (queued, no outcome yet).
@@ -200,6 +214,7 @@ fn failed_attempt(
         delivery_id: c.delivery_id,
         attempt: c.attempt,
         error: c.error.clone(),
+        unanswered: c.unanswered,
         at: facts.now,
     }
     .into()];
@@ -332,7 +347,16 @@ pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
         }
         Event::DeliveryDelivered(_) => state.status = Some(DeliveryStatus::Delivered),
         Event::DeliveryFailed(_) => state.status = Some(DeliveryStatus::Failed),
-        Event::DeliveryAttemptFailed(e) => state.failed_attempts = e.attempt,
+        Event::DeliveryAttemptFailed(e) => {
+            // The key the failed attempt went with, kept while attempts go unanswered.
+            let sent_with = if state.key_of == 0 {
+                e.attempt
+            } else {
+                state.key_of
+            };
+            state.key_of = if e.unanswered { sent_with } else { 0 };
+            state.failed_attempts = e.attempt;
+        }
         _ => {}
     }
     state

@@ -366,6 +366,11 @@ pub struct DeliveryAttemptFailed {
     pub attempt: u32,
     /// What the provider or the connection said.
     pub error: String,
+    /// The provider never answered (a timeout, a dropped connection): it may have taken
+    /// the message, so the next attempt goes with the same idempotency key and the
+    /// provider sends it at most once. False (and absent) when it answered a refusal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
     /// When.
     pub at: DateTime<Utc>,
 }

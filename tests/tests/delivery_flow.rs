@@ -703,24 +703,57 @@ async fn stop_to_one_number_leaves_texts_from_other_numbers_and_falls_back_to_em
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_that_is_down_is_retried_each_attempt_with_its_own_key() {
+async fn a_provider_that_does_not_answer_is_retried_with_the_same_key() {
+    // It may have taken the message each time: the same idempotency key lets it send
+    // the text at most once.
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.provider.answer(PARENT_NUMBER, down);
     f.provider.answer(PARENT_NUMBER, down);
     let delivery = f.message(f.d.principal, f.d.parent, "Try again").await;
     f.delivered(delivery).await;
-    let attempts: Vec<u32> = f
+    let keys: Vec<u32> = f
         .provider
         .to(PARENT_NUMBER)
         .iter()
         .map(|s| s.key.attempt)
         .collect();
-    assert_eq!(attempts, vec![1, 2, 3]);
+    assert_eq!(keys, vec![1, 1, 1], "three tries, one key");
     f.until(
         "the second failed attempt",
-        |e| matches!(e, Event::DeliveryAttemptFailed(a) if a.attempt == 2),
+        |e| matches!(e, Event::DeliveryAttemptFailed(a) if a.attempt == 2 && a.unanswered),
     )
     .await;
+    f.stop();
+}
+
+fn rate_limited() -> Result<Handover, ChannelError> {
+    Err(ChannelError::Refused {
+        code: "20429".into(),
+        message: "Too Many Requests".into(),
+        permanent: false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_refuses_for_now_is_retried_with_a_new_key() {
+    // It answered: nothing was taken under that key, so the next attempt is new.
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    f.provider.answer(PARENT_NUMBER, rate_limited);
+    f.provider.answer(PARENT_NUMBER, down);
+    f.provider.answer(PARENT_NUMBER, rate_limited);
+    let delivery = f.message(f.d.principal, f.d.parent, "Try later").await;
+    f.delivered(delivery).await;
+    let keys: Vec<u32> = f
+        .provider
+        .to(PARENT_NUMBER)
+        .iter()
+        .map(|s| s.key.attempt)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![1, 2, 2, 4],
+        "refused: new; unanswered: same; refused: new"
+    );
     f.stop();
 }
 
@@ -839,11 +872,15 @@ async fn with_the_translator_down_the_last_attempt_sends_the_original() {
     let sent = f.provider.to("+15550004004");
     assert_eq!(sent.len(), 1, "one text, on the last attempt");
     assert_eq!(sent[0].body, "Field trip");
-    assert_eq!(
-        sent[0].key.attempt,
-        homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS
-    );
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    let failed_attempts = log
+        .iter()
+        .filter(|e| e.event_type == "delivery_attempt_failed")
+        .count() as u32;
+    assert_eq!(
+        failed_attempts,
+        homeroom_domain::delivery::MAX_DELIVERY_ATTEMPTS - 1
+    );
     let recorded_sent = log
         .iter()
         .filter_map(|e| match codec::decode(e) {

@@ -190,9 +190,11 @@ impl Worker {
             return Ok(Handled::Done);
         }
         let attempt = delivery.attempt();
+        // Sent with the key of the first of the attempts the provider left unanswered
+        // (it may have taken the message), else this attempt's own.
         let key = AttemptKey {
             delivery_id: id,
-            attempt,
+            attempt: delivery.send_key(),
         };
         let outcome = match self.attempt(&district, &delivery, key).await {
             Ok(outcome) => outcome,
@@ -236,11 +238,11 @@ impl Worker {
             // The translation service is down: try again later, but on the last attempt
             // the message goes out as written rather than not at all (and is recorded
             // untranslated). A translator's outage says nothing about the address.
-            Err(error) if key.attempt < MAX_DELIVERY_ATTEMPTS => {
+            Err(error) if delivery.attempt() < MAX_DELIVERY_ATTEMPTS => {
                 return Ok(Attempt::Failed(ChannelError::unavailable(error)))
             }
             Err(error) => {
-                tracing::warn!(delivery = %key.delivery_id, attempt = key.attempt, %error, "translation unavailable on the last attempt; sending the original");
+                tracing::warn!(delivery = %key.delivery_id, attempt = delivery.attempt(), %error, "translation unavailable on the last attempt; sending the original");
                 (plan.text.clone(), None)
             }
         };
@@ -555,6 +557,9 @@ impl Worker {
                         delivery_id,
                         attempt,
                         error: error.to_string().chars().take(1_000).collect(),
+                        // No answer (a timeout, a dropped connection, a provider
+                        // failing on its side): it may have taken the message.
+                        unanswered: matches!(error, ChannelError::Unavailable(_)),
                     },
                 )
                 .await?;

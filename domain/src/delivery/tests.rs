@@ -199,7 +199,19 @@ fn attempt_failed(attempt: u32) -> Event {
     DeliveryAttemptFailed {
         delivery_id: id(),
         attempt,
-        error: "503 from the provider".to_owned(),
+        error: "429 from the provider".to_owned(),
+        unanswered: false,
+        at: now(),
+    }
+    .into()
+}
+
+fn attempt_unanswered(attempt: u32) -> Event {
+    DeliveryAttemptFailed {
+        delivery_id: id(),
+        attempt,
+        error: "timed out".to_owned(),
+        unanswered: true,
         at: now(),
     }
     .into()
@@ -209,7 +221,8 @@ fn fail_attempt(attempt: u32) -> RecordFailedAttempt {
     RecordFailedAttempt {
         delivery_id: id(),
         attempt,
-        error: "503 from the provider".to_owned(),
+        error: "429 from the provider".to_owned(),
+        unanswered: false,
     }
 }
 
@@ -223,7 +236,48 @@ fn a_retryable_failure_keeps_the_delivery_queued_for_its_next_attempt() {
         .iter()
         .fold(DeliveryState::default(), evolve);
     assert!(state.awaits_sending());
-    assert_eq!(state.attempt(), 2, "the next attempt has its own key");
+    assert_eq!(state.attempt(), 2);
+    assert_eq!(
+        state.send_key(),
+        2,
+        "after a refusal the next attempt has its own key"
+    );
+}
+
+#[test]
+fn attempts_the_provider_left_unanswered_keep_the_first_ones_key() {
+    let keys = |history: &[Event]| {
+        let state = history.iter().fold(DeliveryState::default(), evolve);
+        (state.attempt(), state.send_key())
+    };
+    assert_eq!(keys(&[queued()]), (1, 1));
+    assert_eq!(keys(&[queued(), attempt_unanswered(1)]), (2, 1));
+    assert_eq!(
+        keys(&[queued(), attempt_unanswered(1), attempt_unanswered(2)]),
+        (3, 1),
+        "it may have taken the first: the same key until it answers"
+    );
+    assert_eq!(
+        keys(&[queued(), attempt_unanswered(1), attempt_failed(2)]),
+        (3, 3),
+        "a refusal answers for the key: the next attempt is new"
+    );
+    assert_eq!(
+        keys(&[queued(), attempt_failed(1), attempt_unanswered(2)]),
+        (3, 2)
+    );
+    let mut unanswered = fail_attempt(1);
+    unanswered.unanswered = true;
+    given([queued()])
+        .acting_as_system()
+        .when(unanswered)
+        .then([attempt_unanswered(1)].map(|e| match e {
+            Event::DeliveryAttemptFailed(mut f) => {
+                f.error = "429 from the provider".to_owned();
+                Event::DeliveryAttemptFailed(f)
+            }
+            other => other,
+        }));
 }
 
 #[test]
