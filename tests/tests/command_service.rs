@@ -36,6 +36,7 @@ on_every_backend!(
     a_refused_command_records_nothing,
     a_retried_command_answers_its_first_result_even_after_a_restart,
     a_reused_command_id_with_another_body_is_refused,
+    the_same_key_at_two_nodes_at_once_answers_the_first_result_at_both,
     concurrent_posts_to_one_conversation_all_land_in_order,
     a_revoked_role_is_honoured_by_a_service_with_a_stale_cache,
     every_recorded_stream_verifies,
@@ -293,4 +294,120 @@ async fn every_recorded_stream_verifies(store: Arc<dyn EventStore>) {
             "{stream} does not verify"
         );
     }
+}
+
+/// A store that answers the first `find_command` as if nothing were recorded yet: how a
+/// node sees the log when another node records the same command just after it looked.
+struct LooksTooEarly {
+    inner: Arc<dyn EventStore>,
+    looked: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl homeroom_eventstore::EventAppender for LooksTooEarly {
+    async fn append(
+        &self,
+        stream: &homeroom_eventstore::StreamId,
+        expected: homeroom_eventstore::ExpectedVersion,
+        events: Vec<homeroom_eventstore::NewEvent>,
+    ) -> Result<homeroom_eventstore::AppendResult, homeroom_eventstore::StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn append_with_facts(
+        &self,
+        stream: &homeroom_eventstore::StreamId,
+        expected: homeroom_eventstore::ExpectedVersion,
+        events: Vec<homeroom_eventstore::NewEvent>,
+        facts: &[(homeroom_eventstore::StreamId, u64)],
+    ) -> Result<homeroom_eventstore::AppendResult, homeroom_eventstore::StoreError> {
+        self.inner
+            .append_with_facts(stream, expected, events, facts)
+            .await
+    }
+
+    fn checks_facts(&self) -> bool {
+        self.inner.checks_facts()
+    }
+}
+
+#[async_trait::async_trait]
+impl homeroom_eventstore::EventReader for LooksTooEarly {
+    async fn read_stream(
+        &self,
+        stream: &homeroom_eventstore::StreamId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<homeroom_eventstore::RecordedEvent>, homeroom_eventstore::StoreError> {
+        self.inner.read_stream(stream, after_version, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<homeroom_eventstore::RecordedEvent>, homeroom_eventstore::StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    async fn stream_versions(
+        &self,
+        streams: &[homeroom_eventstore::StreamId],
+    ) -> Result<Vec<u64>, homeroom_eventstore::StoreError> {
+        self.inner.stream_versions(streams).await
+    }
+
+    async fn find_command(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Vec<homeroom_eventstore::RecordedEvent>, homeroom_eventstore::StoreError> {
+        if !self.looked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.find_command(command_id).await
+    }
+
+    async fn head(&self) -> Result<Position, homeroom_eventstore::StoreError> {
+        self.inner.head().await
+    }
+}
+
+impl homeroom_eventstore::EventSubscriber for LooksTooEarly {
+    fn subscribe_all(&self, after: Position) -> homeroom_eventstore::EventStream {
+        self.inner.subscribe_all(after)
+    }
+}
+
+async fn the_same_key_at_two_nodes_at_once_answers_the_first_result_at_both(
+    store: Arc<dyn EventStore>,
+) {
+    let d = District::build(store.clone(), "shelbyville").await;
+    let ctx = CommandContext::new(d.district.clone(), Actor::Person(PersonId::new(d.parent)))
+        .with_command_id(Uuid::now_v7());
+    let body = json!({
+        "conversation_id": Uuid::now_v7(), "school_id": d.school,
+        "participant_ids": [d.teacher], "body": "Is the bus late?"
+    });
+    let command = homeroom_app::parse_command("StartConversation", body).unwrap();
+    // Node B looks for the command before node A has recorded it…
+    let node_b = CommandService::new(
+        Arc::new(LooksTooEarly {
+            inner: store.clone(),
+            looked: std::sync::atomic::AtomicBool::new(false),
+        }),
+        100,
+    );
+    // …and node A records it.
+    let node_a = CommandService::new(store.clone(), 100);
+    let first = node_a.execute(&ctx, &command).await.unwrap();
+    let head = store.head().await.unwrap();
+
+    let second = node_b
+        .execute(&ctx, &command)
+        .await
+        .expect("the loser of the race answers the first result, not an error");
+    assert!(second.replayed);
+    assert_eq!(second.events, first.events);
+    assert_eq!(second.position, first.position);
+    assert_eq!(store.head().await.unwrap(), head, "nothing recorded twice");
 }

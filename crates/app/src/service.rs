@@ -169,22 +169,48 @@ impl CommandService {
         let gate = self.gate(ctx.command_id);
         let result = async {
             let _held = gate.lock().await;
-            let earlier = self.store.find_command(ctx.command_id).await?;
-            if let Some(first) = earlier.first() {
-                if first.metadata.command_digest.as_deref() != Some(digest.as_str())
-                    || first.metadata.district != ctx.district.as_str()
-                {
-                    return Err(CommandError::IdempotencyKeyReused {
-                        command_id: ctx.command_id,
-                    });
-                }
-                return outcome_of(ctx.command_id, &earlier, true);
+            if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
+                return earlier;
             }
-            self.decide_and_append(ctx, command, &digest).await
+            let decided = self.decide_and_append(ctx, command, &digest).await;
+            if matches!(
+                decided,
+                Err(CommandError::Rejected(_) | CommandError::Conflict { .. })
+            ) {
+                // Another process may have recorded this very command meanwhile (the
+                // same key sent to two nodes at once), which is why this one lost:
+                // answer its result, as a retry would get it.
+                if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
+                    return earlier;
+                }
+            }
+            decided
         }
         .await;
         self.release_gate(ctx.command_id, gate);
         result
+    }
+
+    /// What the command with `ctx`'s id already recorded, if it recorded anything: its
+    /// result (replayed), or [`CommandError::IdempotencyKeyReused`] when that id came
+    /// with another body or district.
+    async fn recorded_result(
+        &self,
+        ctx: &CommandContext,
+        digest: &str,
+    ) -> Result<Option<Result<CommandOutcome, CommandError>>, CommandError> {
+        let earlier = self.store.find_command(ctx.command_id).await?;
+        let Some(first) = earlier.first() else {
+            return Ok(None);
+        };
+        if first.metadata.command_digest.as_deref() != Some(digest)
+            || first.metadata.district != ctx.district.as_str()
+        {
+            return Ok(Some(Err(CommandError::IdempotencyKeyReused {
+                command_id: ctx.command_id,
+            })));
+        }
+        Ok(Some(outcome_of(ctx.command_id, &earlier, true)))
     }
 
     async fn decide_and_append(
