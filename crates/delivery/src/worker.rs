@@ -6,19 +6,23 @@
 //! 1. The delivery's stream is read fresh. A delivery that already has its outcome
 //!    (a redelivered item, another worker's) is acknowledged and left alone.
 //! 2. The attempt number comes from the log (failed attempts recorded so far + 1), never
-//!    from the queue, and names the provider's idempotency key: a worker killed after
-//!    the provider took the message sends the same attempt again, which the provider
-//!    does not send twice.
+//!    from the queue. The provider's idempotency key is the attempt's own, or, after
+//!    attempts the provider left unanswered, the first of theirs
+//!    ([`DeliveryState::send_key`]): a worker killed after the provider took the
+//!    message, or a provider that took it without answering, gets the same key again,
+//!    and the provider does not send twice.
 //! 3. The channel: an SMS goes from the school's number (school messages) or the
 //!    sender's own number from the district's pool (assigned at their first SMS; the
-//!    school's number when the pool is empty), never to a number that said STOP, with
+//!    school's number when the pool is empty; family members' and students' messages
+//!    from the school's number), never from a number the recipient said STOP to, with
 //!    `For Dennis: ` in front when the number is shared; an email goes from the sender's
 //!    or the school's name; the app is delivered on hand-over. The text is translated to
 //!    the recipient's language by the [`Translator`] (the original stays in the log).
 //! 4. The outcome is recorded (sent with what was handed over, or failed), or a
 //!    retryable failure is recorded as a failed attempt and the item comes back after a
-//!    backoff; the fifth failure is permanent (a domain rule). Only then is the item
-//!    acknowledged.
+//!    backoff; the fifth failure is final (a domain rule). A failure blames the address
+//!    (the contact point is marked failing) only when a provider refused it for good
+//!    ([`ChannelError::condemns_address`]). Only then is the item acknowledged.
 
 use crate::{consume, district_of, react, RuntimeError};
 use homeroom_app::preview::PhoneBook;
