@@ -46,6 +46,8 @@ pub struct DeliveryState {
     /// the next attempt's own).
     key_of: u32,
     handed_over: bool,
+    /// The provider's id of the message this delivery is, once one was recorded.
+    provider_message_id: Option<String>,
 }
 
 impl DeliveryState {
@@ -250,6 +252,13 @@ fn record(
         });
     };
     check_error_length(c.error.as_deref())?;
+    if let (Some(ours), Some(theirs)) = (&state.provider_message_id, &c.provider_message_id) {
+        if ours != theirs {
+            // A report about another provider message than the one this delivery is
+            // (a stray copy, a mixed-up callback): it says nothing about this one.
+            return Ok(vec![]);
+        }
+    }
     use DeliveryStatus as S;
     use OutcomeStatus as O;
     let details_given = c.sender.is_some() || c.sent_text.is_some();
@@ -328,6 +337,13 @@ fn record(
     Ok(vec![event])
 }
 
+/// The first provider message id recorded is the delivery's.
+fn remember_message(state: &mut DeliveryState, id: Option<&String>) {
+    if state.provider_message_id.is_none() {
+        state.provider_message_id = id.cloned();
+    }
+}
+
 /// Applies a delivery event; other events leave the state as it is.
 pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
     match event {
@@ -339,14 +355,21 @@ pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
             state.sender.clone_from(&e.sender);
             state.status = Some(DeliveryStatus::Queued);
         }
-        Event::DeliverySent(_) => {
+        Event::DeliverySent(e) => {
             state.handed_over = true;
             if state.status == Some(DeliveryStatus::Queued) {
                 state.status = Some(DeliveryStatus::Sent);
             }
+            remember_message(&mut state, e.provider_message_id.as_ref());
         }
-        Event::DeliveryDelivered(_) => state.status = Some(DeliveryStatus::Delivered),
-        Event::DeliveryFailed(_) => state.status = Some(DeliveryStatus::Failed),
+        Event::DeliveryDelivered(e) => {
+            state.status = Some(DeliveryStatus::Delivered);
+            remember_message(&mut state, e.provider_message_id.as_ref());
+        }
+        Event::DeliveryFailed(e) => {
+            state.status = Some(DeliveryStatus::Failed);
+            remember_message(&mut state, e.provider_message_id.as_ref());
+        }
         Event::DeliveryAttemptFailed(e) => {
             // The key the failed attempt went with, kept while attempts go unanswered.
             let sent_with = if state.key_of == 0 {

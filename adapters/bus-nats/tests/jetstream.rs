@@ -287,7 +287,9 @@ async fn an_item_left_unsettled_comes_back_to_another_worker_after_the_ack_wait(
 
     let back = next_item(&b).await;
     assert_eq!(back.event.event_id, events[0].event_id);
-    assert_eq!(back.attempt, 2);
+    // A retry, counted: 2, or more when a loaded machine let another ack wait pass
+    // before this worker's fetch (the server hands it out again each time).
+    assert!(back.attempt >= 2, "attempt {}", back.attempt);
     back.ack().await.unwrap();
     // Acked: it never comes back, to either worker, even after another ack wait.
     for queue in [&a, &b] {

@@ -390,3 +390,17 @@ fn the_hand_over_is_recorded_even_when_the_providers_callback_came_first() {
         .when(report)
         .then_nothing();
 }
+
+#[test]
+fn a_report_about_another_provider_message_changes_nothing() {
+    let mut stray = outcome(OutcomeStatus::Delivered);
+    stray.provider_message_id = Some("SM9".to_owned());
+    given([queued(), sent()])
+        .acting_as_system()
+        .when(stray)
+        .then_nothing();
+    given([queued(), sent()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Delivered))
+        .then([delivered()]);
+}
