@@ -209,7 +209,7 @@ impl FakeTwilio {
         Ok(Self {
             shared,
             addr,
-            http: crate::http_client(Duration::from_secs(30))?,
+            http: homeroom_https::client(Duration::from_secs(30))?,
             stop: Some(stop),
         })
     }

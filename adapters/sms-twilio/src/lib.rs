@@ -123,16 +123,8 @@ impl fmt::Debug for TwilioConfig {
     }
 }
 
-/// Why a [`TwilioSms`] could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The TLS configuration was refused (no usable protocol version).
-    #[error("cannot configure TLS: {0}")]
-    Tls(#[from] rustls::Error),
-    /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
+/// Why a [`TwilioSms`] could not be built: its HTTPS client could not be set up.
+pub use homeroom_https::SetupError;
 
 /// Why Twilio could not be used for an attempt; carried inside
 /// [`ChannelError::Unavailable`].
@@ -193,7 +185,7 @@ impl TwilioSms {
     /// # Errors
     /// [`SetupError`] when the TLS configuration or the HTTP client cannot be built.
     pub fn new(config: TwilioConfig) -> Result<Self, SetupError> {
-        let http = http_client(config.timeout)?;
+        let http = homeroom_https::client(config.timeout)?;
         Ok(Self {
             config: Arc::new(config),
             http,
@@ -235,26 +227,6 @@ impl TwilioSms {
             .map_err(|e| ChannelError::unavailable(TwilioError::Http(e)))?;
         interpret(status, &text)
     }
-}
-
-/// Builds the HTTP client: rustls with the ring provider and the Mozilla root store,
-/// so no process-wide crypto provider needs installing.
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, SetupError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .map_err(SetupError::Client)
 }
 
 /// Reads Twilio's answer to a create.

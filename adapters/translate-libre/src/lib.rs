@@ -100,16 +100,8 @@ impl fmt::Debug for LibreTranslateConfig {
     }
 }
 
-/// Why a [`LibreTranslate`] could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The TLS configuration was refused (no usable protocol version).
-    #[error("cannot configure TLS: {0}")]
-    Tls(#[from] rustls::Error),
-    /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
+/// Why a [`LibreTranslate`] could not be built: its HTTPS client could not be set up.
+pub use homeroom_https::SetupError;
 
 /// Why LibreTranslate could not translate a text; carried inside
 /// [`TranslateError::Unavailable`]. Never holds the API key.
@@ -226,7 +218,7 @@ impl LibreTranslate {
     /// # Errors
     /// [`SetupError`] when the TLS configuration or the HTTP client cannot be built.
     pub fn new(config: LibreTranslateConfig) -> Result<Self, SetupError> {
-        let http = http_client(config.timeout)?;
+        let http = homeroom_https::client(config.timeout)?;
         Ok(Self {
             config: Arc::new(config),
             http,
@@ -261,26 +253,6 @@ impl LibreTranslate {
         let body = response.text().await?;
         interpret(status, &body, self.config.key())
     }
-}
-
-/// Builds the HTTP client: rustls with the ring provider and the Mozilla root store,
-/// so no process-wide crypto provider needs installing.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, SetupError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .map_err(SetupError::Client)
 }
 
 /// Reads LibreTranslate's answer to a translate request; `api_key` is blanked out of
