@@ -244,9 +244,7 @@ impl QueryService {
                 let Some((_, state)) = &facts.viewer else {
                     unreachable!("a person reads")
                 };
-                if let Some(school) = school.filter(|&s| facts.district.school(s).is_none()) {
-                    return Err(QueryError::UnknownSchool(school));
-                }
+                facts.known_school(school)?;
                 let mut schools = visibility::school_inboxes(&facts.district, state);
                 if let Some(school) = school {
                     schools.retain(|s| *s == school);
@@ -399,9 +397,7 @@ impl QueryService {
     ) -> Result<Oversight, QueryError> {
         self.caught_up(min_position).await?;
         let facts = self.viewer_facts(reader, &[]).await?;
-        if let Some(school) = school.filter(|&s| facts.district.school(s).is_none()) {
-            return Err(QueryError::UnknownSchool(school));
-        }
+        facts.known_school(school)?;
         let denied = QueryError::NotPermitted("oversight needs the oversight permission");
         let reach =
             visibility::oversight_reach(&facts.district, facts.as_viewer()).ok_or(denied)?;
@@ -494,6 +490,15 @@ struct Facts {
 }
 
 impl Facts {
+    /// Refuses a school the district does not have (another district's schools do not
+    /// exist for it); no school asked for passes.
+    fn known_school(&self, school: Option<SchoolId>) -> Result<(), QueryError> {
+        match school.filter(|&s| self.district.school(s).is_none()) {
+            Some(unknown) => Err(QueryError::UnknownSchool(unknown)),
+            None => Ok(()),
+        }
+    }
+
     fn as_viewer(&self) -> Viewer<'_> {
         match &self.viewer {
             Some((id, state)) => Viewer::Person { id: *id, state },
