@@ -1,8 +1,8 @@
 //! A student's message record.
 
 use super::{
-    channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, PageRequest,
-    ReadModels, RecordDelivery, RecordEntry, Snapshot, StudentRecord,
+    channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, MessageDelivery,
+    PageRequest, ReadModels, RecordDelivery, RecordEntry, Snapshot, StudentRecord,
 };
 use crate::db::{query, Builder};
 use crate::error::QueryError;
@@ -126,11 +126,13 @@ impl ReadModels {
                     .entry(uuid(&row, "message_id")?.into())
                     .or_default()
                     .push(RecordDelivery {
-                        delivery_id: uuid(&row, "delivery_id")?.into(),
-                        recipient_id: uuid(&row, "recipient_id")?.into(),
-                        channel: channel(&row, "channel")?,
-                        status: status(&row, "status")?,
-                        status_at: time(&row, "status_at")?,
+                        delivery: MessageDelivery {
+                            delivery_id: uuid(&row, "delivery_id")?.into(),
+                            recipient_id: uuid(&row, "recipient_id")?.into(),
+                            channel: channel(&row, "channel")?,
+                            status: status(&row, "status")?,
+                            status_at: time(&row, "status_at")?,
+                        },
                         text: row.get("text")?,
                         sent_text: row.get("sent_text")?,
                     });
@@ -148,7 +150,7 @@ impl ReadModels {
             };
             let mut deliveries = by_message.remove(&message_id).unwrap_or_default();
             if direction == Direction::Outbound {
-                deliveries.retain(|d| family.contains(&d.recipient_id.as_uuid()));
+                deliveries.retain(|d| family.contains(&d.delivery.recipient_id.as_uuid()));
             }
             messages.push(RecordEntry {
                 message_id,

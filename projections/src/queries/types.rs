@@ -259,16 +259,9 @@ pub struct RecordEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecordDelivery {
-    /// The delivery.
-    pub delivery_id: DeliveryId,
-    /// Who receives it.
-    pub recipient_id: PersonId,
-    /// How.
-    pub channel: Channel,
-    /// Where it stands.
-    pub status: DeliveryStatus,
-    /// When it got there.
-    pub status_at: DateTime<Utc>,
+    /// The delivery, as a thread shows it (its fields sit beside the texts in JSON).
+    #[serde(flatten)]
+    pub delivery: MessageDelivery,
     /// The text rendered for the recipient (their merge fields).
     pub text: String,
     /// The text exactly as handed to the provider (translated, labelled), once sent.

@@ -685,8 +685,8 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
         1,
         "only deliveries to the student's family"
     );
-    assert_eq!(trip.deliveries[0].recipient_id, person(GUARDIAN));
-    assert_eq!(trip.deliveries[0].status, DeliveryStatus::Sent);
+    assert_eq!(trip.deliveries[0].delivery.recipient_id, person(GUARDIAN));
+    assert_eq!(trip.deliveries[0].delivery.status, DeliveryStatus::Sent);
     let hello = &record.messages[0];
     assert_eq!(hello.body, "Hello {student_name}", "as written");
     assert_eq!(
