@@ -520,7 +520,7 @@ fn stop(state: &ConversationState, id: ConversationId, facts: &Facts) -> Decisio
 
 fn rename(state: &ConversationState, c: &RenameConversation, facts: &Facts) -> Decision {
     let (header, by) = may_manage(state, c.conversation_id, facts)?;
-    let title = text::title(&c.title)?;
+    let title = compose::check_title(&c.title, facts)?;
     if state.title.as_deref() == Some(title.as_str()) {
         return Ok(vec![]);
     }

@@ -191,6 +191,23 @@ async fn a_reused_command_id_with_another_body_is_refused(store: Arc<dyn EventSt
         .await;
     assert_eq!(code(reused), "idempotency_key_reused");
     assert_eq!(store.head().await.unwrap(), head);
+
+    // The same key and body from another person is not their command: they are told
+    // the key is taken, not the first caller's result (nor its ids).
+    let technician = CommandContext::new(
+        d.district.clone(),
+        Actor::Person(PersonId::new(d.technician)),
+    )
+    .with_command_id(ctx.command_id);
+    let borrowed = d
+        .run_in(
+            &technician,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Hi"}),
+        )
+        .await;
+    assert_eq!(code(borrowed), "idempotency_key_reused");
+    assert_eq!(store.head().await.unwrap(), head);
 }
 
 async fn concurrent_posts_to_one_conversation_all_land_in_order(store: Arc<dyn EventStore>) {

@@ -152,7 +152,8 @@ impl CommandService {
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when a rule refuses it (nothing is recorded);
-    /// [`CommandError::IdempotencyKeyReused`] for a reused id with another body;
+    /// [`CommandError::IdempotencyKeyReused`] for a reused id with another body or
+    /// from another actor;
     /// [`CommandError::Conflict`] when every retry lost the race for its stream;
     /// [`CommandError::Store`] / [`CommandError::Codec`] when the store fails.
     pub async fn execute(
@@ -193,7 +194,9 @@ impl CommandService {
 
     /// What the command with `ctx`'s id already recorded, if it recorded anything: its
     /// result (replayed), or [`CommandError::IdempotencyKeyReused`] when that id came
-    /// with another body or district.
+    /// with another body, from another district or from another actor (a key names one
+    /// caller's command: another person must not be told it succeeded for them, nor
+    /// learn its ids).
     async fn recorded_result(
         &self,
         ctx: &CommandContext,
@@ -205,6 +208,7 @@ impl CommandService {
         };
         if first.metadata.command_digest.as_deref() != Some(digest)
             || first.metadata.district != ctx.district.as_str()
+            || first.metadata.actor != actor_name(&ctx.actor)
         {
             return Ok(Some(Err(CommandError::IdempotencyKeyReused {
                 command_id: ctx.command_id,

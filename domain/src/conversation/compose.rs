@@ -59,6 +59,19 @@ pub(super) fn check_text(
     })
 }
 
+/// Checks a conversation's title (length, content guard): every participant sees it, so
+/// the district's forbidden data is refused there as in a message.
+pub(super) fn check_title(title: &str, facts: &Facts) -> Result<String, ConversationError> {
+    let title = text::title(title)?;
+    let patterns = &facts.district.settings().blocked_patterns;
+    if let Some(pattern) = first_blocked(patterns, &[title.as_str()]) {
+        return Err(ConversationError::BlockedContent {
+            pattern: pattern.as_str().to_owned(),
+        });
+    }
+    Ok(title)
+}
+
 /// Everything needed to post one message.
 pub(super) struct Draft<'a> {
     pub conversation_id: ConversationId,

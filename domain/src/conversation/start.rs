@@ -7,11 +7,10 @@ use crate::facts::Facts;
 use crate::ids::{message_id_for_command, personal_conversation_id, PersonId, SchoolId};
 use crate::permissions::Permission;
 use crate::person::PersonState;
-use crate::text;
 use crate::validation::ValidationError;
 use crate::values::{ConversationKind, PersonKind, SendAs};
 
-use super::compose::{check_text, compose, Draft};
+use super::compose::{check_text, check_title, compose, Draft};
 use super::{
     acting_person, holds, known, new_message_id, not_stopped, recipients, school_ties, teaches,
     ConversationError, ConversationState, Decision, MIN_PERSONAL_MESSAGE_AGE,
@@ -148,7 +147,11 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
     } else {
         family_may_start(starter_id, starter, c.school_id, from, &people, facts)?
     };
-    let title = c.title.as_deref().map(text::title).transpose()?;
+    let title = c
+        .title
+        .as_deref()
+        .map(|t| check_title(t, facts))
+        .transpose()?;
     let text = check_text(&c.body, None, facts)?;
     let message_id = message_id_for_command(facts.command_id);
     let participant_ids: Vec<PersonId> = std::iter::once(starter_id).chain(others).collect();

@@ -463,6 +463,26 @@ fn a_subject_with_blocked_content_is_refused() {
 }
 
 #[test]
+fn a_title_with_blocked_content_is_refused_when_started_or_renamed() {
+    given([])
+        .district([blocking("###-##-####")])
+        .acting_as(TEACHER)
+        .when(StartConversation {
+            title: Some("SSN 123-45-6789".to_owned()),
+            ..start(&[GUARDIAN])
+        })
+        .then_code("blocked_content");
+    given([group(&[TEACHER, GUARDIAN])])
+        .district([blocking("###-##-####")])
+        .acting_as(TEACHER)
+        .when(RenameConversation {
+            conversation_id: CONV,
+            title: "About 123-45-6789".to_owned(),
+        })
+        .then_code("blocked_content");
+}
+
+#[test]
 fn an_unknown_merge_field_is_refused_so_typos_never_reach_families() {
     given([])
         .when(personal(GUARDIAN, "Dear {studnet_name}"))
