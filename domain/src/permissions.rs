@@ -36,6 +36,18 @@ impl Permission {
         Permission::RolesAdmin,
     ];
 
+    /// The permission's name as the API spells it (`personal_messages`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::PersonalMessages => "personal_messages",
+            Permission::SchoolInbox => "school_inbox",
+            Permission::Oversight => "oversight",
+            Permission::StudentRecord => "student_record",
+            Permission::InboundReplies => "inbound_replies",
+            Permission::RolesAdmin => "roles_admin",
+        }
+    }
+
     fn bit(self) -> u8 {
         1 << (self as u8)
     }
@@ -204,6 +216,16 @@ mod tests {
             assert!(builtin_role(&RoleId::parse(id).unwrap()).is_some());
         }
         assert!(builtin_role(&RoleId::parse("counsellor").unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_permissions_name_is_its_api_spelling() {
+        for permission in Permission::ALL {
+            assert_eq!(
+                serde_json::to_value(permission).unwrap(),
+                serde_json::Value::from(permission.as_str())
+            );
+        }
     }
 
     #[test]

@@ -206,6 +206,16 @@ pub enum PersonError {
         /// The role.
         role_id: RoleId,
     },
+    /// The role grants a permission its granter does not hold where it would apply:
+    /// a role administrator hands out (or takes back) no more than they have, so a
+    /// Technical School Admin cannot make themself a School Admin.
+    #[error("role {role_id} grants {}, which you do not hold there; only someone who holds it may assign or revoke the role", permission.as_str())]
+    BeyondOwnPermissions {
+        /// The role.
+        role_id: RoleId,
+        /// The first of its permissions the granter lacks.
+        permission: crate::permissions::Permission,
+    },
     /// The person is already registered with other details.
     #[error("person {person_id} is already registered")]
     AlreadyRegistered {
@@ -221,7 +231,9 @@ impl PersonError {
     /// The API error code.
     pub fn code(&self) -> &'static str {
         match self {
-            PersonError::NotPermitted => "not_permitted",
+            PersonError::NotPermitted | PersonError::BeyondOwnPermissions { .. } => {
+                "not_permitted"
+            }
             PersonError::UnknownPerson { .. } => "unknown_person",
             PersonError::UnknownSchool { .. } => "unknown_school",
             PersonError::UnknownRole { .. } => "unknown_role",
@@ -454,17 +466,42 @@ fn check_role_target(
     expect_kind(person, person_id, PersonKind::Staff)
 }
 
+/// A person assigns or revokes only a role whose every permission they hold themself at
+/// the assignment's school (district-wide for a district-wide one); services (the SIS
+/// sync) are not limited.
+fn may_hand_out(
+    role: &crate::permissions::RoleDefinition,
+    school_id: Option<SchoolId>,
+    facts: &Facts,
+) -> Result<(), PersonError> {
+    let Some((_, granter)) = facts.actor_person() else {
+        return Ok(());
+    };
+    let held = match school_id {
+        Some(school) => facts.district.permissions_of(granter, school),
+        None => facts.district.district_wide_permissions(granter),
+    };
+    match role.permissions.iter().find(|p| !held.contains(*p)) {
+        None => Ok(()),
+        Some(permission) => Err(PersonError::BeyondOwnPermissions {
+            role_id: role.id.clone(),
+            permission,
+        }),
+    }
+}
+
 fn assign_role(
     state: &PersonState,
     c: &AssignRole,
     facts: &Facts,
 ) -> Result<Vec<Event>, PersonError> {
     check_role_target(state, c.person_id, c.school_id, facts)?;
-    if facts.district.role(&c.role_id).is_none() {
+    let Some(role) = facts.district.role(&c.role_id) else {
         return Err(PersonError::UnknownRole {
             role_id: c.role_id.clone(),
         });
-    }
+    };
+    may_hand_out(&role, c.school_id, facts)?;
     let assignment = (c.role_id.clone(), c.school_id);
     if state.roles.contains(&assignment) {
         return Ok(vec![]);
@@ -488,6 +525,9 @@ fn revoke_role(
     let assignment = (c.role_id.clone(), c.school_id);
     if !state.roles.contains(&assignment) {
         return Ok(vec![]);
+    }
+    if let Some(role) = facts.district.role(&c.role_id) {
+        may_hand_out(&role, c.school_id, facts)?;
     }
     Ok(vec![RoleRevoked {
         person_id: c.person_id,

@@ -333,6 +333,45 @@ fn a_school_roles_admin_assigns_roles_only_at_their_school() {
 }
 
 #[test]
+fn a_roles_admin_hands_out_no_more_than_they_hold_themself() {
+    // A Technical School Admin (roles_admin, personal messages off) may assign roles
+    // within what they hold, but not make anyone, themself included, a School Admin.
+    given(staff())
+        .acting_as(TECH_ADMIN)
+        .when(assign("technical_school_admin", Some(SCHOOL)))
+        .events();
+    given(staff())
+        .acting_as(TECH_ADMIN)
+        .when(assign("school_admin", Some(SCHOOL)))
+        .then_err(PersonError::BeyondOwnPermissions {
+            role_id: role("school_admin"),
+            permission: crate::permissions::Permission::PersonalMessages,
+        });
+    given(staff())
+        .acting_as(TECH_ADMIN)
+        .when(assign("district_admin", Some(SCHOOL)))
+        .then_code("not_permitted");
+    // Nor take one back: the principal's role is not theirs to revoke.
+    given(stream(
+        person(NEW, PersonKind::Staff, "S")
+            .at(SCHOOL)
+            .role("school_admin", Some(SCHOOL)),
+    ))
+    .acting_as(TECH_ADMIN)
+    .when(RevokeRole {
+        person_id: NEW,
+        role_id: role("school_admin"),
+        school_id: Some(SCHOOL),
+    })
+    .then_code("not_permitted");
+    // Someone who holds everything (a district admin) and the SIS sync are not limited.
+    given(staff())
+        .acting_as(DISTRICT_ADMIN)
+        .when(assign("school_admin", Some(SCHOOL)))
+        .events();
+}
+
+#[test]
 fn assigning_a_role_twice_or_revoking_one_not_held_is_a_no_op() {
     let with_role = stream(person(NEW, PersonKind::Staff, "S").role("teacher", Some(SCHOOL)));
     given(with_role.clone())
