@@ -435,6 +435,7 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
             text,
             channel: None,
             recipients,
+            muted: &state.muted,
         },
         facts,
     )?;
@@ -483,6 +484,7 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
             text: CheckedText::verbatim(body),
             channel: None,
             recipients,
+            muted: &state.muted,
         },
         facts,
     )?;

@@ -1,6 +1,8 @@
 //! Turning a command's text into a `MessagePosted`: the text checks (length, merge
 //! fields, content guard) and the per-recipient delivery plan.
 
+use std::collections::BTreeSet;
+
 use crate::events::MessagePosted;
 use crate::facts::Facts;
 use crate::ids::{delivery_id_for, ConversationId, MessageId, PersonId, SchoolId};
@@ -83,6 +85,9 @@ pub(super) struct Draft<'a> {
     pub text: CheckedText,
     pub channel: Option<Channel>,
     pub recipients: Vec<PersonId>,
+    /// Recipients who muted the conversation: they get it in the app only (no SMS,
+    /// email or push), whatever the sender picked.
+    pub muted: &'a BTreeSet<PersonId>,
 }
 
 fn person(facts: &Facts, id: PersonId) -> Result<&PersonState, ConversationError> {
@@ -131,7 +136,11 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
             school_name,
             sender_name,
         };
-        let (channel, address) = choose_channel(draft.channel, recipient, default_channel);
+        let (channel, address) = if draft.muted.contains(recipient_id) {
+            (Channel::App, None)
+        } else {
+            choose_channel(draft.channel, recipient, default_channel)
+        };
         deliveries.push(PlannedDelivery {
             delivery_id: delivery_id_for(draft.message_id, *recipient_id),
             recipient_id: *recipient_id,

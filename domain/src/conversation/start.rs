@@ -1,6 +1,8 @@
 //! Starting conversations: the personal 1:1 (`SendPersonalMessage`) and group or
 //! school conversations (`StartConversation`), with the rules on who may write to whom.
 
+use std::collections::BTreeSet;
+
 use crate::commands::{SendPersonalMessage, StartConversation};
 use crate::events::ConversationStarted;
 use crate::facts::Facts;
@@ -90,6 +92,7 @@ pub(super) fn send_personal(
             text,
             channel: c.channel,
             recipients: vec![c.recipient_id],
+            muted: &state.muted,
         },
         facts,
     )?;
@@ -167,6 +170,7 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
             text,
             channel: c.channel,
             recipients,
+            muted: &BTreeSet::new(),
         },
         facts,
     )?;

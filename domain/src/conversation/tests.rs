@@ -1047,6 +1047,39 @@ fn mute_and_unmute_are_per_participant_and_repeating_is_a_no_op() {
 }
 
 #[test]
+fn a_participant_who_muted_gets_new_messages_in_the_app_only() {
+    let muted: Event = ConversationMuted {
+        conversation_id: CONV,
+        person_id: GUARDIAN,
+        at: now(),
+    }
+    .into();
+    let events = given([group(&[TEACHER, GUARDIAN, GUARDIAN_12]), muted.clone()])
+        .acting_as(TEACHER)
+        .when(post("Picture day is Friday"))
+        .events();
+    let channels: Vec<(PersonId, Channel, Option<String>)> = the_message(&events)
+        .deliveries
+        .iter()
+        .map(|d| (d.recipient_id, d.channel, d.address.clone()))
+        .collect();
+    assert_eq!(channels[0], (GUARDIAN, Channel::App, None), "muted: no SMS");
+    assert_ne!(channels[1].1, Channel::App, "not muted: as before");
+    // Unmuted, they are texted again.
+    let unmuted: Event = ConversationUnmuted {
+        conversation_id: CONV,
+        person_id: GUARDIAN,
+        at: now(),
+    }
+    .into();
+    let events = given([group(&[TEACHER, GUARDIAN]), muted, unmuted])
+        .acting_as(TEACHER)
+        .when(post("And bring a smile"))
+        .events();
+    assert_ne!(the_message(&events).deliveries[0].channel, Channel::App);
+}
+
+#[test]
 fn archive_and_unarchive_are_per_participant() {
     let archived: Event = ConversationArchived {
         conversation_id: CONV,
