@@ -94,6 +94,14 @@ impl DistrictState {
         &self.sender_numbers
     }
 
+    /// The pool's numbers not yet given to anyone, in the order they are handed out.
+    pub fn free_sender_numbers(&self) -> impl Iterator<Item = &PhoneNumber> {
+        let taken: std::collections::BTreeSet<&PhoneNumber> = self.assigned.values().collect();
+        self.sender_numbers
+            .iter()
+            .filter(move |n| !taken.contains(n))
+    }
+
     /// The personal SMS number given to `person`, if one was.
     pub fn sender_number_of(&self, person: PersonId) -> Option<&PhoneNumber> {
         self.assigned.get(&person)
@@ -165,6 +173,13 @@ pub enum DistrictError {
     /// Every number of the district's pool is already some staff member's.
     #[error("no sender number is left in the district's pool; add some with AddSenderNumbers")]
     NoSenderNumberAvailable,
+    /// Another district already sends from this number (it is bound to that district,
+    /// and inbound SMS to it go there): one number belongs to one district.
+    #[error("phone number {number} already belongs to another district")]
+    NumberOfAnotherDistrict {
+        /// The number.
+        number: PhoneNumber,
+    },
     /// Only Homeroom's own services assign sender numbers.
     #[error("sender numbers are assigned by Homeroom's delivery services")]
     NotAService,
@@ -193,6 +208,7 @@ impl DistrictError {
             DistrictError::SchoolAlreadyRegistered { .. } => "already_exists",
             DistrictError::BuiltinRoleId { .. } => "validation",
             DistrictError::NoSenderNumberAvailable => "no_sender_number",
+            DistrictError::NumberOfAnotherDistrict { .. } => "number_in_use",
             DistrictError::NotAService => "not_permitted",
             DistrictError::NotStaff { .. } => "unknown_person",
             DistrictError::Validation(e) => e.code(),
@@ -261,6 +277,15 @@ fn register_school(
             number: number.to_string(),
         }
         .into());
+    }
+    if let Some(number) = school
+        .sms_number
+        .as_ref()
+        .filter(|n| facts.number_of_another_district(n))
+    {
+        return Err(DistrictError::NumberOfAnotherDistrict {
+            number: number.clone(),
+        });
     }
     Ok(vec![SchoolRegistered {
         school_id: school.id,
@@ -366,6 +391,9 @@ fn add_sender_numbers(
             }
             .into());
         }
+        if facts.number_of_another_district(&number) {
+            return Err(DistrictError::NumberOfAnotherDistrict { number });
+        }
         if !state.sender_numbers.contains(&number) && !new.contains(&number) {
             new.push(number);
         }
@@ -399,11 +427,11 @@ fn assign_sender_number(
     if state.assigned.contains_key(&c.person_id) {
         return Ok(vec![]);
     }
-    let taken: std::collections::BTreeSet<&PhoneNumber> = state.assigned.values().collect();
+    // A pool number another district took meanwhile (it sent from it first) is passed
+    // over: texts from it would be answered to that district.
     let number = state
-        .sender_numbers
-        .iter()
-        .find(|n| !taken.contains(n))
+        .free_sender_numbers()
+        .find(|n| !facts.number_of_another_district(n))
         .ok_or(DistrictError::NoSenderNumberAvailable)?;
     Ok(vec![SenderNumberAssigned {
         person_id: c.person_id,

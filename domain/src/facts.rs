@@ -2,14 +2,14 @@
 //! service from the streams that own them (never from read models), plus the time and
 //! the actor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::district::DistrictState;
-use crate::ids::{PersonId, SchoolId};
+use crate::ids::{PersonId, PhoneNumber, SchoolId};
 use crate::permissions::Permission;
 use crate::person::PersonState;
 
@@ -47,6 +47,11 @@ pub struct Facts {
     /// Every person the decision needs (see `people_needed` and
     /// `PersonState::related_people`).
     pub people: BTreeMap<PersonId, PersonState>,
+    /// Of the SMS numbers the command names (`numbers_needed`), those another district
+    /// already sends from, as their `smsnumber-` streams say: a district may not take
+    /// them, or its texts would go out from another district's number and the replies
+    /// would reach that district.
+    pub numbers_of_other_districts: BTreeSet<PhoneNumber>,
 }
 
 impl Facts {
@@ -63,7 +68,13 @@ impl Facts {
             actor,
             district,
             people: BTreeMap::new(),
+            numbers_of_other_districts: BTreeSet::new(),
         }
+    }
+
+    /// Whether another district already sends from `number`.
+    pub fn number_of_another_district(&self, number: &PhoneNumber) -> bool {
+        self.numbers_of_other_districts.contains(number)
     }
 
     /// Adds a person (keyed by their id); unregistered states are ignored.

@@ -305,6 +305,34 @@ pub fn people_needed(cmd: &Command, state: &State, actor: &Actor) -> Vec<PersonI
     people
 }
 
+/// The SMS numbers whose `smsnumber-` streams a decision on `cmd` needs, given the
+/// target's `state`: the numbers a district takes for a school or its pool, and the
+/// pool's free numbers a staff member may be given (see
+/// [`Facts::numbers_of_other_districts`]).
+pub fn numbers_needed(cmd: &Command, state: &State) -> Vec<PhoneNumber> {
+    let mut numbers: Vec<PhoneNumber> = match cmd {
+        Command::RegisterSchool(c) => c
+            .sms_number
+            .as_deref()
+            .and_then(|n| PhoneNumber::parse(n).ok())
+            .into_iter()
+            .collect(),
+        Command::AddSenderNumbers(c) => c
+            .numbers
+            .iter()
+            .filter_map(|n| PhoneNumber::parse(n).ok())
+            .collect(),
+        Command::AssignSenderNumber(_) => match state {
+            State::District(d) => d.free_sender_numbers().cloned().collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    numbers.sort();
+    numbers.dedup();
+    numbers
+}
+
 /// Decides `cmd` against the state of the stream [`target`] named.
 ///
 /// # Errors

@@ -383,6 +383,16 @@ impl Given {
         people.into_iter().fold(self, Given::with_person)
     }
 
+    /// Says another district already sends from each of `numbers` (their
+    /// `smsnumber-` streams are bound elsewhere).
+    pub fn numbers_of_other_districts(mut self, numbers: &[&str]) -> Self {
+        self.facts.numbers_of_other_districts = numbers
+            .iter()
+            .map(|n| crate::ids::PhoneNumber::parse(n).expect("a test number"))
+            .collect();
+        self
+    }
+
     /// Removes a person from the facts (the service did not load them).
     pub fn without_person(mut self, id: PersonId) -> Self {
         self.facts.people.remove(&id);

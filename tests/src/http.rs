@@ -213,6 +213,8 @@ pub struct District<'a> {
     pub name: String,
     /// The school.
     pub school: Uuid,
+    /// The school's SMS number ([`crate::school_number_of`] the district's name).
+    pub school_number: String,
     /// A School Admin.
     pub principal: Uuid,
     /// A Technical School Admin.
@@ -244,6 +246,7 @@ impl<'a> District<'a> {
         let d = Self {
             api,
             name: name.to_owned(),
+            school_number: crate::school_number_of(name),
             school: Uuid::now_v7(),
             principal: Uuid::now_v7(),
             technician: Uuid::now_v7(),
@@ -252,7 +255,7 @@ impl<'a> District<'a> {
             child: Uuid::now_v7(),
             parent: Uuid::now_v7(),
         };
-        d.system("RegisterSchool", json!({"school_id": d.school, "name": "Lincoln Middle School", "sms_number": "+15550001000"}));
+        d.system("RegisterSchool", json!({"school_id": d.school, "name": "Lincoln Middle School", "sms_number": d.school_number}));
         for (id, name) in [
             (d.principal, "Principal Skinner"),
             (d.technician, "Tech Admin"),

@@ -65,6 +65,8 @@ pub struct District {
     pub district: DistrictId,
     /// The school.
     pub school: Uuid,
+    /// The school's SMS number ([`school_number_of`] the district's name).
+    pub school_number: String,
     /// A School Admin (personal messages and school inbox on by default).
     pub principal: Uuid,
     /// A Technical School Admin (personal messages off by default).
@@ -79,6 +81,16 @@ pub struct District {
     pub parent: Uuid,
 }
 
+/// A school SMS number of its own for the district named `name` (`+1555` and seven
+/// digits from the name): a number belongs to one district, so districts sharing a store
+/// must not share one.
+pub fn school_number_of(name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("+1555{:07}", hash % 10_000_000)
+}
+
 impl District {
     /// Builds the district on `store` through commands, as an SIS sync would.
     ///
@@ -90,6 +102,7 @@ impl District {
         let d = Self {
             service,
             store,
+            school_number: school_number_of(name),
             district,
             school: Uuid::now_v7(),
             principal: Uuid::now_v7(),
@@ -101,7 +114,7 @@ impl District {
         };
         let today = chrono::Utc::now().date_naive();
         let born = |years: i32| today.with_year_offset(-years).to_string();
-        d.system("RegisterSchool", json!({"school_id": d.school, "name": "Lincoln Middle School", "sms_number": "+15550001000"})).await;
+        d.system("RegisterSchool", json!({"school_id": d.school, "name": "Lincoln Middle School", "sms_number": d.school_number})).await;
         for (id, name) in [
             (d.principal, "Principal Skinner"),
             (d.technician, "Tech Admin"),

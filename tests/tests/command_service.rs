@@ -40,6 +40,7 @@ on_every_backend!(
     concurrent_posts_to_one_conversation_all_land_in_order,
     a_revoked_role_is_honoured_by_a_service_with_a_stale_cache,
     every_recorded_stream_verifies,
+    a_district_cannot_take_a_number_another_district_sends_from,
 );
 
 fn code(result: Result<homeroom_app::CommandOutcome, CommandError>) -> &'static str {
@@ -427,4 +428,45 @@ async fn the_same_key_at_two_nodes_at_once_answers_the_first_result_at_both(
     assert_eq!(second.events, first.events);
     assert_eq!(second.position, first.position);
     assert_eq!(store.head().await.unwrap(), head, "nothing recorded twice");
+}
+
+async fn a_district_cannot_take_a_number_another_district_sends_from(store: Arc<dyn EventStore>) {
+    let ogdenville = District::build(store.clone(), "ogdenville").await;
+    let brockway = District::build(store.clone(), "brockway").await;
+    // Ogdenville's school number is bound to it, as the reactor does once the school is
+    // registered (inbound SMS to it find Ogdenville).
+    let bind = homeroom_domain::Command::BindSmsNumber(homeroom_domain::commands::BindSmsNumber {
+        number: homeroom_domain::PhoneNumber::parse(&ogdenville.school_number).unwrap(),
+        district: ogdenville.district.clone(),
+        owner: homeroom_domain::NumberOwner::School(homeroom_domain::SchoolId::new(
+            ogdenville.school,
+        )),
+    });
+    let service = CommandContext::new(
+        ogdenville.district.clone(),
+        Actor::System("delivery".into()),
+    );
+    ogdenville.service.execute(&service, &bind).await.unwrap();
+    let head = store.head().await.unwrap();
+    let school = brockway
+        .run(
+            Actor::System("sis-sync".into()),
+            "RegisterSchool",
+            json!({"school_id": Uuid::now_v7(), "name": "Brockway High", "sms_number": ogdenville.school_number}),
+        )
+        .await;
+    assert_eq!(code(school), "number_in_use");
+    let pool = brockway
+        .run(
+            Actor::System("sis-sync".into()),
+            "AddSenderNumbers",
+            json!({"numbers": [ogdenville.school_number]}),
+        )
+        .await;
+    assert_eq!(code(pool), "number_in_use");
+    assert_eq!(store.head().await.unwrap(), head, "nothing recorded");
+    // A number nobody sends from is still Brockway's to take.
+    brockway
+        .system("AddSenderNumbers", json!({"numbers": ["+15550009901"]}))
+        .await;
 }

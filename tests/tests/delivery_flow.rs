@@ -296,7 +296,10 @@ impl Flow {
     }
 }
 
-const SCHOOL_NUMBER: &str = "+15550001000";
+/// The school number of the district the flow builds.
+fn school_number() -> String {
+    homeroom_tests::school_number_of("flowtown")
+}
 const PARENT_NUMBER: &str = "+15550002003";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +320,7 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
     };
     assert_eq!(
         sent.sender.as_deref(),
-        Some(SCHOOL_NUMBER),
+        Some(school_number().as_str()),
         "no pool: the school's number"
     );
     assert_eq!(sent.sent_text.as_deref(), Some("Hi Dennis's family"));
@@ -329,7 +332,7 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
     f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
         .await;
     let received = f
-        .reply(PARENT_NUMBER, SCHOOL_NUMBER, "Thanks, see you Friday")
+        .reply(PARENT_NUMBER, school_number().as_str(), "Thanks, see you Friday")
         .await;
     let InboundRoute::Conversation { message_id, .. } = received.route else {
         panic!("routed elsewhere: {:?}", received.route)
@@ -362,7 +365,7 @@ async fn a_picture_sent_without_words_reaches_the_conversation_and_is_kept() {
         .await;
     let picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1";
     let received = f
-        .reply_with_media(PARENT_NUMBER, SCHOOL_NUMBER, "", &[picture])
+        .reply_with_media(PARENT_NUMBER, school_number().as_str(), "", &[picture])
         .await;
     let InboundRoute::Conversation { message_id, .. } = received.route else {
         panic!("a picture is a reply like any other: {:?}", received.route)
@@ -433,7 +436,7 @@ async fn a_guardians_message_in_a_group_texts_the_others_from_the_schools_number
         .iter()
         .find(|s| s.body.contains("cookies"))
         .expect("Ned got Marge's message");
-    assert_eq!(cookies.from, SCHOOL_NUMBER);
+    assert_eq!(cookies.from, school_number().as_str());
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     assert!(
         !log.iter()
@@ -559,7 +562,7 @@ async fn a_personal_sender_gets_their_own_number_from_the_pool() {
         .await
         .unwrap();
     f.delivered(started.delivery_ids[0].as_uuid()).await;
-    assert_eq!(f.provider.to(PARENT_NUMBER)[1].from, SCHOOL_NUMBER);
+    assert_eq!(f.provider.to(PARENT_NUMBER)[1].from, school_number().as_str());
     f.stop();
 }
 
@@ -620,7 +623,7 @@ async fn stop_blocks_texts_from_that_number_until_start() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let first = f.message(f.d.principal, f.d.parent, "Hello").await;
     f.delivered(first).await;
-    let stop = f.reply(PARENT_NUMBER, SCHOOL_NUMBER, " stop ").await;
+    let stop = f.reply(PARENT_NUMBER, school_number().as_str(), " stop ").await;
     assert!(matches!(stop.route, InboundRoute::Keyword { .. }));
     assert!(stop.reply.unwrap().contains("START"));
     let blocked = f.message(f.d.principal, f.d.parent, "Are you there?").await;
@@ -643,7 +646,7 @@ async fn stop_blocks_texts_from_that_number_until_start() {
         1,
         "nothing more went to the number"
     );
-    f.reply(PARENT_NUMBER, SCHOOL_NUMBER, "START").await;
+    f.reply(PARENT_NUMBER, school_number().as_str(), "START").await;
     f.until("the opt-in", |e| matches!(e, Event::SmsOptedIn(_)))
         .await;
     let again = f.message(f.d.principal, f.d.parent, "Welcome back").await;
@@ -693,7 +696,7 @@ async fn stop_to_one_number_leaves_texts_from_other_numbers_and_falls_back_to_em
     f.delivered(started.delivery_ids[0].as_uuid()).await;
     let texts = f.provider.to("+15550003002");
     assert_eq!(texts.len(), 2, "one text before STOP, one from the school");
-    assert_eq!(texts[1].from, SCHOOL_NUMBER);
+    assert_eq!(texts[1].from, school_number().as_str());
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     assert!(
         !log.iter().any(|e| e.event_type == "contact_point_failing"),
@@ -994,7 +997,7 @@ async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost
     .await
     .unwrap();
     let late = f
-        .reply(PARENT_NUMBER, SCHOOL_NUMBER, "One more thing")
+        .reply(PARENT_NUMBER, school_number().as_str(), "One more thing")
         .await;
     assert!(
         matches!(late.route, InboundRoute::Refused { .. }),
@@ -1007,7 +1010,7 @@ async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost
     )
     .await;
 
-    let stranger = f.reply("+15550007777", SCHOOL_NUMBER, "Who is this?").await;
+    let stranger = f.reply("+15550007777", school_number().as_str(), "Who is this?").await;
     assert_eq!(
         stranger.route,
         InboundRoute::Unroutable {
@@ -1042,7 +1045,7 @@ async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
     let sms = IncomingSms {
         message_sid: ProviderMessageId::parse("SMretried").unwrap(),
         from: PARENT_NUMBER.into(),
-        to: SCHOOL_NUMBER.into(),
+        to: school_number().as_str().into(),
         body: "Once".into(),
         media_urls: vec![],
     };

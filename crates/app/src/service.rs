@@ -390,6 +390,26 @@ impl CommandService {
         self.load_people(&ctx.district, &mut people, related, stale, &mut read)
             .await?;
 
+        // The SMS numbers the command would take, from their own (district-less) streams.
+        let numbers = homeroom_domain::numbers_needed(command, &current.state);
+        let number_streams: Vec<StreamRef> =
+            numbers.iter().cloned().map(StreamRef::SmsNumber).collect();
+        let number_states = if number_streams.is_empty() {
+            Vec::new()
+        } else {
+            self.load_many(&ctx.district, &number_streams, stale, &mut read)
+                .await?
+        };
+        let numbers_of_other_districts = numbers
+            .into_iter()
+            .zip(number_states)
+            .filter(|(_, cached)| match &cached.state {
+                State::SmsNumber(n) => n.binding().is_some_and(|(d, _)| *d != ctx.district),
+                _ => false,
+            })
+            .map(|(number, _)| number)
+            .collect();
+
         read.sort();
         read.dedup();
         let facts = Facts {
@@ -398,6 +418,7 @@ impl CommandService {
             actor: ctx.actor.clone(),
             district,
             people,
+            numbers_of_other_districts,
         };
         Ok(Loaded {
             current,

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-const SCHOOL_NUMBER: &str = "+15550001000";
+/// The school number of the district the flow builds.
+fn school_number() -> String {
+    homeroom_tests::school_number_of("deliveryville")
+}
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_homeroom"))
@@ -150,7 +153,7 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
     assert_eq!(to_parent.len(), burst, "each text was sent exactly once");
     let bodies: HashSet<&str> = to_parent.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies.len(), burst, "no text twice, none missing");
-    assert!(to_parent.iter().all(|m| m.from == SCHOOL_NUMBER));
+    assert!(to_parent.iter().all(|m| m.from == school_number().as_str()));
     assert!(to_parent.iter().all(|m| m
         .status_callback
         .as_deref()
@@ -248,7 +251,7 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
     // Replies: a signed inbound text lands in the conversation; an unsigned one is 403.
     let inbound_url = format!("http://{}/v1/webhooks/twilio/inbound", server.addr);
     let answer = rt
-        .block_on(twilio.send_inbound(&inbound_url, parent_number, SCHOOL_NUMBER, "Thank you!"))
+        .block_on(twilio.send_inbound(&inbound_url, parent_number, school_number().as_str(), "Thank you!"))
         .unwrap();
     assert_eq!(answer.status, 200);
     eventually("the reply in the thread", || {
@@ -268,7 +271,7 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         .header("X-Twilio-Signature", "bm90IGEgc2lnbmF0dXJl")
         .send_form([
             ("From", parent_number),
-            ("To", SCHOOL_NUMBER),
+            ("To", school_number().as_str()),
             ("Body", "forged"),
             ("MessageSid", "SMforged"),
         ])
@@ -277,7 +280,7 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
 
     // STOP: nothing more goes to the number by SMS.
     let stop = rt
-        .block_on(twilio.send_inbound(&inbound_url, parent_number, SCHOOL_NUMBER, "STOP"))
+        .block_on(twilio.send_inbound(&inbound_url, parent_number, school_number().as_str(), "STOP"))
         .unwrap();
     assert_eq!(stop.status, 200);
     let before = twilio

@@ -331,6 +331,57 @@ fn a_staff_member_keeps_their_number() {
 }
 
 #[test]
+fn a_number_another_district_sends_from_is_never_taken() {
+    let elsewhere = "+15550007777";
+    let number = PhoneNumber::parse(elsewhere).unwrap();
+    given([])
+        .acting_as_system()
+        .numbers_of_other_districts(&[elsewhere])
+        .when(register_school("Hillside", Some(elsewhere)))
+        .then_err(DistrictError::NumberOfAnotherDistrict {
+            number: number.clone(),
+        });
+    given([])
+        .acting_as_system()
+        .numbers_of_other_districts(&[elsewhere])
+        .when(AddSenderNumbers {
+            numbers: vec!["+15550009001".to_owned(), elsewhere.to_owned()],
+        })
+        .then_code("number_in_use");
+    // A pool number another district began sending from meanwhile is passed over.
+    given([pool(&[elsewhere, "+15550009002"])])
+        .acting_as_system()
+        .numbers_of_other_districts(&[elsewhere])
+        .when(assign(ADMIN))
+        .then([assigned(ADMIN, "+15550009002")]);
+}
+
+#[test]
+fn the_numbers_a_decision_needs_are_those_it_would_take() {
+    let district = crate::State::District(
+        [pool(&["+15550009001", "+15550009002"]), assigned(TEACHER, "+15550009001")]
+            .iter()
+            .fold(DistrictState::default(), evolve),
+    );
+    let numbers = |cmd: Command| -> Vec<String> {
+        crate::numbers_needed(&cmd, &district)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(
+        numbers(register_school("Hillside", Some("+1 555 000 1000")).into()),
+        vec!["+15550001000"]
+    );
+    assert_eq!(
+        numbers(assign(ADMIN).into()),
+        vec!["+15550009002"],
+        "only the pool's free numbers"
+    );
+    assert!(numbers(register_school("Hillside", None).into()).is_empty());
+}
+
+#[test]
 fn an_exhausted_pool_is_refused_with_a_clear_code() {
     given([pool(&["+15550009001"]), assigned(ADMIN, "+15550009001")])
         .acting_as_system()
