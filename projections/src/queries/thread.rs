@@ -17,6 +17,8 @@ pub(crate) struct Planned {
     pub recipient_name: Option<String>,
     /// The text rendered for the recipient.
     pub text: String,
+    /// The subject rendered for the recipient, if the message has one.
+    pub subject: Option<String>,
     pub language: String,
     /// The text exactly as handed to the provider (translated, labelled), once sent.
     pub sent_text: Option<String>,
@@ -107,7 +109,8 @@ impl Snapshot {
             // makes SQLite keep that order (left alone, it walked every delivery of the
             // district in `ORDER BY` order); PostgreSQL plans it as a plain join.
             "SELECT v.delivery_id, v.message_id, v.recipient_id, v.channel, v.status,
-                    v.status_at, v.text, v.language, v.sent_text, v.translated_to, n.name
+                    v.status_at, v.text, v.subject, v.language, v.sent_text, v.translated_to,
+                    n.name
              FROM messages{conversations} m
              CROSS JOIN deliveries{deliveries} v
              LEFT JOIN people{directory} n ON n.district = v.district AND n.person_id = v.recipient_id
@@ -136,6 +139,7 @@ impl Snapshot {
                     delivery,
                     recipient_name: row.get("name")?,
                     text: row.get("text")?,
+                    subject: row.get("subject")?,
                     language: row.get("language")?,
                     sent_text: row.get("sent_text")?,
                     translated_to: row.get("translated_to")?,
@@ -182,12 +186,17 @@ impl Snapshot {
                 Some(p) => (p.text.clone(), author_language, false),
                 None => (original.clone(), author_language, false),
             };
+            // Their subject too, merge fields rendered (the author sees the template).
+            let subject = match mine {
+                Some(p) => p.subject.clone(),
+                None => row.get("subject")?,
+            };
             conversation.messages.push(ThreadMessage {
                 message_id,
                 author_id,
                 author_name: row.get("author_name")?,
                 sent_as: sent_as(&row, "sent_as")?,
-                subject: row.get("subject")?,
+                subject,
                 body,
                 original_body: original,
                 language,

@@ -1260,7 +1260,55 @@ async fn a_translated_copy_is_the_viewers_body_beside_the_original(w: World) {
     assert!(sent.contains(&(g2, None, None)));
 }
 
+async fn each_recipient_sees_their_own_rendering_of_the_subject(w: World) {
+    school_day(&w).await;
+    let (t, g, g2) = (person(TEACHER), person(GUARDIAN), person(OTHER_GUARDIAN));
+    let c = conversation(8);
+    let m = message(80);
+    let Event::MessagePosted(mut posted) = w.posted(c, m, t, "Report cards", &[g, g2]) else {
+        unreachable!("posted builds a message")
+    };
+    posted.subject = Some("About {student_name}".to_owned());
+    for (delivery, name) in posted.deliveries.iter_mut().zip(["Sam", "Sid"]) {
+        delivery.subject = Some(format!("About {name}"));
+    }
+    w.append(
+        NORTH,
+        &conv_stream(NORTH, c),
+        &t.to_string(),
+        vec![
+            w.started(c, ConversationKind::Group, &[t, g, g2], None),
+            posted.into(),
+        ],
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let subject_for = |viewer| {
+        let read = &read;
+        let north = &north;
+        async move {
+            read.conversation(north, c, viewer)
+                .await
+                .unwrap()
+                .unwrap()
+                .messages[0]
+                .subject
+                .clone()
+        }
+    };
+    assert_eq!(subject_for(Some(g)).await.as_deref(), Some("About Sam"));
+    assert_eq!(subject_for(Some(g2)).await.as_deref(), Some("About Sid"));
+    assert_eq!(
+        subject_for(Some(t)).await.as_deref(),
+        Some("About {student_name}"),
+        "the author sees what they wrote"
+    );
+}
+
 on_both_engines! {
+    #[tokio::test] each_recipient_sees_their_own_rendering_of_the_subject,
     #[tokio::test] a_translated_copy_is_the_viewers_body_beside_the_original,
     #[tokio::test] the_personal_inbox_holds_only_conversations_the_person_takes_part_in,
     #[tokio::test] unread_counts_follow_read_positions_and_skip_ones_own_messages,
