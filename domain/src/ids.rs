@@ -124,8 +124,8 @@ pub mod namespace {
     /// Messages without a caller-chosen id: v5 over the command id's bytes (timed as
     /// the command id is).
     pub const MESSAGE: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a002);
-    /// Deliveries: v5 over the message id's then the recipient's UUID bytes (timed as
-    /// the message id is).
+    /// Deliveries: v5 over the conversation's, the message's and the recipient's UUID
+    /// bytes (timed as the message id is; logs from before hold v5 over the last two).
     pub const DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a003);
     /// Fallback deliveries: v5 over the failed delivery's UUID bytes.
     pub const FALLBACK_DELIVERY: Uuid = Uuid::from_u128(0x8f3b_6a52_1d4e_4c1f_9b7a_2e5d_0c11_a004);
@@ -160,13 +160,25 @@ pub fn message_id_for_command(command_id: Uuid) -> MessageId {
     ))
 }
 
-/// The delivery of `message` to `recipient`, so replays and retries of the process
-/// manager converge on one delivery. It keeps the message id's time
-/// ([`keeps_time_of`]).
-pub fn delivery_id_for(message: MessageId, recipient: PersonId) -> DeliveryId {
+/// The delivery of `message` of `conversation` to `recipient`, so replays and retries
+/// converge on one delivery. The conversation is part of it because message ids are
+/// the caller's and only unique within their conversation: the same id posted in two
+/// conversations is two messages with deliveries of their own. It keeps the message
+/// id's time ([`keeps_time_of`]). (Logs from before the conversation was part of it
+/// keep the ids their events recorded: a delivery id is always read from the log,
+/// never derived again.)
+pub fn delivery_id_for(
+    conversation: ConversationId,
+    message: MessageId,
+    recipient: PersonId,
+) -> DeliveryId {
+    let mut name = [0u8; 48];
+    name[..16].copy_from_slice(conversation.0.as_bytes());
+    name[16..32].copy_from_slice(message.0.as_bytes());
+    name[32..].copy_from_slice(recipient.0.as_bytes());
     DeliveryId(keeps_time_of(
         message.0,
-        v5_pair(&namespace::DELIVERY, message.0, recipient.0),
+        Uuid::new_v5(&namespace::DELIVERY, &name),
     ))
 }
 
@@ -470,7 +482,16 @@ mod tests {
         );
         let m = message_id_for_command(Uuid::from_u128(9));
         assert_eq!(m, message_id_for_command(Uuid::from_u128(9)));
-        assert_ne!(delivery_id_for(m, a), delivery_id_for(m, b));
+        let (c, other) = (
+            ConversationId::new(Uuid::from_u128(3)),
+            ConversationId::new(Uuid::from_u128(4)),
+        );
+        assert_ne!(delivery_id_for(c, m, a), delivery_id_for(c, m, b));
+        assert_ne!(
+            delivery_id_for(c, m, a),
+            delivery_id_for(other, m, a),
+            "the same message id in another conversation is another message"
+        );
     }
 
     #[test]
@@ -501,10 +522,11 @@ mod tests {
             "a later command's message sorts later"
         );
         // Deliveries carry the message's time on, and differ by recipient.
-        let (d1, d2) = (delivery_id_for(m1, a), delivery_id_for(m1, b));
+        let c = ConversationId::new(Uuid::from_u128(3));
+        let (d1, d2) = (delivery_id_for(c, m1, a), delivery_id_for(c, m1, b));
         assert_ne!(d1, d2);
         assert_eq!(d1.as_uuid().as_bytes()[..6], earlier.as_bytes()[..6]);
-        assert!(d2.as_uuid() < delivery_id_for(m2, a).as_uuid());
+        assert!(d2.as_uuid() < delivery_id_for(c, m2, a).as_uuid());
         // The hashed part still depends on the whole source, not only its time.
         let twin = Uuid::from_bytes({
             let mut bytes = *earlier.as_bytes();
@@ -518,7 +540,11 @@ mod tests {
     fn derived_ids_of_an_untimed_source_stay_v5() {
         let m = message_id_for_command(Uuid::from_u128(9));
         assert_eq!(m.as_uuid().get_version(), Some(uuid::Version::Sha1));
-        let d = delivery_id_for(m, PersonId::new(Uuid::from_u128(1)));
+        let d = delivery_id_for(
+            ConversationId::new(Uuid::from_u128(3)),
+            m,
+            PersonId::new(Uuid::from_u128(1)),
+        );
         assert_eq!(d.as_uuid().get_version(), Some(uuid::Version::Sha1));
     }
 }

@@ -142,7 +142,7 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
             choose_channel(draft.channel, recipient, default_channel)
         };
         deliveries.push(PlannedDelivery {
-            delivery_id: delivery_id_for(draft.message_id, *recipient_id),
+            delivery_id: delivery_id_for(draft.conversation_id, draft.message_id, *recipient_id),
             recipient_id: *recipient_id,
             channel,
             address,

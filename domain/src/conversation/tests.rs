@@ -166,7 +166,7 @@ fn first_personal_message_starts_the_personal_conversation_with_a_delivery_plan(
                 body: "Hi {recipient_name}, about {student_name}".to_owned(),
                 subject: None,
                 deliveries: vec![PlannedDelivery {
-                    delivery_id: delivery_id_for(M1, GUARDIAN),
+                    delivery_id: delivery_id_for(conversation_id, M1, GUARDIAN),
                     recipient_id: GUARDIAN,
                     channel: Channel::Sms,
                     address: Some("+15550100001".to_owned()),
@@ -835,7 +835,7 @@ fn families_reply_in_any_conversation_they_are_in_and_everyone_else_gets_it() {
             subject: None,
             deliveries: vec![
                 PlannedDelivery {
-                    delivery_id: delivery_id_for(M3, TEACHER),
+                    delivery_id: delivery_id_for(CONV, M3, TEACHER),
                     recipient_id: TEACHER,
                     channel: Channel::App,
                     address: None,
@@ -844,7 +844,7 @@ fn families_reply_in_any_conversation_they_are_in_and_everyone_else_gets_it() {
                     subject: None,
                 },
                 PlannedDelivery {
-                    delivery_id: delivery_id_for(M3, GUARDIAN_12),
+                    delivery_id: delivery_id_for(CONV, M3, GUARDIAN_12),
                     recipient_id: GUARDIAN_12,
                     channel: Channel::Sms,
                     address: Some("+15550100002".to_owned()),
@@ -1205,7 +1205,7 @@ fn evolve_folds_the_conversations_history() {
         .into(),
         stopped(TEACHER),
         crate::events::DeliverySent {
-            delivery_id: delivery_id_for(M1, GUARDIAN),
+            delivery_id: delivery_id_for(CONV, M1, GUARDIAN),
             provider_message_id: None,
             sender: None,
             sent_text: None,

@@ -10,7 +10,7 @@ const CONVERSATION: ConversationId = ConversationId::new(Uuid::from_u128(0xd001)
 
 fn plan() -> PlannedDelivery {
     PlannedDelivery {
-        delivery_id: delivery_id_for(MESSAGE, GUARDIAN),
+        delivery_id: delivery_id_for(CONVERSATION, MESSAGE, GUARDIAN),
         recipient_id: GUARDIAN,
         channel: Channel::Sms,
         address: Some("+15550100001".to_owned()),

@@ -85,7 +85,7 @@ const SCHEMA: &[&str] = &[
         sent_at {ts} NOT NULL,
         pos_commit BIGINT NOT NULL,
         pos_sequence BIGINT NOT NULL,
-        PRIMARY KEY (district, message_id)
+        PRIMARY KEY (district, message_id, conversation_id)
     )",
     "CREATE UNIQUE INDEX IF NOT EXISTS messages{conversations}_order
         ON messages{conversations} (district, conversation_id, seq)",
@@ -233,21 +233,11 @@ impl Conversations {
                 conversations.into_iter().collect(),
             )
             .await?;
-            let mut known: HashSet<Uuid> = lookup(
-                tx,
-                generation,
-                "SELECT message_id, CAST(0 AS BIGINT) FROM messages{conversations} WHERE district = ",
-                "message_id",
-                district,
-                ids,
-            )
-            .await?
-            .into_keys()
-            .collect();
+            let mut known = known_messages(tx, generation, district, ids).await?;
             for &i in indexes {
                 let (recorded, e) = run[i];
                 let conversation = e.conversation_id.as_uuid();
-                if !known.insert(e.message_id.as_uuid()) {
+                if !known.insert((e.message_id.as_uuid(), conversation)) {
                     continue;
                 }
                 let Some(count) = counts.get_mut(&conversation) else {
@@ -299,7 +289,7 @@ impl Conversations {
                         (district, message_id, conversation_id, seq, author_id, sent_as, body,
                          subject, sent_at, pos_commit, pos_sequence)
                     VALUES {}
-                    ON CONFLICT (district, message_id) DO NOTHING",
+                    ON CONFLICT (district, message_id, conversation_id) DO NOTHING",
                     engine.value_rows(n, 11)
                 ),
                 NAME,
@@ -352,7 +342,9 @@ impl Projector for Conversations {
 
     fn version(&self) -> u32 {
         // 2: `own_after_read`, so unread counts no longer count messages.
-        2
+        // 3: a message is keyed by its conversation too (message ids are the caller's,
+        //    unique only within their conversation).
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -500,6 +492,34 @@ impl Projector for Conversations {
 
 /// `select` (ending in `WHERE district = `) for `ids` of `district`, by `IN` lists of
 /// [`LOOKUP`] ids on `column`: the first column (an id) to the second (a count).
+/// Which of the message ids `ids` the read model already holds, with the conversation
+/// each is in (the same id may be a message of two conversations).
+async fn known_messages(
+    tx: &mut Tx<'_>,
+    generation: Generation,
+    district: &str,
+    ids: Vec<Uuid>,
+) -> Result<HashSet<(Uuid, Uuid)>, ProjectionError> {
+    let engine = tx.engine();
+    let mut found = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(LOOKUP) {
+        let mut sql = Builder::new(render_for(
+            engine,
+            "SELECT message_id, conversation_id FROM messages{conversations} WHERE district = ",
+            NAME,
+            generation,
+        ));
+        sql.push_bind(district)
+            .push(" AND message_id IN (")
+            .push_list(chunk.iter().copied())
+            .push(")");
+        for row in sql.build().fetch_all(tx).await? {
+            found.insert((row.get::<Uuid, _>(0)?, row.get::<Uuid, _>(1)?));
+        }
+    }
+    Ok(found)
+}
+
 async fn lookup(
     tx: &mut Tx<'_>,
     generation: Generation,

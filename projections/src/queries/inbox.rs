@@ -97,7 +97,7 @@ impl ReadModels {
                ON c.district = p.district AND c.conversation_id = p.conversation_id
              LEFT JOIN deliveries{{deliveries}} d
                ON d.district = c.district AND d.message_id = c.last_message_id
-              AND d.recipient_id = p.person_id
+              AND d.conversation_id = c.conversation_id AND d.recipient_id = p.person_id
              LEFT JOIN people{{directory}} me
                ON me.district = p.district AND me.person_id = p.person_id
              WHERE p.district = $1 AND p.person_id = $2 AND p.participant = TRUE

@@ -7,7 +7,7 @@ use super::{
 use crate::db::{query, Builder};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
-use homeroom_domain::{DistrictId, MessageId, PersonId};
+use homeroom_domain::{ConversationId, DistrictId, MessageId, PersonId};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -105,11 +105,12 @@ impl ReadModels {
             _ => None,
         };
 
-        let mut by_message: HashMap<MessageId, Vec<RecordDelivery>> = HashMap::new();
+        let mut by_message: HashMap<(MessageId, ConversationId), Vec<RecordDelivery>> =
+            HashMap::new();
         if !rows.is_empty() {
             let head = s.sql(
-                "SELECT delivery_id, message_id, recipient_id, channel, status, status_at, text,
-                        sent_text
+                "SELECT delivery_id, message_id, conversation_id, recipient_id, channel, status,
+                        status_at, text, sent_text
                  FROM deliveries{deliveries} WHERE district = ",
             );
             let mut q = Builder::new(head);
@@ -122,8 +123,13 @@ impl ReadModels {
             q.push_list(ids);
             q.push(") ORDER BY message_id, recipient_id");
             for row in q.build().fetch_all(&mut s.tx).await? {
+                // A message id is unique only within its conversation.
+                let key: (MessageId, ConversationId) = (
+                    uuid(&row, "message_id")?.into(),
+                    uuid(&row, "conversation_id")?.into(),
+                );
                 by_message
-                    .entry(uuid(&row, "message_id")?.into())
+                    .entry(key)
                     .or_default()
                     .push(RecordDelivery {
                         delivery: MessageDelivery {
@@ -142,19 +148,22 @@ impl ReadModels {
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             let message_id: MessageId = uuid(row, "message_id")?.into();
+            let conversation_id: ConversationId = uuid(row, "conversation_id")?.into();
             let author = uuid(row, "author_id")?;
             let direction = if family.contains(&author) {
                 Direction::Inbound
             } else {
                 Direction::Outbound
             };
-            let mut deliveries = by_message.remove(&message_id).unwrap_or_default();
+            let mut deliveries = by_message
+                .remove(&(message_id, conversation_id))
+                .unwrap_or_default();
             if direction == Direction::Outbound {
                 deliveries.retain(|d| family.contains(&d.delivery.recipient_id.as_uuid()));
             }
             messages.push(RecordEntry {
                 message_id,
-                conversation_id: uuid(row, "conversation_id")?.into(),
+                conversation_id,
                 conversation_kind: conversation_kind(row, "conversation_kind")?,
                 direction,
                 sender_id: author.into(),

@@ -116,6 +116,7 @@ impl Snapshot {
              LEFT JOIN people{directory} n ON n.district = v.district AND n.person_id = v.recipient_id
              WHERE m.district = $1 AND m.conversation_id = $2
                AND v.district = m.district AND v.message_id = m.message_id
+               AND v.conversation_id = m.conversation_id
              ORDER BY v.message_id, v.recipient_id",
         );
         let mut by_message: HashMap<MessageId, Vec<Planned>> = HashMap::new();

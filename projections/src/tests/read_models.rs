@@ -3,7 +3,7 @@
 use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
-use homeroom_domain::{delivery_id_for, ConversationKind, PersonKind};
+use homeroom_domain::{ConversationKind, PersonKind};
 
 const TEACHER: u128 = 1;
 const ADMIN: u128 = 2;
@@ -1307,7 +1307,65 @@ async fn each_recipient_sees_their_own_rendering_of_the_subject(w: World) {
     );
 }
 
+async fn a_message_id_used_in_two_conversations_is_a_message_of_each(w: World) {
+    school_day(&w).await;
+    let (t, a, g) = (person(TEACHER), person(ADMIN), person(GUARDIAN));
+    let reused = message(70);
+    let (first, second) = (conversation(71), conversation(72));
+    for (c, author, body) in [(first, t, "Bus is late"), (second, a, "Gym is closed")] {
+        let Event::MessagePosted(mut posted) = w.posted(c, reused, author, body, &[g]) else {
+            unreachable!("posted builds a message")
+        };
+        // As the domain plans them: the conversation is part of a delivery's id.
+        for d in &mut posted.deliveries {
+            d.delivery_id = homeroom_domain::delivery_id_for(c, reused, d.recipient_id);
+        }
+        w.append(
+            NORTH,
+            &conv_stream(NORTH, c),
+            &author.to_string(),
+            vec![
+                w.started(c, ConversationKind::Group, &[author, g], None),
+                posted.into(),
+            ],
+        )
+        .await;
+    }
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    for (c, author, body) in [(first, t, "Bus is late"), (second, a, "Gym is closed")] {
+        let thread = read.conversation(&north, c, Some(g)).await.unwrap().unwrap();
+        assert_eq!(thread.messages.len(), 1, "each conversation keeps its message");
+        let m = &thread.messages[0];
+        assert_eq!((m.author_id, m.original_body.as_str()), (author, body));
+        assert_eq!(
+            m.deliveries
+                .iter()
+                .map(|d| d.delivery_id)
+                .collect::<Vec<_>>(),
+            vec![homeroom_domain::delivery_id_for(c, reused, g)],
+            "and only its own deliveries"
+        );
+    }
+    let inbox = read
+        .inbox_personal(&north, g, false, &PageRequest::first())
+        .await
+        .unwrap();
+    let preview = |c| {
+        inbox
+            .conversations
+            .iter()
+            .find(|x| x.conversation_id == c)
+            .and_then(|x| x.last_message.as_ref())
+            .map(|m| m.body.clone())
+    };
+    assert_eq!(preview(first).as_deref(), Some("Bus is late (for 20)"));
+    assert_eq!(preview(second).as_deref(), Some("Gym is closed (for 20)"));
+}
+
 on_both_engines! {
+    #[tokio::test] a_message_id_used_in_two_conversations_is_a_message_of_each,
     #[tokio::test] each_recipient_sees_their_own_rendering_of_the_subject,
     #[tokio::test] a_translated_copy_is_the_viewers_body_beside_the_original,
     #[tokio::test] the_personal_inbox_holds_only_conversations_the_person_takes_part_in,

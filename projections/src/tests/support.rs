@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use homeroom_domain::events::*;
 use homeroom_domain::{
-    delivery_id_for, Actor, Channel, ConversationId, ConversationKind, DeliveryId, DistrictId,
+    Actor, Channel, ConversationId, ConversationKind, DeliveryId, DistrictId,
     Event, MessageId, PersonId, PersonKind, PlannedDelivery, SchoolId, SendAs,
 };
 use homeroom_eventstore::memory::InMemoryStore;
@@ -488,6 +488,14 @@ impl World {
         )
         .await
     }
+}
+
+/// The delivery id of message `m` to `recipient` in these synthetic logs: one per
+/// message and recipient, as the domain derives it for one conversation (no test here
+/// reuses a message id in two conversations, except the one that says so and builds its
+/// deliveries itself).
+pub fn delivery_id_for(m: MessageId, recipient: PersonId) -> DeliveryId {
+    homeroom_domain::delivery_id_for(ConversationId::new(uuid::Uuid::nil()), m, recipient)
 }
 
 pub fn conv_stream(district: &str, c: ConversationId) -> String {
