@@ -231,9 +231,7 @@ impl PersonError {
     /// The API error code.
     pub fn code(&self) -> &'static str {
         match self {
-            PersonError::NotPermitted | PersonError::BeyondOwnPermissions { .. } => {
-                "not_permitted"
-            }
+            PersonError::NotPermitted | PersonError::BeyondOwnPermissions { .. } => "not_permitted",
             PersonError::UnknownPerson { .. } => "unknown_person",
             PersonError::UnknownSchool { .. } => "unknown_school",
             PersonError::UnknownRole { .. } => "unknown_role",

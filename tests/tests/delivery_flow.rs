@@ -332,7 +332,11 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
     f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
         .await;
     let received = f
-        .reply(PARENT_NUMBER, school_number().as_str(), "Thanks, see you Friday")
+        .reply(
+            PARENT_NUMBER,
+            school_number().as_str(),
+            "Thanks, see you Friday",
+        )
         .await;
     let InboundRoute::Conversation { message_id, .. } = received.route else {
         panic!("routed elsewhere: {:?}", received.route)
@@ -562,7 +566,10 @@ async fn a_personal_sender_gets_their_own_number_from_the_pool() {
         .await
         .unwrap();
     f.delivered(started.delivery_ids[0].as_uuid()).await;
-    assert_eq!(f.provider.to(PARENT_NUMBER)[1].from, school_number().as_str());
+    assert_eq!(
+        f.provider.to(PARENT_NUMBER)[1].from,
+        school_number().as_str()
+    );
     f.stop();
 }
 
@@ -623,7 +630,9 @@ async fn stop_blocks_texts_from_that_number_until_start() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let first = f.message(f.d.principal, f.d.parent, "Hello").await;
     f.delivered(first).await;
-    let stop = f.reply(PARENT_NUMBER, school_number().as_str(), " stop ").await;
+    let stop = f
+        .reply(PARENT_NUMBER, school_number().as_str(), " stop ")
+        .await;
     assert!(matches!(stop.route, InboundRoute::Keyword { .. }));
     assert!(stop.reply.unwrap().contains("START"));
     let blocked = f.message(f.d.principal, f.d.parent, "Are you there?").await;
@@ -646,7 +655,8 @@ async fn stop_blocks_texts_from_that_number_until_start() {
         1,
         "nothing more went to the number"
     );
-    f.reply(PARENT_NUMBER, school_number().as_str(), "START").await;
+    f.reply(PARENT_NUMBER, school_number().as_str(), "START")
+        .await;
     f.until("the opt-in", |e| matches!(e, Event::SmsOptedIn(_)))
         .await;
     let again = f.message(f.d.principal, f.d.parent, "Welcome back").await;
@@ -1010,7 +1020,9 @@ async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost
     )
     .await;
 
-    let stranger = f.reply("+15550007777", school_number().as_str(), "Who is this?").await;
+    let stranger = f
+        .reply("+15550007777", school_number().as_str(), "Who is this?")
+        .await;
     assert_eq!(
         stranger.route,
         InboundRoute::Unroutable {

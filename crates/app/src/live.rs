@@ -266,7 +266,8 @@ struct Owner {
 
 struct Memory {
     audiences: LruCache<(String, ConversationId), Audience>,
-    authors: LruCache<(String, MessageId), PersonId>,
+    /// Keyed by conversation too: a message id is unique only within its conversation.
+    authors: LruCache<(String, ConversationId, MessageId), PersonId>,
     owners: LruCache<(String, DeliveryId), Owner>,
 }
 
@@ -575,9 +576,10 @@ impl Inner {
                     .await?;
                 {
                     let mut memory = self.memory();
-                    memory
-                        .authors
-                        .insert((district.clone(), e.message_id), e.author_id);
+                    memory.authors.insert(
+                        (district.clone(), e.conversation_id, e.message_id),
+                        e.author_id,
+                    );
                     for delivery in &e.deliveries {
                         let owner = Owner {
                             author: e.author_id,
@@ -606,7 +608,7 @@ impl Inner {
             Event::DeliveryQueued(e) => {
                 // A fallback delivery carries the same message under a new id.
                 let mut memory = self.memory();
-                let key = (district.clone(), e.message_id);
+                let key = (district.clone(), e.conversation_id, e.message_id);
                 if let Some(author) = memory.authors.get(&key).copied() {
                     let owner = Owner {
                         author,
@@ -732,7 +734,7 @@ impl Inner {
         conversation_id: ConversationId,
         message_id: MessageId,
     ) -> Result<Option<PersonId>, LiveError> {
-        let key = (district.to_owned(), message_id);
+        let key = (district.to_owned(), conversation_id, message_id);
         if let Some(known) = self.memory().authors.get(&key) {
             return Ok(Some(*known));
         }

@@ -251,7 +251,12 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
     // Replies: a signed inbound text lands in the conversation; an unsigned one is 403.
     let inbound_url = format!("http://{}/v1/webhooks/twilio/inbound", server.addr);
     let answer = rt
-        .block_on(twilio.send_inbound(&inbound_url, parent_number, school_number().as_str(), "Thank you!"))
+        .block_on(twilio.send_inbound(
+            &inbound_url,
+            parent_number,
+            school_number().as_str(),
+            "Thank you!",
+        ))
         .unwrap();
     assert_eq!(answer.status, 200);
     eventually("the reply in the thread", || {
@@ -280,7 +285,12 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
 
     // STOP: nothing more goes to the number by SMS.
     let stop = rt
-        .block_on(twilio.send_inbound(&inbound_url, parent_number, school_number().as_str(), "STOP"))
+        .block_on(twilio.send_inbound(
+            &inbound_url,
+            parent_number,
+            school_number().as_str(),
+            "STOP",
+        ))
         .unwrap();
     assert_eq!(stop.status, 200);
     let before = twilio

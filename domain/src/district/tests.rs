@@ -359,9 +359,12 @@ fn a_number_another_district_sends_from_is_never_taken() {
 #[test]
 fn the_numbers_a_decision_needs_are_those_it_would_take() {
     let district = crate::State::District(
-        [pool(&["+15550009001", "+15550009002"]), assigned(TEACHER, "+15550009001")]
-            .iter()
-            .fold(DistrictState::default(), evolve),
+        [
+            pool(&["+15550009001", "+15550009002"]),
+            assigned(TEACHER, "+15550009001"),
+        ]
+        .iter()
+        .fold(DistrictState::default(), evolve),
     );
     let numbers = |cmd: Command| -> Vec<String> {
         crate::numbers_needed(&cmd, &district)

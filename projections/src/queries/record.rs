@@ -128,20 +128,17 @@ impl ReadModels {
                     uuid(&row, "message_id")?.into(),
                     uuid(&row, "conversation_id")?.into(),
                 );
-                by_message
-                    .entry(key)
-                    .or_default()
-                    .push(RecordDelivery {
-                        delivery: MessageDelivery {
-                            delivery_id: uuid(&row, "delivery_id")?.into(),
-                            recipient_id: uuid(&row, "recipient_id")?.into(),
-                            channel: channel(&row, "channel")?,
-                            status: status(&row, "status")?,
-                            status_at: time(&row, "status_at")?,
-                        },
-                        text: row.get("text")?,
-                        sent_text: row.get("sent_text")?,
-                    });
+                by_message.entry(key).or_default().push(RecordDelivery {
+                    delivery: MessageDelivery {
+                        delivery_id: uuid(&row, "delivery_id")?.into(),
+                        recipient_id: uuid(&row, "recipient_id")?.into(),
+                        channel: channel(&row, "channel")?,
+                        status: status(&row, "status")?,
+                        status_at: time(&row, "status_at")?,
+                    },
+                    text: row.get("text")?,
+                    sent_text: row.get("sent_text")?,
+                });
             }
         }
 

@@ -1335,8 +1335,16 @@ async fn a_message_id_used_in_two_conversations_is_a_message_of_each(w: World) {
     runtime.catch_up().await.unwrap();
     let north = district(NORTH);
     for (c, author, body) in [(first, t, "Bus is late"), (second, a, "Gym is closed")] {
-        let thread = read.conversation(&north, c, Some(g)).await.unwrap().unwrap();
-        assert_eq!(thread.messages.len(), 1, "each conversation keeps its message");
+        let thread = read
+            .conversation(&north, c, Some(g))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            thread.messages.len(),
+            1,
+            "each conversation keeps its message"
+        );
         let m = &thread.messages[0];
         assert_eq!((m.author_id, m.original_body.as_str()), (author, body));
         assert_eq!(

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use homeroom_domain::events::*;
 use homeroom_domain::{
-    Actor, Channel, ConversationId, ConversationKind, DeliveryId, DistrictId,
-    Event, MessageId, PersonId, PersonKind, PlannedDelivery, SchoolId, SendAs,
+    Actor, Channel, ConversationId, ConversationKind, DeliveryId, DistrictId, Event, MessageId,
+    PersonId, PersonKind, PlannedDelivery, SchoolId, SendAs,
 };
 use homeroom_eventstore::memory::InMemoryStore;
 use homeroom_eventstore::{
