@@ -279,10 +279,18 @@ fn record(
         }
         .into()]);
     }
-    let moves_forward = matches!(
-        (current, c.status),
-        (S::Queued, _) | (S::Sent, O::Delivered | O::Failed)
-    );
+    // An email the receiving server accepted can still bounce later (a full mailbox):
+    // a permanent failure after `delivered` is recorded, so the message falls back to
+    // SMS and the address is marked failing. Anything else after it is a late echo.
+    let bounced = current == S::Delivered
+        && c.status == O::Failed
+        && c.permanent == Some(true)
+        && state.plan.as_ref().map(|p| p.channel) == Some(crate::values::Channel::Email);
+    let moves_forward = bounced
+        || matches!(
+            (current, c.status),
+            (S::Queued, _) | (S::Sent, O::Delivered | O::Failed)
+        );
     if !moves_forward {
         return Ok(vec![]);
     }

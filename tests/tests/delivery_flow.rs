@@ -626,6 +626,44 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_that_bounces_after_it_was_accepted_goes_by_sms() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let guardian = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
+               "preferred_channel": "email",
+               "contact_points": [{"channel": "email", "address": "homer@example.org"},
+                                  {"channel": "sms", "address": "+15550003001"}]}),
+    )
+    .await;
+    let first = f
+        .message(f.d.principal, guardian, "Report cards are out")
+        .await;
+    f.delivered(first).await;
+    // Later, the mailbox's server sends the bounce back (reported by whoever reads it).
+    let bounce = f
+        .d
+        .system(
+            "RecordDeliveryOutcome",
+            json!({"delivery_id": first, "status": "failed", "error": "550 mailbox full", "permanent": true}),
+        )
+        .await;
+    assert_eq!(bounce.events.len(), 1, "the bounce is recorded");
+    let fallback = homeroom_domain::fallback_delivery_id(homeroom_domain::DeliveryId::new(first));
+    f.delivered(fallback.as_uuid()).await;
+    let by_sms = f.provider.to("+15550003001");
+    assert_eq!(by_sms.len(), 1);
+    assert_eq!(by_sms[0].body, "Report cards are out");
+    f.until(
+        "the address marked failing",
+        |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
+    )
+    .await;
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_blocks_texts_from_that_number_until_start() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let first = f.message(f.d.principal, f.d.parent, "Hello").await;

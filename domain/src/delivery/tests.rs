@@ -173,6 +173,41 @@ fn delivered_and_failed_are_final() {
 }
 
 #[test]
+fn an_email_that_bounces_after_it_was_accepted_fails_for_good() {
+    let email = PlannedDelivery {
+        channel: Channel::Email,
+        address: Some("pat@example.org".to_owned()),
+        ..plan()
+    };
+    let queued_email: Event = DeliveryQueued {
+        delivery: email,
+        message_id: MESSAGE,
+        conversation_id: CONVERSATION,
+        fallback_of: None,
+        sender: None,
+        at: now(),
+    }
+    .into();
+    // A bounce (permanent) is recorded, so the message falls back and the address is
+    // marked failing; a passing failure after delivery is only a late echo.
+    given([queued_email.clone(), delivered()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Failed))
+        .then([failed()]);
+    given([queued_email.clone(), delivered()])
+        .acting_as_system()
+        .when(RecordDeliveryOutcome {
+            permanent: Some(false),
+            ..outcome(OutcomeStatus::Failed)
+        })
+        .then_nothing();
+    given([queued_email, delivered(), failed()])
+        .acting_as_system()
+        .when(outcome(OutcomeStatus::Failed))
+        .then_nothing();
+}
+
+#[test]
 fn an_overlong_provider_error_is_refused() {
     given([queued()])
         .acting_as_system()

@@ -82,11 +82,14 @@ impl Sql {
             delivered: r("UPDATE deliveries{deliveries} SET status = 'delivered',
                     status_at = $3, provider_message_id = COALESCE($4, provider_message_id)
                 WHERE district = $1 AND delivery_id = $2 AND status IN ('queued', 'sent')"),
+            // After `delivered` only for an email that bounced (the domain records no
+            // other failure once delivered).
             failed: r(
                 "UPDATE deliveries{deliveries} SET status = 'failed', status_at = $3,
                     provider_message_id = COALESCE($4, provider_message_id),
                     error = $5, permanent = $6
-                WHERE district = $1 AND delivery_id = $2 AND status IN ('queued', 'sent')",
+                WHERE district = $1 AND delivery_id = $2
+                  AND status IN ('queued', 'sent', 'delivered')",
             ),
             attempt_failed: r("UPDATE deliveries{deliveries} SET error = $3
                 WHERE district = $1 AND delivery_id = $2 AND status = 'queued'"),
