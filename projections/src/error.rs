@@ -69,17 +69,23 @@ impl ProjectionError {
             ProjectionError::Store(e) => {
                 matches!(e, StoreError::Unavailable(_) | StoreError::Closed)
             }
-            ProjectionError::Database(e) => match e {
-                sqlx::Error::Database(db) => crate::db::is_transient(db.as_ref()),
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-                | sqlx::Error::Protocol(_) => true,
-                _ => false,
-            },
+            ProjectionError::Database(e) => database_is_transient(e),
             _ => false,
         }
+    }
+}
+
+/// Whether a database error may pass if tried again later: the database unreachable,
+/// busy or shutting down (on PostgreSQL, told by SQLSTATE), not a wrong query or row.
+fn database_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => crate::db::is_transient(db.as_ref()),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
     }
 }
 
@@ -99,6 +105,14 @@ pub enum QueryError {
     /// A stored value could not be read back (a damaged read model: rebuild it).
     #[error("unreadable {0} in the read models")]
     Corrupt(&'static str),
+}
+
+impl QueryError {
+    /// Whether the read-model database did not answer (unreachable, busy, shutting
+    /// down): the API's 503 `unavailable`, worth retrying, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, QueryError::Database(e) if database_is_transient(e))
+    }
 }
 
 /// `wait_for` gave up.

@@ -188,6 +188,12 @@ impl ApiError {
             }
             // Nothing failed: the views are behind. Say so, so the caller retries.
             Self::Query(stale @ QueryError::Stale { .. }) => stale.to_string(),
+            // A store or database that does not answer: the caller should retry.
+            _ if code == "unavailable" && !matches!(self, Self::TimedOut { .. }) => {
+                let reference = Uuid::now_v7();
+                tracing::warn!(%reference, error = %self, source = ?std::error::Error::source(self), "a store did not answer");
+                format!("a database the server needs did not answer; retry the request with the same Idempotency-Key (reference {reference})")
+            }
             _ if status.is_server_error() => {
                 let reference = Uuid::now_v7();
                 tracing::error!(%reference, error = %self, source = ?std::error::Error::source(self), "request failed");
@@ -287,8 +293,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if matches!(self, Self::Query(QueryError::Stale { .. })) {
-            // The wait already lasted `STALE_AFTER`; a second later is a fair retry.
+        if matches!(self, Self::Query(QueryError::Stale { .. })) || self.code() == "unavailable" {
+            // A stale read's wait already lasted `STALE_AFTER`, and a store that did not
+            // answer has been waited for too: a second later is a fair retry.
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -354,6 +361,32 @@ mod tests {
         for name in Command::API_NAMES {
             assert!(problem.detail.contains(name), "{name} missing");
         }
+    }
+
+    #[test]
+    fn a_store_or_database_that_does_not_answer_is_503_unavailable_not_a_bug() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for err in [
+            ApiError::Command(CommandError::Store(StoreError::unavailable(io()))),
+            ApiError::Query(QueryError::Store(StoreError::unavailable(io()))),
+            ApiError::Query(QueryError::ReadModel(
+                homeroom_projections::QueryError::Database(sqlx::Error::PoolTimedOut),
+            )),
+        ] {
+            let problem = err.problem();
+            assert_eq!(
+                (problem.status, problem.code.as_str()),
+                (503, "unavailable")
+            );
+            assert!(problem.detail.contains("retry"), "{}", problem.detail);
+            assert!(!problem.detail.contains("refused"), "{}", problem.detail);
+            assert_eq!(err.into_response().headers()[header::RETRY_AFTER], "1");
+        }
+        // A wrong query is still a bug.
+        let bug = ApiError::Query(QueryError::ReadModel(
+            homeroom_projections::QueryError::Database(sqlx::Error::RowNotFound),
+        ));
+        assert_eq!(bug.problem().code, "internal");
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl CommandError {
             Self::Rejected(e) => e.code(),
             Self::Conflict { .. } => "version_conflict",
             Self::IdempotencyKeyReused { .. } => "idempotency_key_reused",
-            Self::Store(StoreError::Closed) => "unavailable",
+            // The store does not answer (down, unreachable, its pool exhausted): worth
+            // retrying with the same key, not a bug.
+            Self::Store(StoreError::Closed | StoreError::Unavailable(_)) => "unavailable",
             Self::Store(_) | Self::Codec(_) => "internal",
         }
     }

@@ -115,7 +115,8 @@ impl QueryError {
             Self::Stale { .. } => "stale",
             Self::BadCursor => "validation",
             Self::Directory(e) => e.code(),
-            Self::Store(StoreError::Closed) => "unavailable",
+            Self::Store(StoreError::Closed | StoreError::Unavailable(_)) => "unavailable",
+            Self::ReadModel(e) if e.is_unavailable() => "unavailable",
             Self::ReadModel(_) | Self::Store(_) => "internal",
         }
     }
