@@ -21,7 +21,7 @@ use crate::district::DistrictState;
 use crate::ids::{PersonId, SchoolId};
 use crate::permissions::Permission;
 use crate::person::PersonState;
-use crate::values::ConversationKind;
+use crate::values::{ConversationKind, PersonKind};
 
 /// Who is looking.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +93,15 @@ pub fn may_see_conversation(
                 conversation.school,
             ))
         || holds_at(district, state, Permission::Oversight, conversation.school)
+}
+
+/// Whether a viewer of a conversation may read every recipient's own copy of its
+/// messages (their merge fields, their translation), as an export gives them: staff and
+/// services may; a family member or student sees only the copies sent to them, as in
+/// their thread, so one family never reads what was written to another ("Dear parent of
+/// Ralph"). `None` is a service.
+pub fn sees_every_recipients_copy(viewer_kind: Option<PersonKind>) -> bool {
+    matches!(viewer_kind, None | Some(PersonKind::Staff))
 }
 
 /// The schools whose shared inbox `viewer` sees: where they hold `school_inbox`

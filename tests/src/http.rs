@@ -830,6 +830,47 @@ pub fn a_conversation_exports_as_a_file(api: &Api) {
         &format!("/v1/conversations/{conversation}/export"),
     )
     .refused(403, "not_permitted");
+    // A family member's export holds their own copy of each message, not another
+    // family's ("Dear Ned"); the records officer's holds every copy.
+    let neighbour = Uuid::now_v7();
+    d.system("RegisterPerson", json!({"person_id": neighbour, "kind": "guardian", "name": "Ned", "school_ids": [d.school], "contact_points": [{"channel": "sms", "address": "+15550002999"}]}));
+    let group = Uuid::now_v7();
+    let started = d
+        .by(
+            d.principal,
+            "StartConversation",
+            json!({"conversation_id": group, "school_id": d.school, "participant_ids": [d.parent, neighbour], "body": "Dear {recipient_name}, the fair is on Friday"}),
+        )
+        .ok()
+        .clone();
+    let copies = |token: &str| -> Vec<String> {
+        let file = api.read(
+            token,
+            &format!(
+                "/v1/conversations/{group}/export?format=json&{}",
+                after(&started)
+            ),
+        );
+        assert_eq!(file.status, 200, "{}", file.text);
+        let doc: Value = serde_json::from_str(&file.text).unwrap();
+        doc["messages"][0]["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut every = copies(&principal);
+    every.sort();
+    assert_eq!(
+        every,
+        vec![
+            "Dear Marge, the fair is on Friday",
+            "Dear Ned, the fair is on Friday"
+        ]
+    );
+    let marge = api.token(&d.name, &d.parent.to_string(), false);
+    assert_eq!(copies(&marge), vec!["Dear Marge, the fair is on Friday"]);
 }
 
 /// Another district's conversations and students are unknown to a token of this one;

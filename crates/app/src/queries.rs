@@ -310,7 +310,7 @@ impl QueryService {
         min_position: Option<Position>,
     ) -> Result<ConversationExport, QueryError> {
         self.caught_up(min_position).await?;
-        let export = self
+        let mut export = self
             .read
             .export_conversation(&reader.district, id)
             .await?
@@ -325,6 +325,20 @@ impl QueryService {
             },
         )
         .await?;
+        // A family member or student gets only their own copies; everyone else who may
+        // see the conversation (staff, services) is not a participant of this kind.
+        if let Some(viewer) = reader.actor.person_id() {
+            let kind = export
+                .participants
+                .iter()
+                .find(|p| p.person_id == viewer)
+                .and_then(|p| p.kind);
+            if kind.is_some() && !visibility::sees_every_recipients_copy(kind) {
+                for message in &mut export.messages {
+                    message.deliveries.retain(|d| d.recipient_id == viewer);
+                }
+            }
+        }
         Ok(export)
     }
 
