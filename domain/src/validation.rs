@@ -116,9 +116,15 @@ pub enum ValidationError {
 }
 
 impl ValidationError {
-    /// The API error code: always `validation`.
+    /// The API error code: `validation` for a malformed value; `already_exists` and
+    /// `number_in_use` for a well-formed one that is taken.
     pub fn code(&self) -> &'static str {
-        "validation"
+        match self {
+            // Well-formed, but taken: the same codes as the other "already there" refusals.
+            ValidationError::DuplicateMessageId { .. } => "already_exists",
+            ValidationError::NumberInUse { .. } => "number_in_use",
+            _ => "validation",
+        }
     }
 }
 

@@ -899,6 +899,9 @@ fn a_message_id_is_used_once_per_conversation() {
     given([group(&[ADMIN, GUARDIAN]), posted(M3, ADMIN)])
         .when(post("Hi"))
         .then_err(ValidationError::DuplicateMessageId { message_id: M3 });
+    given([group(&[ADMIN, GUARDIAN]), posted(M3, ADMIN)])
+        .when(post("Hi"))
+        .then_code("already_exists");
 }
 
 #[test]

@@ -216,7 +216,7 @@ fn sender_numbers_are_normalised_and_added_once() {
         .when(AddSenderNumbers {
             numbers: vec!["+15550001000".to_owned()],
         })
-        .then_code("validation");
+        .then_code("number_in_use");
 }
 
 #[test]
