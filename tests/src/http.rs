@@ -911,6 +911,14 @@ pub fn reads_of_another_district_answer_404(api: &Api) {
         .refused(400, "validation");
     api.read(&b_admin, "/v1/inbox?box=everything")
         .refused(400, "validation");
+    // A page holds at least one item: `limit=0` is a mistake, not "the default".
+    for path in [
+        "/v1/inbox?limit=0",
+        "/v1/audit?limit=0",
+        "/v1/oversight/conversations?limit=0",
+    ] {
+        api.read(&b_admin, path).refused(400, "validation");
+    }
     let nobody = api.token(&b.name, &Uuid::now_v7().to_string(), false);
     for path in [
         "/v1/inbox?box=personal",

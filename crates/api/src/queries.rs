@@ -21,6 +21,7 @@ use homeroom_domain::{ConversationId, PersonId, SchoolId};
 use homeroom_eventstore::Position;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
+use std::num::NonZeroU32;
 use uuid::Uuid;
 
 /// A position token in a query string: a number, or an order-preserving string.
@@ -84,7 +85,7 @@ pub struct InboxParams {
     /// With `box=school`: one school's inbox only.
     pub school_id: Option<Uuid>,
     /// Conversations per page (default 50, at most 500).
-    pub limit: Option<u32>,
+    pub limit: Option<NonZeroU32>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
     /// See [`ReadParams`].
@@ -96,7 +97,7 @@ pub struct InboxParams {
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// Items per page (default 50, at most 500).
-    pub limit: Option<u32>,
+    pub limit: Option<NonZeroU32>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
     /// See [`ReadParams`].
@@ -118,7 +119,7 @@ pub struct OversightParams {
     /// With a message sent before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     /// Conversations per page (default 50, at most 500).
-    pub limit: Option<u32>,
+    pub limit: Option<NonZeroU32>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
     /// See [`ReadParams`].
@@ -140,7 +141,7 @@ pub struct AuditParams {
     /// After this position: the `next` of the previous page.
     pub after: Option<PositionParam>,
     /// Events per page (default 100, at most 1000).
-    pub limit: Option<u32>,
+    pub limit: Option<NonZeroU32>,
     /// See [`ReadParams`].
     pub min_position: Option<PositionParam>,
 }
@@ -177,9 +178,10 @@ fn path_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
     id.map(|Path(id)| id).map_err(ApiError::PathSegment)
 }
 
-fn page(limit: Option<u32>, cursor: Option<String>) -> PageRequest {
+/// `limit=0` is refused (400 `validation`) by its type: a page holds at least one item.
+fn page(limit: Option<NonZeroU32>, cursor: Option<String>) -> PageRequest {
     PageRequest {
-        limit: limit.unwrap_or(0),
+        limit: limit.map_or(0, NonZeroU32::get),
         cursor,
     }
 }
@@ -398,7 +400,7 @@ pub(crate) async fn audit(
         since: p.since,
         until: p.until,
         after: p.after.map(|a| a.0),
-        limit: p.limit.unwrap_or(0),
+        limit: p.limit.map_or(0, NonZeroU32::get),
     };
     let events = state
         .queries
