@@ -375,6 +375,22 @@ impl Settings {
     /// [`ConfigError::Invalid`] for values no backend understands;
     /// [`ConfigError::Missing`] when a backend lacks a setting it needs.
     pub fn backends(&self) -> Result<Backends, ConfigError> {
+        for (setting, value) in [
+            ("HOMEROOM_PUBLIC_URL", &self.public_url),
+            ("HOMEROOM_TWILIO_BASE_URL", &self.twilio_base_url),
+            ("HOMEROOM_TRANSLATE_URL", &self.translate_url),
+        ] {
+            if let Some(value) = set(value) {
+                http_url(setting, value)?;
+            }
+        }
+        if self.nats_ack_wait == Some(0) {
+            return Err(ConfigError::Invalid {
+                setting: "HOMEROOM_NATS_ACK_WAIT",
+                value: "0".to_owned(),
+                expected: "a number of seconds of at least 1",
+            });
+        }
         let store = self.store()?;
         let read_store = match set(&self.read_store) {
             None => match &store {
@@ -553,6 +569,24 @@ fn scheme_of(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Refuses a value that is not an `http://` or `https://` URL with a host: a public
+/// URL every status callback is signed against, or a provider's base URL, is better
+/// refused at start than failing at the first message.
+fn http_url(setting: &'static str, value: &str) -> Result<(), ConfigError> {
+    let host = value
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https"))
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        Some(host) if !host.is_empty() && !value.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            setting,
+            value: redacted(value),
+            expected: "an http:// or https:// URL with a host",
+        }),
+    }
+}
+
 /// A value as it may be shown: a URL's scheme only, never its credentials.
 fn redacted(value: &str) -> String {
     if value.contains("://") {
@@ -709,5 +743,43 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn urls_and_waits_that_cannot_work_are_refused_at_start() {
+        let invalid = |settings: &Settings| match settings.backends() {
+            Err(ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        for bad in [
+            "not a url",
+            "::bad",
+            "ftp://x",
+            "https://",
+            "http:// spaced.example",
+        ] {
+            let settings = Settings {
+                public_url: Some(bad.into()),
+                ..Settings::default()
+            };
+            assert_eq!(invalid(&settings), "HOMEROOM_PUBLIC_URL", "{bad}");
+            let settings = Settings {
+                twilio_base_url: Some(bad.into()),
+                ..Settings::default()
+            };
+            assert_eq!(invalid(&settings), "HOMEROOM_TWILIO_BASE_URL", "{bad}");
+        }
+        let settings = Settings {
+            nats_ack_wait: Some(0),
+            ..Settings::default()
+        };
+        assert_eq!(invalid(&settings), "HOMEROOM_NATS_ACK_WAIT");
+        let fine = Settings {
+            public_url: Some("https://homeroom.example.org/base".into()),
+            twilio_base_url: Some("http://127.0.0.1:18150".into()),
+            nats_ack_wait: Some(30),
+            ..Settings::default()
+        };
+        assert!(fine.backends().is_ok());
     }
 }
