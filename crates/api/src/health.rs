@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
+use homeroom_eventstore::StoreError;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -33,12 +34,16 @@ pub(crate) async fn healthz() -> Json<Health> {
     })
 }
 
-/// `GET /readyz`: the store answers.
+/// How long `GET /readyz` waits for the store: a load balancer's probe gives up after a
+/// few seconds, and should see a 503 rather than a hang while the store's pool waits out
+/// its own (longer) timeout.
+pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /readyz`: the store answers (within [`READINESS_TIMEOUT`]).
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Readiness>, ApiError> {
-    let head = state
-        .store
-        .head()
+    let head = tokio::time::timeout(READINESS_TIMEOUT, state.store.head())
         .await
+        .map_err(|elapsed| ApiError::StoreUnavailable(StoreError::unavailable(elapsed)))?
         .map_err(ApiError::StoreUnavailable)?;
     Ok(Json(Readiness {
         status: "ready".into(),

@@ -76,7 +76,11 @@ impl Api {
 
     /// The API over a fresh in-memory store, with the projectors running.
     async fn with_limits(limits: Limits) -> Self {
-        let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+        Self::over(Arc::new(InMemoryStore::new()), limits).await
+    }
+
+    /// The API over `store`, with the projectors running.
+    async fn over(store: Arc<dyn EventStore>, limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
         let runtime =
@@ -611,6 +615,78 @@ async fn a_csv_import_applies_good_rows_and_reports_bad_ones() {
         .await
         .problem(400, "validation");
     assert_eq!(api.head().await, head);
+}
+
+/// An in-memory store whose `head` never answers (a database that accepts connections
+/// and then says nothing).
+struct SilentHead(InMemoryStore);
+
+#[async_trait::async_trait]
+impl homeroom_eventstore::EventAppender for SilentHead {
+    async fn append(
+        &self,
+        stream: &homeroom_eventstore::StreamId,
+        expected: homeroom_eventstore::ExpectedVersion,
+        events: Vec<homeroom_eventstore::NewEvent>,
+    ) -> Result<homeroom_eventstore::AppendResult, homeroom_eventstore::StoreError> {
+        self.0.append(stream, expected, events).await
+    }
+}
+
+#[async_trait::async_trait]
+impl homeroom_eventstore::EventReader for SilentHead {
+    async fn read_stream(
+        &self,
+        stream: &homeroom_eventstore::StreamId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<homeroom_eventstore::RecordedEvent>, homeroom_eventstore::StoreError> {
+        self.0.read_stream(stream, after_version, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<homeroom_eventstore::RecordedEvent>, homeroom_eventstore::StoreError> {
+        self.0.read_all(after, limit).await
+    }
+    async fn stream_versions(
+        &self,
+        streams: &[homeroom_eventstore::StreamId],
+    ) -> Result<Vec<u64>, homeroom_eventstore::StoreError> {
+        self.0.stream_versions(streams).await
+    }
+    async fn find_command(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Vec<homeroom_eventstore::RecordedEvent>, homeroom_eventstore::StoreError> {
+        self.0.find_command(command_id).await
+    }
+    async fn head(&self) -> Result<Position, homeroom_eventstore::StoreError> {
+        std::future::pending().await
+    }
+}
+
+impl homeroom_eventstore::EventSubscriber for SilentHead {
+    fn subscribe_all(&self, after: Position) -> homeroom_eventstore::EventStream {
+        self.0.subscribe_all(after)
+    }
+}
+
+
+#[tokio::test]
+async fn readiness_answers_503_promptly_when_the_store_does_not_answer() {
+    let api = Api::over(
+        Arc::new(SilentHead(InMemoryStore::new())),
+        Limits::default(),
+    )
+    .await;
+    // A probe must get its answer, not hang (the store itself would wait for ever).
+    let reply = tokio::time::timeout(Duration::from_secs(30), api.get("/readyz"))
+        .await
+        .expect("/readyz answers although the store does not");
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["code"], "unavailable");
 }
 
 #[tokio::test]
