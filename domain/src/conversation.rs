@@ -18,7 +18,7 @@ use crate::ids::{
 };
 use crate::permissions::Permission;
 use crate::person::PersonState;
-use crate::text;
+use crate::text::{self, first_blocked};
 use crate::validation::ValidationError;
 use crate::values::{ConversationKind, SendAs};
 
@@ -461,12 +461,23 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
         });
     }
     let author = known(facts, c.author_id)?;
-    if state.stopped {
+    // Kept, never lost, but not posted: a stopped conversation takes no reply, and what
+    // the district forbids (a social security number) is relayed to nobody.
+    let blocked = first_blocked(&facts.district.settings().blocked_patterns, &[&c.body]);
+    let refusal = if state.stopped {
+        Some("conversation_stopped")
+    } else if blocked.is_some() {
+        Some("blocked_content")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
         return Ok(vec![InboundReplyRefused {
             conversation_id: header.id,
             author_id: c.author_id,
             message_sid: c.message_sid.clone(),
             body: c.body.clone(),
+            reason: Some(reason.to_owned()),
             at: facts.now,
         }
         .into()]);

@@ -490,7 +490,9 @@ pub struct InboundSmsRouted {
     pub at: DateTime<Utc>,
 }
 
-/// A reply arrived for a stopped conversation: kept with the conversation, not posted.
+/// A reply arrived that may not be posted (the conversation was stopped, or it holds
+/// what the district's content guard forbids): kept with the conversation, not posted
+/// or relayed to anyone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundReplyRefused {
     /// The conversation.
@@ -501,6 +503,10 @@ pub struct InboundReplyRefused {
     pub message_sid: ProviderMessageId,
     /// The text.
     pub body: String,
+    /// Why: the refusal's code (`conversation_stopped`, `blocked_content`). Absent in
+    /// logs from before it was recorded, where it was always a stopped conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }

@@ -673,7 +673,6 @@ impl homeroom_eventstore::EventSubscriber for SilentHead {
     }
 }
 
-
 #[tokio::test]
 async fn readiness_answers_503_promptly_when_the_store_does_not_answer() {
     let api = Api::over(

@@ -1288,6 +1288,24 @@ fn an_sms_reply_to_a_stopped_conversation_is_kept_and_refused() {
             author_id: GUARDIAN,
             message_sid: sms_sid(),
             body: "One more thing".to_owned(),
+            reason: Some("conversation_stopped".to_owned()),
+            at: now(),
+        }
+        .into()]);
+}
+
+#[test]
+fn an_sms_reply_holding_blocked_content_is_kept_but_relayed_to_nobody() {
+    given([group(&[TEACHER, GUARDIAN, GUARDIAN_12])])
+        .district([blocking("###-##-####")])
+        .acting_as_system()
+        .when(reply(GUARDIAN, "my ssn is 123-45-6789"))
+        .then([InboundReplyRefused {
+            conversation_id: CONV,
+            author_id: GUARDIAN,
+            message_sid: sms_sid(),
+            body: "my ssn is 123-45-6789".to_owned(),
+            reason: Some("blocked_content".to_owned()),
             at: now(),
         }
         .into()]);
