@@ -16,7 +16,7 @@ use crate::service::CommandService;
 use homeroom_domain::visibility::{self, ConversationFacts, OversightReach, Viewer};
 use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId};
 use homeroom_eventstore::hash::verify_log;
-use homeroom_eventstore::{Position, StoreError};
+use homeroom_eventstore::{Position, StoreError, StreamId};
 use homeroom_projections::queries::{
     AuditFilter, AuditPage, Conversation, ConversationExport, Inbox, Oversight, OversightFilter,
     OversightScope, PageRequest, StudentRecord,
@@ -476,11 +476,20 @@ impl QueryService {
         self.caught_up(min_position).await?;
         self.check_audit(reader).await?;
         let district = reader.district.as_str();
-        let verifier = verify_log(&**self.commands.store(), |e| {
+        // The chains cannot show a stream's last events gone; the audit trail, written
+        // as the log was, can. Its heads are read first: the log, read after them, has
+        // reached at least as far unless events were taken out of it.
+        let heads = self.read.audit_stream_heads(Some(district)).await?;
+        let mut verifier = verify_log(&**self.commands.store(), |e| {
             e.metadata.district == district
         })
         .await
         .map_err(QueryError::Store)?;
+        verifier.expect_heads(
+            heads
+                .into_iter()
+                .filter_map(|(stream, head)| StreamId::parse(&stream).ok().map(|s| (s, head))),
+        );
         let broken: Vec<BrokenLink> = verifier
             .broken()
             .iter()

@@ -95,4 +95,35 @@ impl ReadModels {
         };
         Ok(AuditPage { events, next })
     }
+
+    /// How far the audit trail saw each stream of `district` (of every district when
+    /// `None`): (stream, last version).
+    /// The trail is written as the log is, so a stream whose log now ends before that
+    /// version lost events at its end, which the hash chains alone cannot show.
+    ///
+    /// # Errors
+    /// [`QueryError`] when the database fails.
+    pub async fn audit_stream_heads(
+        &self,
+        district: Option<&str>,
+    ) -> Result<Vec<(String, u64)>, QueryError> {
+        let mut s = Snapshot::open(&self.db, &[audit::NAME]).await?;
+        let mut q = Builder::new(
+            s.sql("SELECT stream, MAX(version) AS head FROM audit_events{audit} WHERE 1 = 1"),
+        );
+        if let Some(district) = district {
+            q.push(" AND district = ");
+            q.push_bind(district.to_owned());
+        }
+        q.push(" GROUP BY stream ORDER BY stream");
+        let mut heads = Vec::new();
+        for row in q.build().fetch_all(&mut s.tx).await? {
+            let head: i64 = row.get("head")?;
+            heads.push((
+                row.get("stream")?,
+                u64::try_from(head).map_err(|_| QueryError::Corrupt("version"))?,
+            ));
+        }
+        Ok(heads)
+    }
 }

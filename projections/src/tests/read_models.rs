@@ -1372,7 +1372,34 @@ async fn a_message_id_used_in_two_conversations_is_a_message_of_each(w: World) {
     assert_eq!(preview(second).as_deref(), Some("Gym is closed (for 20)"));
 }
 
+async fn the_audit_trail_knows_how_far_each_stream_went(w: World) {
+    school_day(&w).await;
+    w.register(SOUTH, person(TEACHER), PersonKind::Staff, "Elsewhere")
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let stored = w.store_events().await;
+    let mut expected: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in stored.iter().filter(|e| e.metadata.district == NORTH) {
+        let head = expected.entry(e.stream.to_string()).or_default();
+        *head = (*head).max(e.version);
+    }
+    let heads = read.audit_stream_heads(Some(NORTH)).await.unwrap();
+    assert_eq!(
+        heads,
+        expected.into_iter().collect::<Vec<_>>(),
+        "north's streams only"
+    );
+    let every = read.audit_stream_heads(None).await.unwrap();
+    assert_eq!(
+        every.len(),
+        heads.len() + 1,
+        "and south's with no district named"
+    );
+}
+
 on_both_engines! {
+    #[tokio::test] the_audit_trail_knows_how_far_each_stream_went,
     #[tokio::test] a_message_id_used_in_two_conversations_is_a_message_of_each,
     #[tokio::test] each_recipient_sees_their_own_rendering_of_the_subject,
     #[tokio::test] a_translated_copy_is_the_viewers_body_beside_the_original,
