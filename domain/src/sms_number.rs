@@ -73,8 +73,8 @@ pub fn decide(
 }
 
 /// The same binding again changes nothing; the district may move the number from one
-/// of its identities to another (a school number reassigned), never take another
-/// district's.
+/// of its identities to another (a school number reassigned, a pool number given to a
+/// staff member), never back to its pool, and never take another district's.
 fn bind(
     state: &SmsNumberState,
     c: &BindSmsNumber,
@@ -82,6 +82,11 @@ fn bind(
 ) -> Result<Vec<Event>, SmsNumberError> {
     match &state.binding {
         Some((district, owner)) if *district == c.district && *owner == c.owner => Ok(vec![]),
+        // A pool number already given to someone (or the school) stays theirs: binding it
+        // to the pool again (a redelivered reaction) changes nothing.
+        Some((district, _)) if *district == c.district && c.owner == NumberOwner::Pool => {
+            Ok(vec![])
+        }
         Some((district, _)) if *district != c.district => Err(SmsNumberError::NumberTaken {
             number: c.number.clone(),
         }),

@@ -108,7 +108,8 @@ pub enum ConversationKind {
     Group,
 }
 
-/// Who sends from an SMS number: a school's shared identity, or one staff member's own.
+/// Who sends from an SMS number: a school's shared identity, one staff member's own, or
+/// nobody yet (a pool number, bound when added so no other district can take it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -117,4 +118,6 @@ pub enum NumberOwner {
     School(crate::ids::SchoolId),
     /// A staff member's personal number from the district's pool.
     Person(crate::ids::PersonId),
+    /// A number of the district's pool not given to anyone yet.
+    Pool,
 }

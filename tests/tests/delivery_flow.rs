@@ -539,12 +539,19 @@ async fn a_personal_sender_gets_their_own_number_from_the_pool() {
     f.delivered(delivery).await;
     assert_eq!(f.provider.to(PARENT_NUMBER)[0].from, "+15550009001");
     let bound = f
-        .until(
-            "the number bound",
-            |e| matches!(e, Event::SmsNumberBound(b) if b.number.as_str() == "+15550009001"),
-        )
+        .until("the number bound to its sender", |e| {
+            matches!(e, Event::SmsNumberBound(b) if b.number.as_str() == "+15550009001"
+                && matches!(b.owner, homeroom_domain::NumberOwner::Person(_)))
+        })
         .await;
     assert_eq!(bound.stream.as_str(), "smsnumber-+15550009001");
+    // The number nobody has yet is held for the district, so no other district can
+    // take it before it is used.
+    f.until("the unused pool number held", |e| {
+        matches!(e, Event::SmsNumberBound(b) if b.number.as_str() == "+15550009002"
+            && b.owner == homeroom_domain::NumberOwner::Pool)
+    })
+    .await;
     // A reply to the personal number reaches the personal conversation.
     f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
         .await;

@@ -280,7 +280,7 @@ impl InboundSms {
     ) -> Result<String, CommandError> {
         let person = match owner {
             NumberOwner::Person(p) => Some(p),
-            NumberOwner::School(_) => None,
+            NumberOwner::School(_) | NumberOwner::Pool => None,
         };
         let (district_state, people) = self
             .commands
@@ -294,6 +294,7 @@ impl InboundSms {
                 .first()
                 .filter(|p| p.is_registered())
                 .map_or_else(|| "Your school".to_owned(), |p| p.name().to_owned()),
+            NumberOwner::Pool => "Your school".to_owned(),
         })
     }
 }

@@ -6,7 +6,7 @@
 //! | `message_posted` | `QueueDelivery` for each planned recipient (who it goes out as included) |
 //! | `delivery_failed` | `MarkContactPointFailing` (when permanent) and, where the recipient has another channel, `QueueDelivery` of the same message by it (once) |
 //! | `delivery_sent` of an SMS | `RecordSmsSent` on the line between the sending number and the recipient's |
-//! | `school_registered` with a number, `sender_number_assigned` | `BindSmsNumber`, so inbound SMS to it find the district |
+//! | `school_registered` with a number, `sender_numbers_added`, `sender_number_assigned` | `BindSmsNumber`, so inbound SMS to it find the district and no other district can take it |
 //! | `sms_opted_in` | `ResetContactPoint` of the line's recipient, so texts go by SMS again (an opt-out no longer marks the phone failing, but logs from before did) |
 //!
 //! Each reaction decides to do nothing when it was already done, so a replayed or
@@ -37,6 +37,7 @@ pub const REACTS_TO: &[&str] = &[
     "delivery_failed",
     "delivery_sent",
     "school_registered",
+    "sender_numbers_added",
     "sender_number_assigned",
     "sms_opted_in",
 ];
@@ -163,6 +164,13 @@ impl Reactor {
                 }
                 None => Ok(()),
             },
+            Event::SenderNumbersAdded(e) => {
+                for number in e.numbers {
+                    self.bind(&district, recorded, number, NumberOwner::Pool)
+                        .await?;
+                }
+                Ok(())
+            }
             Event::SenderNumberAssigned(e) => {
                 self.bind(
                     &district,

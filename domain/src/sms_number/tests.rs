@@ -56,6 +56,29 @@ fn the_district_may_move_its_number_to_another_identity() {
 }
 
 #[test]
+fn a_pool_number_is_held_for_its_district_until_someone_is_given_it() {
+    let person = NumberOwner::Person(PersonId::new(uuid::Uuid::from_u128(2)));
+    given([])
+        .acting_as_system()
+        .when(bind("north", NumberOwner::Pool))
+        .then([bound("north", NumberOwner::Pool)]);
+    // Another district cannot take it, even before anyone sends from it.
+    given([bound("north", NumberOwner::Pool)])
+        .acting_as_system()
+        .when(bind("south", NumberOwner::Pool))
+        .then_err(SmsNumberError::NumberTaken { number: number() });
+    given([bound("north", NumberOwner::Pool)])
+        .acting_as_system()
+        .when(bind("north", person))
+        .then([bound("north", person)]);
+    // Once given, a late pool binding (a redelivered reaction) leaves it with them.
+    given([bound("north", NumberOwner::Pool), bound("north", person)])
+        .acting_as_system()
+        .when(bind("north", NumberOwner::Pool))
+        .then_nothing();
+}
+
+#[test]
 fn the_number_stream_is_named_without_a_district() {
     let stream = crate::target(&bind("north", SCHOOL_OWNER).into(), &sis());
     assert_eq!(
