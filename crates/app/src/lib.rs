@@ -11,6 +11,8 @@
 //! - [`preview::PreviewService`] renders a personal message before it is sent (the
 //!   character counter), asking a [`preview::PhoneBook`] whether the phone is shared;
 //!   [`live::LiveHub`] follows the log once per process for `GET /v1/stream`.
+//! - [`verification::verify`] checks the log for tampering: the hash chains, and the
+//!   log against the audit trail.
 //! - [`CommandError`] keeps a rule's refusal apart from a store failure.
 
 pub mod cache;
@@ -21,6 +23,7 @@ pub mod live;
 pub mod preview;
 pub mod queries;
 pub mod service;
+pub mod verification;
 
 pub use commands::{parse_command, CommandParseError, API_COMMANDS};
 pub use error::CommandError;

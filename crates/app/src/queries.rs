@@ -15,8 +15,7 @@ use crate::live::Listener;
 use crate::service::CommandService;
 use homeroom_domain::visibility::{self, ConversationFacts, OversightReach, Viewer};
 use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId};
-use homeroom_eventstore::hash::verify_log;
-use homeroom_eventstore::{Position, StoreError, StreamId};
+use homeroom_eventstore::{Position, StoreError};
 use homeroom_projections::queries::{
     AuditFilter, AuditPage, Conversation, ConversationExport, Inbox, Oversight, OversightFilter,
     OversightScope, PageRequest, StudentRecord,
@@ -475,32 +474,24 @@ impl QueryService {
         // answered `stale` as by every read, so clients treat all reads alike.
         self.caught_up(min_position).await?;
         self.check_audit(reader).await?;
-        let district = reader.district.as_str();
-        // The chains cannot show a stream's last events gone; the audit trail, written
-        // as the log was, can. Its heads are read first: the log, read after them, has
-        // reached at least as far unless events were taken out of it.
-        let heads = self.read.audit_stream_heads(Some(district)).await?;
-        let mut verifier = verify_log(&**self.commands.store(), |e| {
-            e.metadata.district == district
-        })
+        let verified = crate::verification::verify(
+            &**self.commands.store(),
+            Some(&self.read),
+            Some(reader.district.as_str()),
+        )
         .await
-        .map_err(QueryError::Store)?;
-        verifier.expect_heads(
-            heads
-                .into_iter()
-                .filter_map(|(stream, head)| StreamId::parse(&stream).ok().map(|s| (s, head))),
-        );
-        let broken: Vec<BrokenLink> = verifier
-            .broken()
-            .iter()
-            .map(|(stream, version)| BrokenLink {
-                stream: stream.to_string(),
-                version: *version,
-            })
+        .map_err(|e| match e {
+            crate::verification::VerifyError::Store(e) => QueryError::Store(e),
+            crate::verification::VerifyError::Trail(e) => QueryError::from(e),
+        })?;
+        let broken: Vec<BrokenLink> = verified
+            .broken
+            .into_iter()
+            .map(|(stream, version)| BrokenLink { stream, version })
             .collect();
         Ok(VerifyReport {
             ok: broken.is_empty(),
-            checked: verifier.checked(),
+            checked: verified.checked,
             broken,
         })
     }

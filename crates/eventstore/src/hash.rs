@@ -231,22 +231,6 @@ impl LogVerifier {
     pub fn broken(&self) -> &[(StreamId, u64)] {
         &self.broken
     }
-
-    /// Compares the log with heads another record saw the streams reach (an audit
-    /// trail written as the log was): a stream the log now ends before its recorded
-    /// head lost its last events, which no chain shows, since what is left still links.
-    /// Each such stream is broken at the first missing version.
-    pub fn expect_heads(&mut self, heads: impl IntoIterator<Item = (StreamId, u64)>) {
-        for (stream, head) in heads {
-            let last = self
-                .links
-                .get(&stream)
-                .map_or(0, |link| link.expected_version - 1);
-            if head > last {
-                self.broken.push((stream, last + 1));
-            }
-        }
-    }
 }
 
 /// Events read per round trip by [`verify_log`].
@@ -338,27 +322,6 @@ mod tests {
         }
         assert_eq!(verifier.checked(), 4);
         assert_eq!(verifier.broken(), &[(b2.stream.clone(), 2)]);
-    }
-
-    #[test]
-    fn a_stream_that_lost_its_last_events_is_told_by_the_heads_another_record_saw() {
-        let a1 = event(GENESIS, 1, serde_json::json!(1));
-        let a2 = event(&a1.hash, 2, serde_json::json!(2));
-        let mut verifier = LogVerifier::new();
-        // The log still holds version 1 only: the chain that is left links.
-        verifier.check(&a1);
-        assert!(verifier.broken().is_empty());
-        let gone = StreamId::parse("person-d:9").unwrap();
-        verifier.expect_heads([
-            (a1.stream.clone(), 1),
-            (a2.stream.clone(), 2),
-            (gone.clone(), 4),
-        ]);
-        assert_eq!(
-            verifier.broken(),
-            &[(a2.stream.clone(), 2), (gone, 1)],
-            "broken at the first missing version; a stream gone whole from its first"
-        );
     }
 
     #[test]

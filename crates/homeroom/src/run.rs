@@ -56,6 +56,9 @@ pub enum RunError {
     /// The read models cannot be opened, built or rebuilt.
     #[error("read models: {0}")]
     Projections(#[from] ProjectionError),
+    /// `audit verify` could not read the log.
+    #[error(transparent)]
+    Verify(#[from] homeroom_app::verification::VerifyError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -587,37 +590,27 @@ pub async fn audit_verify(
     }
     let instance = Instance::open(existing_instance(args)?).await?;
     let store = instance.shared_store();
-    // The audit trail's heads first, then the log (see `QueryService::verify`): a
-    // stream whose last events were taken out of the log still links, but ends before
-    // the trail saw it end.
-    let heads = instance
-        .runtime
-        .read_models()
-        .audit_stream_heads(district)
-        .await;
-    let result = homeroom_eventstore::hash::verify_log(&*store, |e| {
-        district.is_none_or(|d| e.metadata.district == d)
-    })
-    .await;
+    let trail = instance.runtime.read_models();
+    // The hash chains, and the log against the audit trail (which shows a stream's last
+    // events taken away, or events rewritten with their hashes recomputed).
+    let result = homeroom_app::verification::verify(&*store, Some(&trail), district).await;
+    let result = match result {
+        Err(homeroom_app::verification::VerifyError::Trail(error)) => {
+            eprintln!(
+                "note: the audit trail could not be read ({error}); checking the hash chains only"
+            );
+            homeroom_app::verification::verify(&*store, None, district).await
+        }
+        other => other,
+    };
     instance.close().await;
-    let mut verifier = result?;
-    match heads {
-        Ok(heads) => verifier.expect_heads(heads.into_iter().filter_map(|(stream, head)| {
-            homeroom_eventstore::StreamId::parse(&stream)
-                .ok()
-                .map(|s| (s, head))
-        })),
-        // Without read models only the chains are checked; say so rather than fail.
-        Err(error) => eprintln!(
-            "note: the audit trail could not be read ({error}); checked the hash chains only"
-        ),
-    }
-    println!("checked {} events", verifier.checked());
-    if verifier.broken().is_empty() {
+    let verified = result?;
+    println!("checked {} events", verified.checked);
+    if verified.broken.is_empty() {
         println!("every hash chain holds");
         return Ok(ExitCode::SUCCESS);
     }
-    for (stream, version) in verifier.broken() {
+    for (stream, version) in &verified.broken {
         println!("BROKEN: {stream} version {version}");
     }
     Ok(ExitCode::from(3))

@@ -1,10 +1,11 @@
 //! The audit trail.
 
-use super::{time, uuid, AuditEvent, AuditFilter, AuditPage, ReadModels, Snapshot};
+use super::{time, uuid, AuditEvent, AuditFilter, AuditPage, ReadModels, Snapshot, TrailEntry};
 use crate::db::{position_columns, position_from, Builder};
 use crate::error::QueryError;
 use crate::models::audit;
 use homeroom_domain::DistrictId;
+use homeroom_eventstore::Position;
 
 impl ReadModels {
     /// Every event of `district` matching `filter`, in position order: `stream` and
@@ -96,34 +97,78 @@ impl ReadModels {
         Ok(AuditPage { events, next })
     }
 
-    /// How far the audit trail saw each stream of `district` (of every district when
-    /// `None`): (stream, last version).
-    /// The trail is written as the log is, so a stream whose log now ends before that
-    /// version lost events at its end, which the hash chains alone cannot show.
+    /// One page of `district`'s audit trail in log order, lean (position, stream,
+    /// version, hash): what verification compares with the log itself. Entries after
+    /// `after` and at or before `up_to`, at most `limit`.
     ///
     /// # Errors
     /// [`QueryError`] when the database fails.
-    pub async fn audit_stream_heads(
+    pub async fn audit_trail_page(
+        &self,
+        district: &str,
+        after: Option<Position>,
+        up_to: Position,
+        limit: i64,
+    ) -> Result<Vec<TrailEntry>, QueryError> {
+        let mut s = Snapshot::open(&self.db, &[audit::NAME]).await?;
+        let mut q = Builder::new(s.sql(
+            "SELECT pos_commit, pos_sequence, stream, version, hash FROM audit_events{audit}
+             WHERE district = ",
+        ));
+        q.push_bind(district.to_owned());
+        if let Some(after) = after {
+            let (commit, sequence) = position_columns(after).map_err(|_| QueryError::BadCursor)?;
+            q.push(" AND (pos_commit, pos_sequence) > (");
+            q.push_bind(commit);
+            q.push(", ");
+            q.push_bind(sequence);
+            q.push(")");
+        }
+        let (commit, sequence) = position_columns(up_to).map_err(|_| QueryError::BadCursor)?;
+        q.push(" AND (pos_commit, pos_sequence) <= (");
+        q.push_bind(commit);
+        q.push(", ");
+        q.push_bind(sequence);
+        q.push(") ORDER BY pos_commit, pos_sequence LIMIT ");
+        q.push_bind(limit);
+        let mut entries = Vec::new();
+        for row in q.build().fetch_all(&mut s.tx).await? {
+            let version: i64 = row.get("version")?;
+            entries.push(TrailEntry {
+                position: position_from(row.get("pos_commit")?, row.get("pos_sequence")?)
+                    .ok_or(QueryError::Corrupt("position"))?,
+                stream: row.get("stream")?,
+                version: u64::try_from(version).map_err(|_| QueryError::Corrupt("version"))?,
+                hash: row.get("hash")?,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The position of the last event the audit trail holds of `district` (of any
+    /// district when `None`), if any.
+    ///
+    /// # Errors
+    /// [`QueryError`] when the database fails.
+    pub async fn audit_trail_head(
         &self,
         district: Option<&str>,
-    ) -> Result<Vec<(String, u64)>, QueryError> {
+    ) -> Result<Option<Position>, QueryError> {
         let mut s = Snapshot::open(&self.db, &[audit::NAME]).await?;
         let mut q = Builder::new(
-            s.sql("SELECT stream, MAX(version) AS head FROM audit_events{audit} WHERE 1 = 1"),
+            s.sql("SELECT pos_commit, pos_sequence FROM audit_events{audit} WHERE 1 = 1"),
         );
         if let Some(district) = district {
             q.push(" AND district = ");
             q.push_bind(district.to_owned());
         }
-        q.push(" GROUP BY stream ORDER BY stream");
-        let mut heads = Vec::new();
-        for row in q.build().fetch_all(&mut s.tx).await? {
-            let head: i64 = row.get("head")?;
-            heads.push((
-                row.get("stream")?,
-                u64::try_from(head).map_err(|_| QueryError::Corrupt("version"))?,
-            ));
+        q.push(" ORDER BY pos_commit DESC, pos_sequence DESC LIMIT 1");
+        match q.build().fetch_optional(&mut s.tx).await? {
+            Some(row) => Ok(Some(
+                position_from(row.get("pos_commit")?, row.get("pos_sequence")?)
+                    .ok_or(QueryError::Corrupt("position"))?,
+            )),
+            None => Ok(None),
         }
-        Ok(heads)
     }
 }

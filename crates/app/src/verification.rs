@@ -1,0 +1,200 @@
+//! Checking the log for tampering: every stream's hash chain, and the log against the
+//! audit trail.
+//!
+//! A hash chain shows an event changed or taken out of the middle of its stream, but not
+//! its stream's last events taken away (what is left still links), nor a stream whose
+//! events were rewritten with their hashes recomputed. The audit trail is a copy of
+//! every event with its hash, written as the log was, so it shows both: an event it
+//! holds that the log no longer does, or holds with another hash, is reported broken,
+//! as is an event of the log the trail skipped while holding later ones. Both are read
+//! in log order up to the head the check started at, so writes during the check are no
+//! false alarm, and a trail that lags simply ends early. (A trail rebuilt from an
+//! already altered log agrees with it: keep exports of the trail for that.)
+
+use homeroom_eventstore::hash::LogVerifier;
+use homeroom_eventstore::{EventReader, Position, RecordedEvent, StoreError};
+use homeroom_projections::queries::TrailEntry;
+use homeroom_projections::ReadModels;
+use std::collections::{HashMap, VecDeque};
+
+/// Events (and trail entries) read per round trip.
+const PAGE: usize = 1_000;
+
+/// What a check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// Events of the log checked.
+    pub checked: u64,
+    /// Broken events as (stream, version): a chain that does not hold, or the log and
+    /// the trail disagreeing there, in the order found.
+    pub broken: Vec<(String, u64)>,
+}
+
+/// Why a check could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The log could not be read.
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    /// The audit trail could not be read.
+    #[error("audit trail: {0}")]
+    Trail(#[from] homeroom_projections::QueryError),
+}
+
+/// Checks the log of `district` (every district when `None`): the hash chains, and,
+/// with `trail`, the log against the audit trail (see the module's documentation).
+///
+/// # Errors
+/// [`VerifyError`] when the log or the trail cannot be read.
+pub async fn verify<R: EventReader + ?Sized>(
+    log: &R,
+    trail: Option<&ReadModels>,
+    district: Option<&str>,
+) -> Result<Verification, VerifyError> {
+    // The trail's end first, then the log's: every entry the trail held then was in the
+    // log then, so entries up to the later of the two are no false alarm, also when the
+    // very last event of the log was the one taken out.
+    let trail_end = match trail {
+        Some(trail) => trail.audit_trail_head(district).await?,
+        None => None,
+    };
+    let log_end = log.head().await?;
+    let up_to = trail_end.map_or(log_end, |t| t.max(log_end));
+    let mut chains = LogVerifier::new();
+    let mut disagreements = Vec::new();
+    let mut cursors: HashMap<String, TrailCursor> = HashMap::new();
+    if let Some(d) = district {
+        cursors.insert(d.to_owned(), TrailCursor::new(d));
+    }
+    let mut after = Position::START;
+    'log: loop {
+        let page = log.read_all(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in &page {
+            if event.position > log_end {
+                break 'log;
+            }
+            if district.is_some_and(|d| event.metadata.district != d) {
+                continue;
+            }
+            chains.check(event);
+            if let Some(trail) = trail {
+                let cursor = cursors
+                    .entry(event.metadata.district.clone())
+                    .or_insert_with(|| TrailCursor::new(&event.metadata.district));
+                cursor
+                    .compare(trail, up_to, event, &mut disagreements)
+                    .await?;
+            }
+        }
+    }
+    // What the trail still holds past the log's last event of its district was taken
+    // out of the log.
+    if let Some(trail) = trail {
+        for cursor in cursors.values_mut() {
+            while let Some(entry) = cursor.next(trail, up_to).await? {
+                disagreements.push(broken_at(&entry));
+            }
+        }
+    }
+    let mut broken: Vec<(String, u64)> = chains
+        .broken()
+        .iter()
+        .map(|(stream, version)| (stream.to_string(), *version))
+        .collect();
+    for found in disagreements {
+        if !broken.contains(&found) {
+            broken.push(found);
+        }
+    }
+    Ok(Verification {
+        checked: chains.checked(),
+        broken,
+    })
+}
+
+/// Where one district's trail is being read.
+struct TrailCursor {
+    district: String,
+    page: VecDeque<TrailEntry>,
+    after: Option<Position>,
+    exhausted: bool,
+}
+
+impl TrailCursor {
+    fn new(district: &str) -> Self {
+        Self {
+            district: district.to_owned(),
+            page: VecDeque::new(),
+            after: None,
+            exhausted: false,
+        }
+    }
+
+    /// The next entry, reading the next page when this one is used up.
+    async fn peek(
+        &mut self,
+        trail: &ReadModels,
+        up_to: Position,
+    ) -> Result<Option<&TrailEntry>, VerifyError> {
+        if self.page.is_empty() && !self.exhausted {
+            let limit = i64::try_from(PAGE).unwrap_or(i64::MAX);
+            let next = trail
+                .audit_trail_page(&self.district, self.after, up_to, limit)
+                .await?;
+            self.exhausted = next.len() < PAGE;
+            self.after = next.last().map(|e| e.position).or(self.after);
+            self.page.extend(next);
+        }
+        Ok(self.page.front())
+    }
+
+    async fn next(
+        &mut self,
+        trail: &ReadModels,
+        up_to: Position,
+    ) -> Result<Option<TrailEntry>, VerifyError> {
+        self.peek(trail, up_to).await?;
+        Ok(self.page.pop_front())
+    }
+
+    /// Moves past `event` in the trail, noting where the two disagree.
+    async fn compare(
+        &mut self,
+        trail: &ReadModels,
+        up_to: Position,
+        event: &RecordedEvent,
+        disagreements: &mut Vec<(String, u64)>,
+    ) -> Result<(), VerifyError> {
+        loop {
+            let Some(entry) = self.peek(trail, up_to).await? else {
+                // The trail has not got this far yet.
+                return Ok(());
+            };
+            if entry.position < event.position {
+                // Recorded in the trail, gone from the log.
+                disagreements.push(broken_at(entry));
+                self.page.pop_front();
+                continue;
+            }
+            if entry.position == event.position {
+                let same = entry.hash == event.hash
+                    && entry.stream == event.stream.as_str()
+                    && entry.version == event.version;
+                if !same {
+                    disagreements.push((event.stream.to_string(), event.version));
+                }
+                self.page.pop_front();
+            } else {
+                // The trail went on past an event it never recorded: put in afterwards.
+                disagreements.push((event.stream.to_string(), event.version));
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn broken_at(entry: &TrailEntry) -> (String, u64) {
+    (entry.stream.clone(), entry.version)
+}

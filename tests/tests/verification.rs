@@ -1,0 +1,172 @@
+//! `audit verify` against a log altered behind Homeroom's back: the hash chains and the
+//! comparison with the audit trail, on the SQLite store (an attacker with the file).
+
+use homeroom_app::verification::verify;
+use homeroom_app::CommandService;
+use homeroom_eventstore::EventStore;
+use homeroom_projections::{models, ProjectionRuntime, ReadDb, RuntimeConfig};
+use homeroom_store_sqlite::SqliteStore;
+use homeroom_tests::District;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Runs `sql` on the store's file with the never-update and never-delete triggers
+/// dropped, as someone with the file could: `texts` are bound first, then `position`.
+async fn behind_its_back(store: &SqliteStore, sql: &str, texts: &[&str], position: i64) {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(store.path())
+        .connect()
+        .await
+        .expect("open the file behind the store's back");
+    for drop in [
+        "DROP TRIGGER IF EXISTS events_are_never_updated",
+        "DROP TRIGGER IF EXISTS events_are_never_deleted",
+    ] {
+        sqlx::query(drop).execute(&mut conn).await.unwrap();
+    }
+    let mut query = sqlx::query(sql);
+    for text in texts {
+        query = query.bind(*text);
+    }
+    let changed = query
+        .bind(position)
+        .execute(&mut conn)
+        .await
+        .expect("alter the row");
+    assert_eq!(changed.rows_affected(), 1, "the row to alter exists");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversations_last_message_taken_out_of_the_log_is_found_even_after_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(
+        SqliteStore::open(&dir.path().join("events.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let store: Arc<dyn EventStore> = sqlite.clone();
+    let d = District::build(store.clone(), "tamperville").await;
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Your son was absent today"}),
+        )
+        .await
+        .unwrap();
+    let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
+    let runtime =
+        ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
+            .await
+            .unwrap();
+    runtime.catch_up().await.unwrap();
+    let trail = runtime.read_models();
+    let clean = verify(&*store, Some(&trail), Some("tamperville"))
+        .await
+        .unwrap();
+    assert!(clean.broken.is_empty(), "{:?}", clean.broken);
+
+    // The message (the stream's last event) is deleted from the file.
+    let last = sent.events.last().unwrap();
+    let position = i64::try_from(sent.position.sequence).unwrap();
+    behind_its_back(
+        &sqlite,
+        "DELETE FROM events WHERE position = ?",
+        &[],
+        position,
+    )
+    .await;
+    let shortened = verify(&*store, Some(&trail), Some("tamperville"))
+        .await
+        .unwrap();
+    assert_eq!(
+        shortened.broken,
+        vec![(last.stream.clone(), last.version)],
+        "the chain that is left still links; the trail shows the gap"
+    );
+    let chains_only = verify(&*store, None, Some("tamperville")).await.unwrap();
+    assert!(
+        chains_only.broken.is_empty(),
+        "what the chains alone cannot show"
+    );
+
+    // A later write takes the deleted version again; the trail still remembers.
+    let fresh = Arc::new(CommandService::new(store.clone(), 100));
+    let later = District {
+        service: fresh,
+        ..d
+    };
+    later
+        .by(
+            later.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": later.parent, "body": "See you tomorrow"}),
+        )
+        .await
+        .unwrap();
+    runtime.catch_up().await.unwrap();
+    let covered = verify(&*store, Some(&trail), Some("tamperville"))
+        .await
+        .unwrap();
+    assert!(
+        covered
+            .broken
+            .contains(&(last.stream.clone(), last.version)),
+        "{:?}",
+        covered.broken
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_rewritten_with_its_hash_recomputed_is_found_by_the_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(
+        SqliteStore::open(&dir.path().join("events.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let store: Arc<dyn EventStore> = sqlite.clone();
+    let d = District::build(store.clone(), "rewriteton").await;
+    let sent = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "The trip costs $20"}),
+        )
+        .await
+        .unwrap();
+    let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
+    let runtime =
+        ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
+            .await
+            .unwrap();
+    runtime.catch_up().await.unwrap();
+    let trail = runtime.read_models();
+    // The stored hash is replaced too, so the stream's chain is no help: a new hash
+    // that nothing links to after it (it is the last event) and nothing checks.
+    let last = sent.events.last().unwrap();
+    let position = i64::try_from(sent.position.sequence).unwrap();
+    let stream = homeroom_eventstore::StreamId::parse(&last.stream).unwrap();
+    let mut stored = store
+        .read_stream(&stream, last.version - 1, 1)
+        .await
+        .unwrap();
+    let mut forged = stored.remove(0);
+    forged.data["body"] = json!("The trip costs $200");
+    let hash = homeroom_eventstore::hash::recompute(&forged);
+    let data = forged.data.to_string();
+    behind_its_back(
+        &sqlite,
+        "UPDATE events SET data = ?, hash = ? WHERE position = ?",
+        &[&data, &hash],
+        position,
+    )
+    .await;
+    let chains_only = verify(&*store, None, Some("rewriteton")).await.unwrap();
+    assert!(chains_only.broken.is_empty(), "the forgery links");
+    let found = verify(&*store, Some(&trail), Some("rewriteton"))
+        .await
+        .unwrap();
+    assert_eq!(found.broken, vec![(last.stream.clone(), last.version)]);
+}
