@@ -72,9 +72,10 @@ pub fn title(value: &str) -> Result<String, ValidationError> {
 /// A content-guard pattern in a deliberately tiny syntax, so district admins can write
 /// one without learning regular expressions:
 ///
-/// - `#` matches one digit (`0`–`9`);
+/// - `#` matches one digit (`0`–`9`, or a digit of another script);
 /// - `@` matches one letter;
-/// - any other character matches itself, ignoring case.
+/// - any other character matches itself, ignoring case (a `-` also matches any dash or
+///   hyphen, a space any space).
 ///
 /// A match must not be part of a longer run: when the pattern starts (ends) with `#`,
 /// the character before (after) the match may not be a digit, and likewise letters for
@@ -102,9 +103,14 @@ impl Token {
 
     fn matches(self, c: char) -> bool {
         match self {
-            Token::Digit => c.is_ascii_digit(),
+            // Any script's digits (full-width `１２３` too), so a number typed on
+            // another keyboard does not slip past the guard.
+            Token::Digit => c.is_numeric(),
             Token::Letter => c.is_alphabetic(),
-            Token::Literal(l) => l == c || l.to_lowercase().eq(c.to_lowercase()),
+            Token::Literal(l) => {
+                let (l, c) = (look_alike(l), look_alike(c));
+                l == c || l.to_lowercase().eq(c.to_lowercase())
+            }
         }
     }
 
@@ -114,6 +120,17 @@ impl Token {
             Token::Digit | Token::Letter => self.matches(c),
             Token::Literal(_) => false,
         }
+    }
+}
+
+/// The character a pattern's literal stands for when the text uses a look-alike: every
+/// dash and hyphen (non-breaking, en, em, minus, full-width) is `-`, every space
+/// (non-breaking, thin, full-width) is ` `.
+fn look_alike(c: char) -> char {
+    match c {
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' => '-',
+        c if c.is_whitespace() => ' ',
+        c => c,
     }
 }
 
@@ -240,6 +257,25 @@ mod tests {
         let code = p("@@##");
         assert!(code.is_found_in("room AB12 please"));
         assert!(!code.is_found_in("room XAB12 please"));
+    }
+
+    #[test]
+    fn look_alike_digits_dashes_and_spaces_do_not_slip_past() {
+        let ssn = p("###-##-####");
+        assert!(
+            ssn.is_found_in("ssn １２３-４５-６７８９"),
+            "full-width digits"
+        );
+        assert!(
+            ssn.is_found_in("ssn 123\u{2011}45\u{2011}6789"),
+            "non-breaking hyphens"
+        );
+        assert!(ssn.is_found_in("ssn 123–45—6789"), "en and em dashes");
+        assert!(
+            p("### ####").is_found_in("call 555\u{a0}1234"),
+            "a non-breaking space"
+        );
+        assert!(!ssn.is_found_in("ssn 123.45.6789"), "a dot is not a dash");
     }
 
     #[test]

@@ -569,7 +569,7 @@ fn scheme_of(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Refuses a value that is not an `http://` or `https://` URL with a host: a public
+/// Refuses a value that is not an `http://` or `https://` base URL with a host: a public
 /// URL every status callback is signed against, or a provider's base URL, is better
 /// refused at start than failing at the first message.
 fn http_url(setting: &'static str, value: &str) -> Result<(), ConfigError> {
@@ -578,11 +578,20 @@ fn http_url(setting: &'static str, value: &str) -> Result<(), ConfigError> {
         .filter(|(scheme, _)| matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https"))
         .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
     match host {
-        Some(host) if !host.is_empty() && !value.chars().any(char::is_whitespace) => Ok(()),
+        // A base URL: paths are appended to it, so a query or fragment would end up in
+        // the middle of every URL (and no webhook signature would match).
+        Some(host)
+            if !host.is_empty()
+                && !value
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '?' || c == '#') =>
+        {
+            Ok(())
+        }
         _ => Err(ConfigError::Invalid {
             setting,
             value: redacted(value),
-            expected: "an http:// or https:// URL with a host",
+            expected: "an http:// or https:// base URL with a host (no query or fragment)",
         }),
     }
 }
@@ -757,6 +766,8 @@ mod tests {
             "ftp://x",
             "https://",
             "http:// spaced.example",
+            "https://homeroom.example.org/?x=1",
+            "https://homeroom.example.org/#top",
         ] {
             let settings = Settings {
                 public_url: Some(bad.into()),
