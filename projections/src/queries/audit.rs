@@ -49,12 +49,7 @@ impl ReadModels {
             q.push_bind(until);
         }
         if let Some(after) = filter.after {
-            let (commit, sequence) = position_columns(after).map_err(|_| QueryError::BadCursor)?;
-            q.push(" AND (pos_commit, pos_sequence) > (");
-            q.push_bind(commit);
-            q.push(", ");
-            q.push_bind(sequence);
-            q.push(")");
+            push_position_bound(&mut q, ">", after)?;
         }
         q.push(" ORDER BY pos_commit, pos_sequence LIMIT ");
         q.push_bind(size + 1);
@@ -117,19 +112,10 @@ impl ReadModels {
         ));
         q.push_bind(district.to_owned());
         if let Some(after) = after {
-            let (commit, sequence) = position_columns(after).map_err(|_| QueryError::BadCursor)?;
-            q.push(" AND (pos_commit, pos_sequence) > (");
-            q.push_bind(commit);
-            q.push(", ");
-            q.push_bind(sequence);
-            q.push(")");
+            push_position_bound(&mut q, ">", after)?;
         }
-        let (commit, sequence) = position_columns(up_to).map_err(|_| QueryError::BadCursor)?;
-        q.push(" AND (pos_commit, pos_sequence) <= (");
-        q.push_bind(commit);
-        q.push(", ");
-        q.push_bind(sequence);
-        q.push(") ORDER BY pos_commit, pos_sequence LIMIT ");
+        push_position_bound(&mut q, "<=", up_to)?;
+        q.push(" ORDER BY pos_commit, pos_sequence LIMIT ");
         q.push_bind(limit);
         let mut entries = Vec::new();
         for row in q.build().fetch_all(&mut s.tx).await? {
@@ -171,4 +157,15 @@ impl ReadModels {
             None => Ok(None),
         }
     }
+}
+
+/// Appends ` AND (pos_commit, pos_sequence) {op} (…)` for `position`.
+fn push_position_bound(q: &mut Builder, op: &str, position: Position) -> Result<(), QueryError> {
+    let (commit, sequence) = position_columns(position).map_err(|_| QueryError::BadCursor)?;
+    q.push(format!(" AND (pos_commit, pos_sequence) {op} ("));
+    q.push_bind(commit);
+    q.push(", ");
+    q.push_bind(sequence);
+    q.push(")");
+    Ok(())
 }
