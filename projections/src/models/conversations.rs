@@ -500,26 +500,20 @@ async fn known_messages(
     district: &str,
     ids: Vec<Uuid>,
 ) -> Result<HashSet<(Uuid, Uuid)>, ProjectionError> {
-    let engine = tx.engine();
-    let mut found = HashSet::with_capacity(ids.len());
-    for chunk in ids.chunks(LOOKUP) {
-        let mut sql = Builder::new(render_for(
-            engine,
-            "SELECT message_id, conversation_id FROM messages{conversations} WHERE district = ",
-            NAME,
-            generation,
-        ));
-        sql.push_bind(district)
-            .push(" AND message_id IN (")
-            .push_list(chunk.iter().copied())
-            .push(")");
-        for row in sql.build().fetch_all(tx).await? {
-            found.insert((row.get::<Uuid, _>(0)?, row.get::<Uuid, _>(1)?));
-        }
-    }
-    Ok(found)
+    lookup_rows(
+        tx,
+        generation,
+        "SELECT message_id, conversation_id FROM messages{conversations} WHERE district = ",
+        "message_id",
+        district,
+        ids,
+        |row| Ok((row.get::<Uuid, _>(0)?, row.get::<Uuid, _>(1)?)),
+    )
+    .await
 }
 
+/// `select` (ending in `WHERE district = `) for `district` and `column IN ids`, `LOOKUP`
+/// ids a statement, as (first column, second column as a number).
 async fn lookup(
     tx: &mut Tx<'_>,
     generation: Generation,
@@ -528,8 +522,25 @@ async fn lookup(
     district: &str,
     ids: Vec<Uuid>,
 ) -> Result<HashMap<Uuid, i64>, ProjectionError> {
+    lookup_rows(tx, generation, select, column, district, ids, |row| {
+        Ok((row.get::<Uuid, _>(0)?, row.get::<i64, _>(1)?))
+    })
+    .await
+}
+
+/// The rows of `select` for `district` and `column IN ids`, `LOOKUP` ids a statement,
+/// each turned into an item by `item`.
+async fn lookup_rows<T, C: Default + Extend<T>>(
+    tx: &mut Tx<'_>,
+    generation: Generation,
+    select: &str,
+    column: &str,
+    district: &str,
+    ids: Vec<Uuid>,
+    item: impl Fn(&crate::db::Row) -> Result<T, sqlx::Error>,
+) -> Result<C, ProjectionError> {
     let engine = tx.engine();
-    let mut found = HashMap::with_capacity(ids.len());
+    let mut found = C::default();
     for chunk in ids.chunks(LOOKUP) {
         let mut sql = Builder::new(render_for(engine, select, NAME, generation));
         sql.push_bind(district)
@@ -537,7 +548,7 @@ async fn lookup(
             .push_list(chunk.iter().copied())
             .push(")");
         for row in sql.build().fetch_all(tx).await? {
-            found.insert(row.get::<Uuid, _>(0)?, row.get::<i64, _>(1)?);
+            found.extend([item(&row)?]);
         }
     }
     Ok(found)
