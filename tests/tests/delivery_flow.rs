@@ -251,6 +251,22 @@ impl Flow {
             .as_uuid()
     }
 
+    /// Homer, a guardian who prefers email (homer@example.org) and also has a phone
+    /// (+15550003001).
+    async fn homer_by_email_with_a_phone(&self) -> Uuid {
+        let guardian = Uuid::now_v7();
+        self.d
+            .system(
+                "RegisterPerson",
+                json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [self.d.school],
+                       "preferred_channel": "email",
+                       "contact_points": [{"channel": "email", "address": "homer@example.org"},
+                                          {"channel": "sms", "address": "+15550003001"}]}),
+            )
+            .await;
+        guardian
+    }
+
     async fn delivered(&self, delivery: Uuid) -> RecordedEvent {
         self.until(
             "the delivery arriving",
@@ -583,15 +599,7 @@ async fn a_personal_sender_gets_their_own_number_from_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
-    let guardian = Uuid::now_v7();
-    f.d.system(
-        "RegisterPerson",
-        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
-               "preferred_channel": "email",
-               "contact_points": [{"channel": "email", "address": "homer@example.org"},
-                                  {"channel": "sms", "address": "+15550003001"}]}),
-    )
-    .await;
+    let guardian = f.homer_by_email_with_a_phone().await;
     f.provider.answer("homer@example.org", bounce);
     let first = f
         .message(f.d.principal, guardian, "Report cards are out")
@@ -635,15 +643,7 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_that_bounces_after_it_was_accepted_goes_by_sms() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
-    let guardian = Uuid::now_v7();
-    f.d.system(
-        "RegisterPerson",
-        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
-               "preferred_channel": "email",
-               "contact_points": [{"channel": "email", "address": "homer@example.org"},
-                                  {"channel": "sms", "address": "+15550003001"}]}),
-    )
-    .await;
+    let guardian = f.homer_by_email_with_a_phone().await;
     let first = f
         .message(f.d.principal, guardian, "Report cards are out")
         .await;

@@ -37,31 +37,66 @@ async fn behind_its_back(store: &SqliteStore, sql: &str, texts: &[&str], positio
     assert_eq!(changed.rows_affected(), 1, "the row to alter exists");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conversations_last_message_taken_out_of_the_log_is_found_even_after_later_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Arc::new(
-        SqliteStore::open(&dir.path().join("events.sqlite"))
-            .await
-            .unwrap(),
-    );
-    let store: Arc<dyn EventStore> = sqlite.clone();
-    let d = District::build(store.clone(), "tamperville").await;
-    let sent = d
-        .by(
-            d.principal,
-            "SendPersonalMessage",
-            json!({"recipient_id": d.parent, "body": "Your son was absent today"}),
-        )
-        .await
-        .unwrap();
-    let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
-    let runtime =
-        ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
+/// A district on an SQLite log with one personal message sent, and its read models
+/// caught up.
+struct Logged {
+    _dir: tempfile::TempDir,
+    sqlite: Arc<SqliteStore>,
+    store: Arc<dyn EventStore>,
+    d: District,
+    sent: homeroom_app::CommandOutcome,
+    runtime: ProjectionRuntime,
+    trail: homeroom_projections::ReadModels,
+}
+
+impl Logged {
+    async fn start(district: &str, body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(
+            SqliteStore::open(&dir.path().join("events.sqlite"))
+                .await
+                .unwrap(),
+        );
+        let store: Arc<dyn EventStore> = sqlite.clone();
+        let d = District::build(store.clone(), district).await;
+        let sent = d
+            .by(
+                d.principal,
+                "SendPersonalMessage",
+                json!({"recipient_id": d.parent, "body": body}),
+            )
             .await
             .unwrap();
-    runtime.catch_up().await.unwrap();
-    let trail = runtime.read_models();
+        let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
+        let runtime =
+            ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
+                .await
+                .unwrap();
+        runtime.catch_up().await.unwrap();
+        let trail = runtime.read_models();
+        Self {
+            _dir: dir,
+            sqlite,
+            store,
+            d,
+            sent,
+            runtime,
+            trail,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversations_last_message_taken_out_of_the_log_is_found_even_after_later_writes() {
+    let Logged {
+        _dir,
+        sqlite,
+        store,
+        d,
+        sent,
+        runtime,
+        trail,
+    } = Logged::start("tamperville", "Your son was absent today").await;
     let clean = verify(&*store, Some(&trail), Some("tamperville"))
         .await
         .unwrap();
@@ -120,29 +155,14 @@ async fn a_conversations_last_message_taken_out_of_the_log_is_found_even_after_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_rewritten_with_its_hash_recomputed_is_found_by_the_trail() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Arc::new(
-        SqliteStore::open(&dir.path().join("events.sqlite"))
-            .await
-            .unwrap(),
-    );
-    let store: Arc<dyn EventStore> = sqlite.clone();
-    let d = District::build(store.clone(), "rewriteton").await;
-    let sent = d
-        .by(
-            d.principal,
-            "SendPersonalMessage",
-            json!({"recipient_id": d.parent, "body": "The trip costs $20"}),
-        )
-        .await
-        .unwrap();
-    let db = ReadDb::open(&dir.path().join("read.sqlite")).await.unwrap();
-    let runtime =
-        ProjectionRuntime::open(store.clone(), db, models::all(), RuntimeConfig::default())
-            .await
-            .unwrap();
-    runtime.catch_up().await.unwrap();
-    let trail = runtime.read_models();
+    let Logged {
+        _dir,
+        sqlite,
+        store,
+        sent,
+        trail,
+        ..
+    } = Logged::start("rewriteton", "The trip costs $20").await;
     // The stored hash is replaced too, so the stream's chain is no help: a new hash
     // that nothing links to after it (it is the last event) and nothing checks.
     let last = sent.events.last().unwrap();
