@@ -240,7 +240,8 @@ impl Instance {
                 if let Some(prefix) = self.settings.nats_prefix.as_deref().map(str::trim) {
                     config.subject_prefix = prefix.to_owned();
                 }
-                if let Some(seconds) = self.settings.nats_ack_wait.filter(|s| *s > 0) {
+                // 0 is refused with the other settings (`Settings::backends`).
+                if let Some(seconds) = self.settings.nats_ack_wait {
                     config.ack_wait = std::time::Duration::from_secs(seconds);
                 }
                 Ok(Bus::Nats(Arc::new(
