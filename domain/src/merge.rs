@@ -18,8 +18,9 @@ pub const MERGE_FIELDS: &[&str] = &[
 /// The values of the merge fields for one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MergeValues<'a> {
-    /// The student the message is about: the recipient itself for a student, a
-    /// guardian's first linked student, the recipient's own name otherwise.
+    /// The student the message is about: the recipient itself for a student; for a
+    /// guardian, their students taking part in the conversation, else all their
+    /// students ("Dennis and Mia"); the recipient's own name otherwise.
     pub student_name: &'a str,
     /// The recipient's name.
     pub recipient_name: &'a str,

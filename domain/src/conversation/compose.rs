@@ -1,6 +1,7 @@
 //! Turning a command's text into a `MessagePosted`: the text checks (length, merge
 //! fields, content guard) and the per-recipient delivery plan.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::events::MessagePosted;
@@ -96,16 +97,38 @@ fn person(facts: &Facts, id: PersonId) -> Result<&PersonState, ConversationError
         .ok_or(ConversationError::UnknownPerson { person_id: id })
 }
 
-/// The `{student_name}` of a recipient: the student itself, a guardian's first linked
-/// student (whose facts must then be loaded), else the recipient's own name.
+/// The `{student_name}` of a recipient: a student's own name; for a guardian, the
+/// students they speak for who take part in the conversation, else every student they
+/// speak for ("Dennis and Maria": a parent of two is not written to about only the
+/// first); for anyone else, their own name.
 fn student_name<'f>(
     recipient: &'f PersonState,
     facts: &'f Facts,
-) -> Result<&'f str, ConversationError> {
-    match (recipient.kind(), recipient.linked_students().first()) {
-        (Some(PersonKind::Guardian), Some(student)) => Ok(person(facts, *student)?.name()),
-        _ => Ok(recipient.name()),
+    participants: &[PersonId],
+) -> Result<Cow<'f, str>, ConversationError> {
+    let linked = recipient.linked_students();
+    if recipient.kind() != Some(PersonKind::Guardian) || linked.is_empty() {
+        return Ok(Cow::Borrowed(recipient.name()));
     }
+    let taking_part: Vec<PersonId> = linked
+        .iter()
+        .filter(|s| participants.contains(s))
+        .copied()
+        .collect();
+    let students = if taking_part.is_empty() {
+        linked
+    } else {
+        &taking_part[..]
+    };
+    let names = students
+        .iter()
+        .map(|s| person(facts, *s).map(PersonState::name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match names.as_slice() {
+        [one] => Cow::Borrowed(*one),
+        [init @ .., last] => Cow::Owned(format!("{} and {last}", init.join(", "))),
+        [] => Cow::Borrowed(recipient.name()),
+    })
 }
 
 /// Builds the `MessagePosted` event, rendering the text for every recipient.
@@ -126,12 +149,13 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
     let mut deliveries = Vec::with_capacity(draft.recipients.len());
     for recipient_id in &draft.recipients {
         let recipient = person(facts, *recipient_id)?;
+        let student = if needs_student {
+            student_name(recipient, facts, &draft.recipients)?
+        } else {
+            Cow::Borrowed(recipient.name())
+        };
         let values = MergeValues {
-            student_name: if needs_student {
-                student_name(recipient, facts)?
-            } else {
-                recipient.name()
-            },
+            student_name: &student,
             recipient_name: recipient.name(),
             school_name,
             sender_name,

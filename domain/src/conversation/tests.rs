@@ -515,6 +515,37 @@ fn merge_fields_are_rendered_per_recipient() {
     );
 }
 
+/// Pat Parent, guardian of both Dennis and Mia.
+fn parent_of_two() -> PersonState {
+    person(GUARDIAN, PersonKind::Guardian, "Pat Parent")
+        .contact(ContactChannel::Sms, "+15550100001")
+        .guardian_of(STUDENT_14)
+        .guardian_of(STUDENT_12)
+        .build()
+}
+
+#[test]
+fn a_parent_of_two_is_written_to_about_both_children() {
+    let events = given([])
+        .with_person(parent_of_two())
+        .when(personal(GUARDIAN, "About {student_name}"))
+        .events();
+    assert_eq!(the_message(&events).deliveries[0].text, "About Dennis and Mia");
+}
+
+#[test]
+fn a_parent_of_two_is_written_to_about_the_child_in_the_conversation() {
+    let events = given([])
+        .with_person(parent_of_two())
+        .district([students_enabled()])
+        .when(StartConversation {
+            body: "About {student_name}".to_owned(),
+            ..start(&[GUARDIAN, STUDENT_12])
+        })
+        .events();
+    assert_eq!(the_message(&events).deliveries[0].text, "About Mia");
+}
+
 #[test]
 fn a_message_from_the_school_is_signed_by_the_school() {
     let events = given([])
