@@ -812,18 +812,56 @@ pub fn a_conversation_exports_as_a_file(api: &Api) {
     assert_eq!(lines[1]["record"], "message");
     assert_eq!(lines[1]["body"], "Bring your permission slip, please");
     assert_eq!(lines[1]["deliveries"][0]["channel"], "sms");
+    // The CSV names the participants, and a cell a spreadsheet would run as a formula
+    // starts with an apostrophe; the JSON keeps the text exactly.
+    let formula = d
+        .by(
+            d.principal,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "=1+1 is the answer"}),
+        )
+        .ok()
+        .clone();
     let csv = api.read(
         &principal,
-        &format!("/v1/conversations/{conversation}/export?format=csv"),
+        &format!(
+            "/v1/conversations/{conversation}/export?format=csv&{}",
+            after(&formula)
+        ),
     );
     assert_eq!(csv.status, 200);
     assert!(csv.content_type.starts_with("text/csv"));
     assert!(
-        csv.text.starts_with("conversation_id,title,message_id"),
+        csv.text
+            .starts_with("record,conversation_id,title,message_id"),
         "{}",
         csv.text
     );
-    assert!(csv.text.contains("Bring your permission slip, please"));
+    let rows: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(
+        rows.len(),
+        5,
+        "header, two participants, two deliveries: {}",
+        csv.text
+    );
+    for (person, kind) in [(d.principal, "staff"), (d.teen, "student")] {
+        assert!(
+            rows.iter().any(|r| r.starts_with("participant,")
+                && r.contains(&format!(",{person},"))
+                && r.contains(&format!(",{kind},"))),
+            "{person} as a participant: {}",
+            csv.text
+        );
+    }
+    assert!(rows[3].starts_with("delivery,"), "{}", csv.text);
+    assert!(rows[3].contains("Bring your permission slip, please"));
+    assert!(rows[4].contains(",'=1+1 is the answer,"), "{}", csv.text);
+    let json = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}/export?format=json"),
+    );
+    let doc: Value = serde_json::from_str(&json.text).unwrap();
+    assert_eq!(doc["messages"][1]["body"], "=1+1 is the answer");
     let teacher = api.token(&d.name, &d.teacher.to_string(), false);
     api.read(
         &teacher,

@@ -278,11 +278,17 @@ pub(crate) async fn export(
     Ok(response)
 }
 
-/// The export as CSV: one row per message and recipient (a message nobody received, such
-/// as one in a conversation of one, gets one row without a recipient).
+/// The export as CSV, for a spreadsheet: a `participant` row per participant, then a
+/// `delivery` row per message and recipient (a message nobody received, such as one in
+/// a conversation of one, gets one `message` row without a recipient).
+///
+/// A free-text cell that a spreadsheet would run as a formula (starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) is written with a leading apostrophe, so opening
+/// the file never executes what a family typed; the JSON exports hold the text exactly.
 fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
     let mut out = csv::Writer::from_writer(Vec::new());
     let header = [
+        "record",
         "conversation_id",
         "title",
         "message_id",
@@ -292,8 +298,9 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         "sent_as",
         "subject",
         "body",
-        "recipient_id",
-        "recipient_name",
+        "person_id",
+        "person_name",
+        "person_kind",
         "channel",
         "status",
         "status_at",
@@ -304,33 +311,62 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
     let failed = |_| ApiError::Panic;
     out.write_record(header).map_err(failed)?;
     let word = |value: serde_json::Value| value.as_str().map(str::to_owned).unwrap_or_default();
+    let text = |value: Option<&str>| spreadsheet_safe(value.unwrap_or_default());
+    let title = text(export.title.as_deref());
+    let kind_of = |person: PersonId| {
+        export
+            .participants
+            .iter()
+            .find(|p| p.person_id == person)
+            .and_then(|p| p.kind)
+            .map(|k| word(serde_json::to_value(k).unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    for p in &export.participants {
+        let mut row = vec![
+            "participant".to_owned(),
+            export.conversation_id.to_string(),
+            title.clone(),
+        ];
+        row.extend(std::iter::repeat_n(String::new(), 7));
+        row.extend([
+            p.person_id.to_string(),
+            text(p.name.as_deref()),
+            kind_of(p.person_id),
+        ]);
+        row.extend(std::iter::repeat_n(String::new(), 6));
+        out.write_record(&row).map_err(failed)?;
+    }
     for message in &export.messages {
         let common = [
             export.conversation_id.to_string(),
-            export.title.clone().unwrap_or_default(),
+            title.clone(),
             message.message_id.to_string(),
             message.sent_at.to_rfc3339(),
             message.author_id.to_string(),
-            message.author_name.clone().unwrap_or_default(),
+            text(message.author_name.as_deref()),
             word(serde_json::to_value(message.sent_as).unwrap_or_default()),
-            message.subject.clone().unwrap_or_default(),
-            message.body.clone(),
+            text(message.subject.as_deref()),
+            text(Some(&message.body)),
         ];
         if message.deliveries.is_empty() {
-            let mut row = common.to_vec();
-            row.extend(std::iter::repeat_n(String::new(), 8));
+            let mut row = vec!["message".to_owned()];
+            row.extend(common.iter().cloned());
+            row.extend(std::iter::repeat_n(String::new(), 9));
             out.write_record(&row).map_err(failed)?;
         }
         for delivery in &message.deliveries {
-            let mut row = common.to_vec();
+            let mut row = vec!["delivery".to_owned()];
+            row.extend(common.iter().cloned());
             row.extend([
                 delivery.recipient_id.to_string(),
-                delivery.recipient_name.clone().unwrap_or_default(),
+                text(delivery.recipient_name.as_deref()),
+                kind_of(delivery.recipient_id),
                 word(serde_json::to_value(delivery.channel).unwrap_or_default()),
                 word(serde_json::to_value(delivery.status).unwrap_or_default()),
                 delivery.status_at.to_rfc3339(),
-                delivery.text.clone(),
-                delivery.sent_text.clone().unwrap_or_default(),
+                text(Some(&delivery.text)),
+                text(delivery.sent_text.as_deref()),
                 delivery.translated_to.clone().unwrap_or_default(),
             ]);
             out.write_record(&row).map_err(failed)?;
@@ -338,6 +374,16 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
     }
     let bytes = out.into_inner().map_err(|_| ApiError::Panic)?;
     String::from_utf8(bytes).map_err(|_| ApiError::Panic)
+}
+
+/// `text` as a spreadsheet cell that is never run as a formula (OWASP's advice for
+/// CSV injection: a leading apostrophe when the cell starts with a formula character).
+fn spreadsheet_safe(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
 }
 
 /// `GET /v1/students/{id}/messages`.

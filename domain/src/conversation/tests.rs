@@ -530,7 +530,10 @@ fn a_parent_of_two_is_written_to_about_both_children() {
         .with_person(parent_of_two())
         .when(personal(GUARDIAN, "About {student_name}"))
         .events();
-    assert_eq!(the_message(&events).deliveries[0].text, "About Dennis and Mia");
+    assert_eq!(
+        the_message(&events).deliveries[0].text,
+        "About Dennis and Mia"
+    );
 }
 
 #[test]
