@@ -37,6 +37,21 @@ pub const KEYS: &[&str] = &[
     "nats_ack_wait",
 ];
 
+/// The `HOMEROOM_*` variables among `names` that are no setting: a typo such as
+/// `HOMEROOM_STOR` would otherwise leave the default in force without a word (a key the
+/// file does not know is an error; the environment is shared with other tools, so
+/// there it is a warning).
+pub fn unknown_variables(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<String> {
+    names
+        .filter_map(|name| name.into_string().ok())
+        .filter(|name| {
+            name.strip_prefix("HOMEROOM_").is_some_and(|key| {
+                key != "CONFIG" && !KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+            })
+        })
+        .collect()
+}
+
 /// The settings of one instance, as resolved from every source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,6 +364,15 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        for name in unknown_variables(std::env::vars_os().map(|(name, _)| name)) {
+            tracing::warn!(
+                "{name} is not a Homeroom setting and is ignored (the settings are {})",
+                KEYS.iter()
+                    .map(|k| format!("HOMEROOM_{}", k.to_uppercase()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         figment
             .merge(Env::prefixed("HOMEROOM_").only(KEYS))
             .merge(Serialized::globals(args))
@@ -639,6 +663,24 @@ mod tests {
             assert_eq!(settings.jwt_key_file(), PathBuf::from("/from/flag/jwt.key"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_unknown_homeroom_variable_is_named_and_every_setting_is_known() {
+        let names = [
+            "HOMEROOM_STOR",
+            "HOMEROOM_STORE",
+            "HOMEROOM_CONFIG",
+            "HOMEROOM_nats_ack_wait",
+            "PATH",
+            "HOMEROOMX",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(unknown_variables(names.into_iter()), vec!["HOMEROOM_STOR"]);
+        let every = KEYS
+            .iter()
+            .map(|k| std::ffi::OsString::from(format!("HOMEROOM_{}", k.to_uppercase())));
+        assert!(unknown_variables(every).is_empty());
     }
 
     #[test]
