@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::commands::{Command, MarkRead, PostMessage, ReceiveReply, RenameConversation};
 use crate::events::{
     ConversationArchived, ConversationMuted, ConversationRenamed, ConversationStopped,
-    ConversationUnarchived, ConversationUnmuted, Event, InboundReplyRefused, MessagesRead,
+    ConversationUnarchived, ConversationUnmuted, Event, InboundReplyRefused, MessagePosted,
+    MessagesRead,
 };
 use crate::facts::{Actor, Facts};
 use crate::ids::{
@@ -46,6 +47,8 @@ pub struct ConversationState {
     participants: Vec<PersonId>,
     stopped: bool,
     messages: Vec<MessageId>,
+    /// Each message's [`Fingerprint`], beside `messages`.
+    fingerprints: Vec<Fingerprint>,
     muted: BTreeSet<PersonId>,
     archived: BTreeSet<PersonId>,
     read: BTreeMap<PersonId, usize>,
@@ -382,6 +385,51 @@ fn new_message_id(
     }
 }
 
+/// What makes a message the same message: who wrote it, under whose identity, and its
+/// text as recorded (trimmed; a blank subject is none). Kept per message so that a
+/// caller retrying a command under the ids it chose (API.md: "a retried command is the
+/// same command") is answered as done instead of as a clash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn of(author: PersonId, sent_as: SendAs, body: &str, subject: Option<&str>) -> Self {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same in every process of one build, and the state
+        // holding it is never stored.
+        let mut hasher = std::hash::DefaultHasher::new();
+        author.hash(&mut hasher);
+        sent_as.hash(&mut hasher);
+        body.trim().hash(&mut hasher);
+        subject
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .hash(&mut hasher);
+        Self(hasher.finish())
+    }
+
+    fn of_posted(e: &MessagePosted) -> Self {
+        Self::of(e.author_id, e.sent_as, &e.body, e.subject.as_deref())
+    }
+}
+
+/// Whether message `id` was already posted as this very message (`Ok(true)`: the
+/// command is a retry and records nothing more); `Ok(false)` when the id is unused.
+///
+/// # Errors
+/// [`ValidationError::DuplicateMessageId`] when another message holds the id.
+fn posted_before(
+    state: &ConversationState,
+    id: MessageId,
+    fingerprint: Fingerprint,
+) -> Result<bool, ConversationError> {
+    match state.messages.iter().position(|m| *m == id) {
+        None => Ok(false),
+        Some(index) if state.fingerprints.get(index) == Some(&fingerprint) => Ok(true),
+        Some(_) => Err(ValidationError::DuplicateMessageId { message_id: id }.into()),
+    }
+}
+
 fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
     let header = started(state, c.conversation_id)?;
     let (author_id, author) = acting_person(facts)?;
@@ -419,6 +467,13 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
                 return Err(ConversationError::NotPermitted);
             }
         }
+    }
+    if posted_before(
+        state,
+        c.message_id,
+        Fingerprint::of(author_id, from, &c.body, None),
+    )? {
+        return Ok(vec![]);
     }
     not_stopped(state, header)?;
     let text = check_text(&c.body, None, facts)?;
@@ -633,6 +688,7 @@ pub fn evolve(mut state: ConversationState, event: &Event) -> ConversationState 
         }
         Event::MessagePosted(e) if !state.messages.contains(&e.message_id) => {
             state.messages.push(e.message_id);
+            state.fingerprints.push(Fingerprint::of_posted(e));
         }
         Event::ConversationStopped(_) => state.stopped = true,
         Event::InboundReplyRefused(e) => {

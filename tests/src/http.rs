@@ -424,6 +424,10 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
         a_conversation_exports_as_a_file,
     ),
     (
+        "a_retry_under_the_callers_ids_records_once",
+        a_retry_under_the_callers_ids_records_once,
+    ),
+    (
         "reads_of_another_district_answer_404",
         reads_of_another_district_answer_404,
     ),
@@ -1138,6 +1142,43 @@ pub fn retries_with_the_same_idempotency_key_record_one_event(api: &Api) {
         Some(key),
     )
     .refused(409, "idempotency_key_reused");
+    assert_eq!(d.recorded(), recorded);
+}
+
+/// Without an Idempotency-Key, a command retried under the ids the caller chose is the
+/// same command (API.md): answered as done, recorded once; another command under the
+/// same ids is 409 `already_exists`.
+pub fn a_retry_under_the_callers_ids_records_once(api: &Api) {
+    let d = District::build(api, &district_name("retry"));
+    let conversation = Uuid::now_v7();
+    let start = json!({"conversation_id": conversation, "school_id": d.school, "participant_ids": [d.parent], "body": "Field trip on Friday"});
+    let first = d
+        .by(d.principal, "StartConversation", start.clone())
+        .ok()
+        .clone();
+    assert_eq!(first["events"].as_array().map(Vec::len), Some(2));
+    let message = Uuid::now_v7();
+    let post =
+        json!({"conversation_id": conversation, "message_id": message, "body": "Bring a lunch"});
+    d.by(d.principal, "PostMessage", post.clone()).ok();
+    let recorded = d.recorded();
+    let again = d.by(d.principal, "StartConversation", start).ok().clone();
+    assert_eq!(again["events"], json!([]), "{again}");
+    let again = d.by(d.principal, "PostMessage", post).ok().clone();
+    assert_eq!(again["events"], json!([]), "{again}");
+    assert_eq!(d.recorded(), recorded, "nothing recorded by the retries");
+    d.by(
+        d.principal,
+        "PostMessage",
+        json!({"conversation_id": conversation, "message_id": message, "body": "Bring two lunches"}),
+    )
+    .refused(409, "already_exists");
+    d.by(
+        d.principal,
+        "StartConversation",
+        json!({"conversation_id": conversation, "school_id": d.school, "participant_ids": [d.parent], "body": "Another topic"}),
+    )
+    .refused(409, "already_exists");
     assert_eq!(d.recorded(), recorded);
 }
 

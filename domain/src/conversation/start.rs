@@ -14,8 +14,9 @@ use crate::values::{ConversationKind, PersonKind, SendAs};
 
 use super::compose::{check_text, check_title, compose, Draft};
 use super::{
-    acting_person, holds, known, new_message_id, not_stopped, recipients, school_ties, teaches,
-    ConversationError, ConversationState, Decision, MIN_PERSONAL_MESSAGE_AGE,
+    acting_person, holds, known, new_message_id, not_stopped, posted_before, recipients,
+    school_ties, teaches, ConversationError, ConversationState, Decision, Fingerprint,
+    MIN_PERSONAL_MESSAGE_AGE,
 };
 
 /// `SendPersonalMessage`: a staff member holding `personal_messages` at a school the
@@ -27,6 +28,13 @@ pub(super) fn send_personal(
     facts: &Facts,
 ) -> Decision {
     let (sender_id, sender) = acting_person(facts)?;
+    if let Some(id) = c.message_id {
+        let fingerprint =
+            Fingerprint::of(sender_id, SendAs::Personal, &c.body, c.subject.as_deref());
+        if posted_before(state, id, fingerprint)? {
+            return Ok(vec![]);
+        }
+    }
     let anywhere = facts.district.permissions_anywhere(sender);
     if !sender.is_staff() || !anywhere.contains(Permission::PersonalMessages) {
         return Err(ConversationError::NotPermitted);
@@ -103,12 +111,15 @@ pub(super) fn send_personal(
 /// `StartConversation`: a group or school conversation with a first message, within the
 /// district's participant limit and the rules on who may start with whom.
 pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Facts) -> Decision {
+    let (starter_id, starter) = acting_person(facts)?;
     if state.is_started() {
+        if is_started_by(state, c, starter_id) {
+            return Ok(vec![]);
+        }
         return Err(ConversationError::AlreadyStarted {
             conversation_id: c.conversation_id,
         });
     }
-    let (starter_id, starter) = acting_person(facts)?;
     if facts.district.school(c.school_id).is_none() {
         return Err(ConversationError::UnknownSchool {
             school_id: c.school_id,
@@ -187,6 +198,24 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
         .into(),
         posted.into(),
     ])
+}
+
+/// Whether the started conversation is the one `c` starts, by the same person: the same
+/// school, participants, title and first message. Then `c` is the caller retrying under
+/// the conversation id it chose, and is answered as done.
+fn is_started_by(state: &ConversationState, c: &StartConversation, starter_id: PersonId) -> bool {
+    let Some(first) = state.fingerprints.first() else {
+        return false;
+    };
+    let asked: BTreeSet<PersonId> = std::iter::once(starter_id)
+        .chain(c.participant_ids.iter().copied())
+        .collect();
+    let started: BTreeSet<PersonId> = state.participants.iter().copied().collect();
+    state.started_by() == Some(starter_id)
+        && state.school_id() == Some(c.school_id)
+        && asked == started
+        && c.title.as_deref().map(str::trim) == state.title()
+        && *first == Fingerprint::of(starter_id, c.from.unwrap_or_default(), &c.body, None)
 }
 
 /// Staff start a school conversation with `school_inbox`, a group one with

@@ -410,7 +410,10 @@ fn a_personal_message_to_a_stopped_conversation_is_refused() {
         at: now(),
     };
     given([before.into(), posted(M1, ADMIN), stopped(ADMIN)])
-        .when(personal(GUARDIAN, "Hi"))
+        .when(SendPersonalMessage {
+            message_id: Some(M2),
+            ..personal(GUARDIAN, "Hi")
+        })
         .then_err(ConversationError::ConversationStopped { conversation_id });
 }
 
@@ -642,6 +645,30 @@ fn a_conversation_id_is_used_once() {
         .then_err(ConversationError::AlreadyStarted {
             conversation_id: CONV,
         });
+}
+
+#[test]
+fn starting_the_same_conversation_again_is_a_retry_and_records_nothing() {
+    let first = given([]).when(start(&[TEACHER, GUARDIAN])).events();
+    given(first.clone())
+        .when(start(&[GUARDIAN, TEACHER, ADMIN]))
+        .then_nothing();
+    let clash = ConversationError::AlreadyStarted {
+        conversation_id: CONV,
+    };
+    given(first.clone())
+        .when(StartConversation {
+            body: "Something else".to_owned(),
+            ..start(&[TEACHER, GUARDIAN])
+        })
+        .then_err(clash.clone());
+    given(first.clone())
+        .when(start(&[TEACHER]))
+        .then_err(clash.clone());
+    given(first)
+        .acting_as(TEACHER)
+        .when(start(&[ADMIN, GUARDIAN]))
+        .then_err(clash);
 }
 
 #[test]
@@ -935,6 +962,42 @@ fn a_message_id_is_used_once_per_conversation() {
         .then_err(ValidationError::DuplicateMessageId { message_id: M3 });
     given([group(&[ADMIN, GUARDIAN]), posted(M3, ADMIN)])
         .when(post("Hi"))
+        .then_code("already_exists");
+}
+
+#[test]
+fn posting_the_same_message_again_is_a_retry_and_records_nothing() {
+    let first = given([group(&[ADMIN, GUARDIAN])])
+        .when(post("See you at  the fair "))
+        .events();
+    let history = || [group(&[ADMIN, GUARDIAN])].into_iter().chain(first.clone());
+    given(history())
+        .when(post("See you at  the fair"))
+        .then_nothing();
+    // Even once the conversation is stopped: the retried message was accepted before.
+    given(history().chain([stopped(ADMIN)]))
+        .when(post("See you at  the fair"))
+        .then_nothing();
+    given(history())
+        .when(post("See you at the fair"))
+        .then_code("already_exists");
+    given(history())
+        .acting_as(GUARDIAN)
+        .when(post("See you at  the fair"))
+        .then_code("already_exists");
+}
+
+#[test]
+fn a_personal_message_sent_again_under_its_id_is_a_retry() {
+    let first = given([]).when(personal(GUARDIAN, "Hi")).events();
+    given(first.clone())
+        .when(personal(GUARDIAN, "Hi"))
+        .then_nothing();
+    given(first)
+        .when(SendPersonalMessage {
+            subject: Some("Re".to_owned()),
+            ..personal(GUARDIAN, "Hi")
+        })
         .then_code("already_exists");
 }
 
