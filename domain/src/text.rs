@@ -77,6 +77,9 @@ pub fn title(value: &str) -> Result<String, ValidationError> {
 /// - any other character matches itself, ignoring case (a `-` also matches any dash or
 ///   hyphen, a space any space).
 ///
+/// Characters that show nothing (soft hyphens, zero-width spaces and joiners, direction
+/// marks) are skipped in the text, as a reader skips them.
+///
 /// A match must not be part of a longer run: when the pattern starts (ends) with `#`,
 /// the character before (after) the match may not be a digit, and likewise letters for
 /// `@`. So `###-##-####` finds `123-45-6789` in "SSN 123-45-6789." but not inside
@@ -134,6 +137,24 @@ fn look_alike(c: char) -> char {
     }
 }
 
+/// Whether `c` shows nothing where it stands (a soft hyphen, a zero-width space or
+/// joiner, a word joiner, a byte-order mark, a direction mark): the guard reads the
+/// text without them, as the reader sees it, so pasting one inside a number does not
+/// get it past.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 impl BlockedPattern {
     /// Checks a pattern: trimmed, non-empty, at most [`MAX_PATTERN_CHARS`] characters,
     /// no control characters.
@@ -166,7 +187,7 @@ impl BlockedPattern {
     /// Whether `text` holds a match (see the type's documentation).
     pub fn is_found_in(&self, text: &str) -> bool {
         let tokens: Vec<Token> = self.0.chars().map(Token::of).collect();
-        let chars: Vec<char> = text.chars().collect();
+        let chars: Vec<char> = text.chars().filter(|c| !is_invisible(*c)).collect();
         let (Some(first), Some(last)) = (tokens.first().copied(), tokens.last().copied()) else {
             return false;
         };
@@ -276,6 +297,31 @@ mod tests {
             "a non-breaking space"
         );
         assert!(!ssn.is_found_in("ssn 123.45.6789"), "a dot is not a dash");
+    }
+
+    #[test]
+    fn invisible_characters_inside_a_match_do_not_slip_past() {
+        let ssn = p("###-##-####");
+        assert!(
+            ssn.is_found_in("ssn 123\u{200b}-45-6789"),
+            "a zero-width space"
+        );
+        assert!(
+            ssn.is_found_in("ssn 123-45-678\u{200d}9"),
+            "a zero-width joiner"
+        );
+        assert!(
+            ssn.is_found_in("ssn \u{feff}123-45-6789"),
+            "a byte-order mark"
+        );
+        assert!(
+            p("password").is_found_in("my pass\u{ad}word"),
+            "a soft hyphen"
+        );
+        assert!(
+            !ssn.is_found_in("ssn 123-45-67890\u{200b}1"),
+            "a longer number stays a longer number"
+        );
     }
 
     #[test]
