@@ -250,7 +250,10 @@ fn staff_may_start(
 }
 
 /// A staff member without `personal_messages` may start a conversation only with
-/// families of students they currently teach (and other staff alongside them).
+/// families of students they currently teach (and other staff alongside them). A family
+/// they do not teach is named (`not_a_current_teacher`), whether or not the others are
+/// taught, so the refusal says what would allow it; with no family at all there is no
+/// exception to claim (`not_permitted`).
 fn teacher_rule(
     teacher_id: PersonId,
     people: &[(PersonId, &PersonState)],
@@ -264,11 +267,11 @@ fn teacher_rule(
         .collect();
     match uncovered.first() {
         None if !family.is_empty() => Ok(()),
-        Some(of) if uncovered.len() < family.len() => Err(ConversationError::NotACurrentTeacher {
+        None => Err(ConversationError::NotPermitted),
+        Some(of) => Err(ConversationError::NotACurrentTeacher {
             teacher_id,
             of: *of,
         }),
-        _ => Err(ConversationError::NotPermitted),
     }
 }
 
