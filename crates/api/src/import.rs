@@ -141,7 +141,9 @@ pub fn parse_role_assignments(csv_text: &[u8]) -> Result<Vec<Row>, ImportError> 
         let command = record
             .map_err(|e| RowError::Unreadable(e.to_string()))
             .and_then(|record| {
-                if record.len() > header.len() {
+                // Fewer fields are fine while only the optional school is left out.
+                let needed = index[0].max(index[1]) + 1;
+                if record.len() > header.len() || record.len() < needed {
                     return Err(RowError::Fields {
                         expected: header.len(),
                         got: record.len(),
@@ -175,7 +177,7 @@ pub enum RowError {
     /// The line is not CSV (e.g. not UTF-8).
     #[error("the row cannot be read: {0}")]
     Unreadable(String),
-    /// More fields than the header names.
+    /// More fields than the header names, or too few to hold a person and a role.
     #[error("the row has {got} fields, the header {expected}")]
     Fields {
         /// Fields in the header.
@@ -298,6 +300,27 @@ mod tests {
             assert_eq!(bad.command.as_ref().unwrap_err().code(), "validation");
         }
         assert_eq!(rows[3].row, 4);
+    }
+
+    #[test]
+    fn a_row_with_too_few_or_too_many_fields_says_so() {
+        let person = Uuid::now_v7();
+        let text = format!(
+            "person_id,role_id,school_id\ngarbage\n{person},teacher,,extra\n{person},district_admin\n"
+        );
+        let rows = parse_role_assignments(text.as_bytes()).unwrap();
+        let detail = |i: usize| rows[i].command.as_ref().unwrap_err().to_string();
+        assert!(
+            detail(0).contains("the row has 1 fields, the header 3"),
+            "{}",
+            detail(0)
+        );
+        assert!(
+            detail(1).contains("the row has 4 fields, the header 3"),
+            "{}",
+            detail(1)
+        );
+        assert!(rows[2].command.is_ok(), "the school may be left out");
     }
 
     #[test]
