@@ -45,6 +45,7 @@ pub struct DeliveryState {
     /// The attempt whose idempotency key the next attempt uses (0 before any failure:
     /// the next attempt's own).
     key_of: u32,
+    /// Whether the worker's report of what it handed over (sender, text) is recorded.
     handed_over: bool,
     /// The provider's id of the message this delivery is, once one was recorded.
     provider_message_id: Option<String>,
@@ -107,6 +108,21 @@ impl DeliveryState {
     /// Whether it still waits for a worker (queued, no outcome yet).
     pub fn awaits_sending(&self) -> bool {
         self.status == Some(DeliveryStatus::Queued)
+    }
+
+    /// Whether the provider reported an SMS sent or delivered that the worker never
+    /// reported handing over, because its request went unanswered (a timeout) and the
+    /// status callback came first. The number and text it went with are then unknown,
+    /// and without the number a reply cannot be routed; sending again with the same
+    /// idempotency key ([`DeliveryState::send_key`]) gets the provider's answer without
+    /// a second text.
+    pub fn lacks_hand_over_report(&self) -> bool {
+        matches!(
+            self.status,
+            Some(DeliveryStatus::Sent | DeliveryStatus::Delivered)
+        ) && !self.handed_over
+            && self.key_of != 0
+            && self.plan.as_ref().map(|p| p.channel) == Some(crate::values::Channel::Sms)
     }
 }
 
@@ -262,23 +278,6 @@ fn record(
     use DeliveryStatus as S;
     use OutcomeStatus as O;
     let details_given = c.sender.is_some() || c.sent_text.is_some();
-    if c.status == O::Sent
-        && details_given
-        && !state.handed_over
-        && matches!(current, S::Delivered | S::Failed)
-    {
-        // The provider's callback came before the worker's report: the outcome stands,
-        // and what was handed over (from which number, which text) is still recorded.
-        return Ok(vec![DeliverySent {
-            delivery_id: c.delivery_id,
-            provider_message_id: c.provider_message_id.clone(),
-            sender: c.sender.clone(),
-            sent_text: c.sent_text.clone(),
-            translated_to: c.translated_to.clone(),
-            at: facts.now,
-        }
-        .into()]);
-    }
     // An email the receiving server accepted can still bounce later (a full mailbox):
     // a permanent failure after `delivered` is recorded, so the message falls back to
     // SMS and the address is marked failing. Anything else after it is a late echo.
@@ -291,24 +290,45 @@ fn record(
             (current, c.status),
             (S::Queued, _) | (S::Sent, O::Delivered | O::Failed)
         );
+    let (delivery_id, provider_message_id, at) =
+        (c.delivery_id, c.provider_message_id.clone(), facts.now);
+    let hand_over = || -> Event {
+        DeliverySent {
+            delivery_id,
+            provider_message_id: provider_message_id.clone(),
+            sender: c.sender.clone(),
+            sent_text: c.sent_text.clone(),
+            translated_to: c.translated_to.clone(),
+            at,
+        }
+        .into()
+    };
+    if details_given && !state.handed_over && current != S::Queued {
+        // The provider's callback (`sent`, `delivered`, `failed`) came before the
+        // worker's report: what was handed over (from which number, which text) is
+        // still recorded, so replies to that number are routed; the status moves only
+        // forward.
+        let mut events = vec![hand_over()];
+        if moves_forward && c.status == O::Delivered {
+            events.push(
+                DeliveryDelivered {
+                    delivery_id,
+                    provider_message_id: provider_message_id.clone(),
+                    at,
+                }
+                .into(),
+            );
+        }
+        return Ok(events);
+    }
     if !moves_forward {
         return Ok(vec![]);
     }
-    let (delivery_id, provider_message_id, at) =
-        (c.delivery_id, c.provider_message_id.clone(), facts.now);
     if current == S::Queued && c.status == O::Delivered && details_given {
         // A channel that delivers on hand-over (the app, the sandbox): record what was
         // handed over, then that it arrived.
         return Ok(vec![
-            DeliverySent {
-                delivery_id,
-                provider_message_id: provider_message_id.clone(),
-                sender: c.sender.clone(),
-                sent_text: c.sent_text.clone(),
-                translated_to: c.translated_to.clone(),
-                at,
-            }
-            .into(),
+            hand_over(),
             DeliveryDelivered {
                 delivery_id,
                 provider_message_id,
@@ -318,15 +338,7 @@ fn record(
         ]);
     }
     let event: Event = match c.status {
-        O::Sent => DeliverySent {
-            delivery_id,
-            provider_message_id,
-            sender: c.sender.clone(),
-            sent_text: c.sent_text.clone(),
-            translated_to: c.translated_to.clone(),
-            at,
-        }
-        .into(),
+        O::Sent => hand_over(),
         O::Delivered => DeliveryDelivered {
             delivery_id,
             provider_message_id,
@@ -364,7 +376,11 @@ pub fn evolve(mut state: DeliveryState, event: &Event) -> DeliveryState {
             state.status = Some(DeliveryStatus::Queued);
         }
         Event::DeliverySent(e) => {
-            state.handed_over = true;
+            // A provider's `sent` callback says nothing of the hand-over; the worker's
+            // report does.
+            if e.sender.is_some() || e.sent_text.is_some() {
+                state.handed_over = true;
+            }
             if state.status == Some(DeliveryStatus::Queued) {
                 state.status = Some(DeliveryStatus::Sent);
             }

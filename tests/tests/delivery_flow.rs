@@ -171,6 +171,15 @@ impl Flow {
         phones: Arc<dyn PhoneBook>,
         translator: Arc<dyn homeroom_channels::Translator>,
     ) -> Self {
+        Self::start_with_backoff(phones, translator, Duration::from_millis(20)).await
+    }
+
+    /// A flow whose worker waits `first_backoff` before its first retry.
+    async fn start_with_backoff(
+        phones: Arc<dyn PhoneBook>,
+        translator: Arc<dyn homeroom_channels::Translator>,
+        first_backoff: Duration,
+    ) -> Self {
         let store = Arc::new(InMemoryStore::new());
         let shared: Arc<dyn EventStore> = store.clone();
         let d = District::build(shared.clone(), "flowtown").await;
@@ -204,8 +213,8 @@ impl Flow {
                 phones,
             },
             WorkerConfig {
-                first_backoff: Duration::from_millis(20),
-                max_backoff: Duration::from_millis(100),
+                first_backoff,
+                max_backoff: first_backoff.max(Duration::from_millis(100)),
                 ..WorkerConfig::default()
             },
         );
@@ -781,6 +790,69 @@ async fn a_provider_that_does_not_answer_is_retried_with_the_same_key() {
         |e| matches!(e, Event::DeliveryAttemptFailed(a) if a.attempt == 2 && a.unanswered),
     )
     .await;
+    f.stop();
+}
+
+fn taken() -> Result<Handover, ChannelError> {
+    Ok(Handover::Accepted {
+        provider_message_id: "SMtaken".into(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_the_provider_reported_sent_before_the_worker_heard_back_still_routes_replies() {
+    // The request timed out, yet the provider took the text and its status callback
+    // said `sent` before the retry: the worker asks again under the same key (the
+    // provider answers with the message it took), so the number it went from is
+    // recorded and the family's reply finds the conversation.
+    let f = Flow::start_with_backoff(
+        Arc::new(NOBODY_SHARES),
+        Arc::new(Untranslated),
+        Duration::from_millis(500),
+    )
+    .await;
+    f.provider.answer(PARENT_NUMBER, down);
+    f.provider.answer(PARENT_NUMBER, taken);
+    let delivery = f.message(f.d.principal, f.d.parent, "Picture day").await;
+    f.until(
+        "the unanswered attempt",
+        |e| matches!(e, Event::DeliveryAttemptFailed(a) if a.delivery_id.as_uuid() == delivery && a.unanswered),
+    )
+    .await;
+    f.d.system(
+        "RecordDeliveryOutcome",
+        json!({"delivery_id": delivery, "status": "sent", "provider_message_id": "SMtaken"}),
+    )
+    .await;
+    let reported = f
+        .until(
+            "the worker's report of the hand-over",
+            |e| matches!(e, Event::DeliverySent(s) if s.delivery_id.as_uuid() == delivery && s.sender.is_some()),
+        )
+        .await;
+    let Ok(Event::DeliverySent(reported)) = codec::decode(&reported) else {
+        unreachable!()
+    };
+    assert_eq!(reported.sender.as_deref(), Some(school_number().as_str()));
+    assert_eq!(
+        f.provider
+            .to(PARENT_NUMBER)
+            .iter()
+            .map(|s| s.key.attempt)
+            .collect::<Vec<_>>(),
+        vec![1, 1],
+        "asked again under the unanswered attempt's key"
+    );
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    let received = f
+        .reply(PARENT_NUMBER, &school_number(), "We will be there")
+        .await;
+    assert!(
+        matches!(received.route, InboundRoute::Conversation { .. }),
+        "{:?}",
+        received.route
+    );
     f.stop();
 }
 

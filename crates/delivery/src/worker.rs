@@ -190,6 +190,11 @@ impl Worker {
         let State::Delivery(delivery) = state else {
             return Ok(Handled::Done);
         };
+        if delivery.lacks_hand_over_report() {
+            return self
+                .report_hand_over(&district, recorded, id, &delivery)
+                .await;
+        }
         if !delivery.awaits_sending() {
             return Ok(Handled::Done);
         }
@@ -213,6 +218,38 @@ impl Worker {
             Err(error) => return Err(error),
         };
         self.record(&district, recorded, id, attempt, outcome).await
+    }
+
+    /// Asks the provider again, with the key of the attempt it left unanswered, for the
+    /// text it already took (it answers with that message instead of sending another),
+    /// and records what was handed over. The outcome is the provider's already: when
+    /// asking fails, nothing more is recorded.
+    async fn report_hand_over(
+        &self,
+        district: &DistrictId,
+        cause: &homeroom_eventstore::RecordedEvent,
+        id: DeliveryId,
+        delivery: &DeliveryState,
+    ) -> Result<Handled, RuntimeError> {
+        let key = AttemptKey {
+            delivery_id: id,
+            attempt: delivery.send_key(),
+        };
+        match self.attempt(district, delivery, key).await {
+            Ok(handed @ Attempt::Handed { .. }) => {
+                self.record(district, cause, id, delivery.attempt(), handed)
+                    .await
+            }
+            Ok(Attempt::Failed(error)) => {
+                tracing::warn!(delivery = %id, %error, "the provider reported this text sent, but asking it again for what it took failed; the number it went from stays unknown");
+                Ok(Handled::Done)
+            }
+            Err(RuntimeError::Command(CommandError::Rejected(refusal))) => {
+                tracing::warn!(delivery = %id, %refusal, "the provider reported this text sent, but a rule refused a step of asking it again; the number it went from stays unknown");
+                Ok(Handled::Done)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn attempt(

@@ -419,7 +419,30 @@ fn the_hand_over_is_recorded_even_when_the_providers_callback_came_first() {
         Some(DeliveryStatus::Delivered),
         "the outcome stands"
     );
-    let history = vec![queued(), delivered(), sent()];
+    let history: Vec<Event> = [queued(), delivered()].into_iter().chain(events).collect();
+    given(history)
+        .acting_as_system()
+        .when(report)
+        .then_nothing();
+}
+
+#[test]
+fn the_hand_over_is_recorded_after_the_providers_sent_callback() {
+    let mut report = outcome(OutcomeStatus::Sent);
+    report.sender = Some("+15550001000".to_owned());
+    report.sent_text = Some("Hola".to_owned());
+    // `sent()` is the callback's: no sender, no text.
+    let events = given([queued(), sent()])
+        .acting_as_system()
+        .when(report.clone())
+        .events();
+    assert!(
+        matches!(&events[..], [Event::DeliverySent(s)] if s.sender.as_deref() == Some("+15550001000") && s.sent_text.as_deref() == Some("Hola")),
+        "{events:?}"
+    );
+    let history: Vec<Event> = [queued(), sent()].into_iter().chain(events).collect();
+    let state = history.iter().fold(DeliveryState::default(), evolve);
+    assert_eq!(state.status(), Some(DeliveryStatus::Sent));
     given(history)
         .acting_as_system()
         .when(report)
@@ -438,4 +461,38 @@ fn a_report_about_another_provider_message_changes_nothing() {
         .acting_as_system()
         .when(outcome(OutcomeStatus::Delivered))
         .then([delivered()]);
+}
+
+#[test]
+fn a_text_reported_sent_by_the_provider_alone_is_asked_for_again_then_recorded() {
+    // The worker's request timed out, and Twilio's callback said `sent` before the retry.
+    let history = [queued(), attempt_unanswered(1), sent()];
+    let state = history.iter().fold(DeliveryState::default(), evolve);
+    assert!(state.lacks_hand_over_report());
+    assert!(!state.awaits_sending(), "no new attempt: it was sent");
+    assert_eq!(state.send_key(), 1, "asked again under the unanswered key");
+    let mut report = outcome(OutcomeStatus::Delivered);
+    report.sender = Some("+15550001000".to_owned());
+    report.sent_text = Some("Hola".to_owned());
+    let events = given(history.clone())
+        .acting_as_system()
+        .when(report)
+        .events();
+    assert!(
+        matches!(&events[..], [Event::DeliverySent(s), Event::DeliveryDelivered(_)] if s.sender.as_deref() == Some("+15550001000")),
+        "{events:?}"
+    );
+    let state = history
+        .iter()
+        .chain(&events)
+        .fold(DeliveryState::default(), evolve);
+    assert!(!state.lacks_hand_over_report());
+    assert_eq!(state.status(), Some(DeliveryStatus::Delivered));
+    let answered = [queued(), sent()]
+        .iter()
+        .fold(DeliveryState::default(), evolve);
+    assert!(
+        !answered.lacks_hand_over_report(),
+        "the worker's own report is still to come"
+    );
 }
