@@ -18,8 +18,10 @@
 //!
 //! How an answer maps to the port: a `201` with a `sid` is [`Handover::Accepted`] (the
 //! outcome comes later in a status callback); an error whose code can never succeed
-//! (an invalid recipient, …) is a permanent [`ChannelError::Refused`], an unsubscribed
-//! one (21610, they answered STOP) [`ChannelError::OptedOut`];
+//! is a permanent [`ChannelError::Refused`] when it blames the recipient's number (an
+//! invalid number, …, [`blames_recipient`]) and [`ChannelError::Undeliverable`] when it
+//! is about our side (our number, our account, a text over 1,600 characters), an
+//! unsubscribed one (21610, they answered STOP) [`ChannelError::OptedOut`];
 //! any other `4xx` (a rate limit, bad credentials, an unknown code) is a refusal worth
 //! retrying; a `5xx`, a timeout or a connection failure is [`ChannelError::Unavailable`].
 
@@ -40,7 +42,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 pub use signature::{signature, verify, SIGNATURE_HEADER};
-pub use status::{is_permanent_error, status_of, MessageStatus, StatusCallback, UNSUBSCRIBED};
+pub use status::{
+    blames_recipient, is_permanent_error, status_of, MessageStatus, StatusCallback, UNSUBSCRIBED,
+};
 pub use webhooks::TwilioWebhooks;
 
 /// Twilio's API, where [`TwilioConfig::base_url`] points unless told otherwise.
@@ -262,6 +266,14 @@ fn interpret(status: StatusCode, text: &str) -> Result<Handover, ChannelError> {
             message: format!("Twilio {UNSUBSCRIBED}: {message}"),
         });
     }
+    if let Some(code) = code.filter(|c| is_permanent_error(*c) && !blames_recipient(*c)) {
+        // Our number, our account or our text: never worth retrying, never the family's
+        // number's fault.
+        return Err(ChannelError::Undeliverable {
+            code: format!("twilio_{code}"),
+            message,
+        });
+    }
     Err(ChannelError::Refused {
         code: code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string()),
         message,
@@ -321,6 +333,15 @@ mod tests {
         let error = interpret(StatusCode::BAD_REQUEST, body).unwrap_err();
         assert!(error.condemns_address());
         assert_eq!(refusal(Err(error)), ("21211".to_owned(), true));
+    }
+
+    #[test]
+    fn a_refusal_of_our_number_fails_the_text_without_condemning_the_family() {
+        let body = r#"{"code":21606,"message":"The 'From' number is not a valid, SMS-capable Twilio number","status":400}"#;
+        let error = interpret(StatusCode::BAD_REQUEST, body).unwrap_err();
+        assert!(error.is_permanent());
+        assert!(!error.condemns_address());
+        assert!(error.to_string().contains("twilio_21606"), "{error}");
     }
 
     #[test]

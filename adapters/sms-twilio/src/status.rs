@@ -127,39 +127,54 @@ pub fn status_of(status: MessageStatus) -> Option<OutcomeStatus> {
     }
 }
 
-/// Twilio error codes after which sending the same text to the same number can never
-/// succeed, from the create call (`21xxx`) or a status callback's `ErrorCode` (`30xxx`).
-/// Any other code (rate limits, carrier hiccups, an unreachable handset that may be
-/// switched off) is worth retrying.
-const PERMANENT_ERRORS: [u32; 22] = [
+/// Twilio error codes that say the recipient's number cannot take texts, from the
+/// create call (`21xxx`) or a status callback's `ErrorCode` (`30xxx`): the delivery fails
+/// for good and the contact point is marked failing, so later messages use the other
+/// channel until it is reset.
+const RECIPIENT_ERRORS: [u32; 10] = [
     21211, // Invalid 'To' phone number
     21265, // 'To' number cannot be a short code
-    21266, // 'To' and 'From' cannot be the same
     21401, // Invalid phone number
     21407, // This phone number type does not support SMS
+    21612, // The 'To' number is not currently reachable via SMS
+    21614, // 'To' number is not a valid mobile number
+    30004, // Message blocked (by the recipient or their carrier)
+    30005, // Unknown destination handset (the number does not exist)
+    30006, // Landline or unreachable carrier
+    21610, // Attempt to send to an unsubscribed recipient (they sent STOP; see UNSUBSCRIBED)
+];
+
+/// Twilio error codes about our side of the text (the sending number, the account, the
+/// text itself), not the recipient's number: sending it again can never succeed, so
+/// the delivery fails for good and falls back, but the family's number is not blamed
+/// (a school's unregistered number would otherwise mark every family it texts failing).
+const SENDER_ERRORS: [u32; 12] = [
+    21266, // 'To' and 'From' cannot be the same
     21408, // Permission to send an SMS has not been enabled for the region
     21602, // Message body is required
     21603, // 'From' phone number is required
     21604, // 'To' phone number is required
     21606, // The 'From' number is not a valid, SMS-capable Twilio number
     21608, // The 'To' number is unverified (trial account)
-    21610, // Attempt to send to an unsubscribed recipient (they sent STOP)
-    21612, // The 'To' number is not currently reachable via SMS
-    21614, // 'To' number is not a valid mobile number
     21617, // The body exceeds the 1600-character limit
     21659, // 'From' is not a Twilio phone number or short code
     21660, // The 'From' number belongs to another account
-    30004, // Message blocked (by the recipient or their carrier)
-    30005, // Unknown destination handset (the number does not exist)
-    30006, // Landline or unreachable carrier
     30032, // Toll-free number not verified
     30034, // Sender not registered for US A2P 10DLC
 ];
 
 /// Whether Twilio's error `code` means this text can never reach this number: the
-/// delivery is then failed for good and falls back to the other channel.
+/// delivery is then failed for good and falls back to the other channel. Any other
+/// code (rate limits, carrier hiccups, an unreachable handset that may be switched
+/// off) is worth retrying.
 pub fn is_permanent_error(code: u32) -> bool {
-    PERMANENT_ERRORS.contains(&code)
+    RECIPIENT_ERRORS.contains(&code) || SENDER_ERRORS.contains(&code)
+}
+
+/// Whether Twilio's error `code` blames the recipient's number (see
+/// [`is_permanent_error`]); an opt-out ([`UNSUBSCRIBED`]) bars only the sending number.
+pub fn blames_recipient(code: u32) -> bool {
+    RECIPIENT_ERRORS.contains(&code) && code != UNSUBSCRIBED
 }
 
 /// Twilio's "attempt to send to an unsubscribed recipient": they answered STOP to the
@@ -230,12 +245,10 @@ impl StatusCallback {
         status_of(self.status)
     }
 
-    /// Whether the failure condemns the recipient's number: a permanent error
-    /// ([`is_permanent_error`]) other than an opt-out ([`UNSUBSCRIBED`]), which bars
-    /// only the sending number.
+    /// Whether the failure condemns the recipient's number ([`blames_recipient`]): not
+    /// an opt-out, which bars only the sending number, nor an error of our side.
     pub fn permanent(&self) -> bool {
-        self.error_code
-            .is_some_and(|code| is_permanent_error(code) && code != UNSUBSCRIBED)
+        self.error_code.is_some_and(blames_recipient)
     }
 }
 
@@ -343,5 +356,28 @@ mod tests {
         for code in [20429, 20003, 30001, 30003, 30008, 20500] {
             assert!(!is_permanent_error(code), "{code}");
         }
+    }
+
+    #[test]
+    fn errors_of_our_number_or_text_are_permanent_but_never_blame_the_family() {
+        for code in [21606, 21617, 21659, 30032, 30034] {
+            assert!(is_permanent_error(code), "{code}");
+            assert!(!blames_recipient(code), "{code}");
+        }
+        for code in [21211, 21614, 30005, 30006] {
+            assert!(blames_recipient(code), "{code}");
+        }
+        assert!(!blames_recipient(UNSUBSCRIBED));
+        let unregistered = StatusCallback::from_form(&[
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30034"),
+        ])
+        .unwrap();
+        assert_eq!(unregistered.outcome(), Some(OutcomeStatus::Failed));
+        assert!(
+            !unregistered.permanent(),
+            "the school's number, not the family's"
+        );
     }
 }

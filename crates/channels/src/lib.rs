@@ -116,8 +116,9 @@ pub enum ChannelError {
         message: String,
     },
     /// Homeroom cannot send this delivery as planned: one of its own rules refused a
-    /// step of it. Deterministic, so never retried; not the address's fault, so the
-    /// delivery fails and falls back without marking the contact point failing.
+    /// step of it, or the provider refused our side of it (the sending number, the
+    /// account, the text). Deterministic, so never retried; not the address's fault, so
+    /// the delivery fails and falls back without marking the contact point failing.
     #[error("not sent ({code}): {message}")]
     Undeliverable {
         /// The refusal's stable code.
