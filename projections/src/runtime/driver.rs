@@ -20,7 +20,7 @@ use crate::error::ProjectionError;
 use crate::projector::Envelope;
 use homeroom_eventstore::{Position, RecordedEvent};
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// An event read from the log, ready for a batch, or the reason it cannot be applied
 /// (rare, so boxed).
@@ -37,6 +37,33 @@ pub(crate) fn decoded(recorded: RecordedEvent) -> Decoded {
 /// Batches at least this long are dropped on a blocking thread once committed: freeing
 /// tens of thousands of decoded events took a share of catch-up's critical path.
 const DROP_ASIDE: usize = 1024;
+
+/// About how long one rebuild batch may hold the read models' write lock (SQLite's one
+/// writer, PostgreSQL's advisory lock). The serving generations wait for it to apply
+/// what was just written, and a read with `min_position` waits for them (5 s at most):
+/// a full catch-up batch of 32,768 events held it for seconds. Rebuild batches are
+/// sized from the last one's pace to take about this long.
+const REBUILD_BATCH_BUDGET: Duration = Duration::from_millis(200);
+
+/// The first rebuild batch, before any pace is known, and the smallest.
+const REBUILD_FIRST_BATCH: usize = 512;
+
+/// After a rebuild batch, while the serving generations are behind the log (someone is
+/// writing and they wait to apply it), the rebuild pauses this long before taking the
+/// lock again: longer than SQLite's busy handler sleeps between its tries (100 ms), so
+/// the waiting writer gets its turn.
+const REBUILD_YIELD: Duration = Duration::from_millis(120);
+
+/// The next rebuild batch's length: as many events as the last pace fits in
+/// [`REBUILD_BATCH_BUDGET`], between [`REBUILD_FIRST_BATCH`] and `most`.
+fn next_rebuild_batch(last: usize, took: Duration, most: usize) -> usize {
+    let per_event = took.as_secs_f64() / last.max(1) as f64;
+    if per_event <= 0.0 {
+        return most;
+    }
+    let fits = (REBUILD_BATCH_BUDGET.as_secs_f64() / per_event) as usize;
+    fits.clamp(REBUILD_FIRST_BATCH.min(most), most.max(1))
+}
 
 /// What one step did.
 pub(crate) enum Step {
@@ -65,6 +92,9 @@ pub(crate) struct Driver<'a> {
     db_failures: u32,
     /// The lease holder's session: every batch checks the lease is still held by it.
     pub fence: Option<i32>,
+    /// The next rebuild batch's length ([`next_rebuild_batch`]); live and catch-up
+    /// batches take [`super::RuntimeConfig::batch_size`].
+    rebuild_batch: usize,
 }
 
 impl<'a> Driver<'a> {
@@ -79,6 +109,7 @@ impl<'a> Driver<'a> {
             failures: HashMap::new(),
             db_failures: 0,
             fence: None,
+            rebuild_batch: REBUILD_FIRST_BATCH,
         }
     }
 
@@ -120,12 +151,25 @@ impl<'a> Driver<'a> {
             };
         }
         let narrow = self.narrow_until.is_some_and(|until| self.prev < until);
-        let limit = if narrow { 1 } else { self.rt.config.batch_size };
+        let building = matches!(self.set, LaneSet::Building(_));
+        let limit = match (narrow, building) {
+            (true, _) => 1,
+            (false, true) => self.rebuild_batch.min(self.rt.config.batch_size),
+            (false, false) => self.rt.config.batch_size,
+        };
         let n = limit.min(self.buffer.len()).max(1);
         let events = &self.buffer.make_contiguous()[..n];
         let last = events[n - 1].recorded.position;
+        let started = Instant::now();
         match lanes::write_batch(self.rt, self.set, self.prev, events, self.fence).await {
             Ok(lanes) => {
+                if building {
+                    self.rebuild_batch =
+                        next_rebuild_batch(n, started.elapsed(), self.rt.config.batch_size);
+                    if self.rt.serving_lags().await {
+                        tokio::time::sleep(REBUILD_YIELD).await;
+                    }
+                }
                 self.db_failures = 0;
                 for lane in &lanes {
                     self.failures.remove(lane.name());
@@ -246,5 +290,30 @@ impl<'a> Driver<'a> {
                 None => Step::Gap,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_batch_is_sized_to_hold_the_write_lock_for_about_the_budget() {
+        // 10,000 events in a second: 2,000 fit in 200 ms.
+        assert_eq!(
+            next_rebuild_batch(10_000, Duration::from_secs(1), 32_768),
+            2_000
+        );
+        // A fast pace is capped by the configured batch, a slow one floored.
+        assert_eq!(
+            next_rebuild_batch(512, Duration::from_micros(10), 32_768),
+            32_768
+        );
+        assert_eq!(
+            next_rebuild_batch(512, Duration::from_secs(10), 32_768),
+            REBUILD_FIRST_BATCH
+        );
+        assert_eq!(next_rebuild_batch(100, Duration::ZERO, 4_096), 4_096);
+        assert_eq!(next_rebuild_batch(1, Duration::from_secs(1), 8), 8);
     }
 }

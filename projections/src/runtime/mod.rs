@@ -658,6 +658,19 @@ impl Inner {
         Ok(lanes)
     }
 
+    /// Whether some serving generation is behind the head of the log: then a live
+    /// projector (here or in another process) has events to apply and may be waiting
+    /// for the write lock a rebuild batch holds. A failed read says no.
+    pub(crate) async fn serving_lags(&self) -> bool {
+        let (Ok(lanes), Ok(head)) = (
+            self.read_lanes(LaneSet::Active).await,
+            self.store.head().await,
+        ) else {
+            return false;
+        };
+        lanes.iter().any(|lane| lane.checkpoint < head)
+    }
+
     /// Every registered projector's serving generation and checkpoint.
     async fn serving(&self) -> Result<Vec<(&'static str, Generation, Position)>, ProjectionError> {
         let mut tx = self.db.begin_read().await?;
