@@ -969,6 +969,13 @@ pub fn reads_of_another_district_answer_404(api: &Api) {
     ] {
         api.read(&nobody, path).refused(404, "unknown_person");
     }
+    // A position in the shape of another engine's (a string, here where they are
+    // numbers) is refused, not read as before or after everything.
+    let foreign = "00000000000000000001-00000000000000000001";
+    api.read(&b_admin, &format!("/v1/inbox?min_position={foreign}"))
+        .refused(400, "validation");
+    api.read(&b.system_token(), &format!("/v1/audit?after={foreign}"))
+        .refused(400, "validation");
     let stale = api.read(&b_admin, "/v1/inbox?min_position=999999999");
     stale.refused(503, "stale");
     let detail = stale.body["detail"].as_str().unwrap();

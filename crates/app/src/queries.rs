@@ -92,6 +92,16 @@ pub enum QueryError {
     /// A paging cursor not handed out here.
     #[error("malformed paging cursor; pass back the `next` of an earlier page")]
     BadCursor,
+    /// A position in the other shape than this event store's (a number on SQLite, a
+    /// string on PostgreSQL and KurrentDB): one kept from before a migration, say. It
+    /// would read as before or after everything, so it is refused instead.
+    #[error(
+        "position {position} was not handed out by this event store (positions are numbers on SQLite, strings on PostgreSQL and KurrentDB); pass back one it answered"
+    )]
+    ForeignPosition {
+        /// The position given.
+        position: Position,
+    },
     /// The directory facts could not be loaded.
     #[error("directory: {0}")]
     Directory(#[source] CommandError),
@@ -112,7 +122,7 @@ impl QueryError {
             Self::UnknownPerson(_) | Self::UnknownViewer(_) => "unknown_person",
             Self::UnknownSchool(_) => "unknown_school",
             Self::Stale { .. } => "stale",
-            Self::BadCursor => "validation",
+            Self::BadCursor | Self::ForeignPosition { .. } => "validation",
             Self::Directory(e) => e.code(),
             Self::Store(StoreError::Closed | StoreError::Unavailable(_)) => "unavailable",
             Self::ReadModel(e) if e.is_unavailable() => "unavailable",
@@ -135,6 +145,9 @@ pub struct QueryService {
     commands: Arc<CommandService>,
     runtime: ProjectionRuntime,
     read: ReadModels,
+    /// Whether this store's positions carry a commit component (strings) or not
+    /// (numbers), once a non-empty log has said.
+    commit_shaped: std::sync::OnceLock<bool>,
 }
 
 impl QueryService {
@@ -148,6 +161,35 @@ impl QueryService {
             commands,
             runtime,
             read,
+            commit_shaped: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Refuses a position of the other shape than this store's ([`QueryError::ForeignPosition`]).
+    async fn check_shape(&self, position: Position) -> Result<(), QueryError> {
+        if position == Position::START {
+            return Ok(());
+        }
+        let commit_shaped = match self.commit_shaped.get() {
+            Some(shaped) => *shaped,
+            None => {
+                let head = self
+                    .commands
+                    .store()
+                    .head()
+                    .await
+                    .map_err(QueryError::Store)?;
+                if head == Position::START {
+                    // An empty log has handed out no position of either shape yet.
+                    return Ok(());
+                }
+                *self.commit_shaped.get_or_init(|| head.commit != 0)
+            }
+        };
+        if commit_shaped == (position.commit != 0) {
+            Ok(())
+        } else {
+            Err(QueryError::ForeignPosition { position })
         }
     }
 
@@ -160,6 +202,7 @@ impl QueryService {
         let Some(position) = min_position else {
             return Ok(());
         };
+        self.check_shape(position).await?;
         self.runtime
             .wait_for(position, Self::STALE_AFTER)
             .await
@@ -445,6 +488,9 @@ impl QueryService {
         min_position: Option<Position>,
     ) -> Result<AuditPage, QueryError> {
         self.caught_up(min_position).await?;
+        if let Some(after) = filter.after {
+            self.check_shape(after).await?;
+        }
         self.check_audit(reader).await?;
         Ok(self.read.audit(&reader.district, filter).await?)
     }

@@ -259,6 +259,17 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
         ),
     );
     assert_eq!(thread.ok()["messages"][0]["body"], "Moving to the server");
+    // A position the embedded instance answered (a number) means nothing here: refused,
+    // not read as before everything.
+    assert!(sent["position"].is_u64(), "{sent}");
+    api.read(
+        &principal,
+        &format!(
+            "/v1/conversations/{conversation}?min_position={}",
+            sent["position"]
+        ),
+    )
+    .refused(400, "validation");
     assert!(server.terminate().success());
     rt.block_on(async {
         homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
