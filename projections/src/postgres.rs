@@ -140,6 +140,8 @@ impl PgDb {
             .options([
                 ("search_path", config.schema.clone()),
                 ("idle_in_transaction_session_timeout", idle_ms.to_string()),
+                // No NOTICEs ("relation … already exists, skipping") in the logs.
+                ("client_min_messages", "warning".to_owned()),
             ])
             .statement_cache_capacity(STATEMENT_CACHE)
             .log_statements(tracing::log::LevelFilter::Trace);

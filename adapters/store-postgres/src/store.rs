@@ -127,6 +127,9 @@ impl PgStore {
                     "idle_in_transaction_session_timeout",
                     format!("{timeout_ms}"),
                 ),
+                // `CREATE … IF NOT EXISTS` on an existing schema answers NOTICEs, which
+                // sqlx logs: every start printed "already exists, skipping" lines.
+                ("client_min_messages", "warning".to_owned()),
             ]);
         set_up_schema(&options, &schema).await?;
         let pool = PgPoolOptions::new()

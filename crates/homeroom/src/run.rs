@@ -516,6 +516,15 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
             );
         }
     }
+    // On PostgreSQL one process of the deployment applies the log: say whether it is
+    // this one (it never is for this command, which only reads).
+    match status.first().map(|p| &p.lease) {
+        Some(homeroom_projections::LeaseState::Held) => println!("lease: held by this process"),
+        Some(homeroom_projections::LeaseState::Standby) => println!(
+            "lease: standby here (the serve node holding the schema's lease applies the log; docs/operations.md says how to name it)"
+        ),
+        Some(homeroom_projections::LeaseState::NotNeeded) | None => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
