@@ -95,7 +95,7 @@ pub use ids::{
 pub use inbound::{InboundError, InboundState};
 pub use permissions::{Permission, PermissionSet};
 pub use person::{PersonError, PersonState};
-pub use plan::{choose_channel, PlannedDelivery};
+pub use plan::{app_reaches, choose_channel, PlannedDelivery};
 pub use sms_line::{SmsLineError, SmsLineState};
 pub use sms_number::{SmsNumberError, SmsNumberState};
 pub use validation::ValidationError;

@@ -90,6 +90,18 @@ pub fn choose_channel(
     }
 }
 
+/// Whether an in-app delivery reaches `recipient`, so that handing it to their inbox
+/// counts as delivered: staff (they work in Homeroom's inbox), anyone who prefers the
+/// app, and anyone with a working phone or email (the app was then chosen because they
+/// muted the conversation, which is done in the app). A family member or student left
+/// with the app only because nothing else was (step 6 of [`choose_channel`]) would see
+/// it nowhere, and the record must not say it arrived.
+pub fn app_reaches(recipient: &PersonState) -> bool {
+    recipient.is_staff()
+        || recipient.preferred_channel() == Some(Channel::App)
+        || recipient.contact_points().iter().any(|cp| !cp.failing)
+}
+
 /// When `failed` did not arrive, the same message by the recipient's other channel:
 /// email falls back to SMS and SMS to email, on a contact point that is not failing
 /// (the failed address is about to be marked failing). `None` when there is no other
@@ -215,6 +227,20 @@ mod tests {
             choose_channel(Some(Channel::App), &r, ContactChannel::Email).0,
             Channel::Email
         );
+    }
+
+    #[test]
+    fn the_app_reaches_its_users_and_people_who_muted_but_not_the_unreachable() {
+        let app_user = person_with_contacts(PersonKind::Guardian, Some(Channel::App), vec![], &[]);
+        assert!(app_reaches(&app_user));
+        assert!(app_reaches(&both(None)), "muted: in the app on purpose");
+        let none = person_with_contacts(PersonKind::Guardian, None, vec![], &[]);
+        assert!(!app_reaches(&none));
+        let failing =
+            person_with_contacts(PersonKind::Guardian, None, vec![sms()], &["+15550100001"]);
+        assert!(!app_reaches(&failing), "its only phone is failing");
+        let staff = person_with_contacts(PersonKind::Staff, None, vec![], &[]);
+        assert!(app_reaches(&staff), "staff read in Homeroom's inbox");
     }
 
     fn planned(channel: Channel, address: &str) -> PlannedDelivery {

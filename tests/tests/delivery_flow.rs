@@ -856,6 +856,49 @@ async fn a_text_the_provider_reported_sent_before_the_worker_heard_back_still_ro
     f.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_nothing_reaches_is_failed_for_the_record_not_delivered() {
+    // No phone, no email, not an app user: the app is only the last place left, and
+    // nobody would see it there, so the record says it did not arrive.
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let unreachable = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": unreachable, "kind": "guardian", "name": "Nobody Home", "school_ids": [f.d.school]}),
+    )
+    .await;
+    let delivery = f
+        .message(f.d.principal, unreachable, "Are you there?")
+        .await;
+    let failed = f
+        .until(
+            "the delivery failing",
+            |e| matches!(e, Event::DeliveryFailed(x) if x.delivery_id.as_uuid() == delivery),
+        )
+        .await;
+    let Ok(Event::DeliveryFailed(failed)) = codec::decode(&failed) else {
+        unreachable!()
+    };
+    assert!(!failed.permanent, "no address to blame");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no_contact_point")),
+        "{failed:?}"
+    );
+    // An app user, by contrast, has it delivered in the app.
+    let app_user = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": app_user, "kind": "guardian", "name": "Appy", "school_ids": [f.d.school], "preferred_channel": "app"}),
+    )
+    .await;
+    let delivery = f.message(f.d.principal, app_user, "In the app").await;
+    f.delivered(delivery).await;
+    f.stop();
+}
+
 fn rate_limited() -> Result<Handover, ChannelError> {
     Err(ChannelError::Refused {
         code: "20429".into(),

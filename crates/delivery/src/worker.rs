@@ -289,6 +289,12 @@ impl Worker {
         };
         let sender_name = sender_name(&district_state, sender, author.map(|a| a.name()));
         match plan.channel {
+            Channel::App if !homeroom_domain::app_reaches(recipient) => {
+                Ok(Attempt::Failed(refused(
+                    "no_contact_point",
+                    "the recipient has no working phone or email and does not use the app; the message waits in their Homeroom inbox",
+                )))
+            }
             Channel::App => Ok(Attempt::Handed {
                 handover: Handover::Delivered {
                     provider_message_id: None,
