@@ -174,13 +174,15 @@ impl CommandService {
                 return earlier;
             }
             let decided = self.decide_and_append(ctx, command, &digest).await;
-            if matches!(
-                decided,
-                Err(CommandError::Rejected(_) | CommandError::Conflict { .. })
-            ) {
+            let lost_or_nothing = match &decided {
+                Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => true,
+                Ok(outcome) => outcome.events.is_empty(),
+                Err(_) => false,
+            };
+            if lost_or_nothing {
                 // Another process may have recorded this very command meanwhile (the
-                // same key sent to two nodes at once), which is why this one lost:
-                // answer its result, as a retry would get it.
+                // same key sent to two nodes at once), which is why this one lost or
+                // found nothing left to do: answer its result, as a retry would get it.
                 if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
                     return earlier;
                 }
