@@ -21,7 +21,7 @@ use crate::permissions::Permission;
 use crate::person::PersonState;
 use crate::text::{self, first_blocked};
 use crate::validation::ValidationError;
-use crate::values::{ConversationKind, SendAs};
+use crate::values::{Channel, ContactChannel, ConversationKind, SendAs};
 
 use compose::{check_text, compose, CheckedText, Draft};
 use start::{send_personal, start};
@@ -500,7 +500,8 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
 /// An SMS reply from a family member the conversation sent SMS to: posted as their
 /// message, delivered as written to everyone else; in a stopped conversation it is kept
 /// (`inbound_reply_refused`), never dropped. The provider retrying its webhook posts
-/// it once.
+/// it once. Nobody is texted it on the phone it was typed on: whoever shares that phone
+/// with the author has it already.
 fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> Decision {
     if !matches!(facts.actor, Actor::System(_)) {
         return Err(ConversationError::NotPermitted);
@@ -539,7 +540,13 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
     }
     let body = text::MessageBody::from_outside(&c.body, crate::inbound::MAX_INBOUND_CHARS)?;
     let recipients = recipients(&state.participants, header.kind, c.author_id, facts)?;
-    let posted = compose(
+    let authors_phones: Vec<&str> = author
+        .contact_points()
+        .iter()
+        .filter(|cp| cp.channel == ContactChannel::Sms)
+        .map(|cp| cp.address.as_str())
+        .collect();
+    let mut posted = compose(
         Draft {
             conversation_id: header.id,
             message_id,
@@ -554,6 +561,12 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
         },
         facts,
     )?;
+    posted.deliveries.retain(|d| {
+        !(d.channel == Channel::Sms
+            && d.address
+                .as_deref()
+                .is_some_and(|a| authors_phones.contains(&a)))
+    });
     Ok(vec![posted.into()])
 }
 

@@ -1380,6 +1380,27 @@ fn an_sms_reply_is_posted_as_the_family_members_message_exactly_as_written() {
 }
 
 #[test]
+fn an_sms_reply_is_not_texted_back_to_the_phone_it_came_from() {
+    // Pat and a second guardian share Pat's phone; a third has their own.
+    let sharer = person(NEWCOMER, PersonKind::Guardian, "Sid Sharer")
+        .contact(ContactChannel::Sms, "+15550100001")
+        .guardian_of(STUDENT_14)
+        .build();
+    let events = given([group(&[TEACHER, GUARDIAN, NEWCOMER, GUARDIAN_12])])
+        .with_person(sharer)
+        .acting_as_system()
+        .when(reply(GUARDIAN, "Got it"))
+        .events();
+    let posted = the_message(&events);
+    let recipients: Vec<PersonId> = posted.deliveries.iter().map(|d| d.recipient_id).collect();
+    assert_eq!(
+        recipients,
+        vec![TEACHER, GUARDIAN_12],
+        "the sharer was next to the phone it was typed on"
+    );
+}
+
+#[test]
 fn an_sms_reply_to_a_stopped_conversation_is_kept_and_refused() {
     given([group(&[TEACHER, GUARDIAN]), stopped(TEACHER)])
         .acting_as_system()
