@@ -51,9 +51,22 @@ type Answer = fn() -> Result<Handover, ChannelError>;
 struct Provider {
     sent: Mutex<Vec<Sent>>,
     script: Mutex<HashMap<String, VecDeque<Answer>>>,
+    /// Addresses whose hand-over takes this long (a provider hanging on one request).
+    slow: Mutex<HashMap<String, Duration>>,
 }
 
 impl Provider {
+    fn slow_for(&self, to: &str, wait: Duration) {
+        self.slow.lock().unwrap().insert(to.to_owned(), wait);
+    }
+
+    async fn hang_if_slow(&self, to: &str) {
+        let wait = self.slow.lock().unwrap().get(to).copied();
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     fn answer(&self, to: &str, answer: Answer) {
         self.script
             .lock()
@@ -94,6 +107,7 @@ impl Provider {
 #[async_trait]
 impl SmsSender for Provider {
     async fn send_sms(&self, sms: &OutboundSms) -> Result<Handover, ChannelError> {
+        self.hang_if_slow(&sms.to).await;
         self.hand_over(Sent {
             from: sms.from.clone(),
             to: sms.to.clone(),
@@ -107,6 +121,7 @@ impl SmsSender for Provider {
 #[async_trait]
 impl EmailSender for Provider {
     async fn send_email(&self, email: &OutboundEmail) -> Result<Handover, ChannelError> {
+        self.hang_if_slow(&email.to).await;
         self.hand_over(Sent {
             from: email.from_name.clone(),
             to: email.to.clone(),
@@ -896,6 +911,35 @@ async fn a_recipient_nothing_reaches_is_failed_for_the_record_not_delivered() {
     .await;
     let delivery = f.message(f.d.principal, app_user, "In the app").await;
     f.delivered(delivery).await;
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hanging_hand_over_does_not_hold_up_the_deliveries_behind_it() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    f.provider.slow_for(PARENT_NUMBER, Duration::from_secs(4));
+    let slow = f.message(f.d.principal, f.d.parent, "This one hangs").await;
+    // Let the worker take the slow one before the next is queued.
+    f.until(
+        "the slow delivery queued",
+        |e| matches!(e, Event::DeliveryQueued(q) if q.delivery.delivery_id.as_uuid() == slow),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let homer = f.homer_by_email_with_a_phone().await;
+    let quick = f.message(f.d.principal, homer, "This one does not").await;
+    let arrived = f.delivered(quick).await;
+    let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    let slow_done = log.iter().position(|e| {
+        codec::decode(e).is_ok_and(
+            |e| matches!(e, Event::DeliveryDelivered(d) if d.delivery_id.as_uuid() == slow),
+        )
+    });
+    assert!(
+        slow_done.is_none_or(|i| log[i].position > arrived.position),
+        "the quick delivery waited for the hanging one"
+    );
+    f.delivered(slow).await;
     f.stop();
 }
 

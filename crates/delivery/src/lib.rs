@@ -57,9 +57,19 @@ pub enum RuntimeError {
     ReadModel(#[from] homeroom_projections::QueryError),
 }
 
-/// Takes batches from `queue` until `shutdown` and settles every item of a batch with
-/// `settle` (concurrently) before taking the next: the loop the reactor and the workers
-/// share. A bus that fails is asked again after `pause`; a closed one ends the loop.
+/// After this long with part of a batch still unsettled (a provider that hangs until its
+/// timeout), [`consume`] fills the room the settled items left from the bus, so one slow
+/// delivery never holds up the ones queued behind it. Shorter than any provider timeout,
+/// longer than a batch takes when nothing hangs (at saturation a batch settles in tens
+/// of milliseconds, and settling it whole before the next fetch measured fastest).
+const STRAGGLER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes batches of up to `batch` items from `queue` until `shutdown` and settles them
+/// with `settle`, concurrently: the loop the reactor and the workers share. A batch is
+/// settled before the next is taken, except that items still unsettled after
+/// [`STRAGGLER`] no longer hold up the rest: the free room is taken from the bus again.
+/// A bus that fails is asked again after `pause`; a closed one ends the loop. On
+/// `shutdown` nothing more is taken, and what is in hand is settled first.
 async fn consume<F, Fut>(
     queue: &dyn homeroom_bus::WorkQueue,
     batch: usize,
@@ -72,21 +82,54 @@ async fn consume<F, Fut>(
     F: Fn(homeroom_bus::WorkItem) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    use futures::StreamExt;
+    let batch = batch.max(1);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = false;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut fetching: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>> =
+        None;
+    // When the items in hand stop holding up the next fetch.
+    let mut patience = tokio::time::Instant::now();
     loop {
-        let fetched = tokio::select! {
-            fetched = queue.fetch(batch, poll) => fetched,
-            () = &mut shutdown => return,
-        };
-        match fetched {
-            Ok(items) => {
-                futures::future::join_all(items.into_iter().map(&settle)).await;
+        let room = batch.saturating_sub(in_flight.len());
+        let due = in_flight.is_empty() || tokio::time::Instant::now() >= patience;
+        if fetching.is_none() && !stopping && room > 0 && due {
+            fetching = Some(Box::pin(queue.fetch(room, poll)));
+        }
+        if stopping && in_flight.is_empty() {
+            return;
+        }
+        let waiting = fetching.is_none() && !stopping && room > 0 && !in_flight.is_empty();
+        tokio::select! {
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                fetching = None;
             }
-            Err(homeroom_bus::BusError::Closed) => return,
-            Err(error) => {
-                tracing::warn!(%error, who, "cannot take work from the bus; retrying");
-                tokio::time::sleep(pause).await;
+            fetched = async {
+                match fetching.as_mut() {
+                    Some(fetch) => fetch.await,
+                    None => std::future::pending().await,
+                }
+            }, if fetching.is_some() => {
+                fetching = None;
+                match fetched {
+                    Ok(items) => {
+                        in_flight.extend(items.into_iter().map(&settle));
+                        patience = tokio::time::Instant::now() + STRAGGLER;
+                    }
+                    Err(homeroom_bus::BusError::Closed) => stopping = true,
+                    Err(error) => {
+                        tracing::warn!(%error, who, "cannot take work from the bus; retrying");
+                        patience = tokio::time::Instant::now() + pause;
+                        if in_flight.is_empty() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
             }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            () = tokio::time::sleep_until(patience), if waiting => {}
         }
     }
 }
