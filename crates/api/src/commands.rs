@@ -179,29 +179,15 @@ pub(crate) async fn post_command(
     let Some(label) = known_command(&name) else {
         return Err(CommandParseError::UnknownCommand { name }.into());
     };
-    let result = run(&state, caller, label, &headers, body).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
+    // The command service counts what it decides; a request refused before it gets
+    // there is counted here.
+    let (ctx, command) = match prepare(&state, caller, label, &headers, body) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            state.metrics.record(label, error.code(), started.elapsed());
+            return Err(error);
+        }
     };
-    state.metrics.record(label, outcome, started.elapsed());
-    result
-}
-
-async fn run(
-    state: &ApiState,
-    caller: Caller,
-    name: &'static str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let bytes = body_bytes(body, state.limits.command_body)?;
-    let key = idempotency_key(headers)?;
-    let command = parse(name, command_body(&bytes)?)?;
-    let mut ctx = CommandContext::new(caller.district, caller.actor);
-    if let Some(key) = key {
-        ctx = ctx.with_command_id(key);
-    }
     let outcome = state.commands.execute(&ctx, &command).await?;
     let mut response = Json(CommandResult::from(&outcome)).into_response();
     if outcome.replayed {
@@ -211,6 +197,24 @@ async fn run(
         );
     }
     Ok(response)
+}
+
+/// The command a request carries, in its context, or why it carries none.
+fn prepare(
+    state: &ApiState,
+    caller: Caller,
+    name: &'static str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(CommandContext, Command), ApiError> {
+    let bytes = body_bytes(body, state.limits.command_body)?;
+    let key = idempotency_key(headers)?;
+    let command = parse(name, command_body(&bytes)?)?;
+    let mut ctx = CommandContext::new(caller.district, caller.actor);
+    if let Some(key) = key {
+        ctx = ctx.with_command_id(key);
+    }
+    Ok((ctx, command))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use homeroom_app::{CommandContext, CommandService};
 use homeroom_domain::Command;
 use schemars::JsonSchema;
 use serde::Serialize;
-use std::time::Instant;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The columns of a role-assignment file.
@@ -201,22 +201,21 @@ pub async fn import_rows(
         .map(|row| async move {
             let command = match row.command {
                 Ok(command) => command,
-                Err(problem) => return rejected(row.row, &problem),
+                Err(problem) => {
+                    // The command service counts what reaches it; a row refused before
+                    // is counted here, as the API counts a malformed request.
+                    if let Some(metrics) = metrics {
+                        metrics.record("AssignRole", problem.code(), Duration::ZERO);
+                    }
+                    return rejected(row.row, &problem);
+                }
             };
             let mut ctx = CommandContext::new(caller.district.clone(), caller.actor.clone());
             if let Some(key) = key {
                 ctx =
                     ctx.with_command_id(Uuid::new_v5(&key, format!("row-{}", row.row).as_bytes()));
             }
-            let started = Instant::now();
             let result = service.execute(&ctx, &command).await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.code(),
-            };
-            if let Some(metrics) = metrics {
-                metrics.record(command.name(), outcome, started.elapsed());
-            }
             match result {
                 Ok(done) => RowResult {
                     row: row.row,

@@ -93,6 +93,15 @@ impl Metrics {
     }
 }
 
+/// The command service counts every command it decides here (see
+/// [`homeroom_app::CommandMetrics`]); the API adds the requests refused before they
+/// reached it (an unreadable body, an unknown field).
+impl homeroom_app::CommandMetrics for Metrics {
+    fn record(&self, command: &'static str, outcome: &'static str, elapsed: Duration) {
+        Metrics::record(self, command, outcome, elapsed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,9 +86,12 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State over the services the composition root built, with fresh metrics and
-    /// default limits.
+    /// State over the services the composition root built, with fresh metrics (which
+    /// the command service counts every command in, unless it already counts them
+    /// elsewhere) and default limits.
     pub fn new(commands: Arc<CommandService>, queries: Arc<QueryService>, auth: TokenKeys) -> Self {
+        let metrics = Metrics::new();
+        commands.count_in(Arc::new(metrics.clone()));
         Self {
             store: commands.store().clone(),
             preview: Arc::new(
@@ -100,7 +103,7 @@ impl ApiState {
             commands,
             queries,
             auth: Arc::new(auth),
-            metrics: Metrics::new(),
+            metrics,
             limits: Limits::default(),
             webhooks: None,
         }

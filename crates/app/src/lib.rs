@@ -30,4 +30,4 @@ pub use error::CommandError;
 /// The shapes reads answer with (API.md's field names), as the read models build them.
 pub use homeroom_projections::queries as views;
 pub use queries::{QueryError, QueryService, Reader};
-pub use service::{CommandContext, CommandOutcome, CommandService, RecordedRef};
+pub use service::{CommandContext, CommandMetrics, CommandOutcome, CommandService, RecordedRef};

@@ -120,10 +120,20 @@ struct Loaded {
     read: Vec<(StreamId, u64)>,
 }
 
+/// Where the service counts what it decided: every command, whoever sent it (the API,
+/// an import, the delivery workers and reactor), once, by name and outcome (`ok` or
+/// the error's code), with how long it took.
+pub trait CommandMetrics: Send + Sync {
+    /// Counts one command.
+    fn record(&self, command: &'static str, outcome: &'static str, elapsed: std::time::Duration);
+}
+
 /// Decides commands and records their events. Cheap to share behind an `Arc`.
 pub struct CommandService {
     store: Arc<dyn EventStore>,
     cache: StateCache,
+    /// Set once by the composition root ([`CommandService::count_in`]).
+    metrics: std::sync::OnceLock<Arc<dyn CommandMetrics>>,
     in_flight: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     /// Commands to the same stream take turns here instead of racing to the store and
     /// losing on conflict; streams that share a stripe merely wait a little.
@@ -137,6 +147,7 @@ impl CommandService {
         Self {
             store,
             cache: StateCache::new(cache_capacity),
+            metrics: std::sync::OnceLock::new(),
             in_flight: Mutex::default(),
             stripes: (0..STREAM_STRIPES).map(|_| Default::default()).collect(),
             hasher: std::hash::RandomState::new(),
@@ -148,6 +159,12 @@ impl CommandService {
         &self.store
     }
 
+    /// Counts every command from now on in `metrics`. Only the first call takes effect:
+    /// one process has one set of figures.
+    pub fn count_in(&self, metrics: Arc<dyn CommandMetrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// Decides `command` and records what it decided.
     ///
     /// # Errors
@@ -157,6 +174,23 @@ impl CommandService {
     /// [`CommandError::Conflict`] when every retry lost the race for its stream;
     /// [`CommandError::Store`] / [`CommandError::Codec`] when the store fails.
     pub async fn execute(
+        &self,
+        ctx: &CommandContext,
+        command: &Command,
+    ) -> Result<CommandOutcome, CommandError> {
+        let started = std::time::Instant::now();
+        let result = self.execute_uncounted(ctx, command).await;
+        if let Some(metrics) = self.metrics.get() {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            };
+            metrics.record(command.name(), outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn execute_uncounted(
         &self,
         ctx: &CommandContext,
         command: &Command,

@@ -54,6 +54,33 @@ fn every_scenario_against_the_real_binary() {
     assert!(metrics
         .text
         .contains("homeroom_command_duration_seconds_bucket{command=\"RegisterSchool\""));
+    // The delivery runtime's commands are counted too, each once.
+    for line in [
+        r#"homeroom_commands_total{command="QueueDelivery",outcome="ok"}"#,
+        r#"homeroom_commands_total{command="RecordDeliveryOutcome",outcome="ok"}"#,
+    ] {
+        assert!(metrics.text.contains(line), "{line}: {}", metrics.text);
+    }
+    let posted = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with(
+                    r#"homeroom_commands_total{command="SendPersonalMessage",outcome="ok"}"#,
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = posted(&metrics.text);
+    let d = District::build(&api, "countville");
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        serde_json::json!({"recipient_id": d.teen, "body": "Counted once"}),
+    )
+    .ok();
+    assert_eq!(posted(&api.get("/metrics").text), before + 1, "not twice");
     let doc = api.get("/openapi.json");
     assert_eq!(doc.ok()["openapi"], "3.1.0");
     assert_eq!(api.get("/healthz").ok()["status"], "ok");
