@@ -104,6 +104,14 @@ pub fn sees_every_recipients_copy(viewer_kind: Option<PersonKind>) -> bool {
     matches!(viewer_kind, None | Some(PersonKind::Staff))
 }
 
+/// Whether a viewer sees which staff member wrote a message sent from the school's
+/// shared identity ("From: School"): staff and services do (the school inbox, oversight,
+/// records); to a family member or student it comes from the school, under the school's
+/// name, as its text did. `None` is a service.
+pub fn sees_who_wrote_for_the_school(viewer_kind: Option<PersonKind>) -> bool {
+    matches!(viewer_kind, None | Some(PersonKind::Staff))
+}
+
 /// The schools whose shared inbox `viewer` sees: where they hold `school_inbox`
 /// (every school of the district when they hold it district-wide). Empty when none.
 pub fn school_inboxes(district: &DistrictState, viewer: &PersonState) -> Vec<SchoolId> {

@@ -1054,12 +1054,27 @@ pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
     )
     .ok();
     // The school admin holds school_inbox and may.
-    d.by(
-        d.principal,
-        "StartConversation",
-        json!({"conversation_id": Uuid::now_v7(), "school_id": d.school, "participant_ids": [d.parent], "body": "From the school", "from": "school"}),
-    )
-    .ok();
+    let conversation = Uuid::now_v7();
+    let started = d
+        .by(
+            d.principal,
+            "StartConversation",
+            json!({"conversation_id": conversation, "school_id": d.school, "participant_ids": [d.parent], "body": "From the school", "from": "school"}),
+        )
+        .ok()
+        .clone();
+    // The family reads it as the school's, the staff as who wrote it.
+    let author = |person: Uuid| {
+        let token = api.token(&d.name, &person.to_string(), false);
+        let thread = api.read(
+            &token,
+            &format!("/v1/conversations/{conversation}?{}", after(&started)),
+        );
+        thread.ok()["messages"][0]["author_name"].clone()
+    };
+    assert_eq!(author(d.parent), "Lincoln Middle School");
+    assert_ne!(author(d.principal), "Lincoln Middle School");
+    assert!(author(d.principal).is_string());
 }
 
 /// A conversation holds at most 15 people, its starter included.

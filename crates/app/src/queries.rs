@@ -14,7 +14,7 @@ use crate::error::CommandError;
 use crate::live::Listener;
 use crate::service::CommandService;
 use homeroom_domain::visibility::{self, ConversationFacts, OversightReach, Viewer};
-use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId};
+use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId, SendAs};
 use homeroom_eventstore::{Position, StoreError};
 use homeroom_projections::queries::{
     AuditFilter, AuditPage, Conversation, ConversationExport, Inbox, Oversight, OversightFilter,
@@ -337,7 +337,45 @@ impl QueryService {
             },
         )
         .await?;
+        let mut conversation = conversation;
+        let viewer_kind = reader.actor.person_id().and_then(|viewer| {
+            conversation
+                .participants
+                .iter()
+                .find(|p| p.person_id == viewer)
+                .and_then(|p| p.kind)
+        });
+        if let Some(school) = self
+            .school_name_for(reader, viewer_kind, conversation.school_id)
+            .await?
+        {
+            for message in &mut conversation.messages {
+                if message.sent_as == SendAs::School {
+                    message.author_name = Some(school.clone());
+                }
+            }
+        }
         Ok(conversation)
+    }
+
+    /// The school's name when `viewer_kind` should see messages sent from the school
+    /// under it rather than under the staff member who wrote them
+    /// ([`visibility::sees_who_wrote_for_the_school`]); `None` when they see the author.
+    async fn school_name_for(
+        &self,
+        reader: &Reader,
+        viewer_kind: Option<PersonKind>,
+        school: SchoolId,
+    ) -> Result<Option<String>, QueryError> {
+        if viewer_kind.is_none() || visibility::sees_who_wrote_for_the_school(viewer_kind) {
+            return Ok(None);
+        }
+        let (district, _) = self
+            .commands
+            .directory(&reader.district, &[])
+            .await
+            .map_err(QueryError::Directory)?;
+        Ok(district.school(school).map(|s| s.name.clone()))
     }
 
     /// `GET /v1/conversations/{id}/export`: the whole conversation for a records
@@ -378,6 +416,13 @@ impl QueryService {
             if kind.is_some() && !visibility::sees_every_recipients_copy(kind) {
                 for message in &mut export.messages {
                     message.deliveries.retain(|d| d.recipient_id == viewer);
+                }
+            }
+            if let Some(school) = self.school_name_for(reader, kind, export.school_id).await? {
+                for message in &mut export.messages {
+                    if message.sent_as == SendAs::School {
+                        message.author_name = Some(school.clone());
+                    }
                 }
             }
         }
