@@ -111,6 +111,13 @@ pub enum AuthError {
     /// The `district` claim is not a district id.
     #[error("the token's district claim is not a district id: {0}")]
     BadDistrict(#[source] IdError),
+    /// `iat` is later than now (beyond the clock skew allowed): a token from the
+    /// future was not issued by a clock this deployment trusts.
+    #[error("the bearer token claims to be issued in the future (iat {iat})")]
+    IssuedInTheFuture {
+        /// The claimed issue time, in seconds since the Unix epoch.
+        iat: u64,
+    },
     /// `sub` is not a person id and the token has no `system` scope.
     #[error("the token's sub {sub:?} must be a person id (UUID) unless its scope is system")]
     BadSubject {
@@ -147,6 +154,9 @@ pub enum KeyFileError {
     Random(#[source] getrandom::Error),
 }
 
+/// The clock skew allowed between the issuer and this server, for `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 30;
+
 /// The instance's signing key, ready to sign and verify tokens.
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -165,7 +175,9 @@ impl TokenKeys {
     pub fn from_secret(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
+        // A token whose `nbf` is still ahead is not valid yet.
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -222,6 +234,15 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(AuthError::Invalid)?;
+        if let Some(iat) = data.claims.iat {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if iat > now.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::IssuedInTheFuture { iat });
+            }
+        }
         Caller::from_claims(&data.claims)
     }
 }
@@ -354,6 +375,45 @@ mod tests {
             ))
             .unwrap();
         assert!(matches!(keys.verify(&token), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_or_issued_in_the_future_is_refused() {
+        #[derive(Serialize)]
+        struct WithNbf {
+            #[serde(flatten)]
+            claims: Claims,
+            nbf: u64,
+        }
+        let keys = TokenKeys::from_secret(&[7; 32]);
+        let claims = Claims::new(&district(), "sis", true, Duration::from_secs(7200));
+        let now = claims.iat.unwrap();
+        let early = WithNbf {
+            claims: claims.clone(),
+            nbf: now + 3000,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &early, &keys.encoding).unwrap();
+        assert!(matches!(keys.verify(&token), Err(AuthError::Invalid(_))));
+        let due = WithNbf {
+            claims: claims.clone(),
+            nbf: now,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &due, &keys.encoding).unwrap();
+        assert!(keys.verify(&token).is_ok(), "nbf reached");
+        let mut future = claims.clone();
+        future.iat = Some(now + 3000);
+        assert!(matches!(
+            keys.verify(&keys.issue(&future).unwrap()),
+            Err(AuthError::IssuedInTheFuture { .. })
+        ));
+        let mut skewed = claims;
+        skewed.iat = Some(now + 10);
+        assert!(
+            keys.verify(&keys.issue(&skewed).unwrap()).is_ok(),
+            "within the skew"
+        );
     }
 
     #[test]
