@@ -943,6 +943,72 @@ async fn one_hanging_hand_over_does_not_hold_up_the_deliveries_behind_it() {
     f.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reacting_to_the_whole_log_again_records_no_reaction_twice() {
+    // A reactor whose queue lost its checkpoint reacts to every event from the start:
+    // the SMS lines must not point back at the conversations that texted first.
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let first = f.message(f.d.principal, f.d.parent, "First").await;
+    f.delivered(first).await;
+    let later = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": later, "school_id": f.d.school, "participant_ids": [f.d.parent],
+                   "body": "Later", "from": "school"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(started.delivery_ids[0].as_uuid()).await;
+    let lines = |log: &[RecordedEvent]| {
+        log.iter()
+            .filter(|e| e.event_type == "sms_line_used")
+            .count()
+    };
+    // Wait for both lines, then replay every reaction on a fresh queue.
+    f.until(
+        "the second SMS line",
+        |e| matches!(e, Event::SmsLineUsed(l) if l.conversation_id.as_uuid() == later),
+    )
+    .await;
+    let before = f.store.read_all(Position::START, 100_000).await.unwrap();
+    let before_lines = lines(&before);
+    assert!(before_lines >= 2, "{before_lines} lines");
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<dyn EventStore> = f.store.clone();
+    let again = InProcessQueue::open(
+        shared,
+        &dir.path().join("lost.checkpoint"),
+        REACTS_TO,
+        InProcessConfig::default(),
+    )
+    .unwrap();
+    let reactor = Reactor::new(f.d.service.clone(), ReactorConfig::default());
+    let q: Arc<dyn WorkQueue> = Arc::new(again.clone());
+    tokio::spawn(async move { reactor.run(q, std::future::pending()).await });
+    let head = before.last().unwrap().position;
+    tokio::time::timeout(PATIENCE, async {
+        while again.checkpoint() < head {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the replaying reactor caught up");
+    again.close();
+    let after = f.store.read_all(Position::START, 100_000).await.unwrap();
+    assert_eq!(lines(&after), before_lines, "no line recorded twice");
+    let received = f
+        .reply(PARENT_NUMBER, school_number().as_str(), "Which one?")
+        .await;
+    assert!(
+        matches!(received.route, InboundRoute::Conversation { conversation_id, .. } if conversation_id.as_uuid() == later),
+        "the reply goes to the conversation that texted last: {:?}",
+        received.route
+    );
+    f.stop();
+}
+
 fn rate_limited() -> Result<Handover, ChannelError> {
     Err(ChannelError::Refused {
         code: "20429".into(),

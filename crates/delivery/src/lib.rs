@@ -141,6 +141,28 @@ fn district_of(event: &RecordedEvent) -> Result<DistrictId, RuntimeError> {
     })
 }
 
+/// [`react`] for a reaction that is not idempotent by itself (noting which conversation
+/// last texted a number, marking an address failing or usable again): its command id
+/// derives from the event it reacts to, so reacting to that event again (a queue
+/// replaying from an older checkpoint, or from the start when its checkpoint is lost)
+/// answers the first result and records nothing. Run again, `RecordSmsSent` for an old
+/// text would point the number's replies back at an old conversation.
+async fn react_once(
+    commands: &CommandService,
+    district: &DistrictId,
+    cause: &RecordedEvent,
+    command: impl Into<Command>,
+) -> Result<CommandOutcome, CommandError> {
+    let command = command.into();
+    let mut ctx =
+        CommandContext::new(district.clone(), Actor::System(SERVICE.to_owned())).with_command_id(
+            uuid::Uuid::new_v5(&cause.event_id, command.name().as_bytes()),
+        );
+    ctx.correlation_id = Some(cause.metadata.correlation_id);
+    ctx.causation_id = Some(cause.event_id);
+    commands.execute(&ctx, &command).await
+}
+
 /// Runs `command` as the delivery service in `district`, caused by `cause` (so the audit
 /// trail links the reaction to what it reacted to).
 async fn react(

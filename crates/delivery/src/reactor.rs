@@ -12,7 +12,7 @@
 //! Each reaction decides to do nothing when it was already done, so a replayed or
 //! redelivered event converges on the same log.
 
-use crate::{consume, district_of, react, RuntimeError};
+use crate::{consume, district_of, react, react_once, RuntimeError};
 use homeroom_app::codec;
 use homeroom_app::{CommandError, CommandService};
 use homeroom_bus::{WorkItem, WorkQueue};
@@ -263,10 +263,10 @@ impl Reactor {
         };
         if permanent && plan.channel != Channel::App {
             if let Some(address) = &plan.address {
-                react(
+                react_once(
                     &self.commands,
                     district,
-                    Some(cause),
+                    cause,
                     MarkContactPointFailing {
                         person_id: plan.recipient_id,
                         address: address.clone(),
@@ -333,10 +333,10 @@ impl Reactor {
         else {
             return Ok(());
         };
-        react(
+        react_once(
             &self.commands,
             district,
-            Some(cause),
+            cause,
             RecordSmsSent {
                 our_number: ours,
                 their_number: theirs,
@@ -404,10 +404,10 @@ impl Reactor {
         let Some(last) = line.last_sent() else {
             return Ok(());
         };
-        let reset = react(
+        let reset = react_once(
             &self.commands,
             district,
-            Some(cause),
+            cause,
             ResetContactPoint {
                 person_id: last.recipient_id,
                 address: theirs.to_string(),
