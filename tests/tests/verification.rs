@@ -190,3 +190,43 @@ async fn an_event_rewritten_with_its_hash_recomputed_is_found_by_the_trail() {
         .unwrap();
     assert_eq!(found.broken, vec![(last.stream.clone(), last.version)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_of_the_audit_trail_edited_under_its_old_hash_is_found() {
+    let Logged {
+        _dir,
+        store,
+        sent,
+        trail,
+        ..
+    } = Logged::start("trailedit", "The trip costs $20").await;
+    // Someone with the read-model file rewrites what the trail says was sent and by
+    // whom, leaving the hash as it was: GET /v1/audit would serve the forgery.
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(_dir.path().join("read.sqlite"))
+        .connect()
+        .await
+        .unwrap();
+    let table: String = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'audit_events%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let last = sent.events.last().unwrap();
+    let changed = sqlx::query(&format!(
+        "UPDATE {table} SET data = replace(data, '$20', '$200'), actor = 'someone-else'
+         WHERE stream = ? AND version = ?"
+    ))
+    .bind(&last.stream)
+    .bind(i64::try_from(last.version).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let found = verify(&*store, Some(&trail), Some("trailedit"))
+        .await
+        .unwrap();
+    assert_eq!(found.broken, vec![(last.stream.clone(), last.version)]);
+}

@@ -13,7 +13,7 @@
 
 use homeroom_eventstore::hash::LogVerifier;
 use homeroom_eventstore::{EventReader, Position, RecordedEvent, StoreError};
-use homeroom_projections::queries::TrailEntry;
+use homeroom_projections::queries::AuditEvent;
 use homeroom_projections::ReadModels;
 use std::collections::{HashMap, VecDeque};
 
@@ -117,7 +117,7 @@ pub async fn verify<R: EventReader + ?Sized>(
 /// Where one district's trail is being read.
 struct TrailCursor {
     district: String,
-    page: VecDeque<TrailEntry>,
+    page: VecDeque<AuditEvent>,
     after: Option<Position>,
     exhausted: bool,
 }
@@ -137,7 +137,7 @@ impl TrailCursor {
         &mut self,
         trail: &ReadModels,
         up_to: Position,
-    ) -> Result<Option<&TrailEntry>, VerifyError> {
+    ) -> Result<Option<&AuditEvent>, VerifyError> {
         if self.page.is_empty() && !self.exhausted {
             let limit = i64::try_from(PAGE).unwrap_or(i64::MAX);
             let next = trail
@@ -154,7 +154,7 @@ impl TrailCursor {
         &mut self,
         trail: &ReadModels,
         up_to: Position,
-    ) -> Result<Option<TrailEntry>, VerifyError> {
+    ) -> Result<Option<AuditEvent>, VerifyError> {
         self.peek(trail, up_to).await?;
         Ok(self.page.pop_front())
     }
@@ -179,10 +179,7 @@ impl TrailCursor {
                 continue;
             }
             if entry.position == event.position {
-                let same = entry.hash == event.hash
-                    && entry.stream == event.stream.as_str()
-                    && entry.version == event.version;
-                if !same {
+                if !agrees(entry, event) {
                     disagreements.push((event.stream.to_string(), event.version));
                 }
                 self.page.pop_front();
@@ -195,6 +192,29 @@ impl TrailCursor {
     }
 }
 
-fn broken_at(entry: &TrailEntry) -> (String, u64) {
+/// Whether the trail holds `event` exactly as the log does: every field, not only its
+/// hash, so a row of the trail edited in place (another text, another author under the
+/// old hash) is caught as surely as an event of the log rewritten.
+fn agrees(entry: &AuditEvent, event: &RecordedEvent) -> bool {
+    let m = &event.metadata;
+    entry.hash == event.hash
+        && entry.prev_hash == event.prev_hash
+        && entry.stream == event.stream.as_str()
+        && entry.version == event.version
+        && entry.event_id == event.event_id
+        && entry.event_type == event.event_type
+        && entry.schema_version == event.schema_version
+        && entry.data == event.data
+        // Both engines keep microseconds.
+        && entry.recorded_at.timestamp_micros() == event.recorded_at.timestamp_micros()
+        && entry.district == m.district
+        && entry.actor == m.actor
+        && entry.school == m.school
+        && entry.correlation_id == m.correlation_id
+        && entry.causation_id == m.causation_id
+        && entry.command_id == m.command_id
+}
+
+fn broken_at(entry: &AuditEvent) -> (String, u64) {
     (entry.stream.clone(), entry.version)
 }

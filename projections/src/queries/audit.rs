@@ -1,11 +1,44 @@
 //! The audit trail.
 
-use super::{time, uuid, AuditEvent, AuditFilter, AuditPage, ReadModels, Snapshot, TrailEntry};
+use super::{time, uuid, AuditEvent, AuditFilter, AuditPage, ReadModels, Snapshot};
 use crate::db::{position_columns, position_from, Builder};
 use crate::error::QueryError;
 use crate::models::audit;
 use homeroom_domain::DistrictId;
 use homeroom_eventstore::Position;
+
+/// Every column of an audit row, in the order [`audit_event`] reads them.
+const AUDIT_COLUMNS: &str = "district, pos_commit, pos_sequence, event_id, stream, version, type,
+    schema_version, recorded_at, actor, school, correlation_id, causation_id, command_id, hash,
+    prev_hash, data";
+
+/// One audit row as an [`AuditEvent`].
+fn audit_event(row: &crate::db::Row) -> Result<AuditEvent, QueryError> {
+    let position = position_from(row.get("pos_commit")?, row.get("pos_sequence")?)
+        .ok_or(QueryError::Corrupt("position"))?;
+    let data: String = row.get("data")?;
+    let version: i64 = row.get("version")?;
+    let schema_version: i64 = row.get("schema_version")?;
+    Ok(AuditEvent {
+        position,
+        stream: row.get("stream")?,
+        version: u64::try_from(version).map_err(|_| QueryError::Corrupt("version"))?,
+        event_type: row.get("type")?,
+        recorded_at: time(row, "recorded_at")?,
+        actor: row.get("actor")?,
+        district: row.get("district")?,
+        correlation_id: uuid(row, "correlation_id")?,
+        causation_id: uuid(row, "causation_id")?,
+        hash: row.get("hash")?,
+        prev_hash: row.get("prev_hash")?,
+        data: serde_json::from_str(&data).map_err(|_| QueryError::Corrupt("event data"))?,
+        event_id: uuid(row, "event_id")?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| QueryError::Corrupt("schema version"))?,
+        school: row.get("school")?,
+        command_id: uuid(row, "command_id")?,
+    })
+}
 
 impl ReadModels {
     /// Every event of `district` matching `filter`, in position order: `stream` and
@@ -25,12 +58,9 @@ impl ReadModels {
             n => i64::from(n.min(1000)),
         };
         let mut s = Snapshot::open(&self.db, &[audit::NAME]).await?;
-        let mut q = Builder::new(s.sql(
-            "SELECT district, pos_commit, pos_sequence, event_id, stream, version, type,
-                    schema_version, recorded_at, actor, school, correlation_id, causation_id,
-                    command_id, hash, prev_hash, data
-             FROM audit_events{audit} WHERE district = ",
-        ));
+        let mut q = Builder::new(s.sql(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events{{audit}} WHERE district = "
+        )));
         q.push_bind(district.as_str().to_owned());
         if let Some(stream) = &filter.stream {
             q.push(" AND stream = ");
@@ -59,30 +89,7 @@ impl ReadModels {
         let more = rows.len() > limit;
         let mut events = Vec::with_capacity(rows.len().min(limit));
         for row in rows.iter().take(limit) {
-            let position = position_from(row.get("pos_commit")?, row.get("pos_sequence")?)
-                .ok_or(QueryError::Corrupt("position"))?;
-            let data: String = row.get("data")?;
-            let version: i64 = row.get("version")?;
-            let schema_version: i64 = row.get("schema_version")?;
-            events.push(AuditEvent {
-                position,
-                stream: row.get("stream")?,
-                version: u64::try_from(version).map_err(|_| QueryError::Corrupt("version"))?,
-                event_type: row.get("type")?,
-                recorded_at: time(row, "recorded_at")?,
-                actor: row.get("actor")?,
-                district: row.get("district")?,
-                correlation_id: uuid(row, "correlation_id")?,
-                causation_id: uuid(row, "causation_id")?,
-                hash: row.get("hash")?,
-                prev_hash: row.get("prev_hash")?,
-                data: serde_json::from_str(&data).map_err(|_| QueryError::Corrupt("event data"))?,
-                event_id: uuid(row, "event_id")?,
-                schema_version: u32::try_from(schema_version)
-                    .map_err(|_| QueryError::Corrupt("schema version"))?,
-                school: row.get("school")?,
-                command_id: uuid(row, "command_id")?,
-            });
+            events.push(audit_event(row)?);
         }
         let next = if more {
             events.last().map(|e| e.position)
@@ -92,8 +99,8 @@ impl ReadModels {
         Ok(AuditPage { events, next })
     }
 
-    /// One page of `district`'s audit trail in log order, lean (position, stream,
-    /// version, hash): what verification compares with the log itself. Entries after
+    /// One page of `district`'s audit trail in log order, every column of each event:
+    /// what verification compares with the log itself, field by field. Entries after
     /// `after` and at or before `up_to`, at most `limit`.
     ///
     /// # Errors
@@ -104,12 +111,11 @@ impl ReadModels {
         after: Option<Position>,
         up_to: Position,
         limit: i64,
-    ) -> Result<Vec<TrailEntry>, QueryError> {
+    ) -> Result<Vec<AuditEvent>, QueryError> {
         let mut s = Snapshot::open(&self.db, &[audit::NAME]).await?;
-        let mut q = Builder::new(s.sql(
-            "SELECT pos_commit, pos_sequence, stream, version, hash FROM audit_events{audit}
-             WHERE district = ",
-        ));
+        let mut q = Builder::new(s.sql(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events{{audit}} WHERE district = "
+        )));
         q.push_bind(district.to_owned());
         if let Some(after) = after {
             push_position_bound(&mut q, ">", after)?;
@@ -119,14 +125,7 @@ impl ReadModels {
         q.push_bind(limit);
         let mut entries = Vec::new();
         for row in q.build().fetch_all(&mut s.tx).await? {
-            let version: i64 = row.get("version")?;
-            entries.push(TrailEntry {
-                position: position_from(row.get("pos_commit")?, row.get("pos_sequence")?)
-                    .ok_or(QueryError::Corrupt("position"))?,
-                stream: row.get("stream")?,
-                version: u64::try_from(version).map_err(|_| QueryError::Corrupt("version"))?,
-                hash: row.get("hash")?,
-            });
+            entries.push(audit_event(&row)?);
         }
         Ok(entries)
     }

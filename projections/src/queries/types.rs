@@ -455,17 +455,3 @@ pub struct PersonView {
     /// Their language.
     pub language: String,
 }
-
-/// One event as the audit trail recorded it, for comparing the trail with the log
-/// ([`ReadModels::audit_trail_page`](super::ReadModels::audit_trail_page)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrailEntry {
-    /// Where it is in the log.
-    pub position: homeroom_eventstore::Position,
-    /// Its stream.
-    pub stream: String,
-    /// Its version in the stream.
-    pub version: u64,
-    /// Its hash as recorded.
-    pub hash: String,
-}
