@@ -111,17 +111,17 @@ impl DeliveryState {
     }
 
     /// Whether the provider reported an SMS sent or delivered that the worker never
-    /// reported handing over, because its request went unanswered (a timeout) and the
-    /// status callback came first. The number and text it went with are then unknown,
-    /// and without the number a reply cannot be routed; sending again with the same
-    /// idempotency key ([`DeliveryState::send_key`]) gets the provider's answer without
-    /// a second text.
+    /// reported handing over: its request went unanswered (a timeout, a worker killed
+    /// mid-request) and the status callback came first. The number and text it went
+    /// with are then unknown, and without the number a reply cannot be routed; sending
+    /// again with the same idempotency key ([`DeliveryState::send_key`]: a failed
+    /// attempt after the callback is not recorded, so the key is still the one the
+    /// provider took) gets the provider's answer without a second text.
     pub fn lacks_hand_over_report(&self) -> bool {
         matches!(
             self.status,
             Some(DeliveryStatus::Sent | DeliveryStatus::Delivered)
         ) && !self.handed_over
-            && self.key_of != 0
             && self.plan.as_ref().map(|p| p.channel) == Some(crate::values::Channel::Sms)
     }
 }

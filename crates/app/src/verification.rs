@@ -218,3 +218,108 @@ fn agrees(entry: &AuditEvent, event: &RecordedEvent) -> bool {
 fn broken_at(entry: &AuditEvent) -> (String, u64) {
     (entry.stream.clone(), entry.version)
 }
+
+/// What checking an export of the log (`homeroom audit export`) against the log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportCheck {
+    /// Events of the export checked.
+    pub checked: u64,
+    /// Exported events whose hash does not recompute from their own fields, or does
+    /// not link to the event before them in the export: the file itself was altered.
+    pub altered_in_file: Vec<(String, u64)>,
+    /// Exported events the log holds otherwise (any field): the log was rewritten
+    /// since the export, even if its hashes were recomputed.
+    pub changed_in_log: Vec<(String, u64)>,
+    /// Exported events the log no longer holds at their position.
+    pub missing_from_log: Vec<(String, u64)>,
+}
+
+impl ExportCheck {
+    /// Whether the export and the log agree on every exported event.
+    pub fn holds(&self) -> bool {
+        self.altered_in_file.is_empty()
+            && self.changed_in_log.is_empty()
+            && self.missing_from_log.is_empty()
+    }
+}
+
+/// Compares an export, kept apart from the instance (another machine, write-once
+/// storage), with the log as it is now: what proves, years later, that the log still
+/// says what it said then. The export is checked on its own first (each event's hash
+/// recomputed from its fields, each chained to the one before it in its stream), then
+/// event by event against the log, both in log order, in one pass over the log.
+pub struct ExportChecker<'a, R: EventReader + ?Sized> {
+    log: &'a R,
+    page: VecDeque<RecordedEvent>,
+    after: Position,
+    exhausted: bool,
+    last_hash: HashMap<String, (u64, String)>,
+    found: ExportCheck,
+}
+
+impl<'a, R: EventReader + ?Sized> ExportChecker<'a, R> {
+    /// A check against `log`, before any exported event.
+    pub fn new(log: &'a R) -> Self {
+        Self {
+            log,
+            page: VecDeque::new(),
+            after: Position::START,
+            exhausted: false,
+            last_hash: HashMap::new(),
+            found: ExportCheck::default(),
+        }
+    }
+
+    /// Checks the next exported event (they come in log order, as exported).
+    ///
+    /// # Errors
+    /// [`VerifyError::Store`] when the log cannot be read.
+    pub async fn check(&mut self, exported: &RecordedEvent) -> Result<(), VerifyError> {
+        self.found.checked += 1;
+        let at = (exported.stream.to_string(), exported.version);
+        let chained = match self.last_hash.get(exported.stream.as_str()) {
+            Some((version, hash)) if *version + 1 == exported.version => {
+                *hash == exported.prev_hash
+            }
+            _ => true,
+        };
+        if !chained || homeroom_eventstore::hash::recompute(exported) != exported.hash {
+            self.found.altered_in_file.push(at.clone());
+        }
+        self.last_hash.insert(
+            exported.stream.to_string(),
+            (exported.version, exported.hash.clone()),
+        );
+        loop {
+            if self.page.is_empty() && !self.exhausted {
+                let next = self.log.read_all(self.after, PAGE).await?;
+                self.exhausted = next.len() < PAGE;
+                if let Some(last) = next.last() {
+                    self.after = last.position;
+                }
+                self.page.extend(next);
+            }
+            match self.page.front() {
+                Some(event) if event.position < exported.position => {
+                    self.page.pop_front();
+                }
+                Some(event) if event.position == exported.position => {
+                    if event != exported {
+                        self.found.changed_in_log.push(at);
+                    }
+                    self.page.pop_front();
+                    return Ok(());
+                }
+                _ => {
+                    self.found.missing_from_log.push(at);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// What the check found.
+    pub fn finish(self) -> ExportCheck {
+        self.found
+    }
+}

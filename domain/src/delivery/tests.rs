@@ -488,11 +488,21 @@ fn a_text_reported_sent_by_the_provider_alone_is_asked_for_again_then_recorded()
         .fold(DeliveryState::default(), evolve);
     assert!(!state.lacks_hand_over_report());
     assert_eq!(state.status(), Some(DeliveryStatus::Delivered));
-    let answered = [queued(), sent()]
+    // The callback before any failed attempt (the request still out, or timed out
+    // after the callback: that failure is not recorded, the status having moved on):
+    // asked again under the first attempt's key.
+    let early = [queued(), sent()]
         .iter()
         .fold(DeliveryState::default(), evolve);
-    assert!(
-        !answered.lacks_hand_over_report(),
-        "the worker's own report is still to come"
-    );
+    assert!(early.lacks_hand_over_report());
+    assert_eq!(early.send_key(), 1);
+    given([queued(), sent()])
+        .acting_as_system()
+        .when(RecordFailedAttempt {
+            delivery_id: id(),
+            attempt: 1,
+            error: "timed out".to_owned(),
+            unanswered: true,
+        })
+        .then_nothing();
 }
