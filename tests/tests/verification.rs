@@ -230,3 +230,78 @@ async fn a_row_of_the_audit_trail_edited_under_its_old_hash_is_found() {
         .unwrap();
     assert_eq!(found.broken, vec![(last.stream.clone(), last.version)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_kept_apart_shows_a_log_rewritten_since_with_its_hashes_recomputed() {
+    use homeroom_app::verification::ExportChecker;
+    let Logged {
+        _dir,
+        sqlite,
+        store,
+        sent,
+        ..
+    } = Logged::start("exportville", "The trip costs $20").await;
+    let export: Vec<_> = store
+        .read_all(homeroom_eventstore::Position::START, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.district == "exportville")
+        .collect();
+    let check = |export: Vec<homeroom_eventstore::RecordedEvent>| {
+        let store = store.clone();
+        async move {
+            let mut checker = ExportChecker::new(&*store);
+            for event in &export {
+                checker.check(event).await.unwrap();
+            }
+            checker.finish()
+        }
+    };
+    let found = check(export.clone()).await;
+    assert!(found.holds(), "{found:?}");
+    assert_eq!(found.checked, export.len() as u64);
+
+    // The file itself altered: its hash no longer recomputes.
+    let last = sent.events.last().unwrap();
+    let mut doctored = export.clone();
+    let forged = doctored
+        .iter_mut()
+        .find(|e| e.stream.as_str() == last.stream && e.version == last.version)
+        .unwrap();
+    forged.data["body"] = json!("The trip is free");
+    let found = check(doctored).await;
+    assert_eq!(
+        found.altered_in_file,
+        vec![(last.stream.clone(), last.version)]
+    );
+
+    // The log rewritten behind the store's back, its hash recomputed so its chain
+    // holds: the export kept apart still shows it.
+    let stream = homeroom_eventstore::StreamId::parse(&last.stream).unwrap();
+    let mut stored = store
+        .read_stream(&stream, last.version - 1, 1)
+        .await
+        .unwrap();
+    let mut rewritten = stored.remove(0);
+    rewritten.data["body"] = json!("The trip costs $200");
+    let hash = homeroom_eventstore::hash::recompute(&rewritten);
+    behind_its_back(
+        &sqlite,
+        "UPDATE events SET data = ?, hash = ? WHERE position = ?",
+        &[&rewritten.data.to_string(), &hash],
+        i64::try_from(sent.position.sequence).unwrap(),
+    )
+    .await;
+    assert!(verify(&*store, None, Some("exportville"))
+        .await
+        .unwrap()
+        .broken
+        .is_empty());
+    let found = check(export).await;
+    assert!(found.altered_in_file.is_empty());
+    assert_eq!(
+        found.changed_in_log,
+        vec![(last.stream.clone(), last.version)]
+    );
+}

@@ -154,6 +154,23 @@ enum AuditCmd {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Write a district's whole log as JSON lines, every event with every field its hash
+    /// covers, to keep apart from the instance (write-once storage) for `check-export`.
+    Export {
+        /// The district.
+        #[arg(long)]
+        district: String,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Check an export (`audit export`) on its own (every hash recomputed, every chain
+    /// linked) and against the log as it is now; exits 3 when they disagree.
+    CheckExport {
+        /// The export file (JSON lines).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +262,12 @@ fn main() -> ExitCode {
             Cmd::Audit {
                 what: AuditCmd::Unrouted { instance },
             } => run::audit_unrouted(&instance).await,
+            Cmd::Audit {
+                what: AuditCmd::Export { district, instance },
+            } => run::audit_export(&district, &instance).await,
+            Cmd::Audit {
+                what: AuditCmd::CheckExport { file, instance },
+            } => run::audit_check_export(&file, &instance).await,
             Cmd::Migrate {
                 what: MigrateCmd::SqliteToPostgres { to, instance },
             } => run::migrate_sqlite_to_postgres(&to, &instance).await,

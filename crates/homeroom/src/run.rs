@@ -59,6 +59,16 @@ pub enum RunError {
     /// `audit verify` could not read the log.
     #[error(transparent)]
     Verify(#[from] homeroom_app::verification::VerifyError),
+    /// An audit export could not be read.
+    #[error("{}:{line}: not an exported event: {reason}", file.display())]
+    Export {
+        /// The file.
+        file: PathBuf,
+        /// Its line (0: the file itself).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -684,6 +694,110 @@ pub async fn audit_unrouted(args: &InstanceArgs) -> Result<ExitCode, RunError> {
     instance.close().await;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `homeroom audit export --district D`: every event of the district, read from the log
+/// itself, one JSON object a line exactly as recorded (`RecordedEvent`: data, metadata
+/// with the command digest, recorded time, previous hash and hash), in log order.
+///
+/// # Errors
+/// [`RunError`] when the district is not one or the store cannot be read.
+pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCode, RunError> {
+    use homeroom_eventstore::Position;
+    const PAGE: usize = 1_000;
+    if district != DistrictId::UNROUTED {
+        DistrictId::parse(district).map_err(RunError::District)?;
+    }
+    let instance = Instance::open(existing_instance(args)?).await?;
+    let store = instance.shared_store();
+    let mut after = Position::START;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = 'pages: loop {
+        let page = match store.read_all(after, PAGE).await {
+            Ok(page) => page,
+            Err(error) => break Err(error),
+        };
+        for e in page.iter().filter(|e| e.metadata.district == district) {
+            let line = serde_json::to_string(e).unwrap_or_default();
+            // A closed pipe ends the export, not in an error.
+            if writeln!(out, "{line}").is_err() {
+                break 'pages Ok(());
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.position,
+            _ => break Ok(()),
+        }
+    };
+    let _ = out.flush();
+    instance.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `homeroom audit check-export FILE`: the export on its own and against the log now
+/// ([`homeroom_app::verification::ExportChecker`]); exits 3 when they disagree, naming
+/// each event.
+///
+/// # Errors
+/// [`RunError`] when the file cannot be read or holds a line that is not an exported
+/// event, or the store cannot be read.
+pub async fn audit_check_export(
+    file: &std::path::Path,
+    args: &InstanceArgs,
+) -> Result<ExitCode, RunError> {
+    use std::io::BufRead;
+    let reader = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .map_err(|source| RunError::Export {
+            file: file.to_owned(),
+            line: 0,
+            reason: source.to_string(),
+        })?;
+    let instance = Instance::open(existing_instance(args)?).await?;
+    let store = instance.shared_store();
+    let mut checker = homeroom_app::verification::ExportChecker::new(&*store);
+    let mut outcome = Ok(());
+    for (n, line) in reader.lines().enumerate() {
+        let failed = |reason: String| RunError::Export {
+            file: file.to_owned(),
+            line: n + 1,
+            reason,
+        };
+        let event = match line
+            .map_err(|e| failed(e.to_string()))
+            .and_then(|l| serde_json::from_str(&l).map_err(|e| failed(e.to_string())))
+        {
+            Ok(event) => event,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        };
+        if let Err(error) = checker.check(&event).await {
+            outcome = Err(error.into());
+            break;
+        }
+    }
+    instance.close().await;
+    outcome?;
+    let found = checker.finish();
+    println!("checked {} exported events", found.checked);
+    for (what, events) in [
+        ("ALTERED IN THE FILE", &found.altered_in_file),
+        ("CHANGED IN THE LOG", &found.changed_in_log),
+        ("MISSING FROM THE LOG", &found.missing_from_log),
+    ] {
+        for (stream, version) in events {
+            println!("{what}: {stream} version {version}");
+        }
+    }
+    if found.holds() {
+        println!("the log holds every exported event as exported");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(3))
+    }
 }
 
 /// `homeroom migrate sqlite-to-postgres --to URL`: the instance's SQLite log into
