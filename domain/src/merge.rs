@@ -19,8 +19,9 @@ pub const MERGE_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MergeValues<'a> {
     /// The student the message is about: the recipient itself for a student; for a
-    /// guardian, their students taking part in the conversation, else all their
-    /// students ("Dennis and Mia"); the recipient's own name otherwise.
+    /// guardian, their students taking part in the conversation, else those at the
+    /// conversation's school, else all ("Dennis and Mia"); the recipient's own name
+    /// otherwise.
     pub student_name: &'a str,
     /// The recipient's name.
     pub recipient_name: &'a str,

@@ -98,32 +98,39 @@ fn person(facts: &Facts, id: PersonId) -> Result<&PersonState, ConversationError
 }
 
 /// The `{student_name}` of a recipient: a student's own name; for a guardian, the
-/// students they speak for who take part in the conversation, else every student they
-/// speak for ("Dennis and Maria": a parent of two is not written to about only the
-/// first); for anyone else, their own name.
+/// students they speak for who take part in the conversation, else every student of
+/// the conversation's school they speak for ("Dennis and Maria": a parent of two is
+/// not written to about only the first, nor about a child at another school), else
+/// all of them; for anyone else, their own name.
 fn student_name<'f>(
     recipient: &'f PersonState,
     facts: &'f Facts,
     participants: &[PersonId],
+    school: SchoolId,
 ) -> Result<Cow<'f, str>, ConversationError> {
     let linked = recipient.linked_students();
     if recipient.kind() != Some(PersonKind::Guardian) || linked.is_empty() {
         return Ok(Cow::Borrowed(recipient.name()));
     }
-    let taking_part: Vec<PersonId> = linked
+    let students: Vec<&PersonState> = linked
         .iter()
-        .filter(|s| participants.contains(s))
+        .map(|s| person(facts, *s))
+        .collect::<Result<_, _>>()?;
+    let taking_part: Vec<&PersonState> = students
+        .iter()
         .copied()
+        .filter(|s| s.id().is_some_and(|id| participants.contains(&id)))
         .collect();
-    let students = if taking_part.is_empty() {
-        linked
-    } else {
-        &taking_part[..]
-    };
-    let names = students
+    let at_school: Vec<&PersonState> = students
         .iter()
-        .map(|s| person(facts, *s).map(PersonState::name))
-        .collect::<Result<Vec<_>, _>>()?;
+        .copied()
+        .filter(|s| s.school_ids().contains(&school))
+        .collect();
+    let chosen = [taking_part, at_school]
+        .into_iter()
+        .find(|group| !group.is_empty())
+        .unwrap_or(students);
+    let names: Vec<&str> = chosen.iter().map(|s| s.name()).collect();
     Ok(match names.as_slice() {
         [one] => Cow::Borrowed(*one),
         [init @ .., last] => Cow::Owned(format!("{} and {last}", init.join(", "))),
@@ -150,7 +157,7 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
     for recipient_id in &draft.recipients {
         let recipient = person(facts, *recipient_id)?;
         let student = if needs_student {
-            student_name(recipient, facts, &draft.recipients)?
+            student_name(recipient, facts, &draft.recipients, draft.school_id)?
         } else {
             Cow::Borrowed(recipient.name())
         };

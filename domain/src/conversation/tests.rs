@@ -540,6 +540,20 @@ fn a_parent_of_two_is_written_to_about_both_children() {
 }
 
 #[test]
+fn a_parent_is_written_to_about_their_child_at_this_school_not_one_elsewhere() {
+    let parent = person(GUARDIAN, PersonKind::Guardian, "Pat Parent")
+        .contact(ContactChannel::Sms, "+15550100001")
+        .guardian_of(STUDENT_14)
+        .guardian_of(OTHER_STUDENT)
+        .build();
+    let events = given([])
+        .with_person(parent)
+        .when(personal(GUARDIAN, "About {student_name}"))
+        .events();
+    assert_eq!(the_message(&events).deliveries[0].text, "About Dennis");
+}
+
+#[test]
 fn a_parent_of_two_is_written_to_about_the_child_in_the_conversation() {
     let events = given([])
         .with_person(parent_of_two())
