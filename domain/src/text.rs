@@ -78,7 +78,8 @@ pub fn title(value: &str) -> Result<String, ValidationError> {
 ///   hyphen, a space any space).
 ///
 /// Characters that show nothing (soft hyphens, zero-width spaces and joiners, direction
-/// marks) are skipped in the text, as a reader skips them.
+/// marks, variation selectors, tag characters) are skipped in the text, as a reader
+/// skips them.
 ///
 /// A match must not be part of a longer run: when the pattern starts (ends) with `#`,
 /// the character before (after) the match may not be a digit, and likewise letters for
@@ -138,20 +139,24 @@ fn look_alike(c: char) -> char {
 }
 
 /// Whether `c` shows nothing where it stands (a soft hyphen, a zero-width space or
-/// joiner, a word joiner, a byte-order mark, a direction mark): the guard reads the
-/// text without them, as the reader sees it, so pasting one inside a number does not
-/// get it past.
+/// joiner, a word joiner, a byte-order mark, a direction mark, a variation selector, a
+/// tag character): the guard reads the text without them, as the reader sees it, so
+/// pasting one inside a number does not get it past.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
             | '\u{034F}'
+            | '\u{061C}'
             | '\u{180E}'
             | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{2069}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
     )
 }
 
@@ -321,6 +326,18 @@ mod tests {
         assert!(
             !ssn.is_found_in("ssn 123-45-67890\u{200b}1"),
             "a longer number stays a longer number"
+        );
+        assert!(
+            ssn.is_found_in("ssn 123-4\u{fe0f}5-6789"),
+            "a variation selector"
+        );
+        assert!(
+            ssn.is_found_in("ssn 123-45-\u{e0020}6789"),
+            "a tag character"
+        );
+        assert!(
+            ssn.is_found_in("ssn 123\u{61c}-45-6789"),
+            "the Arabic letter mark"
         );
     }
 
