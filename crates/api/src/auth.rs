@@ -69,6 +69,9 @@ pub struct Caller {
     pub district: DistrictId,
     /// The acting person or service.
     pub actor: Actor,
+    /// When the token runs out (`exp`): a long-lived answer (the event stream) ends
+    /// then, so a revoked or expired identity does not keep listening.
+    pub expires_at: Option<SystemTime>,
 }
 
 impl Caller {
@@ -92,7 +95,11 @@ impl Caller {
             })?;
             Actor::Person(PersonId::new(id))
         };
-        Ok(Self { district, actor })
+        Ok(Self {
+            district,
+            actor,
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+        })
     }
 }
 

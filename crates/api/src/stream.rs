@@ -91,12 +91,25 @@ pub(crate) async fn stream(
         return Err(QueryError::NotPermitted("a service has no stream of its own").into());
     }
     let after = resume_after(&headers)?;
+    let caller_expiry = caller.expires_at;
     let listener = state
         .queries
         .listener(&crate::queries::reader(caller))
         .await?;
+    // The stream ends when the token runs out; the client reconnects with a fresh one
+    // (and `Last-Event-ID`), so nothing is missed.
+    let expired = match caller_expiry {
+        Some(at) => {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            futures::future::Either::Left(tokio::time::sleep(left))
+        }
+        None => futures::future::Either::Right(std::future::pending()),
+    };
     let feed = state.live.subscribe(listener, after);
     let events = feed
+        .take_until(expired)
         .take_while(|item| {
             if let Err(error) = item {
                 tracing::warn!(%error, "a live stream ended early; the client reconnects");
@@ -128,7 +141,7 @@ pub(crate) fn operation(
         "operationId": "Stream",
         "tags": ["reads"],
         "summary": "Server-sent events for the caller: new messages in their conversations and status changes of their messages' deliveries.",
-        "description": "`text/event-stream`. First a `ready` event; then `message` (a message posted in a conversation the caller takes part in, by anyone, SMS replies included) and `delivery` (a delivery of a message the caller wrote became sent, delivered or failed) events, whose data is the JSON in `x-sse-events` (a `type` field names it too) and whose id is the event's position. A `:keep-alive` comment comes every 15 s. Reconnect with `Last-Event-ID` to resume after that position without loss; a client too far behind gets a `reset` event instead (live from the head again: reload what you show). The stream ends when the server shuts down.",
+        "description": "`text/event-stream`. First a `ready` event; then `message` (a message posted in a conversation the caller takes part in, by anyone, SMS replies included) and `delivery` (a delivery of a message the caller wrote became sent, delivered or failed) events, whose data is the JSON in `x-sse-events` (a `type` field names it too) and whose id is the event's position. A `:keep-alive` comment comes every 15 s. Reconnect with `Last-Event-ID` to resume after that position without loss; a client too far behind, or resuming from a position this log never handed out (beyond its head, or in another engine's shape), gets a `reset` event instead (live from the head again: reload what you show). The stream ends when the server shuts down or the token expires (reconnect with a fresh one and `Last-Event-ID`).",
         "security": [{"bearer": []}],
         "parameters": [{
             "name": "Last-Event-ID", "in": "header", "required": false,

@@ -260,3 +260,53 @@ async fn a_client_too_far_behind_is_reset_to_the_head() {
         json!(live.message_id)
     );
 }
+
+#[tokio::test]
+async fn a_client_resuming_from_a_position_this_log_never_gave_is_reset_to_the_head() {
+    let server = Server::start(|_| {}).await;
+    let w = World::build(&server, "north").await;
+    // Beyond the head (another instance's, a restored backup's), or in another
+    // engine's shape (from before a migration): live from the head, and reload.
+    for beyond in [true, false] {
+        let head = server.head().await;
+        let last = if beyond {
+            (head.sequence + 1_000).to_string()
+        } else {
+            "00000000000000000001-00000000000000000001".to_owned()
+        };
+        let (mut client, ready) = connect(&server, &w, w.parent, Some(&last)).await;
+        // The head then, or later (the reactor may still be recording).
+        let from: u64 = ready.parse().unwrap();
+        assert!(
+            from >= head.sequence && from < head.sequence + 1_000,
+            "{last}: {from}"
+        );
+        let reset = client.next_event().await;
+        assert_eq!(
+            (reset.event.as_str(), reset.id.clone()),
+            ("reset", Some(ready.clone())),
+            "{last}"
+        );
+        let live = w.send(w.principal, w.parent, "Still heard").await;
+        assert_eq!(
+            client.next_event().await.json()["message_id"],
+            json!(live.message_id),
+            "{last}: what comes next is not withheld"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_runs_out() {
+    let server = Server::start(|_| {}).await;
+    let w = World::build(&server, "north").await;
+    let short = server.person_for(&w.district, w.parent, Duration::from_secs(2));
+    let mut client = SseClient::connect(server.addr, &short, None).await;
+    assert_eq!(client.status, 200);
+    assert_eq!(client.next_event().await.event, "ready");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while client.next_block().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+}

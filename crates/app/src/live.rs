@@ -336,7 +336,8 @@ impl LiveHub {
         *self.inner.closed.borrow()
     }
 
-    /// The feed of `listener`: [`Update::Ready`] first, then every notice for them
+    /// The feed of `listener`: [`Update::Ready`] first (then [`Update::Reset`] when
+    /// `resume_after` is no position of this log), then every notice for them
     /// after the head at this call (or after `resume_after`, reading the log from there
     /// first), until [`LiveHub::close`]. Ends after yielding an error.
     ///
@@ -357,15 +358,21 @@ impl LiveHub {
             if *closed.borrow_and_update() {
                 return;
             }
-            let mut last = match resume_after {
-                Some(position) => position,
-                None => match inner.store.head().await {
-                    Ok(head) => head,
-                    Err(e) => {
-                        yield Err(LiveError::from(e));
-                        return;
-                    }
-                },
+            let head = match inner.store.head().await {
+                Ok(head) => head,
+                Err(e) => {
+                    yield Err(LiveError::from(e));
+                    return;
+                }
+            };
+            // A position this log never handed out (beyond its head: a client of
+            // another instance, or from before a restore; or in another engine's
+            // shape: from before a migration) would read as after or before
+            // everything: live from the head instead, and the client reloads.
+            let (mut last, unknown) = match resume_after {
+                Some(position) if is_foreign(position, head) => (head, true),
+                Some(position) => (position, false),
+                None => (head, false),
             };
             // What the broadcast never carried (before the hub read its head) is read
             // from the log.
@@ -375,7 +382,10 @@ impl LiveHub {
             };
             let Some(covered) = covered else { return };
             yield Ok(Update::Ready { position: last });
-            let mut behind = resume_after.is_some() || covered > last;
+            if unknown {
+                yield Ok(Update::Reset { position: last });
+            }
+            let mut behind = (resume_after.is_some() && !unknown) || covered > last;
             loop {
                 if behind {
                     let mut read = 0;
@@ -767,3 +777,14 @@ impl Inner {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `position` cannot have come from a log whose head is `head`: beyond it, or
+/// in the other shape (a commit component where the log has none, or none where it
+/// has one).
+fn is_foreign(position: Position, head: Position) -> bool {
+    if position == Position::START {
+        return false;
+    }
+    let other_shape = head != Position::START && (head.commit == 0) != (position.commit == 0);
+    other_shape || position > head
+}

@@ -445,7 +445,11 @@ pub async fn import_roles(
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let caller = Caller { district, actor };
+    let caller = Caller {
+        district,
+        actor,
+        expires_at: None,
+    };
     let report =
         import::import_rows(&instance.commands, &caller, key, rows, None, |_| bar.inc(1)).await;
     bar.finish_and_clear();

@@ -91,6 +91,13 @@ impl Server {
         self.token(district, &person.to_string(), false)
     }
 
+    /// A token for `person` in `district` that runs out after `ttl`.
+    pub fn person_for(&self, district: &DistrictId, person: PersonId, ttl: Duration) -> String {
+        self.keys
+            .issue(&Claims::new(district, &person.to_string(), false, ttl))
+            .unwrap()
+    }
+
     /// Asks the server to shut down and waits until `serve` returns.
     pub async fn shut_down(&mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {
