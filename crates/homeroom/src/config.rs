@@ -35,6 +35,7 @@ pub const KEYS: &[&str] = &[
     "nats_stream",
     "nats_prefix",
     "nats_ack_wait",
+    "pg_pool",
 ];
 
 /// The `HOMEROOM_*` variables among `names` that are no setting: a typo such as
@@ -106,6 +107,11 @@ pub struct Settings {
     /// Seconds a delivery handed to a worker may stay unacknowledged before another
     /// worker gets it (default 30): keep it above the providers' timeouts.
     pub nats_ack_wait: Option<u64>,
+    /// Connections each of a process's PostgreSQL pools may open: the event store's
+    /// (default 10) and the read models' queries (default 8). A process opens at most
+    /// about twice this plus four (the read models' writer, the lease, notifications),
+    /// so the nodes and workers of a deployment must fit the server's `max_connections`.
+    pub pg_pool: Option<u32>,
 }
 
 impl Default for Settings {
@@ -133,6 +139,7 @@ impl Default for Settings {
             nats_stream: None,
             nats_prefix: None,
             nats_ack_wait: None,
+            pg_pool: None,
         }
     }
 }
@@ -407,6 +414,13 @@ impl Settings {
             if let Some(value) = set(value) {
                 http_url(setting, value)?;
             }
+        }
+        if self.pg_pool.is_some_and(|n| n < 2) {
+            return Err(ConfigError::Invalid {
+                setting: "HOMEROOM_PG_POOL",
+                value: self.pg_pool.unwrap_or_default().to_string(),
+                expected: "a number of connections of at least 2",
+            });
         }
         if self.nats_ack_wait == Some(0) {
             return Err(ConfigError::Invalid {
@@ -827,10 +841,16 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(invalid(&settings), "HOMEROOM_NATS_ACK_WAIT");
+        let settings = Settings {
+            pg_pool: Some(1),
+            ..Settings::default()
+        };
+        assert_eq!(invalid(&settings), "HOMEROOM_PG_POOL");
         let fine = Settings {
             public_url: Some("https://homeroom.example.org/base".into()),
             twilio_base_url: Some("http://127.0.0.1:18150".into()),
             nats_ack_wait: Some(30),
+            pg_pool: Some(4),
             ..Settings::default()
         };
         assert!(fine.backends().is_ok());

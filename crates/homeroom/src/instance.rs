@@ -168,11 +168,17 @@ impl Instance {
                 }
                 StoreHandle::Sqlite(SqliteStore::open(path).await?)
             }
-            StoreChoice::Postgres { url, schema } => StoreHandle::Postgres(
-                PgStore::connect(url, schema)
-                    .await
-                    .map_err(|e| RunError::backend("the PostgreSQL event store", e))?,
-            ),
+            StoreChoice::Postgres { url, schema } => {
+                let mut config = homeroom_store_postgres::PgStoreConfig::new(url, schema);
+                if let Some(pool) = settings.pg_pool {
+                    config.max_connections = pool;
+                }
+                StoreHandle::Postgres(
+                    PgStore::connect_with(config)
+                        .await
+                        .map_err(|e| RunError::backend("the PostgreSQL event store", e))?,
+                )
+            }
             StoreChoice::KurrentDb { url } => StoreHandle::Kurrent(
                 KurrentStore::connect(url, KurrentConfig::default())
                     .await
@@ -184,7 +190,11 @@ impl Instance {
         let read_db = match &backends.read_store {
             ReadStoreChoice::Sqlite(path) => ReadDb::open(path).await?,
             ReadStoreChoice::Postgres { url, schema } => {
-                ReadDb::connect_postgres(url, schema).await?
+                let mut config = homeroom_projections::PgReadConfig::new(url, schema);
+                if let Some(pool) = settings.pg_pool {
+                    config.max_connections = pool;
+                }
+                ReadDb::connect_postgres_with(config).await?
             }
         };
         let runtime = ProjectionRuntime::open(
