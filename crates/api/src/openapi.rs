@@ -145,6 +145,52 @@ fn build() -> Value {
             }
         }}),
     );
+    let twilio_form = json!({
+        "required": true,
+        "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}}
+    });
+    let signature = json!({
+        "name": "X-Twilio-Signature", "in": "header", "required": true,
+        "description": "Base64 HMAC-SHA1, with the Twilio auth token, over the full URL (HOMEROOM_PUBLIC_URL + path + query) followed by every form field's name and value, sorted by name.",
+        "schema": {"type": "string"}
+    });
+    let twiml = json!({"description": "Recorded. TwiML: an empty `<Response/>`, or the answer to STOP, START or HELP as a `<Message>`.", "content": {"text/xml": {"schema": {"type": "string"}}}});
+    paths.insert(
+        "/v1/webhooks/twilio/inbound".into(),
+        json!({"post": {
+            "operationId": "TwilioInbound", "tags": ["webhooks"], "security": [],
+            "summary": "A text arrived (Twilio's inbound message webhook).",
+            "description": "Recorded first, exactly as received, then routed by (From, To) to the conversation that last texted From from To: posted there as the family member's reply, kept as refused when the conversation is stopped or the text holds blocked content, or kept as unroutable. STOP, START and HELP are honoured and answered. The same MessageSid twice records it once.",
+            "parameters": [signature.clone()],
+            "requestBody": twilio_form.clone(),
+            "responses": {
+                "200": twiml.clone(),
+                "400": error("A field Twilio always sends is missing or malformed (code `validation`)."),
+                "403": error("The signature does not verify, or no SMS provider is configured to check it (code `invalid_signature`). Nothing is recorded."),
+                "503": error("The store is unavailable (code `unavailable`).")
+            }
+        }}),
+    );
+    paths.insert(
+        "/v1/webhooks/twilio/status".into(),
+        json!({"post": {
+            "operationId": "TwilioStatus", "tags": ["webhooks"], "security": [],
+            "summary": "A text's status changed (Twilio's StatusCallback, the URL each text asked for).",
+            "description": "Records the delivery's outcome (sent, delivered, failed with Twilio's ErrorCode); outcomes only move forward, so late or repeated callbacks change nothing. A callback for a delivery this district does not have is answered 200 and ignored.",
+            "parameters": [
+                signature,
+                {"name": "district", "in": "query", "required": true, "schema": {"type": "string"}},
+                {"name": "delivery", "in": "query", "required": true, "schema": {"type": "string", "format": "uuid"}}
+            ],
+            "requestBody": twilio_form,
+            "responses": {
+                "200": twiml,
+                "400": error("No district or delivery in the URL, or MessageSid or MessageStatus missing (code `validation`)."),
+                "403": error("The signature does not verify, or no SMS provider is configured to check it (code `invalid_signature`). Nothing is recorded."),
+                "503": error("The store is unavailable (code `unavailable`).")
+            }
+        }}),
+    );
     paths.insert(
         "/healthz".into(),
         json!({"get": {
@@ -364,6 +410,33 @@ mod tests {
             Command::API_NAMES.len(),
             "no command beyond the API's"
         );
+    }
+
+    #[test]
+    fn every_route_of_the_router_is_documented() {
+        let doc = document();
+        for path in [
+            "/v1/inbox",
+            "/v1/conversations/{id}",
+            "/v1/conversations/{id}/export",
+            "/v1/students/{id}/messages",
+            "/v1/oversight/conversations",
+            "/v1/audit",
+            "/v1/audit/verify",
+            "/v1/preview",
+            "/v1/stream",
+            "/v1/imports/role-assignments",
+            "/v1/webhooks/twilio/inbound",
+            "/v1/webhooks/twilio/status",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} is not documented");
+        }
+        let inbound = &doc["paths"]["/v1/webhooks/twilio/inbound"]["post"];
+        assert_eq!(inbound["parameters"][0]["name"], "X-Twilio-Signature");
+        assert!(inbound["responses"]["403"].is_object());
     }
 
     #[test]

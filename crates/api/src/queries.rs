@@ -88,7 +88,8 @@ pub struct InboxParams {
     pub limit: Option<NonZeroU32>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
-    /// See [`ReadParams`].
+    /// Read your writes: wait until the read models have applied this position (a
+    /// command's `position`), or answer 503 `stale` after 5 s.
     pub min_position: Option<PositionParam>,
 }
 
@@ -100,7 +101,8 @@ pub struct PageParams {
     pub limit: Option<NonZeroU32>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
-    /// See [`ReadParams`].
+    /// Read your writes: wait until the read models have applied this position (a
+    /// command's `position`), or answer 503 `stale` after 5 s.
     pub min_position: Option<PositionParam>,
 }
 
@@ -122,7 +124,8 @@ pub struct OversightParams {
     pub limit: Option<NonZeroU32>,
     /// The `next` of the previous page.
     pub cursor: Option<String>,
-    /// See [`ReadParams`].
+    /// Read your writes: wait until the read models have applied this position (a
+    /// command's `position`), or answer 503 `stale` after 5 s.
     pub min_position: Option<PositionParam>,
 }
 
@@ -142,7 +145,8 @@ pub struct AuditParams {
     pub after: Option<PositionParam>,
     /// Events per page (default 100, at most 1000).
     pub limit: Option<NonZeroU32>,
-    /// See [`ReadParams`].
+    /// Read your writes: wait until the read models have applied this position (a
+    /// command's `position`), or answer 503 `stale` after 5 s.
     pub min_position: Option<PositionParam>,
 }
 
@@ -166,7 +170,8 @@ pub struct ExportParams {
     /// `jsonl` (default), `json` or `csv`.
     #[serde(default)]
     pub format: ExportFormat,
-    /// See [`ReadParams`].
+    /// Read your writes: wait until the read models have applied this position (a
+    /// command's `position`), or answer 503 `stale` after 5 s.
     pub min_position: Option<PositionParam>,
 }
 
