@@ -782,9 +782,5 @@ mod tests;
 /// in the other shape (a commit component where the log has none, or none where it
 /// has one).
 fn is_foreign(position: Position, head: Position) -> bool {
-    if position == Position::START {
-        return false;
-    }
-    let other_shape = head != Position::START && (head.commit == 0) != (position.commit == 0);
-    other_shape || position > head
+    !position.same_shape_as(head) || position > head
 }

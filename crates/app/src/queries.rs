@@ -145,9 +145,9 @@ pub struct QueryService {
     commands: Arc<CommandService>,
     runtime: ProjectionRuntime,
     read: ReadModels,
-    /// Whether this store's positions carry a commit component (strings) or not
-    /// (numbers), once a non-empty log has said.
-    commit_shaped: std::sync::OnceLock<bool>,
+    /// A position of this store's log, once a non-empty log has handed one out: what
+    /// every position given must have the shape of ([`Position::same_shape_as`]).
+    shape: std::sync::OnceLock<Position>,
 }
 
 impl QueryService {
@@ -161,7 +161,7 @@ impl QueryService {
             commands,
             runtime,
             read,
-            commit_shaped: std::sync::OnceLock::new(),
+            shape: std::sync::OnceLock::new(),
         }
     }
 
@@ -170,8 +170,8 @@ impl QueryService {
         if position == Position::START {
             return Ok(());
         }
-        let commit_shaped = match self.commit_shaped.get() {
-            Some(shaped) => *shaped,
+        let shape = match self.shape.get() {
+            Some(shape) => *shape,
             None => {
                 let head = self
                     .commands
@@ -183,10 +183,10 @@ impl QueryService {
                     // An empty log has handed out no position of either shape yet.
                     return Ok(());
                 }
-                *self.commit_shaped.get_or_init(|| head.commit != 0)
+                *self.shape.get_or_init(|| head)
             }
         };
-        if commit_shaped == (position.commit != 0) {
+        if position.same_shape_as(shape) {
             Ok(())
         } else {
             Err(QueryError::ForeignPosition { position })

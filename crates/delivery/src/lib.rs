@@ -154,13 +154,22 @@ async fn react_once(
     command: impl Into<Command>,
 ) -> Result<CommandOutcome, CommandError> {
     let command = command.into();
-    let mut ctx =
-        CommandContext::new(district.clone(), Actor::System(SERVICE.to_owned())).with_command_id(
-            uuid::Uuid::new_v5(&cause.event_id, command.name().as_bytes()),
-        );
-    ctx.correlation_id = Some(cause.metadata.correlation_id);
-    ctx.causation_id = Some(cause.event_id);
+    let ctx = reaction_context(district, Some(cause)).with_command_id(uuid::Uuid::new_v5(
+        &cause.event_id,
+        command.name().as_bytes(),
+    ));
     commands.execute(&ctx, &command).await
+}
+
+/// The context of the delivery service's commands, linked to the event that caused them
+/// (so the audit trail shows the reaction beside what it reacted to).
+fn reaction_context(district: &DistrictId, cause: Option<&RecordedEvent>) -> CommandContext {
+    let mut ctx = CommandContext::new(district.clone(), Actor::System(SERVICE.to_owned()));
+    if let Some(cause) = cause {
+        ctx.correlation_id = Some(cause.metadata.correlation_id);
+        ctx.causation_id = Some(cause.event_id);
+    }
+    ctx
 }
 
 /// Runs `command` as the delivery service in `district`, caused by `cause` (so the audit
@@ -171,10 +180,7 @@ async fn react(
     cause: Option<&RecordedEvent>,
     command: impl Into<Command>,
 ) -> Result<CommandOutcome, CommandError> {
-    let mut ctx = CommandContext::new(district.clone(), Actor::System(SERVICE.to_owned()));
-    if let Some(cause) = cause {
-        ctx.correlation_id = Some(cause.metadata.correlation_id);
-        ctx.causation_id = Some(cause.event_id);
-    }
-    commands.execute(&ctx, &command.into()).await
+    commands
+        .execute(&reaction_context(district, cause), &command.into())
+        .await
 }

@@ -41,6 +41,15 @@ impl Position {
         }
     }
 
+    /// Whether this position and `other` have the same engine's shape: both without a
+    /// commit component (SQLite's numbers) or both with one (PostgreSQL's and
+    /// KurrentDB's strings). [`Position::START`] has every shape. A position of the
+    /// other shape than a log's was never handed out by it (one kept from before a
+    /// migration) and would compare as before or after everything.
+    pub fn same_shape_as(self, other: Position) -> bool {
+        self == Self::START || other == Self::START || (self.commit == 0) == (other.commit == 0)
+    }
+
     /// The position as clients see it: a number or an order-preserving string.
     pub fn token(&self) -> serde_json::Value {
         if self.commit == 0 {
@@ -137,6 +146,20 @@ mod tests {
     #[test]
     fn garbage_is_not_a_position() {
         assert!(Position::from_token(&serde_json::json!("x-1")).is_err());
+        let (number, string) = (
+            Position::at(5),
+            Position {
+                commit: 3,
+                sequence: 9,
+            },
+        );
+        assert!(number.same_shape_as(Position::at(9)));
+        assert!(string.same_shape_as(Position {
+            commit: 1,
+            sequence: 1
+        }));
+        assert!(!number.same_shape_as(string) && !string.same_shape_as(number));
+        assert!(Position::START.same_shape_as(string) && number.same_shape_as(Position::START));
         assert!(Position::from_token(&serde_json::json!(-1)).is_err());
         assert!(Position::from_token(&serde_json::json!(null)).is_err());
     }
