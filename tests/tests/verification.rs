@@ -275,6 +275,44 @@ async fn an_export_kept_apart_shows_a_log_rewritten_since_with_its_hashes_recomp
         found.altered_in_file,
         vec![(last.stream.clone(), last.version)]
     );
+    assert!(
+        found.changed_in_log.is_empty() && found.missing_from_log.is_empty(),
+        "the log was not touched: {found:?}"
+    );
+    // A line taken out of a stream, and two lines swapped: the file's own chains show
+    // both, and nothing is blamed on the log.
+    let first = export
+        .iter()
+        .position(|e| {
+            e.version == 1
+                && export
+                    .iter()
+                    .any(|x| x.stream == e.stream && x.version == 2)
+        })
+        .expect("a stream with two events");
+    let stream_of = export[first].stream.to_string();
+    let mut cut = export.clone();
+    cut.remove(first);
+    let found = check(cut).await;
+    assert!(
+        found
+            .altered_in_file
+            .iter()
+            .any(|(s, v)| *s == stream_of && *v == 2),
+        "the event after the gap: {found:?}"
+    );
+    assert!(
+        found.changed_in_log.is_empty() && found.missing_from_log.is_empty(),
+        "{found:?}"
+    );
+    let mut swapped = export.clone();
+    swapped.swap(1, 2);
+    let found = check(swapped).await;
+    assert!(!found.altered_in_file.is_empty(), "{found:?}");
+    assert!(
+        found.changed_in_log.is_empty() && found.missing_from_log.is_empty(),
+        "{found:?}"
+    );
 
     // The log rewritten behind the store's back, its hash recomputed so its chain
     // holds: the export kept apart still shows it.

@@ -20,6 +20,14 @@ pub fn storable_time(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
+/// A recorded time as the hash covers it: RFC 3339 in UTC with exactly six fractional
+/// digits (`2026-12-01T23:19:09.461771Z`).
+pub fn hashed_time(at: DateTime<Utc>) -> String {
+    storable_time(at)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
 /// The fields an event's hash covers.
 #[derive(Debug, Clone, Copy)]
 pub struct HashInput<'a> {
@@ -63,12 +71,7 @@ pub fn chain_hash(input: HashInput<'_>) -> String {
     field(&canonical_json(
         &serde_json::to_value(input.metadata).unwrap_or(serde_json::Value::Null),
     ));
-    field(
-        storable_time(input.recorded_at)
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string()
-            .as_bytes(),
-    );
+    field(hashed_time(input.recorded_at).as_bytes());
     hex::encode(h.finalize())
 }
 
@@ -262,6 +265,18 @@ pub async fn verify_log<R: EventReader + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_time_is_hashed_with_exactly_six_fractional_digits() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T00:55:14.537Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(hashed_time(at), "2026-12-02T00:55:14.537000Z");
+        let fine = DateTime::parse_from_rfc3339("2026-12-02T00:55:14.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(hashed_time(fine), "2026-12-02T00:55:14.123456Z");
+    }
 
     fn event(prev: &str, version: u64, data: serde_json::Value) -> RecordedEvent {
         let stream = StreamId::parse("conversation-d:1").unwrap();

@@ -59,15 +59,23 @@ pub enum RunError {
     /// `audit verify` could not read the log.
     #[error(transparent)]
     Verify(#[from] homeroom_app::verification::VerifyError),
-    /// An audit export could not be read.
+    /// A line of an audit export is not an exported event.
     #[error("{}:{line}: not an exported event: {reason}", file.display())]
     Export {
         /// The file.
         file: PathBuf,
-        /// Its line (0: the file itself).
+        /// Its line.
         line: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// An audit export cannot be opened.
+    #[error("cannot read the export {}: {source}", file.display())]
+    ExportFile {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -715,6 +723,7 @@ pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCod
     let instance = Instance::open(existing_instance(args)?).await?;
     let store = instance.shared_store();
     let mut after = Position::START;
+    let mut exported = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let result = 'pages: loop {
         let page = match store.read_all(after, PAGE).await {
@@ -722,7 +731,11 @@ pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCod
             Err(error) => break Err(error),
         };
         for e in page.iter().filter(|e| e.metadata.district == district) {
-            let line = serde_json::to_string(e).unwrap_or_default();
+            exported += 1;
+            let mut line = serde_json::to_value(e).unwrap_or_default();
+            // Exactly as hashed (microseconds, six digits), so an auditor recomputing the
+            // hash needs no reformatting.
+            line["recorded_at"] = homeroom_eventstore::hash::hashed_time(e.recorded_at).into();
             // A closed pipe ends the export, not in an error.
             if writeln!(out, "{line}").is_err() {
                 break 'pages Ok(());
@@ -736,6 +749,10 @@ pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCod
     let _ = out.flush();
     instance.close().await;
     result?;
+    if exported == 0 {
+        eprintln!("error: the log holds no events of district {district:?}: nothing exported");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -753,10 +770,9 @@ pub async fn audit_check_export(
     use std::io::BufRead;
     let reader = std::fs::File::open(file)
         .map(std::io::BufReader::new)
-        .map_err(|source| RunError::Export {
+        .map_err(|source| RunError::ExportFile {
             file: file.to_owned(),
-            line: 0,
-            reason: source.to_string(),
+            source,
         })?;
     let instance = Instance::open(existing_instance(args)?).await?;
     let store = instance.shared_store();
@@ -786,18 +802,20 @@ pub async fn audit_check_export(
     instance.close().await;
     outcome?;
     let found = checker.finish();
-    println!("checked {} exported events", found.checked);
+    // A closed pipe (`| head`) cuts the listing short, not the verdict's exit code.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "checked {} exported events", found.checked);
     for (what, events) in [
         ("ALTERED IN THE FILE", &found.altered_in_file),
         ("CHANGED IN THE LOG", &found.changed_in_log),
         ("MISSING FROM THE LOG", &found.missing_from_log),
     ] {
         for (stream, version) in events {
-            println!("{what}: {stream} version {version}");
+            let _ = writeln!(out, "{what}: {stream} version {version}");
         }
     }
     if found.holds() {
-        println!("the log holds every exported event as exported");
+        let _ = writeln!(out, "the log holds every exported event as exported");
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(3))
