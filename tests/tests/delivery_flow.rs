@@ -51,17 +51,18 @@ type Answer = fn() -> Result<Handover, ChannelError>;
 struct Provider {
     sent: Mutex<Vec<Sent>>,
     script: Mutex<HashMap<String, VecDeque<Answer>>>,
-    /// Addresses whose hand-over takes this long (a provider hanging on one request).
+    /// Addresses whose next hand-over takes this long (a provider hanging on one
+    /// request).
     slow: Mutex<HashMap<String, Duration>>,
 }
 
 impl Provider {
-    fn slow_for(&self, to: &str, wait: Duration) {
+    fn hang_once(&self, to: &str, wait: Duration) {
         self.slow.lock().unwrap().insert(to.to_owned(), wait);
     }
 
     async fn hang_if_slow(&self, to: &str) {
-        let wait = self.slow.lock().unwrap().get(to).copied();
+        let wait = self.slow.lock().unwrap().remove(to);
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
         }
@@ -917,7 +918,7 @@ async fn a_recipient_nothing_reaches_is_failed_for_the_record_not_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hanging_hand_over_does_not_hold_up_the_deliveries_behind_it() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
-    f.provider.slow_for(PARENT_NUMBER, Duration::from_secs(4));
+    f.provider.hang_once(PARENT_NUMBER, Duration::from_secs(4));
     let slow = f.message(f.d.principal, f.d.parent, "This one hangs").await;
     // Let the worker take the slow one before the next is queued.
     f.until(
@@ -1005,6 +1006,47 @@ async fn reacting_to_the_whole_log_again_records_no_reaction_twice() {
         matches!(received.route, InboundRoute::Conversation { conversation_id, .. } if conversation_id.as_uuid() == later),
         "the reply goes to the conversation that texted last: {:?}",
         received.route
+    );
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_to_one_family_go_out_in_the_order_they_were_written() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    // The first text's hand-over hangs a little; the second must not overtake it.
+    f.provider
+        .hang_once(PARENT_NUMBER, Duration::from_millis(600));
+    let conversation = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": conversation, "school_id": f.d.school,
+                   "participant_ids": [f.d.parent], "body": "First: the trip is on Friday"}),
+        )
+        .await
+        .unwrap();
+    let second =
+        f.d.by(
+            f.d.principal,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(),
+                   "body": "Second: bring a packed lunch"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(started.delivery_ids[0].as_uuid()).await;
+    f.delivered(second.delivery_ids[0].as_uuid()).await;
+    let bodies: Vec<String> = f
+        .provider
+        .to(PARENT_NUMBER)
+        .into_iter()
+        .map(|s| s.body)
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(
+        bodies[0].contains("First") && bodies[1].contains("Second"),
+        "{bodies:?}"
     );
     f.stop();
 }
