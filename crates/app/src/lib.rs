@@ -23,6 +23,7 @@ pub mod live;
 pub mod preview;
 pub mod queries;
 pub mod service;
+pub mod turns;
 pub mod verification;
 
 pub use commands::{parse_command, CommandParseError, API_COMMANDS};

@@ -21,9 +21,9 @@ use homeroom_eventstore::{
     EventMetadata, EventStore, ExpectedVersion, Position, RecordedEvent, StoreError, StreamId,
 };
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// How many times a command is decided again after losing an append race (to another
@@ -134,7 +134,8 @@ pub struct CommandService {
     cache: StateCache,
     /// Set once by the composition root ([`CommandService::count_in`]).
     metrics: std::sync::OnceLock<Arc<dyn CommandMetrics>>,
-    in_flight: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// One attempt per caller-chosen command id at a time in this process.
+    in_flight: crate::turns::Turns<Uuid>,
     /// Commands to the same stream take turns here instead of racing to the store and
     /// losing on conflict; streams that share a stripe merely wait a little.
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -148,7 +149,7 @@ impl CommandService {
             store,
             cache: StateCache::new(cache_capacity),
             metrics: std::sync::OnceLock::new(),
-            in_flight: Mutex::default(),
+            in_flight: crate::turns::Turns::default(),
             stripes: (0..STREAM_STRIPES).map(|_| Default::default()).collect(),
             hasher: std::hash::RandomState::new(),
         }
@@ -201,31 +202,25 @@ impl CommandService {
         }
         // One attempt per command id at a time in this process, so two copies of one
         // retried request cannot both record.
-        let gate = self.gate(ctx.command_id);
-        let result = async {
-            let _held = gate.lock().await;
+        let _turn = self.in_flight.take(ctx.command_id).await;
+        if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
+            return earlier;
+        }
+        let decided = self.decide_and_append(ctx, command, &digest).await;
+        let lost_or_nothing = match &decided {
+            Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => true,
+            Ok(outcome) => outcome.events.is_empty(),
+            Err(_) => false,
+        };
+        if lost_or_nothing {
+            // Another process may have recorded this very command meanwhile (the
+            // same key sent to two nodes at once), which is why this one lost or
+            // found nothing left to do: answer its result, as a retry would get it.
             if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
                 return earlier;
             }
-            let decided = self.decide_and_append(ctx, command, &digest).await;
-            let lost_or_nothing = match &decided {
-                Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => true,
-                Ok(outcome) => outcome.events.is_empty(),
-                Err(_) => false,
-            };
-            if lost_or_nothing {
-                // Another process may have recorded this very command meanwhile (the
-                // same key sent to two nodes at once), which is why this one lost or
-                // found nothing left to do: answer its result, as a retry would get it.
-                if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
-                    return earlier;
-                }
-            }
-            decided
         }
-        .await;
-        self.release_gate(ctx.command_id, gate);
-        result
+        decided
     }
 
     /// What the command with `ctx`'s id already recorded, if it recorded anything: its
@@ -653,22 +648,6 @@ impl CommandService {
         }
         let last = self.store.read_stream(stream, version - 1, 1).await?;
         Ok(last.first().map_or(Position::START, |e| e.position))
-    }
-
-    fn gate(&self, command_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        let mut gates = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        gates.entry(command_id).or_default().clone()
-    }
-
-    fn release_gate(&self, command_id: Uuid, gate: Arc<tokio::sync::Mutex<()>>) {
-        let mut gates = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        drop(gate);
-        if gates
-            .get(&command_id)
-            .is_some_and(|g| Arc::strong_count(g) == 1)
-        {
-            gates.remove(&command_id);
-        }
     }
 }
 

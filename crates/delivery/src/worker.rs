@@ -26,6 +26,7 @@
 
 use crate::{consume, district_of, react, RuntimeError};
 use homeroom_app::preview::PhoneBook;
+use homeroom_app::turns::Turns;
 use homeroom_app::{codec, CommandError, CommandService};
 use homeroom_bus::{WorkItem, WorkQueue};
 use homeroom_channels::{
@@ -113,58 +114,10 @@ pub struct Worker {
     commands: Arc<CommandService>,
     channels: Channels,
     config: WorkerConfig,
-    turns: Turns,
-}
-
-/// Deliveries to one address take turns, in the order the worker took them (the log's),
-/// so a family gets texts written back to back in the order they were written, while
-/// deliveries to other addresses go on beside them.
-#[derive(Clone, Default)]
-struct Turns {
-    lines: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-impl Turns {
-    /// Waits for `address`'s turn (first come, first served).
-    async fn take(&self, address: &str) -> Turn {
-        let line = self
-            .lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(address.to_owned())
-            .or_default()
-            .clone();
-        let held = line.clone().lock_owned().await;
-        Turn {
-            turns: self.clone(),
-            address: address.to_owned(),
-            line,
-            held: Some(held),
-        }
-    }
-}
-
-/// One delivery's turn at its address; the next one waiting goes when it is dropped.
-struct Turn {
-    turns: Turns,
-    address: String,
-    line: Arc<tokio::sync::Mutex<()>>,
-    held: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.held.take();
-        let mut lines = self
-            .turns
-            .lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Nobody else waits (the map's reference and this one): forget the address.
-        if Arc::strong_count(&self.line) == 2 {
-            lines.remove(&self.address);
-        }
-    }
+    /// Deliveries to one address take turns, in the order the worker took them (the
+    /// log's), so a family gets texts written back to back in the order they were
+    /// written, while deliveries to other addresses go on beside them.
+    turns: Turns<String>,
 }
 
 /// Why an attempt produced no hand-over: refused for good, or worth retrying.
@@ -237,7 +190,7 @@ impl Worker {
         };
         // Taken before anything else is awaited, so turns follow the order of the batch.
         let _turn = match queued.delivery.address.as_deref() {
-            Some(address) => Some(self.turns.take(address).await),
+            Some(address) => Some(self.turns.take(address.to_owned()).await),
             None => None,
         };
         let id = queued.delivery.delivery_id;
