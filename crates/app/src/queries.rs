@@ -18,7 +18,7 @@ use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, S
 use homeroom_eventstore::{Position, StoreError};
 use homeroom_projections::queries::{
     AuditFilter, AuditPage, Conversation, ConversationExport, Inbox, Oversight, OversightFilter,
-    OversightScope, PageRequest, StudentRecord,
+    OversightScope, PageRequest, Participant, StudentRecord,
 };
 use homeroom_projections::{ProjectionRuntime, ReadModels, WaitError};
 use serde::Serialize;
@@ -338,13 +338,7 @@ impl QueryService {
         )
         .await?;
         let mut conversation = conversation;
-        let viewer_kind = reader.actor.person_id().and_then(|viewer| {
-            conversation
-                .participants
-                .iter()
-                .find(|p| p.person_id == viewer)
-                .and_then(|p| p.kind)
-        });
+        let viewer_kind = participant_kind(&conversation.participants, reader);
         if let Some(school) = self
             .school_name_for(reader, viewer_kind, conversation.school_id)
             .await?
@@ -408,11 +402,7 @@ impl QueryService {
         // A family member or student gets only their own copies; everyone else who may
         // see the conversation (staff, services) is not a participant of this kind.
         if let Some(viewer) = reader.actor.person_id() {
-            let kind = export
-                .participants
-                .iter()
-                .find(|p| p.person_id == viewer)
-                .and_then(|p| p.kind);
+            let kind = participant_kind(&export.participants, reader);
             if kind.is_some() && !visibility::sees_every_recipients_copy(kind) {
                 for message in &mut export.messages {
                     message.deliveries.retain(|d| d.recipient_id == viewer);
@@ -611,4 +601,14 @@ impl Facts {
             None => Viewer::System,
         }
     }
+}
+
+/// The reader's kind as a participant of a conversation (`None` for a service, or a
+/// person who sees it without taking part: an inbox holder, oversight).
+fn participant_kind(participants: &[Participant], reader: &Reader) -> Option<PersonKind> {
+    let viewer = reader.actor.person_id()?;
+    participants
+        .iter()
+        .find(|p| p.person_id == viewer)
+        .and_then(|p| p.kind)
 }
