@@ -37,6 +37,32 @@ async fn behind_its_back(store: &SqliteStore, sql: &str, texts: &[&str], positio
     assert_eq!(changed.rows_affected(), 1, "the row to alter exists");
 }
 
+/// Rewrites the body of the message `sent` posted (the last event it recorded) behind
+/// the store's back, with the event's hash recomputed so its own chain still links.
+async fn rewrite_the_message(
+    sqlite: &SqliteStore,
+    store: &dyn EventStore,
+    sent: &homeroom_app::CommandOutcome,
+    body: &str,
+) {
+    let last = sent.events.last().unwrap();
+    let stream = homeroom_eventstore::StreamId::parse(&last.stream).unwrap();
+    let mut stored = store
+        .read_stream(&stream, last.version - 1, 1)
+        .await
+        .unwrap();
+    let mut forged = stored.remove(0);
+    forged.data["body"] = json!(body);
+    let hash = homeroom_eventstore::hash::recompute(&forged);
+    behind_its_back(
+        sqlite,
+        "UPDATE events SET data = ?, hash = ? WHERE position = ?",
+        &[&forged.data.to_string(), &hash],
+        i64::try_from(sent.position.sequence).unwrap(),
+    )
+    .await;
+}
+
 /// A district on an SQLite log with one personal message sent, and its read models
 /// caught up.
 struct Logged {
@@ -166,23 +192,7 @@ async fn an_event_rewritten_with_its_hash_recomputed_is_found_by_the_trail() {
     // The stored hash is replaced too, so the stream's chain is no help: a new hash
     // that nothing links to after it (it is the last event) and nothing checks.
     let last = sent.events.last().unwrap();
-    let position = i64::try_from(sent.position.sequence).unwrap();
-    let stream = homeroom_eventstore::StreamId::parse(&last.stream).unwrap();
-    let mut stored = store
-        .read_stream(&stream, last.version - 1, 1)
-        .await
-        .unwrap();
-    let mut forged = stored.remove(0);
-    forged.data["body"] = json!("The trip costs $200");
-    let hash = homeroom_eventstore::hash::recompute(&forged);
-    let data = forged.data.to_string();
-    behind_its_back(
-        &sqlite,
-        "UPDATE events SET data = ?, hash = ? WHERE position = ?",
-        &[&data, &hash],
-        position,
-    )
-    .await;
+    rewrite_the_message(&sqlite, &*store, &sent, "The trip costs $200").await;
     let chains_only = verify(&*store, None, Some("rewriteton")).await.unwrap();
     assert!(chains_only.broken.is_empty(), "the forgery links");
     let found = verify(&*store, Some(&trail), Some("rewriteton"))
@@ -316,21 +326,7 @@ async fn an_export_kept_apart_shows_a_log_rewritten_since_with_its_hashes_recomp
 
     // The log rewritten behind the store's back, its hash recomputed so its chain
     // holds: the export kept apart still shows it.
-    let stream = homeroom_eventstore::StreamId::parse(&last.stream).unwrap();
-    let mut stored = store
-        .read_stream(&stream, last.version - 1, 1)
-        .await
-        .unwrap();
-    let mut rewritten = stored.remove(0);
-    rewritten.data["body"] = json!("The trip costs $200");
-    let hash = homeroom_eventstore::hash::recompute(&rewritten);
-    behind_its_back(
-        &sqlite,
-        "UPDATE events SET data = ?, hash = ? WHERE position = ?",
-        &[&rewritten.data.to_string(), &hash],
-        i64::try_from(sent.position.sequence).unwrap(),
-    )
-    .await;
+    rewrite_the_message(&sqlite, &*store, &sent, "The trip costs $200").await;
     assert!(verify(&*store, None, Some("exportville"))
         .await
         .unwrap()
