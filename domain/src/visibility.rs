@@ -10,7 +10,10 @@
 //! - `oversight` at a school (or district-wide): every conversation of the school,
 //!   personal ones included.
 //! - `student_record` at one of a student's schools: the messages on the student's
-//!   record; `inbound_replies` there as well: the family's replies in it.
+//!   record from that school's conversations; `inbound_replies` there as well: the
+//!   family's replies in them. A guardian with children at two schools has one inbox,
+//!   but what another school wrote to them is on that school's child's record, not on
+//!   this one's, and staff of this school do not read it there.
 //! - The audit trail: `oversight` held district-wide (or a `system` service).
 //! - A custom role holding only `personal_messages` grants none of these: such a user
 //!   sees their own conversations and nothing else.
@@ -57,11 +60,17 @@ pub enum OversightReach {
     Schools(Vec<SchoolId>),
 }
 
-/// How much of a student's record a viewer may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much of a student's record a viewer may read: the record is made of the
+/// conversations of the student's own schools, and a viewer reads those of the schools
+/// where their roles reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordAccess {
-    /// Whether the family's inbound replies are included.
-    pub inbound_replies: bool,
+    /// The student's schools where the viewer holds `student_record`: the staff messages
+    /// of conversations at these schools are shown (never empty).
+    pub schools: Vec<SchoolId>,
+    /// Those of them where the viewer holds `inbound_replies` too: the family's replies
+    /// in conversations at these schools are shown.
+    pub inbound_schools: Vec<SchoolId>,
 }
 
 /// Whether `viewer` holds `permission` at `school` (or district-wide).
@@ -154,30 +163,36 @@ pub fn oversight_reach(district: &DistrictState, viewer: Viewer<'_>) -> Option<O
 }
 
 /// What `viewer` may read of `student`'s record: `student_record` at one of the
-/// student's schools opens it, `inbound_replies` there adds the family's replies; `None`
-/// when the viewer holds `student_record` at none of them.
+/// student's schools (or district-wide) opens that school's part of it, `inbound_replies`
+/// there adds the family's replies; `None` when the viewer holds `student_record` at
+/// none of them. A `system` service reads all of it.
 pub fn student_record_access(
     district: &DistrictState,
     viewer: Viewer<'_>,
     student: &PersonState,
 ) -> Option<RecordAccess> {
-    let Viewer::Person { state, .. } = viewer else {
-        return Some(RecordAccess {
-            inbound_replies: true,
-        });
-    };
-    let holds_for_student = |permission| {
+    let schools_holding = |permission| -> Vec<SchoolId> {
         student
             .school_ids()
             .iter()
-            .any(|school| holds_at(district, state, permission, *school))
-            || (state.is_registered()
-                && district
-                    .district_wide_permissions(state)
-                    .contains(permission))
+            .copied()
+            .filter(|school| match viewer {
+                Viewer::System => true,
+                Viewer::Person { state, .. } => holds_at(district, state, permission, *school),
+            })
+            .collect()
     };
-    holds_for_student(Permission::StudentRecord).then(|| RecordAccess {
-        inbound_replies: holds_for_student(Permission::InboundReplies),
+    let schools = schools_holding(Permission::StudentRecord);
+    if schools.is_empty() {
+        return None;
+    }
+    let inbound_schools = schools_holding(Permission::InboundReplies)
+        .into_iter()
+        .filter(|school| schools.contains(school))
+        .collect();
+    Some(RecordAccess {
+        schools,
+        inbound_schools,
     })
 }
 

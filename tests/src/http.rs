@@ -416,6 +416,10 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
         oversight_and_the_student_record_show_personal_messages,
     ),
     (
+        "another_schools_messages_to_a_shared_guardian_stay_off_this_schools_record",
+        another_schools_messages_to_a_shared_guardian_stay_off_this_schools_record,
+    ),
+    (
         "the_audit_trail_holds_every_event_and_verifies",
         the_audit_trail_holds_every_event_and_verifies,
     ),
@@ -690,6 +694,70 @@ pub fn oversight_and_the_student_record_show_personal_messages(api: &Api) {
         .refused(403, "not_permitted");
     api.read(&principal, &format!("/v1/students/{}/messages", d.parent))
         .refused(404, "unknown_person");
+}
+
+/// A guardian with a child at each of two schools: what the second school's principal
+/// writes to them about that child is on that child's record, not on the first school's
+/// student's, and the first school's principal does not read it there.
+pub fn another_schools_messages_to_a_shared_guardian_stay_off_this_schools_record(api: &Api) {
+    let d = District::build(api, &district_name("twoschools"));
+    let (high, principal2, sibling) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    d.system(
+        "RegisterSchool",
+        json!({"school_id": high, "name": "Washington High", "sms_number": crate::school_number_of(&format!("{}-high", d.name))}),
+    );
+    d.system("RegisterPerson", json!({"person_id": principal2, "kind": "staff", "name": "Principal Two", "school_ids": [high]}));
+    d.system("RegisterPerson", json!({"person_id": sibling, "kind": "student", "name": "Mia", "school_ids": [high], "birth_date": born(16)}));
+    d.system(
+        "LinkGuardian",
+        json!({"guardian_id": d.parent, "student_id": sibling}),
+    );
+    d.system(
+        "AssignRole",
+        json!({"person_id": principal2, "role_id": "school_admin", "school_id": high}),
+    );
+    let sent = d
+        .by(
+            principal2,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Mia's IEP meeting is on Friday"}),
+        )
+        .ok()
+        .clone();
+    let conversation = sent["conversation_id"].as_str().unwrap().to_owned();
+    let reply = d
+        .by(
+            d.parent,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "We will be there"}),
+        )
+        .ok()
+        .clone();
+    let bodies = |reader: Uuid, student: Uuid| -> Vec<String> {
+        let token = api.token(&d.name, &reader.to_string(), false);
+        let record = api.read(
+            &token,
+            &format!("/v1/students/{student}/messages?{}", after(&reply)),
+        );
+        record.ok()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        bodies(d.principal, d.teen),
+        Vec::<String>::new(),
+        "Washington High's message about Mia is not on Dennis's record at Lincoln"
+    );
+    assert_eq!(
+        bodies(principal2, sibling),
+        ["Mia's IEP meeting is on Friday", "We will be there"]
+    );
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    api.read(&principal, &format!("/v1/students/{sibling}/messages"))
+        .refused(403, "not_permitted");
 }
 
 /// The audit trail holds every event with its metadata and hash chain, pages by

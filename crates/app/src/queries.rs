@@ -442,8 +442,9 @@ impl QueryService {
         }
     }
 
-    /// `GET /v1/students/{id}/messages`: the student's message record; inbound replies
-    /// only for viewers holding `inbound_replies`.
+    /// `GET /v1/students/{id}/messages`: the student's message record, the parts of the
+    /// schools where the viewer holds `student_record`; inbound replies only where they
+    /// hold `inbound_replies` too.
     ///
     /// # Errors
     /// [`QueryError::UnknownPerson`] when `student` is not a student of the district;
@@ -468,7 +469,7 @@ impl QueryService {
                 ))?;
         Ok(self
             .read
-            .student_record(&reader.district, student, access.inbound_replies, page)
+            .student_record(&reader.district, student, &access, page)
             .await?)
     }
 

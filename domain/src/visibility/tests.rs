@@ -183,7 +183,8 @@ fn the_student_record_needs_student_record_and_inbound_replies_need_their_own_pe
     assert_eq!(
         student_record_access(&d, as_person(ADMIN, &admin), &student),
         Some(RecordAccess {
-            inbound_replies: true
+            schools: vec![SCHOOL],
+            inbound_schools: vec![SCHOOL],
         })
     );
     let clerk = person(NO_ROLE, PersonKind::Staff, "Cleo Clerk")
@@ -193,7 +194,8 @@ fn the_student_record_needs_student_record_and_inbound_replies_need_their_own_pe
     assert_eq!(
         student_record_access(&d, as_person(NO_ROLE, &clerk), &student),
         Some(RecordAccess {
-            inbound_replies: false
+            schools: vec![SCHOOL],
+            inbound_schools: vec![],
         })
     );
     let other_admin = fixture(OTHER_ADMIN);
@@ -201,6 +203,39 @@ fn the_student_record_needs_student_record_and_inbound_replies_need_their_own_pe
         student_record_access(&d, as_person(OTHER_ADMIN, &other_admin), &student),
         None,
         "a role at another school does not open this student's record"
+    );
+}
+
+#[test]
+fn a_student_record_opens_only_the_parts_of_the_schools_where_the_viewer_holds_it() {
+    let d = district_with_custom_roles();
+    let student = person(STUDENT_14, PersonKind::Student, "Sam at both")
+        .at(SCHOOL)
+        .at(OTHER_SCHOOL)
+        .build();
+    let other_admin = fixture(OTHER_ADMIN);
+    assert_eq!(
+        student_record_access(&d, as_person(OTHER_ADMIN, &other_admin), &student),
+        Some(RecordAccess {
+            schools: vec![OTHER_SCHOOL],
+            inbound_schools: vec![OTHER_SCHOOL],
+        }),
+        "an admin of one of the student's schools reads that school's part only"
+    );
+    let district_admin = fixture(DISTRICT_ADMIN);
+    assert_eq!(
+        student_record_access(&d, as_person(DISTRICT_ADMIN, &district_admin), &student),
+        Some(RecordAccess {
+            schools: vec![SCHOOL, OTHER_SCHOOL],
+            inbound_schools: vec![SCHOOL, OTHER_SCHOOL],
+        })
+    );
+    assert_eq!(
+        student_record_access(&d, Viewer::System, &student),
+        Some(RecordAccess {
+            schools: vec![SCHOOL, OTHER_SCHOOL],
+            inbound_schools: vec![SCHOOL, OTHER_SCHOOL],
+        })
     );
 }
 

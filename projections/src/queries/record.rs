@@ -7,19 +7,22 @@ use super::{
 use crate::db::{query, Builder};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
+use homeroom_domain::visibility::RecordAccess;
 use homeroom_domain::{ConversationId, DistrictId, MessageId, PersonId};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 impl ReadModels {
     /// The messages logged on `student`'s record, oldest first: every message written
-    /// by staff in a conversation where the student or one of their guardians takes
-    /// part (outbound), and, when `include_inbound`, the replies the student and their
-    /// guardians wrote there (inbound). Other families' messages in a shared group are
-    /// on their own students' records, not this one.
+    /// by staff in a conversation of one of `access.schools` where the student or one
+    /// of their guardians takes part (outbound), and, in conversations of
+    /// `access.inbound_schools`, the replies the student and their guardians wrote
+    /// there (inbound). Other families' messages in a shared group are on their own
+    /// students' records, not this one; what another school wrote to a guardian is on
+    /// the record of that school's child.
     ///
-    /// The query layer passes `include_inbound` from the viewer's `inbound_replies`
-    /// permission, and calls this at all only with `student_record`.
+    /// The query layer passes `access` as the viewer's `student_record` and
+    /// `inbound_replies` permissions reach (`visibility::student_record_access`).
     ///
     /// # Errors
     /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
@@ -28,10 +31,17 @@ impl ReadModels {
         &self,
         district: &DistrictId,
         student: PersonId,
-        include_inbound: bool,
+        access: &RecordAccess,
         page: &PageRequest,
     ) -> Result<StudentRecord, QueryError> {
         let after = Cursor::decode(page.cursor.as_deref(), Cursor::BOTTOM)?;
+        if access.schools.is_empty() {
+            return Ok(StudentRecord {
+                student_id: student,
+                messages: Vec::new(),
+                next: None,
+            });
+        }
         let size = page.size();
         let d = district.as_str().to_owned();
         let mut s = Snapshot::open(
@@ -74,11 +84,15 @@ impl ReadModels {
         q.push_bind(d.clone());
         q.push(people);
         q.push_list(family.iter().copied());
-        q.push(")) AND (COALESCE(a.kind, 'staff') = 'staff'");
-        if include_inbound {
-            q.push(" OR m.author_id IN (");
+        q.push(")) AND c.school_id IN (");
+        q.push_list(access.schools.iter().map(|s| s.as_uuid()));
+        q.push(") AND (COALESCE(a.kind, 'staff') = 'staff'");
+        if !access.inbound_schools.is_empty() {
+            q.push(" OR (m.author_id IN (");
             q.push_list(family.iter().copied());
-            q.push(")");
+            q.push(") AND c.school_id IN (");
+            q.push_list(access.inbound_schools.iter().map(|s| s.as_uuid()));
+            q.push("))");
         }
         q.push(") AND (m.pos_commit, m.pos_sequence, m.message_id) > (");
         q.push_bind(after.commit);

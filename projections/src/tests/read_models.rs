@@ -3,6 +3,7 @@
 use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
+use homeroom_domain::visibility::RecordAccess;
 use homeroom_domain::{ConversationKind, PersonKind};
 
 const TEACHER: u128 = 1;
@@ -93,6 +94,15 @@ async fn school_day(w: &World) -> homeroom_eventstore::Position {
     .await;
     w.post(NORTH, conversation(4), message(8), s, "Done", &[t])
         .await
+}
+
+/// A viewer's reach into a record at the fixture's first school, with or without the
+/// family's replies.
+fn at_first_school(inbound: bool) -> RecordAccess {
+    RecordAccess {
+        schools: vec![school(1)],
+        inbound_schools: if inbound { vec![school(1)] } else { vec![] },
+    }
 }
 
 fn ids(inbox: &Inbox) -> Vec<u128> {
@@ -656,7 +666,12 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
     let north = district(NORTH);
 
     let record = read
-        .student_record(&north, person(STUDENT), true, &PageRequest::first())
+        .student_record(
+            &north,
+            person(STUDENT),
+            &at_first_school(true),
+            &PageRequest::first(),
+        )
         .await
         .unwrap();
     let got: Vec<_> = record
@@ -701,14 +716,24 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
     );
 
     let outbound = read
-        .student_record(&north, person(STUDENT), false, &PageRequest::first())
+        .student_record(
+            &north,
+            person(STUDENT),
+            &at_first_school(false),
+            &PageRequest::first(),
+        )
         .await
         .unwrap();
     assert!(outbound.messages.iter().all(|e| e.direction == Outbound));
     assert_eq!(outbound.messages.len(), 4);
 
     let paged = read
-        .student_record(&north, person(STUDENT), true, &PageRequest::of(4))
+        .student_record(
+            &north,
+            person(STUDENT),
+            &at_first_school(true),
+            &PageRequest::of(4),
+        )
         .await
         .unwrap();
     assert_eq!(paged.messages.len(), 4);
@@ -716,7 +741,7 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
         .student_record(
             &north,
             person(STUDENT),
-            true,
+            &at_first_school(true),
             &PageRequest::after(4, paged.next.unwrap()),
         )
         .await
@@ -725,11 +750,93 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
     assert_eq!(rest.next, None);
 
     let other = read
-        .student_record(&north, person(OTHER_STUDENT), true, &PageRequest::first())
+        .student_record(
+            &north,
+            person(OTHER_STUDENT),
+            &at_first_school(true),
+            &PageRequest::first(),
+        )
         .await
         .unwrap();
     let got: Vec<_> = other.messages.iter().map(|e| e.message_id).collect();
     assert_eq!(got, vec![message(2), message(4)]);
+}
+
+async fn what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record(w: World) {
+    school_day(&w).await;
+    let (t, g) = (person(TEACHER), person(GUARDIAN));
+    let mut started = w.started(conversation(5), ConversationKind::Personal, &[t, g], None);
+    if let Event::ConversationStarted(e) = &mut started {
+        e.school_id = school(2);
+    }
+    w.append(
+        NORTH,
+        &conv_stream(NORTH, conversation(5)),
+        &t.to_string(),
+        vec![
+            started,
+            w.posted(
+                conversation(5),
+                message(9),
+                t,
+                "About your other child",
+                &[g],
+            ),
+        ],
+    )
+    .await;
+    w.post(NORTH, conversation(5), message(10), g, "Noted", &[t])
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let on_record = |record: StudentRecord| -> Vec<u128> {
+        record
+            .messages
+            .iter()
+            .map(|e| e.message_id.as_uuid().as_u128() - 0xe000)
+            .collect()
+    };
+
+    let first = read
+        .student_record(
+            &north,
+            person(STUDENT),
+            &at_first_school(true),
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_record(first), vec![1, 2, 3, 5, 6, 7, 8]);
+
+    let second = RecordAccess {
+        schools: vec![school(2)],
+        inbound_schools: vec![school(2)],
+    };
+    let at_second = read
+        .student_record(&north, person(STUDENT), &second, &PageRequest::first())
+        .await
+        .unwrap();
+    assert_eq!(on_record(at_second), vec![9, 10]);
+
+    let replies_only_at_first = RecordAccess {
+        schools: vec![school(1), school(2)],
+        inbound_schools: vec![school(1)],
+    };
+    let both = read
+        .student_record(
+            &north,
+            person(STUDENT),
+            &replies_only_at_first,
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        on_record(both),
+        vec![1, 2, 3, 5, 6, 7, 8, 9],
+        "the reply at the second school needs inbound_replies there"
+    );
 }
 
 async fn oversight_sees_every_conversation_and_searches_text_participant_and_dates(w: World) {
@@ -1020,7 +1127,12 @@ async fn districts_never_see_each_others_rows(w: World) {
         .unwrap()
         .is_none());
     let record = read
-        .student_record(&south, person(STUDENT), true, &PageRequest::first())
+        .student_record(
+            &south,
+            person(STUDENT),
+            &at_first_school(true),
+            &PageRequest::first(),
+        )
         .await
         .unwrap();
     assert!(record.messages.is_empty());
@@ -1440,6 +1552,7 @@ on_both_engines! {
     #[tokio::test] the_thread_shows_participants_messages_deliveries_and_read_receipts,
     #[tokio::test] delivery_status_moves_forward_only,
     #[tokio::test] a_students_record_holds_staff_messages_and_optionally_the_familys_replies,
+    #[tokio::test] what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record,
     #[tokio::test] oversight_sees_every_conversation_and_searches_text_participant_and_dates,
     #[tokio::test] audit_lists_every_event_with_its_metadata_paged_by_position,
     #[tokio::test] districts_never_see_each_others_rows,

@@ -13,6 +13,7 @@ use crate::{
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use homeroom_domain::events::*;
+use homeroom_domain::visibility::RecordAccess;
 use homeroom_domain::{
     Actor, Channel, ConversationId, ConversationKind, DeliveryId, DistrictId, Event, MessageId,
     PersonId, PersonKind, PlannedDelivery, SchoolId, SendAs,
@@ -825,9 +826,14 @@ pub async fn answers(read: &ReadModels, convs: &[Conv]) -> Vec<String> {
                 )
                 .await,
             );
-            for inbound in [true, false] {
+            let every_school = vec![school(1), school(2)];
+            for inbound in [every_school.clone(), vec![]] {
+                let access = RecordAccess {
+                    schools: every_school.clone(),
+                    inbound_schools: inbound,
+                };
                 let record = read
-                    .student_record(district, p, inbound, &PageRequest::of(500))
+                    .student_record(district, p, &access, &PageRequest::of(500))
                     .await
                     .unwrap();
                 out.push(json(&record));
@@ -836,7 +842,13 @@ pub async fn answers(read: &ReadModels, convs: &[Conv]) -> Vec<String> {
                 pages(
                     4,
                     |page| async move {
-                        read.student_record(district, p, true, &page).await.unwrap()
+                        let access = RecordAccess {
+                            schools: vec![school(1), school(2)],
+                            inbound_schools: vec![school(1), school(2)],
+                        };
+                        read.student_record(district, p, &access, &page)
+                            .await
+                            .unwrap()
                     },
                     |r: &StudentRecord| r.next.clone(),
                 )
