@@ -22,6 +22,7 @@ use crate::person::PersonState;
 use crate::text::{self, first_blocked};
 use crate::validation::ValidationError;
 use crate::values::{Channel, ContactChannel, ConversationKind, SendAs};
+use crate::visibility;
 
 use compose::{check_text, compose, CheckedText, Draft};
 use start::{send_personal, start};
@@ -309,12 +310,14 @@ fn school_ties(person: &PersonState, facts: &Facts) -> BTreeSet<SchoolId> {
     ties
 }
 
-/// Whether `teacher` currently teaches one of the students `family` speaks for.
-fn teaches(facts: &Facts, teacher: PersonId, family: &PersonState) -> bool {
+/// Whether `teacher` currently teaches, at `school`, one of the students `family` speaks
+/// for. A class conversation belongs to the school where the child is taught: a
+/// teacher of one child at one school is no teacher of the family at the sibling's.
+fn teaches(facts: &Facts, teacher: PersonId, family: &PersonState, school: SchoolId) -> bool {
     family.family_students().iter().any(|student| {
         facts
             .person(*student)
-            .is_some_and(|s| s.teachers().contains(&teacher))
+            .is_some_and(|s| s.teachers().contains(&teacher) && s.school_ids().contains(&school))
     })
 }
 
@@ -340,8 +343,8 @@ fn is_inbox_holder(header: Header, person: &PersonState, facts: &Facts) -> bool 
         && holds(facts, person, header.school_id, Permission::SchoolInbox)
 }
 
-/// Participants, and school-inbox holders for school conversations, may read, mute,
-/// archive and mark read.
+/// Participants while they take part ([`visibility::takes_part_at`]), and school-inbox
+/// holders for school conversations, may read, mute, archive and mark read.
 fn may_view(
     state: &ConversationState,
     header: Header,
@@ -349,24 +352,45 @@ fn may_view(
     person: &PersonState,
     facts: &Facts,
 ) -> Result<(), ConversationError> {
-    if state.participants.contains(&id) || is_inbox_holder(header, person, facts) {
-        Ok(())
-    } else {
+    if is_inbox_holder(header, person, facts) {
+        return Ok(());
+    }
+    takes_part(state, header, id, person)
+}
+
+/// Whether `id` is a participant who still takes part: `not_a_participant` for someone
+/// never in it, `not_permitted` for staff whose roles at its school are gone.
+fn takes_part(
+    state: &ConversationState,
+    header: Header,
+    id: PersonId,
+    person: &PersonState,
+) -> Result<(), ConversationError> {
+    if !state.participants.contains(&id) {
         Err(ConversationError::NotAParticipant { person_id: id })
+    } else if !visibility::takes_part_at(person, header.school_id) {
+        Err(ConversationError::NotPermitted)
+    } else {
+        Ok(())
     }
 }
 
-/// Who gets a delivery: every participant but the author; for school conversations
-/// only the non-staff ones (staff see the school inbox).
+/// Who gets a delivery: every participant but the author who takes part
+/// ([`visibility::takes_part_at`]: staff who left the school's roles are sent nothing);
+/// for school conversations only the non-staff ones (staff see the school inbox).
 fn recipients(
     participants: &[PersonId],
     kind: ConversationKind,
+    school: SchoolId,
     author: PersonId,
     facts: &Facts,
 ) -> Result<Vec<PersonId>, ConversationError> {
     let mut out = Vec::new();
     for id in participants.iter().copied().filter(|p| *p != author) {
-        if kind == ConversationKind::School && known(facts, id)?.is_staff() {
+        let person = known(facts, id)?;
+        if (kind == ConversationKind::School && person.is_staff())
+            || !visibility::takes_part_at(person, school)
+        {
             continue;
         }
         out.push(id);
@@ -450,11 +474,7 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
         SendAs::School if !inbox => return Err(ConversationError::NotPermitted),
         SendAs::School => {}
         SendAs::Personal => {
-            if !state.participants.contains(&author_id) {
-                return Err(ConversationError::NotAParticipant {
-                    person_id: author_id,
-                });
-            }
+            takes_part(state, header, author_id, author)?;
             if header.kind == ConversationKind::Personal
                 && author.is_staff()
                 && !holds(
@@ -478,7 +498,13 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
     not_stopped(state, header)?;
     let text = check_text(&c.body, None, facts)?;
     let message_id = new_message_id(state, c.message_id)?;
-    let recipients = recipients(&state.participants, header.kind, author_id, facts)?;
+    let recipients = recipients(
+        &state.participants,
+        header.kind,
+        header.school_id,
+        author_id,
+        facts,
+    )?;
     let posted = compose(
         Draft {
             conversation_id: header.id,
@@ -539,7 +565,13 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
         .into()]);
     }
     let body = text::MessageBody::from_outside(&c.body, crate::inbound::MAX_INBOUND_CHARS)?;
-    let recipients = recipients(&state.participants, header.kind, c.author_id, facts)?;
+    let recipients = recipients(
+        &state.participants,
+        header.kind,
+        header.school_id,
+        c.author_id,
+        facts,
+    )?;
     let authors_phones: Vec<&str> = author
         .contact_points()
         .iter()

@@ -5,7 +5,12 @@
 //! whose role was just revoked sees nothing more the moment the caller was told the
 //! revocation was recorded.
 //!
-//! - A participant sees the conversations they take part in.
+//! - A participant sees the conversations they take part in. Staff take part in a
+//!   school's conversations while they hold a role at that school (or district-wide):
+//!   whoever leaves a school's roles leaves its conversations, no longer reading,
+//!   writing or being sent them, though the log still names them among the
+//!   participants ([`takes_part_at`]). Families and students take part for as long as
+//!   they are participants.
 //! - `school_inbox` at a school: that school's shared inbox (its school conversations).
 //! - `oversight` at a school (or district-wide): every conversation of the school,
 //!   personal ones included.
@@ -83,8 +88,56 @@ fn holds_at(
     viewer.is_registered() && district.permissions_of(viewer, school).contains(permission)
 }
 
-/// Whether `viewer` may read `conversation`: its participants, the school inbox holders
-/// of its school (for school conversations), and oversight at its school.
+/// Whether `person`, a participant, still takes part in a conversation of `school`:
+/// family members and students do for as long as they are participants; staff while
+/// they hold a role at the school or district-wide, since it is through their roles
+/// that staff speak for a school. A principal whose roles were revoked keeps no reach
+/// into the families' threads they once started.
+pub fn takes_part_at(person: &PersonState, school: SchoolId) -> bool {
+    !person.is_staff()
+        || person
+            .role_assignments()
+            .iter()
+            .any(|(_, at)| at.is_none_or(|s| s == school))
+}
+
+/// Where a person takes part in the conversations they are in ([`takes_part_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakingPart {
+    /// In every school: a family member, a student, or staff with a district-wide role.
+    Everywhere,
+    /// In these schools only (empty for staff who hold no role at all).
+    Schools(Vec<SchoolId>),
+}
+
+impl TakingPart {
+    /// Whether a conversation of `school` is among them.
+    pub fn includes(&self, school: SchoolId) -> bool {
+        match self {
+            TakingPart::Everywhere => true,
+            TakingPart::Schools(schools) => schools.contains(&school),
+        }
+    }
+}
+
+/// Where `person` takes part in the conversations they are in ([`takes_part_at`]).
+pub fn taking_part(person: &PersonState) -> TakingPart {
+    if !person.is_staff() || person.role_assignments().iter().any(|(_, at)| at.is_none()) {
+        return TakingPart::Everywhere;
+    }
+    let mut schools: Vec<SchoolId> = person
+        .role_assignments()
+        .iter()
+        .filter_map(|(_, at)| *at)
+        .collect();
+    schools.sort_unstable();
+    schools.dedup();
+    TakingPart::Schools(schools)
+}
+
+/// Whether `viewer` may read `conversation`: its participants while they take part
+/// ([`takes_part_at`]), the school inbox holders of its school (for school
+/// conversations), and oversight at its school.
 pub fn may_see_conversation(
     district: &DistrictState,
     viewer: Viewer<'_>,
@@ -93,7 +146,7 @@ pub fn may_see_conversation(
     let Viewer::Person { id, state } = viewer else {
         return true;
     };
-    conversation.participants.contains(&id)
+    (conversation.participants.contains(&id) && takes_part_at(state, conversation.school))
         || (conversation.kind == ConversationKind::School
             && holds_at(
                 district,

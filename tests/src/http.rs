@@ -420,6 +420,10 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
         another_schools_messages_to_a_shared_guardian_stay_off_this_schools_record,
     ),
     (
+        "staff_whose_roles_are_revoked_leave_the_schools_conversations",
+        staff_whose_roles_are_revoked_leave_the_schools_conversations,
+    ),
+    (
         "the_audit_trail_holds_every_event_and_verifies",
         the_audit_trail_holds_every_event_and_verifies,
     ),
@@ -758,6 +762,82 @@ pub fn another_schools_messages_to_a_shared_guardian_stay_off_this_schools_recor
     let principal = api.token(&d.name, &d.principal.to_string(), false);
     api.read(&principal, &format!("/v1/students/{sibling}/messages"))
         .refused(403, "not_permitted");
+}
+
+/// A principal whose roles are revoked no longer reads, writes or is sent the school's
+/// conversations they were in; the family and the teacher carry on without them.
+pub fn staff_whose_roles_are_revoked_leave_the_schools_conversations(api: &Api) {
+    let d = District::build(api, &district_name("offboarding"));
+    let personal = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "About Dennis"}),
+        )
+        .ok()
+        .clone();
+    let personal = personal["conversation_id"].as_str().unwrap().to_owned();
+    let group = Uuid::now_v7();
+    d.by(
+        d.principal,
+        "StartConversation",
+        json!({"conversation_id": group, "school_id": d.school, "participant_ids": [d.parent, d.teacher], "body": "Meeting on Friday"}),
+    )
+    .ok();
+    d.system(
+        "RevokeRole",
+        json!({"person_id": d.principal, "role_id": "school_admin", "school_id": d.school}),
+    );
+    let reply = d
+        .by(
+            d.parent,
+            "PostMessage",
+            json!({"conversation_id": group, "message_id": Uuid::now_v7(), "body": "Friday suits us"}),
+        )
+        .ok()
+        .clone();
+
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    for conversation in [personal.clone(), group.to_string()] {
+        api.read(
+            &principal,
+            &format!("/v1/conversations/{conversation}?{}", after(&reply)),
+        )
+        .refused(403, "not_permitted");
+        api.read(
+            &principal,
+            &format!("/v1/conversations/{conversation}/export"),
+        )
+        .refused(403, "not_permitted");
+    }
+    let inbox = api.read(&principal, &format!("/v1/inbox?{}", after(&reply)));
+    assert_eq!(inbox.ok()["conversations"], json!([]), "{}", inbox.text);
+    d.by(
+        d.principal,
+        "PostMessage",
+        json!({"conversation_id": group, "message_id": Uuid::now_v7(), "body": "Still here"}),
+    )
+    .refused(403, "not_permitted");
+
+    let teacher = api.token(&d.name, &d.teacher.to_string(), false);
+    let thread = api.read(
+        &teacher,
+        &format!("/v1/conversations/{group}?{}", after(&reply)),
+    );
+    let messages = thread.ok()["messages"].as_array().unwrap().clone();
+    let last = messages.last().unwrap();
+    assert_eq!(last["body"], "Friday suits us");
+    let recipients: Vec<&str> = last["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["recipient_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        recipients,
+        [d.teacher.to_string()],
+        "the principal is sent the reply no more"
+    );
 }
 
 /// The audit trail holds every event with its metadata and hash chain, pages by
@@ -1151,6 +1231,11 @@ pub fn a_sixteenth_participant_is_refused(api: &Api) {
     let staff: Vec<Uuid> = (0..15).map(|_| Uuid::now_v7()).collect();
     for (i, id) in staff.iter().enumerate() {
         d.staff(*id, &format!("Staff {i}"));
+        // Staff take part in a school's conversations through a role there.
+        d.system(
+            "AssignRole",
+            json!({"person_id": id, "role_id": "teacher", "school_id": d.school}),
+        );
     }
     let start = |others: &[Uuid]| {
         d.by(

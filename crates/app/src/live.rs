@@ -38,6 +38,7 @@ use crate::service::stream_id;
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use hashlink::LruCache;
+use homeroom_domain::visibility::TakingPart;
 use homeroom_domain::{
     ConversationId, ConversationKind, DeliveryId, DistrictId, Event, MessageId, PersonId, SchoolId,
     StreamRef,
@@ -216,6 +217,9 @@ pub struct Listener {
     /// The schools whose shared inbox they hold (`school_inbox`): they hear of every
     /// message in those schools' school conversations, as the inbox shows them.
     pub school_inboxes: Vec<SchoolId>,
+    /// Where they take part in the conversations they are in: staff hear nothing of
+    /// a school whose roles they no longer hold (`visibility::takes_part_at`).
+    pub taking_part: TakingPart,
 }
 
 /// A notice and whom it is for.
@@ -223,6 +227,9 @@ pub struct Listener {
 struct Routed {
     district: String,
     audience: Vec<PersonId>,
+    /// The conversation's school, when known: the audience hears of it only where they
+    /// take part.
+    school: Option<SchoolId>,
     /// A school conversation's school: its shared inbox's holders are told too.
     school_inbox: Option<SchoolId>,
     notice: Notice,
@@ -230,8 +237,11 @@ struct Routed {
 
 impl Routed {
     fn is_for(&self, listener: &Listener) -> bool {
+        let takes_part = self
+            .school
+            .is_none_or(|school| listener.taking_part.includes(school));
         self.district == listener.district.as_str()
-            && (self.audience.contains(&listener.person)
+            && ((self.audience.contains(&listener.person) && takes_part)
                 || self
                     .school_inbox
                     .is_some_and(|s| listener.school_inboxes.contains(&s)))
@@ -242,6 +252,8 @@ impl Routed {
 #[derive(Debug, Clone)]
 struct Audience {
     participants: Arc<[PersonId]>,
+    /// The conversation's school.
+    school: Option<SchoolId>,
     /// Its school, for a school conversation (shared by the school inbox).
     school_inbox: Option<SchoolId>,
 }
@@ -250,6 +262,7 @@ impl Audience {
     fn of(started: &homeroom_domain::events::ConversationStarted) -> Self {
         Self {
             participants: started.participant_ids.clone().into(),
+            school: Some(started.school_id),
             school_inbox: (started.kind == ConversationKind::School).then_some(started.school_id),
         }
     }
@@ -605,6 +618,7 @@ impl Inner {
                 Ok(Some(Routed {
                     district,
                     audience: audience.participants.to_vec(),
+                    school: audience.school,
                     school_inbox: audience.school_inbox,
                     notice: Notice::Message(MessageNotice {
                         conversation_id: e.conversation_id,
@@ -668,6 +682,7 @@ impl Inner {
         Ok(Some(Routed {
             district,
             audience: vec![owner.author],
+            school: None,
             school_inbox: None,
             notice: Notice::Delivery(DeliveryNotice {
                 conversation_id: owner.conversation_id,
@@ -697,6 +712,7 @@ impl Inner {
             Some(Event::ConversationStarted(e)) => Audience::of(&e),
             _ => Audience {
                 participants: Arc::from(Vec::new()),
+                school: None,
                 school_inbox: None,
             },
         };

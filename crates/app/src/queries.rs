@@ -251,6 +251,7 @@ impl QueryService {
             district: reader.district.clone(),
             person: *person,
             school_inboxes: visibility::school_inboxes(&facts.district, state),
+            taking_part: visibility::taking_part(state),
         })
     }
 
@@ -275,11 +276,14 @@ impl QueryService {
         };
         match tab {
             InboxBox::Personal => {
-                // Only to refuse a token for nobody (`unknown_person`).
-                self.viewer_facts(reader, &[]).await?;
+                let facts = self.viewer_facts(reader, &[]).await?;
+                let Some((_, state)) = &facts.viewer else {
+                    unreachable!("a person reads")
+                };
+                let taking_part = visibility::taking_part(state);
                 Ok(self
                     .read
-                    .inbox_personal(&reader.district, person, archived, page)
+                    .inbox_personal_at(&reader.district, person, &taking_part, archived, page)
                     .await?)
             }
             InboxBox::School => {
@@ -328,8 +332,10 @@ impl QueryService {
             .iter()
             .map(|p| p.person_id)
             .collect();
+        let viewer_kind = participant_kind(&conversation.participants, reader);
         self.check_conversation(
             reader,
+            viewer_kind,
             ConversationFacts {
                 kind: conversation.kind,
                 school: conversation.school_id,
@@ -338,7 +344,6 @@ impl QueryService {
         )
         .await?;
         let mut conversation = conversation;
-        let viewer_kind = participant_kind(&conversation.participants, reader);
         if let Some(school) = self
             .school_name_for(reader, viewer_kind, conversation.school_id)
             .await?
@@ -392,6 +397,7 @@ impl QueryService {
         let participants: Vec<PersonId> = export.participants.iter().map(|p| p.person_id).collect();
         self.check_conversation(
             reader,
+            participant_kind(&export.participants, reader),
             ConversationFacts {
                 kind: export.kind,
                 school: export.school_id,
@@ -419,17 +425,17 @@ impl QueryService {
         Ok(export)
     }
 
+    /// Whether the reader may see the conversation; `participant_kind` is the reader's
+    /// kind when they are one of its participants.
     async fn check_conversation(
         &self,
         reader: &Reader,
+        participant_kind: Option<PersonKind>,
         conversation: ConversationFacts<'_>,
     ) -> Result<(), QueryError> {
-        // A participant needs no directory lookup.
-        if reader
-            .actor
-            .person_id()
-            .is_some_and(|p| conversation.participants.contains(&p))
-        {
+        // A family member or student taking part needs no directory lookup; staff take
+        // part only while their roles at the school last (`visibility::takes_part_at`).
+        if participant_kind.is_some_and(|kind| kind != PersonKind::Staff) {
             return Ok(());
         }
         let facts = self.viewer_facts(reader, &[]).await?;

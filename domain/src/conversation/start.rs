@@ -11,6 +11,7 @@ use crate::permissions::Permission;
 use crate::person::PersonState;
 use crate::validation::ValidationError;
 use crate::values::{ConversationKind, PersonKind, SendAs};
+use crate::visibility;
 
 use super::compose::{check_text, check_title, compose, Draft};
 use super::{
@@ -169,7 +170,7 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
     let text = check_text(&c.body, None, facts)?;
     let message_id = message_id_for_command(facts.command_id);
     let participant_ids: Vec<PersonId> = std::iter::once(starter_id).chain(others).collect();
-    let recipients = recipients(&participant_ids, kind, starter_id, facts)?;
+    let recipients = recipients(&participant_ids, kind, c.school_id, starter_id, facts)?;
     let posted = compose(
         Draft {
             conversation_id: c.conversation_id,
@@ -220,7 +221,8 @@ fn is_started_by(state: &ConversationState, c: &StartConversation, starter_id: P
 
 /// Staff start a school conversation with `school_inbox`, a group one with
 /// `personal_messages` at the school or under the teacher rule; family participants
-/// must be tied to the school.
+/// must be tied to the school, staff participants hold a role there (or district-wide),
+/// or they could not take part ([`visibility::takes_part_at`]).
 fn staff_may_start(
     starter_id: PersonId,
     starter: &PersonState,
@@ -236,13 +238,18 @@ fn staff_may_start(
         SendAs::School => return Err(ConversationError::NotPermitted),
         SendAs::Personal => {
             if !holds(facts, starter, school, Permission::PersonalMessages) {
-                teacher_rule(starter_id, people, facts)?;
+                teacher_rule(starter_id, school, people, facts)?;
             }
             ConversationKind::Group
         }
     };
-    for (id, person) in people.iter().filter(|(_, p)| p.is_family()) {
-        if !school_ties(person, facts).contains(&school) {
+    for (id, person) in people {
+        let reachable = if person.is_family() {
+            school_ties(person, facts).contains(&school)
+        } else {
+            visibility::takes_part_at(person, school)
+        };
+        if !reachable {
             return Err(ConversationError::RecipientNotReachable { recipient_id: *id });
         }
     }
@@ -256,13 +263,14 @@ fn staff_may_start(
 /// exception to claim (`not_permitted`).
 fn teacher_rule(
     teacher_id: PersonId,
+    school: SchoolId,
     people: &[(PersonId, &PersonState)],
     facts: &Facts,
 ) -> Result<(), ConversationError> {
     let family: Vec<_> = people.iter().filter(|(_, p)| p.is_family()).collect();
     let uncovered: Vec<PersonId> = family
         .iter()
-        .filter(|(_, p)| !teaches(facts, teacher_id, p))
+        .filter(|(_, p)| !teaches(facts, teacher_id, p, school))
         .map(|(id, _)| *id)
         .collect();
     match uncovered.first() {
@@ -289,11 +297,14 @@ fn family_may_start(
         return Err(ConversationError::NotPermitted);
     }
     for (id, person) in people {
-        if !person.is_staff() || !teaches(facts, *id, starter) {
+        if !person.is_staff() || !teaches(facts, *id, starter, school) {
             return Err(ConversationError::NotACurrentTeacher {
                 teacher_id: *id,
                 of: starter_id,
             });
+        }
+        if !visibility::takes_part_at(person, school) {
+            return Err(ConversationError::RecipientNotReachable { recipient_id: *id });
         }
     }
     Ok(ConversationKind::Group)

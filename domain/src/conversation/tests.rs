@@ -583,7 +583,10 @@ fn crowd(n: u128) -> Vec<PersonState> {
     (0..n)
         .map(|i| {
             let id = PersonId::new(Uuid::from_u128(0xf100 + i));
-            person(id, PersonKind::Staff, "Staff").at(SCHOOL).build()
+            person(id, PersonKind::Staff, "Staff")
+                .at(SCHOOL)
+                .role("teacher", Some(SCHOOL))
+                .build()
         })
         .collect()
 }
@@ -1499,4 +1502,82 @@ fn a_too_young_refusal_says_the_age_in_words() {
             .ends_with("is under 13 (no birth date is known)"),
         "{unknown}"
     );
+}
+
+// ---- staff take part through their roles at the school --------------------------------
+
+#[test]
+fn staff_whose_roles_at_the_school_are_gone_no_longer_write_read_or_manage_its_conversations() {
+    let history = || [group(&[NO_ROLE, GUARDIAN]), posted(M1, NO_ROLE)];
+    given(history())
+        .acting_as(NO_ROLE)
+        .when(post("still here?"))
+        .then_code("not_permitted");
+    given(history())
+        .acting_as(NO_ROLE)
+        .when(read(M1))
+        .then_code("not_permitted");
+    given(history())
+        .acting_as(NO_ROLE)
+        .when(stop())
+        .then_code("not_permitted");
+    // The family keeps taking part.
+    given(history())
+        .acting_as(GUARDIAN)
+        .when(post("Are you there?"))
+        .events();
+}
+
+#[test]
+fn staff_who_left_the_schools_roles_are_sent_nothing_more() {
+    let events = given([group(&[TEACHER, NO_ROLE, GUARDIAN]), posted(M1, TEACHER)])
+        .acting_as(GUARDIAN)
+        .when(post("Thanks"))
+        .events();
+    assert_eq!(recipients_of(&events), vec![TEACHER]);
+}
+
+#[test]
+fn a_group_is_not_started_with_staff_who_hold_no_role_at_its_school() {
+    given([])
+        .when(start(&[ADMIN, GUARDIAN, OTHER_ADMIN]))
+        .then_err(ConversationError::RecipientNotReachable {
+            recipient_id: OTHER_ADMIN,
+        });
+    given([]).when(start(&[ADMIN, GUARDIAN, NO_ROLE])).then_err(
+        ConversationError::RecipientNotReachable {
+            recipient_id: NO_ROLE,
+        },
+    );
+}
+
+#[test]
+fn a_teacher_of_one_child_is_no_teacher_of_the_family_at_the_siblings_school() {
+    let both = person(GUARDIAN, PersonKind::Guardian, "Pat Parent")
+        .contact(ContactChannel::Sms, "+15550100001")
+        .guardian_of(STUDENT_14)
+        .guardian_of(OTHER_STUDENT)
+        .build();
+    let teacher_at_both = person(TEACHER, PersonKind::Staff, "Tom Teacher")
+        .at(SCHOOL)
+        .role("teacher", Some(SCHOOL))
+        .role("teacher", Some(OTHER_SCHOOL))
+        .build();
+    let at_other_school = StartConversation {
+        school_id: OTHER_SCHOOL,
+        ..start(&[TEACHER, GUARDIAN])
+    };
+    given([])
+        .with_people([both.clone(), teacher_at_both.clone()])
+        .acting_as(TEACHER)
+        .when(at_other_school)
+        .then_err(ConversationError::NotACurrentTeacher {
+            teacher_id: TEACHER,
+            of: GUARDIAN,
+        });
+    given([])
+        .with_people([both, teacher_at_both])
+        .acting_as(TEACHER)
+        .when(start(&[TEACHER, GUARDIAN]))
+        .events();
 }

@@ -265,3 +265,29 @@ fn an_unknown_viewer_sees_only_what_they_take_part_in() {
     assert_eq!(oversight_reach(&d, viewer), None);
     assert!(!may_read_audit(&d, viewer));
 }
+
+#[test]
+fn a_staff_participant_whose_roles_at_the_school_are_gone_sees_the_conversation_no_more() {
+    let d = district();
+    let gone = fixture(NO_ROLE);
+    let facts = ConversationFacts {
+        kind: ConversationKind::Group,
+        school: SCHOOL,
+        participants: &[NO_ROLE, GUARDIAN],
+    };
+    assert!(!may_see_conversation(&d, as_person(NO_ROLE, &gone), facts));
+    let guardian = fixture(GUARDIAN);
+    assert!(may_see_conversation(
+        &d,
+        as_person(GUARDIAN, &guardian),
+        facts
+    ));
+    let teacher = fixture(TEACHER);
+    assert_eq!(taking_part(&teacher), TakingPart::Schools(vec![SCHOOL]));
+    assert_eq!(taking_part(&gone), TakingPart::Schools(vec![]));
+    assert_eq!(
+        taking_part(&fixture(DISTRICT_ADMIN)),
+        TakingPart::Everywhere
+    );
+    assert_eq!(taking_part(&guardian), TakingPart::Everywhere);
+}

@@ -7,6 +7,7 @@ use super::{
 use crate::db::{query, Builder, Row};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
+use homeroom_domain::visibility::TakingPart;
 use homeroom_domain::{sms, DistrictId, PersonId, SchoolId};
 
 const COLUMNS: &str = "c.conversation_id, c.title, c.kind, c.school_id, c.stopped,
@@ -81,6 +82,41 @@ impl ReadModels {
         archived: bool,
         page_request: &PageRequest,
     ) -> Result<Inbox, QueryError> {
+        self.inbox_personal_at(
+            district,
+            person,
+            &TakingPart::Everywhere,
+            archived,
+            page_request,
+        )
+        .await
+    }
+
+    /// [`ReadModels::inbox_personal`] narrowed to the conversations of the schools where
+    /// `person` takes part (`visibility::taking_part`): staff who left a school's roles
+    /// no longer find its conversations in their tab.
+    ///
+    /// # Errors
+    /// As [`ReadModels::inbox_personal`].
+    pub async fn inbox_personal_at(
+        &self,
+        district: &DistrictId,
+        person: PersonId,
+        taking_part: &TakingPart,
+        archived: bool,
+        page_request: &PageRequest,
+    ) -> Result<Inbox, QueryError> {
+        let schools = match taking_part {
+            TakingPart::Everywhere => String::new(),
+            TakingPart::Schools(schools) if schools.is_empty() => " AND 1 = 0".to_owned(),
+            TakingPart::Schools(schools) => format!(
+                " AND c.school_id IN ({})",
+                (0..schools.len())
+                    .map(|i| format!("${}", i + 8))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let after = Cursor::decode(page_request.cursor.as_deref(), Cursor::TOP)?;
         let size = page_request.size();
         let mut s = Snapshot::open(
@@ -103,20 +139,24 @@ impl ReadModels {
              WHERE p.district = $1 AND p.person_id = $2 AND p.participant = TRUE
                AND p.archived = $3
                AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff')
-               AND (c.last_commit, c.last_sequence, c.conversation_id) < ($4, $5, $6)
+               AND (c.last_commit, c.last_sequence, c.conversation_id) < ($4, $5, $6){schools}
              ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC
              LIMIT $7"
         ));
-        let rows = query(&sql)
+        let mut q = query(&sql)
             .bind(district.as_str())
             .bind(person.as_uuid())
             .bind(archived)
             .bind(after.commit)
             .bind(after.sequence)
             .bind(after.id)
-            .bind(size + 1)
-            .fetch_all(&mut s.tx)
-            .await?;
+            .bind(size + 1);
+        if let TakingPart::Schools(schools) = taking_part {
+            for school in schools {
+                q = q.bind(school.as_uuid());
+            }
+        }
+        let rows = q.fetch_all(&mut s.tx).await?;
         page(rows, size, Preview::OwnCopy)
     }
 

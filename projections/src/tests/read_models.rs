@@ -3,7 +3,7 @@
 use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
-use homeroom_domain::visibility::RecordAccess;
+use homeroom_domain::visibility::{RecordAccess, TakingPart};
 use homeroom_domain::{ConversationKind, PersonKind};
 
 const TEACHER: u128 = 1;
@@ -124,6 +124,23 @@ async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in(w:
         .await
         .unwrap();
     assert_eq!(ids(&teacher), vec![4, 2, 1], "most recent first");
+    for (taking_part, expected) in [
+        (TakingPart::Schools(vec![school(1)]), vec![4, 2, 1]),
+        (TakingPart::Schools(vec![school(2)]), vec![]),
+        (TakingPart::Schools(vec![]), vec![]),
+    ] {
+        let narrowed = read
+            .inbox_personal_at(
+                &north,
+                person(TEACHER),
+                &taking_part,
+                false,
+                &PageRequest::first(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&narrowed), expected, "{taking_part:?}");
+    }
     let admin = read
         .inbox_personal(&north, person(ADMIN), false, &PageRequest::first())
         .await

@@ -156,6 +156,7 @@ async fn feed_with_inboxes(
         district: w.district.clone(),
         person,
         school_inboxes,
+        taking_part: TakingPart::Everywhere,
     };
     let mut feed = hub.subscribe(listener, after);
     match next(&mut feed).await {
@@ -210,6 +211,44 @@ async fn participants_are_told_of_a_message_posted_after_they_connected() {
     );
     let own = message(next(&mut principal).await);
     assert_eq!(own.message_id, told.message_id, "the author is told too");
+}
+
+#[tokio::test]
+async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_left() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let gone = Listener {
+        district: w.district.clone(),
+        person: w.principal,
+        school_inboxes: vec![],
+        taking_part: TakingPart::Schools(vec![]),
+    };
+    let mut principal = hub.subscribe(gone, None);
+    assert!(matches!(next(&mut principal).await, Update::Ready { .. }));
+    let (mut parent, _) = feed(&hub, &w, w.parent, None).await;
+
+    let first = w.send(w.principal, w.parent, "Before the roles went").await;
+    let second = w
+        .send(w.counselor, w.parent, "From someone still here")
+        .await;
+
+    // the family hears of both
+    assert_eq!(
+        Some(message(next(&mut parent).await).message_id),
+        first.message_id
+    );
+    assert_eq!(
+        Some(message(next(&mut parent).await).message_id),
+        second.message_id
+    );
+    // the principal, taking part nowhere, hears of neither message: only of the
+    // delivery of their own (ids and a status, no text)
+    let within = tokio::time::timeout(Duration::from_millis(300), next(&mut principal)).await;
+    assert!(
+        !matches!(within, Ok(Update::Notice(Notice::Message(_)))),
+        "{within:?}"
+    );
 }
 
 #[tokio::test]
@@ -463,6 +502,7 @@ async fn closing_the_hub_ends_every_feed() {
             district: w.district.clone(),
             person: w.parent,
             school_inboxes: vec![],
+            taking_part: TakingPart::Everywhere,
         },
         None,
     );
