@@ -93,6 +93,7 @@ impl SqliteDb {
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
             .after_connect(|conn, _| Box::pin(checkpoint_by_bytes(conn)))
+            .after_release(|conn, _| Box::pin(reusable(conn)))
             .connect_with(options(path))
             .await?;
         let read = SqlitePoolOptions::new()
@@ -179,9 +180,58 @@ pub fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Whether the writer connection, handed back to its pool, may serve the next batch.
+/// Not when a transaction ended on SQLite's side but not on sqlx's: a disk that fills
+/// up fails the COMMIT and SQLite rolls the transaction back by itself, so the ROLLBACK
+/// sqlx then sends fails too and sqlx goes on counting a transaction that no longer
+/// exists, refusing every later BEGIN. Such a connection is closed and the pool opens a
+/// fresh one, so the runtime's retries succeed once there is room again.
+async fn reusable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // The ROLLBACK a dropped transaction queued runs before this ping answers.
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_by_itself_does_not_wedge_the_writer() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = SqliteDb::open(&dir.path().join("read.sqlite"))
+            .await
+            .expect("a new file");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&db.write)
+            .await
+            .expect("a table");
+        {
+            let mut tx = db.begin_write().await.expect("a write transaction");
+            // What a full disk does at COMMIT: SQLite ends the transaction on its own.
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *tx)
+                .await
+                .expect("ended behind sqlx's back");
+            let failed = tx.commit().await;
+            assert!(failed.is_err(), "the COMMIT fails: no transaction is open");
+        }
+        let mut tx = db
+            .begin_write()
+            .await
+            .expect("the next batch begins on a fresh connection");
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .expect("a write");
+        tx.commit().await.expect("committed");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&db.write)
+            .await
+            .expect("a count");
+        assert_eq!(rows, 1);
+    }
 
     #[test]
     fn stored_times_sort_as_text() {
