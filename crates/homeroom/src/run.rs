@@ -105,6 +105,15 @@ pub enum RunError {
         /// The event log looked for.
         path: PathBuf,
     },
+    /// Another `serve` already runs the in-process queues of this data directory: two
+    /// would both deliver every message and race on the queues' checkpoints.
+    #[error("another `homeroom serve` is already serving {} ({holder}); with more than one server, use NATS (HOMEROOM_BUS)", dir.display())]
+    AlreadyServed {
+        /// The queues' directory.
+        dir: PathBuf,
+        /// Who holds it, as its lock file says.
+        holder: String,
+    },
     /// The CSV file cannot be read.
     #[error("cannot read {path}: {source}")]
     ReadFile {
@@ -193,6 +202,51 @@ fn existing_instance(args: &InstanceArgs) -> Result<Settings, RunError> {
     Ok(settings)
 }
 
+/// Takes the lock that makes this process the only one running the in-process queues
+/// of `dir` (held until the returned file is dropped, or the process ends, however it
+/// ends). The lock file says which process holds it.
+///
+/// # Errors
+/// [`RunError::AlreadyServed`] when another process holds it; [`RunError::DataDir`]
+/// when the file cannot be opened.
+fn serve_alone(dir: &Path) -> Result<std::fs::File, RunError> {
+    use std::io::{Read, Seek};
+    let data_dir = |source| RunError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(data_dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("serve.lock"))
+        .map_err(data_dir)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(RunError::AlreadyServed {
+                dir: dir.to_owned(),
+                holder: if holder.is_empty() {
+                    "a process that has not said which".to_owned()
+                } else {
+                    holder.to_owned()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(data_dir(e)),
+    }
+    file.set_len(0).map_err(data_dir)?;
+    file.rewind().map_err(data_dir)?;
+    write!(file, "pid {}", std::process::id()).map_err(data_dir)?;
+    file.flush().map_err(data_dir)?;
+    Ok(file)
+}
+
 /// `homeroom serve`.
 ///
 /// # Errors
@@ -208,6 +262,10 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
     let store = instance.shared_store();
     let head = store.head().await?;
     let bus = instance.bus().await?;
+    let _only_server = match &bus {
+        Bus::InProcess { dir } => Some(serve_alone(dir)?),
+        Bus::Nats(_) => None,
+    };
     let channels = match &bus {
         Bus::InProcess { .. } => Some(instance.channels()?),
         Bus::Nats(_) => None,

@@ -240,6 +240,31 @@ fn a_family_reads_the_machine_translation_they_were_sent_beside_the_original() {
 }
 
 #[test]
+fn a_second_server_on_the_same_embedded_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, _api) = start(&data);
+    let second = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("HOMEROOM_STORE")
+        .env_remove("HOMEROOM_BUS")
+        .output()
+        .expect("homeroom runs");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another `homeroom serve` is already serving")
+            && stderr.contains(&format!("pid {}", server.pid())),
+        "{stderr}"
+    );
+    assert!(server.terminate().success());
+    // Once the first has stopped, the directory may be served again.
+    let (again, _api) = start(&data);
+    assert!(again.terminate().success());
+}
+
+#[test]
 fn inspecting_an_instance_that_does_not_exist_is_refused_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("typo");
