@@ -37,6 +37,7 @@ on_every_backend!(
     a_retried_command_answers_its_first_result_even_after_a_restart,
     a_reused_command_id_with_another_body_is_refused,
     the_same_key_at_two_nodes_at_once_answers_the_first_result_at_both,
+    a_reaction_another_node_recorded_is_not_recorded_again_on_top_of_later_events,
     concurrent_posts_to_one_conversation_all_land_in_order,
     a_revoked_role_is_honoured_by_a_service_with_a_stale_cache,
     every_recorded_stream_verifies,
@@ -427,6 +428,47 @@ async fn the_same_key_at_two_nodes_at_once_answers_the_first_result_at_both(
     assert!(second.replayed);
     assert_eq!(second.events, first.events);
     assert_eq!(second.position, first.position);
+    assert_eq!(store.head().await.unwrap(), head, "nothing recorded twice");
+}
+
+/// Two nodes react to the same event (a redelivery after the first node's ack wait):
+/// node B looks for the reaction's command just before node A records it, and loads
+/// the SMS line after A and a later text have moved it on. B must answer A's result,
+/// not record the old text as the line's last one again.
+async fn a_reaction_another_node_recorded_is_not_recorded_again_on_top_of_later_events(
+    store: Arc<dyn EventStore>,
+) {
+    use homeroom_domain::commands::RecordSmsSent;
+    use homeroom_domain::{ConversationId, DeliveryId, PhoneNumber};
+    let d = District::build(store.clone(), "capitalcity").await;
+    let sent = |delivery: Uuid| {
+        homeroom_domain::Command::RecordSmsSent(RecordSmsSent {
+            our_number: PhoneNumber::parse(&d.school_number).unwrap(),
+            their_number: PhoneNumber::parse("+15550002001").unwrap(),
+            conversation_id: ConversationId::new(Uuid::now_v7()),
+            recipient_id: PersonId::new(d.teen),
+            delivery_id: DeliveryId::new(delivery),
+        })
+    };
+    let (old_text, later_text) = (sent(Uuid::now_v7()), sent(Uuid::now_v7()));
+    let reaction = CommandContext::new(d.district.clone(), Actor::System("delivery".into()))
+        .with_command_id(Uuid::now_v7());
+    let node_a = CommandService::new(store.clone(), 100);
+    let first = node_a.execute(&reaction, &old_text).await.unwrap();
+    let later = CommandContext::new(d.district.clone(), Actor::System("delivery".into()));
+    node_a.execute(&later, &later_text).await.unwrap();
+    let head = store.head().await.unwrap();
+
+    let node_b = CommandService::new(
+        Arc::new(LooksTooEarly {
+            inner: store.clone(),
+            looked: std::sync::atomic::AtomicBool::new(false),
+        }),
+        100,
+    );
+    let again = node_b.execute(&reaction, &old_text).await.unwrap();
+    assert!(again.replayed, "{again:?}");
+    assert_eq!(again.events, first.events);
     assert_eq!(store.head().await.unwrap(), head, "nothing recorded twice");
 }
 

@@ -264,6 +264,15 @@ impl CommandService {
         for _attempt in 0..MAX_ATTEMPTS {
             let loaded = self.load_for(ctx, command, &target, &stale).await?;
             stale.clear();
+            if ctx.caller_chose_id {
+                // Looked for after loading: a node that recorded this very command
+                // between the first look and the load (or before a lost race) is found
+                // here, so a reaction that is not idempotent by itself (`RecordSmsSent`)
+                // is not recorded a second time on the state that already holds it.
+                if let Some(earlier) = self.recorded_result(ctx, digest).await? {
+                    return earlier;
+                }
+            }
             let decision = homeroom_domain::decide(&loaded.current.state, command, &loaded.facts);
             let events = match decision {
                 Ok(events) if !events.is_empty() => events,
