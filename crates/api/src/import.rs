@@ -1,8 +1,9 @@
 //! Bulk role assignment from a CSV file: `POST /v1/imports/role-assignments` and the
 //! `homeroom import roles` subcommand share this code.
 //!
-//! The file has the header `person_id,role_id,school_id` (any order; `school_id` may be
-//! empty for a district-wide role). Each row becomes one `AssignRole` command through
+//! The file has the header `person_id,role_id,school_id` (any order, each column once;
+//! `school_id` may be empty for a district-wide role, but every row has every column the
+//! header names, so a line cut short never turns into a district-wide grant). Each row becomes one `AssignRole` command through
 //! the command service with the caller's identity: its own atomic append, so a bad row
 //! never stops the good ones and never half-applies. With an idempotency key, row `n`'s
 //! command id is UUID v5 of (key, `n`), so sending the same file again with the same key
@@ -41,6 +42,12 @@ pub enum ImportError {
     #[error("the header lacks the column {column:?}; expected person_id,role_id,school_id")]
     MissingColumn {
         /// The missing column.
+        column: &'static str,
+    },
+    /// The header names a column twice: which one a row means would be a guess.
+    #[error("the header names the column {column:?} twice")]
+    DuplicateColumn {
+        /// The column.
         column: &'static str,
     },
     /// The header has a column this import does not know.
@@ -122,6 +129,9 @@ pub fn parse_role_assignments(csv_text: &[u8]) -> Result<Vec<Row>, ImportError> 
     for (i, column) in header.iter().enumerate() {
         let column = column.trim_start_matches('\u{feff}');
         match COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(column)) {
+            Some(k) if index[k] != usize::MAX => {
+                return Err(ImportError::DuplicateColumn { column: COLUMNS[k] })
+            }
             Some(k) => index[k] = i,
             None => {
                 return Err(ImportError::UnknownColumn {
@@ -141,9 +151,9 @@ pub fn parse_role_assignments(csv_text: &[u8]) -> Result<Vec<Row>, ImportError> 
         let command = record
             .map_err(|e| RowError::Unreadable(e.to_string()))
             .and_then(|record| {
-                // Fewer fields are fine while only the optional school is left out.
-                let needed = index[0].max(index[1]) + 1;
-                if record.len() > header.len() || record.len() < needed {
+                // A district-wide grant is an empty school, never a missing one: a
+                // line cut short is refused, not read as "every school".
+                if record.len() != header.len() {
                     return Err(RowError::Fields {
                         expected: header.len(),
                         got: record.len(),
@@ -177,7 +187,7 @@ pub enum RowError {
     /// The line is not CSV (e.g. not UTF-8).
     #[error("the row cannot be read: {0}")]
     Unreadable(String),
-    /// More fields than the header names, or too few to hold a person and a role.
+    /// Not as many fields as the header names.
     #[error("the row has {got} fields, the header {expected}")]
     Fields {
         /// Fields in the header.
@@ -305,7 +315,7 @@ mod tests {
     fn a_row_with_too_few_or_too_many_fields_says_so() {
         let person = Uuid::now_v7();
         let text = format!(
-            "person_id,role_id,school_id\ngarbage\n{person},teacher,,extra\n{person},district_admin\n"
+            "person_id,role_id,school_id\ngarbage\n{person},teacher,,extra\n{person},teacher\n{person},district_admin,\n"
         );
         let rows = parse_role_assignments(text.as_bytes()).unwrap();
         let detail = |i: usize| rows[i].command.as_ref().unwrap_err().to_string();
@@ -319,7 +329,25 @@ mod tests {
             "{}",
             detail(1)
         );
-        assert!(rows[2].command.is_ok(), "the school may be left out");
+        assert!(
+            detail(2).contains("the row has 2 fields, the header 3"),
+            "a line cut short is no district-wide grant: {}",
+            detail(2)
+        );
+        match &rows[3].command {
+            Ok(Command::AssignRole(c)) => assert_eq!(c.school_id, None, "an empty school is"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_naming_a_column_twice_refuses_the_whole_file() {
+        assert!(matches!(
+            parse_role_assignments(b"person_id,role_id,school_id,person_id\n"),
+            Err(ImportError::DuplicateColumn {
+                column: "person_id"
+            })
+        ));
     }
 
     #[test]
