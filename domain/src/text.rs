@@ -25,7 +25,7 @@ impl MessageBody {
     /// # Errors
     /// [`ValidationError::Empty`] or [`ValidationError::TooLong`] (field `body`).
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        required_text("body", value, MAX_BODY_CHARS).map(Self)
+        written_text("body", value, MAX_BODY_CHARS).map(Self)
     }
 
     /// A body someone outside Homeroom wrote (an SMS reply), kept as written: trimmed,
@@ -57,7 +57,7 @@ impl fmt::Display for MessageBody {
 pub fn subject(value: Option<&str>) -> Result<Option<String>, ValidationError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(text) => required_text("subject", text, MAX_TITLE_CHARS).map(Some),
+        Some(text) => written_text("subject", text, MAX_TITLE_CHARS).map(Some),
     }
 }
 
@@ -66,7 +66,33 @@ pub fn subject(value: Option<&str>) -> Result<Option<String>, ValidationError> {
 /// # Errors
 /// [`ValidationError::Empty`] or [`ValidationError::TooLong`] (field `title`).
 pub fn title(value: &str) -> Result<String, ValidationError> {
-    required_text("title", value, MAX_TITLE_CHARS)
+    written_text("title", value, MAX_TITLE_CHARS)
+}
+
+/// A text a user writes in Homeroom (a body, a subject, a title): as
+/// [`required_text`], and also empty when all it holds is characters that show nothing
+/// (a message of zero-width spaces would arrive as a blank, unread message), and never
+/// with a control character other than a line break or a tab (a NUL or an escape breaks
+/// SMS providers and exported files, and shows nothing).
+///
+/// # Errors
+/// [`ValidationError::Empty`], [`ValidationError::TooLong`] or
+/// [`ValidationError::ControlCharacter`].
+fn written_text(field: &'static str, value: &str, max: usize) -> Result<String, ValidationError> {
+    let text = required_text(field, value, max)?;
+    if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(ValidationError::Empty { field });
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ValidationError::ControlCharacter {
+            field,
+            code: u32::from(c),
+        });
+    }
+    Ok(text)
 }
 
 /// A content-guard pattern in a deliberately tiny syntax, so district admins can write
@@ -246,6 +272,43 @@ mod tests {
 
     fn p(s: &str) -> BlockedPattern {
         BlockedPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_text_of_characters_that_show_nothing_is_empty_and_control_characters_are_refused() {
+        assert_eq!(
+            MessageBody::parse("\u{200B}\u{200D}"),
+            Err(ValidationError::Empty { field: "body" })
+        );
+        assert_eq!(
+            MessageBody::parse("a\u{0}b"),
+            Err(ValidationError::ControlCharacter {
+                field: "body",
+                code: 0
+            })
+        );
+        assert_eq!(
+            title("\u{1b}[31mred"),
+            Err(ValidationError::ControlCharacter {
+                field: "title",
+                code: 0x1b
+            })
+        );
+        assert_eq!(
+            MessageBody::parse("line one\n\tline two\r\n")
+                .unwrap()
+                .as_str(),
+            "line one\n\tline two"
+        );
+        assert!(
+            MessageBody::parse("👍\u{FE0F}").is_ok(),
+            "a sign with its selector shows"
+        );
+        assert_eq!(
+            MessageBody::from_outside("a\u{0}b", 1600).unwrap().as_str(),
+            "a\u{0}b",
+            "a family's SMS is kept as it came"
+        );
     }
 
     #[test]

@@ -16,6 +16,14 @@ pub enum ValidationError {
         /// The command field.
         field: &'static str,
     },
+    /// A text holds a control character (other than a line break or a tab).
+    #[error("{field} holds the control character U+{code:04X}")]
+    ControlCharacter {
+        /// The command field.
+        field: &'static str,
+        /// The character's code point.
+        code: u32,
+    },
     /// A text was longer than allowed.
     #[error("{field} is {got} characters long, at most {max} allowed")]
     TooLong {
