@@ -208,19 +208,44 @@ const STOP_WORDS: [&str; 8] = [
 const START_WORDS: [&str; 3] = ["START", "YES", "UNSTOP"];
 const HELP_WORDS: [&str; 2] = ["HELP", "INFO"];
 
+/// Opt-outs written as a few words rather than one: what families type to be left alone
+/// ("opt out" is one of the words the FCC's 2024 consent rule names; "stop all" is the
+/// carriers'). Matched as the whole message, "please" aside.
+const STOP_PHRASES: [&str; 12] = [
+    "STOP ALL",
+    "OPT OUT",
+    "STOP TEXTING",
+    "STOP TEXTING ME",
+    "STOP TEXTING US",
+    "STOP MESSAGING",
+    "STOP MESSAGING ME",
+    "STOP SENDING",
+    "STOP SENDING TEXTS",
+    "STOP SENDING MESSAGES",
+    "STOP THE TEXTS",
+    "NO MORE TEXTS",
+];
+
 /// The keyword `body` is, if the whole message is one: case-insensitive, with
-/// surrounding whitespace, punctuation and symbols ignored (`" Stop. "` is STOP,
-/// `"stop texting me"` is not a keyword but a reply).
+/// whitespace, punctuation, symbols and the word "please" ignored (`" Stop. "` and
+/// `"Stop please"` are STOP). A few-word opt-out is STOP too (`"opt out"`, `"stop
+/// texting me"`); anything more is a reply (`"stop by the office"`).
 ///
 /// ```
 /// use homeroom_domain::sms::{keyword, InboundKeyword};
 /// assert_eq!(keyword("  unsubscribe! "), Some(InboundKeyword::Stop));
+/// assert_eq!(keyword("Please stop texting me."), Some(InboundKeyword::Stop));
 /// assert_eq!(keyword("Yes, see you then"), None);
 /// ```
 pub fn keyword(body: &str) -> Option<InboundKeyword> {
-    let word = body.trim_matches(|c: char| !c.is_alphanumeric());
-    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(word));
-    if is(&STOP_WORDS) {
+    let words: Vec<String> = body
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !w.eq_ignore_ascii_case("please"))
+        .map(str::to_uppercase)
+        .collect();
+    let text = words.join(" ");
+    let is = |words: &[&str]| words.iter().any(|w| *w == text);
+    if is(&STOP_WORDS) || is(&STOP_PHRASES) {
         Some(InboundKeyword::Stop)
     } else if is(&START_WORDS) {
         Some(InboundKeyword::Start)
@@ -460,12 +485,31 @@ mod tests {
     }
 
     #[test]
+    fn a_few_word_opt_out_is_stop() {
+        for body in [
+            "stop all",
+            "STOP ALL",
+            "opt out",
+            "Opt-out",
+            "Stop please",
+            "please STOP",
+            "Stop texting me",
+            "Please stop texting me.",
+            "no more texts!",
+        ] {
+            assert_eq!(keyword(body), Some(InboundKeyword::Stop), "{body:?}");
+        }
+    }
+
+    #[test]
     fn a_keyword_must_be_the_whole_message() {
         for body in [
-            "stop texting me",
             "Yes, see you then",
             "help me with homework",
-            "STOP ALL",
+            "stop by the office tomorrow",
+            "Can you stop texting me at work and call instead?",
+            "end of the day pickup",
+            "please",
         ] {
             assert_eq!(keyword(body), None, "{body:?}");
         }
