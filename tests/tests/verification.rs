@@ -324,6 +324,28 @@ async fn an_export_kept_apart_shows_a_log_rewritten_since_with_its_hashes_recomp
         "{found:?}"
     );
 
+    // A whole stream taken out of the file (every one of its lines, so no chain in the
+    // file shows a gap): the log holds the district's events the file skipped.
+    let gone = export[0].stream.clone();
+    assert_ne!(export.last().unwrap().stream, gone);
+    let without: Vec<_> = export
+        .iter()
+        .filter(|e| e.stream != gone)
+        .cloned()
+        .collect();
+    let removed: Vec<(String, u64)> = export
+        .iter()
+        .filter(|e| e.stream == gone)
+        .map(|e| (e.stream.to_string(), e.version))
+        .collect();
+    let found = check(without).await;
+    assert_eq!(found.missing_from_file, removed, "{found:?}");
+    assert!(!found.holds());
+    assert!(
+        found.altered_in_file.is_empty() && found.changed_in_log.is_empty(),
+        "{found:?}"
+    );
+
     // The log rewritten behind the store's back, its hash recomputed so its chain
     // holds: the export kept apart still shows it.
     rewrite_the_message(&sqlite, &*store, &sent, "The trip costs $200").await;

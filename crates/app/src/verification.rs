@@ -232,6 +232,10 @@ pub struct ExportCheck {
     pub changed_in_log: Vec<(String, u64)>,
     /// Exported events the log no longer holds at their position.
     pub missing_from_log: Vec<(String, u64)>,
+    /// Events of the exported district the log holds before the file's last event but
+    /// the file lacks: lines taken out of the file (an export holds the district's whole
+    /// log up to its end; a file cut short at its end reads as an earlier export).
+    pub missing_from_file: Vec<(String, u64)>,
 }
 
 impl ExportCheck {
@@ -240,6 +244,7 @@ impl ExportCheck {
         self.altered_in_file.is_empty()
             && self.changed_in_log.is_empty()
             && self.missing_from_log.is_empty()
+            && self.missing_from_file.is_empty()
     }
 }
 
@@ -279,7 +284,9 @@ impl<'a, R: EventReader + ?Sized> ExportChecker<'a, R> {
     /// In the file, a stream's events run from version 1 without a gap (an export holds
     /// the district's whole log), each hash recomputes from its event's fields, and each
     /// event links to the one before it; an event that breaks any of that, or comes out
-    /// of log order, is `altered_in_file`. Against the log, an event is `changed_in_log`
+    /// of log order, is `altered_in_file`. An event of the district the log holds before
+    /// this one and the file skipped is `missing_from_file`. Against the log, an event is
+    /// `changed_in_log`
     /// when the log holds it otherwise (for an event altered in the file, only when the
     /// log's hash is not the file's: the file is no evidence for what it changed).
     ///
@@ -316,6 +323,11 @@ impl<'a, R: EventReader + ?Sized> ExportChecker<'a, R> {
             }
             match self.page.front() {
                 Some(event) if event.position < exported.position => {
+                    if event.metadata.district == exported.metadata.district {
+                        self.found
+                            .missing_from_file
+                            .push((event.stream.to_string(), event.version));
+                    }
                     self.page.pop_front();
                 }
                 Some(event) if event.position == exported.position => {

@@ -59,15 +59,12 @@ pub enum RunError {
     /// `audit verify` could not read the log.
     #[error(transparent)]
     Verify(#[from] homeroom_app::verification::VerifyError),
-    /// A line of an audit export is not an exported event.
-    #[error("{}:{line}: not an exported event: {reason}", file.display())]
-    Export {
+    /// An audit export holds no event: no export of a district is empty, so this is a
+    /// failed export (a full disk, a wrong redirect), not evidence that anything holds.
+    #[error("{} holds no exported event: nothing to check", file.display())]
+    EmptyExport {
         /// The file.
         file: PathBuf,
-        /// Its line.
-        line: usize,
-        /// What is wrong.
-        reason: String,
     },
     /// An audit export cannot be opened.
     #[error("cannot read the export {}: {source}", file.display())]
@@ -836,20 +833,24 @@ pub async fn audit_check_export(
     let store = instance.shared_store();
     let mut checker = homeroom_app::verification::ExportChecker::new(&*store);
     let mut outcome = Ok(());
+    // Lines that are not exported events: the file was altered (or damaged) there.
+    let mut unreadable = Vec::new();
     for (n, line) in reader.lines().enumerate() {
-        let failed = |reason: String| RunError::Export {
-            file: file.to_owned(),
-            line: n + 1,
-            reason,
-        };
-        let event = match line
-            .map_err(|e| failed(e.to_string()))
-            .and_then(|l| serde_json::from_str(&l).map_err(|e| failed(e.to_string())))
-        {
-            Ok(event) => event,
-            Err(error) => {
-                outcome = Err(error);
+        let line = match line {
+            Ok(line) => line,
+            Err(source) => {
+                outcome = Err(RunError::ExportFile {
+                    file: file.to_owned(),
+                    source,
+                });
                 break;
+            }
+        };
+        let event = match serde_json::from_str(&line) {
+            Ok(event) => event,
+            Err(e) => {
+                unreadable.push((n + 1, e.to_string()));
+                continue;
             }
         };
         if let Err(error) = checker.check(&event).await {
@@ -860,19 +861,31 @@ pub async fn audit_check_export(
     instance.close().await;
     outcome?;
     let found = checker.finish();
+    if found.checked == 0 && unreadable.is_empty() {
+        return Err(RunError::EmptyExport {
+            file: file.to_owned(),
+        });
+    }
     // A closed pipe (`| head`) cuts the listing short, not the verdict's exit code.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "checked {} exported events", found.checked);
+    for (line, reason) in &unreadable {
+        let _ = writeln!(
+            out,
+            "ALTERED IN THE FILE: line {line} is not an exported event ({reason})"
+        );
+    }
     for (what, events) in [
         ("ALTERED IN THE FILE", &found.altered_in_file),
         ("CHANGED IN THE LOG", &found.changed_in_log),
         ("MISSING FROM THE LOG", &found.missing_from_log),
+        ("MISSING FROM THE FILE", &found.missing_from_file),
     ] {
         for (stream, version) in events {
             let _ = writeln!(out, "{what}: {stream} version {version}");
         }
     }
-    if found.holds() {
+    if found.holds() && unreadable.is_empty() {
         let _ = writeln!(out, "the log holds every exported event as exported");
         Ok(ExitCode::SUCCESS)
     } else {

@@ -533,3 +533,74 @@ fn projections_rebuild_while_serving_and_the_log_verifies() {
     assert!(text.contains("every hash chain holds"), "{text}");
     assert!(server.terminate().success());
 }
+
+#[test]
+fn an_audit_export_checks_against_the_log_and_shows_lines_taken_out_or_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, api) = start(&data);
+    let d = District::build(&api, "exportburg");
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.teen, "body": "Picture day is Tuesday"}),
+    )
+    .ok();
+    assert!(server.terminate().success());
+
+    let exported = homeroom(&["audit", "export", "--district", &d.name], &data);
+    assert!(exported.status.success(), "{exported:?}");
+    let text = String::from_utf8(exported.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let check = |name: &str, lines: &[&str]| {
+        let file = dir.path().join(name);
+        let mut body = lines.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        std::fs::write(&file, body).unwrap();
+        let out = homeroom(&["audit", "check-export", file.to_str().unwrap()], &data);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = check("whole.jsonl", &lines);
+    assert_eq!(code, Some(0), "{said}");
+
+    // A whole stream taken out (the school's registration, its only event).
+    let school: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let stream = school["stream"].as_str().unwrap().to_owned();
+    let without: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["stream"] != stream.as_str()
+        })
+        .collect();
+    assert!(without.len() < lines.len());
+    let (code, said) = check("cut.jsonl", &without);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains(&format!("MISSING FROM THE FILE: {stream} version 1")),
+        "{said}"
+    );
+
+    // A line cut in half: the file was altered there.
+    let mut damaged = lines.clone();
+    let half = &lines[2][..lines[2].len() / 2];
+    damaged[2] = half;
+    let (code, said) = check("damaged.jsonl", &damaged);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains("ALTERED IN THE FILE: line 3 is not an exported event"),
+        "{said}"
+    );
+
+    // An empty file proves nothing.
+    let (code, said) = check("empty.jsonl", &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("holds no exported event"), "{said}");
+}
