@@ -5,6 +5,7 @@
 //! - [`measure`] gives a text's [`SmsEncoding`], its length in that encoding's units and
 //!   its segment count ([`SmsMeasure`]); `POST /v1/preview` reports the last two.
 //! - [`label_for_shared_phone`] puts `For Dennis: ` before a text.
+//! - [`signed_by`] signs a text that goes out from a number that is not its author's.
 //! - [`keyword`] reads an inbound text as an [`InboundKeyword`], if it is one.
 
 use std::fmt;
@@ -169,6 +170,25 @@ pub fn label_for_shared_phone(text: &str, display_name: &str) -> String {
     match first_name(display_name) {
         Some(name) => format!("For {name}: {text}"),
         None => text.to_owned(),
+    }
+}
+
+/// `text` signed with its author's name on a line of its own (`…\n- Ned Flanders`),
+/// for a text that goes out from a number that is not its author's own (a parent's
+/// reply in a group, relayed from the school's number; a staff member's message where
+/// the district has no numbers of their own): without it the family would read the
+/// words as the school's, and could not tell two writers apart. At the end, in GSM-7
+/// characters, so a shared phone's `For Dennis: ` label still leads and the signature
+/// costs no change of encoding. A blank name leaves the text as it is.
+///
+/// ```
+/// use homeroom_domain::sms::signed_by;
+/// assert_eq!(signed_by("I can bring cookies", "Ned Flanders"), "I can bring cookies\n- Ned Flanders");
+/// ```
+pub fn signed_by(text: &str, author_name: &str) -> String {
+    match author_name.trim() {
+        "" => text.to_owned(),
+        name => format!("{text}\n- {name}"),
     }
 }
 

@@ -364,7 +364,11 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
         Some(school_number().as_str()),
         "no pool: the school's number"
     );
-    assert_eq!(sent.sent_text.as_deref(), Some("Hi Dennis's family"));
+    assert_eq!(
+        sent.sent_text.as_deref(),
+        Some("Hi Dennis's family\n- Principal Skinner"),
+        "from the school's number, a personal message names who wrote it"
+    );
     let handed = f.provider.to(PARENT_NUMBER);
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].key.attempt, 1);
@@ -482,6 +486,18 @@ async fn a_guardians_message_in_a_group_texts_the_others_from_the_schools_number
         .find(|s| s.body.contains("cookies"))
         .expect("Ned got Marge's message");
     assert_eq!(cookies.from, school_number().as_str());
+    assert_eq!(
+        cookies.body, "I can bring cookies\n- Marge",
+        "relayed from the school's number, a parent's words say whose they are"
+    );
+    let who_can_help = to_ned
+        .iter()
+        .find(|s| s.body.contains("Who can help?"))
+        .expect("Ned got the principal's message");
+    assert_eq!(
+        who_can_help.body, "Who can help?",
+        "from the principal's own number: no name needed"
+    );
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     assert!(
         !log.iter()
@@ -640,7 +656,7 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
     f.delivered(fallback.as_uuid()).await;
     let by_sms = f.provider.to("+15550003001");
     assert_eq!(by_sms.len(), 1);
-    assert_eq!(by_sms[0].body, "Report cards are out");
+    assert_eq!(by_sms[0].body, "Report cards are out\n- Principal Skinner");
     f.until(
         "the address marked failing",
         |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
@@ -686,7 +702,7 @@ async fn an_email_that_bounces_after_it_was_accepted_goes_by_sms() {
     f.delivered(fallback.as_uuid()).await;
     let by_sms = f.provider.to("+15550003001");
     assert_eq!(by_sms.len(), 1);
-    assert_eq!(by_sms[0].body, "Report cards are out");
+    assert_eq!(by_sms[0].body, "Report cards are out\n- Principal Skinner");
     f.until(
         "the address marked failing",
         |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
@@ -1196,7 +1212,7 @@ async fn with_the_translator_down_the_last_attempt_sends_the_original() {
     f.delivered(delivery).await;
     let sent = f.provider.to("+15550004004");
     assert_eq!(sent.len(), 1, "one text, on the last attempt");
-    assert_eq!(sent[0].body, "Field trip");
+    assert_eq!(sent[0].body, "Field trip\n- Principal Skinner");
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     let failed_attempts = log
         .iter()
@@ -1290,7 +1306,7 @@ async fn texts_to_a_shared_phone_say_who_they_are_for() {
     f.delivered(delivery).await;
     assert_eq!(
         f.provider.to(PARENT_NUMBER)[0].body,
-        "For Marge: Lunch money"
+        "For Marge: Lunch money\n- Principal Skinner"
     );
     f.stop();
 }
