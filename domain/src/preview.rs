@@ -11,9 +11,6 @@
 //!   shared-phone label naming the recipient ([`sms::label_for_shared_phone`]:
 //!   `For Dennis: …`). Who else has a number is not a fact of the recipient's stream, so
 //!   the caller says which of the recipient's numbers ([`sms_numbers`]) are shared.
-//! - An SMS its sender has no number of their own for (none given, none free in the
-//!   pool) goes out from the school's number signed with their name
-//!   ([`sms::signed_by`]), and is counted so.
 //! - The text is measured with [`sms::measure`] whatever the channel: an email or in-app
 //!   message has no segments, but the counter is the same, and a bounced email falls
 //!   back to SMS with the same text. The channel tells the sender whether the count
@@ -122,23 +119,10 @@ pub fn preview(
             .as_ref()
             .is_some_and(|number| shared_numbers.contains(number))
         && !name.trim().is_empty();
-    // With no number of their own to text from (none given, none left in the pool), a
-    // staff member's SMS goes out from the school's number, signed with their name.
-    let signer = facts.actor.person_id().filter(|sender| {
-        planned.channel == Channel::Sms
-            && facts.district.sender_number_of(*sender).is_none()
-            && facts.district.free_sender_numbers().next().is_none()
-    });
-    let text = match signer {
-        Some(sender) => {
-            sms::signed_by(&planned.text, facts.person(sender).map_or("", |p| p.name()))
-        }
-        None => planned.text,
-    };
     let text = if labelled {
-        sms::label_for_shared_phone(&text, name)
+        sms::label_for_shared_phone(&planned.text, name)
     } else {
-        text
+        planned.text
     };
     Ok(Render {
         recipient_id: planned.recipient_id,

@@ -5,7 +5,7 @@
 //! - [`measure`] gives a text's [`SmsEncoding`], its length in that encoding's units and
 //!   its segment count ([`SmsMeasure`]); `POST /v1/preview` reports the last two.
 //! - [`label_for_shared_phone`] puts `For Dennis: ` before a text.
-//! - [`signed_by`] signs a text that goes out from a number that is not its author's.
+//! - [`signed_by`] signs a family member's text relayed from the school's number.
 //! - [`keyword`] reads an inbound text as an [`InboundKeyword`], if it is one.
 
 use std::fmt;
@@ -174,10 +174,9 @@ pub fn label_for_shared_phone(text: &str, display_name: &str) -> String {
 }
 
 /// `text` signed with its author's name on a line of its own (`…\n- Ned Flanders`),
-/// for a text that goes out from a number that is not its author's own (a parent's
-/// reply in a group, relayed from the school's number; a staff member's message where
-/// the district has no numbers of their own): without it the family would read the
-/// words as the school's, and could not tell two writers apart. At the end, in GSM-7
+/// for a family member's or student's text relayed to the others of a group from the
+/// school's number (or the starter's): without it the families would read a parent's
+/// words as the school's, and could not tell two parents apart. At the end, in GSM-7
 /// characters, so a shared phone's `For Dennis: ` label still leads and the signature
 /// costs no change of encoding. A blank name leaves the text as it is.
 ///
@@ -190,6 +189,29 @@ pub fn signed_by(text: &str, author_name: &str) -> String {
         "" => text.to_owned(),
         name => format!("{text}\n- {name}"),
     }
+}
+
+/// A text as sent without the signature [`signed_by`] put after it for `author_name`,
+/// for views that show the author's name beside the text already. A text with no such
+/// signature is returned whole.
+pub fn without_signature<'a>(sent: &'a str, author_name: &str) -> &'a str {
+    match author_name.trim() {
+        "" => sent,
+        name => sent
+            .strip_suffix(name)
+            .and_then(|rest| rest.strip_suffix("\n- "))
+            .unwrap_or(sent),
+    }
+}
+
+/// A text as its recipient reads it in their own views: as sent, without the shared
+/// phone's label for them ([`without_shared_phone_label`]) and without the author's
+/// signature ([`without_signature`]), which the views show apart.
+pub fn own_copy<'a>(sent: &'a str, recipient_name: &str, author_name: &str) -> &'a str {
+    without_signature(
+        without_shared_phone_label(sent, recipient_name),
+        author_name,
+    )
 }
 
 /// A text as sent without the label [`label_for_shared_phone`] put in front of it for
@@ -463,6 +485,21 @@ mod tests {
         let labelled = label_for_shared_phone(&text, "Dennis Ortiz");
         // then it needs two segments
         assert_eq!(measure(&labelled).segments, 2);
+    }
+
+    // ---- labels and signatures ----------------------------------------------------------
+
+    #[test]
+    fn the_own_copy_of_a_text_has_neither_label_nor_signature() {
+        let sent = label_for_shared_phone(&signed_by("Cookies?", "Ned Flanders"), "Marge Simpson");
+        assert_eq!(sent, "For Marge: Cookies?\n- Ned Flanders");
+        assert_eq!(own_copy(&sent, "Marge Simpson", "Ned Flanders"), "Cookies?");
+        assert_eq!(
+            own_copy("Bring:\n- Ned Flanders", "Marge Simpson", "Someone Else"),
+            "Bring:\n- Ned Flanders",
+            "another's name is text, not a signature"
+        );
+        assert_eq!(own_copy("Cookies?", "", ""), "Cookies?");
     }
 
     // ---- keywords -----------------------------------------------------------------------

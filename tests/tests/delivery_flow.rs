@@ -364,11 +364,7 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
         Some(school_number().as_str()),
         "no pool: the school's number"
     );
-    assert_eq!(
-        sent.sent_text.as_deref(),
-        Some("Hi Dennis's family\n- Principal Skinner"),
-        "from the school's number, a personal message names who wrote it"
-    );
+    assert_eq!(sent.sent_text.as_deref(), Some("Hi Dennis's family"));
     let handed = f.provider.to(PARENT_NUMBER);
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].key.attempt, 1);
@@ -656,7 +652,7 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
     f.delivered(fallback.as_uuid()).await;
     let by_sms = f.provider.to("+15550003001");
     assert_eq!(by_sms.len(), 1);
-    assert_eq!(by_sms[0].body, "Report cards are out\n- Principal Skinner");
+    assert_eq!(by_sms[0].body, "Report cards are out");
     f.until(
         "the address marked failing",
         |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
@@ -702,7 +698,7 @@ async fn an_email_that_bounces_after_it_was_accepted_goes_by_sms() {
     f.delivered(fallback.as_uuid()).await;
     let by_sms = f.provider.to("+15550003001");
     assert_eq!(by_sms.len(), 1);
-    assert_eq!(by_sms[0].body, "Report cards are out\n- Principal Skinner");
+    assert_eq!(by_sms[0].body, "Report cards are out");
     f.until(
         "the address marked failing",
         |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
@@ -1212,7 +1208,7 @@ async fn with_the_translator_down_the_last_attempt_sends_the_original() {
     f.delivered(delivery).await;
     let sent = f.provider.to("+15550004004");
     assert_eq!(sent.len(), 1, "one text, on the last attempt");
-    assert_eq!(sent[0].body, "Field trip\n- Principal Skinner");
+    assert_eq!(sent[0].body, "Field trip");
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     let failed_attempts = log
         .iter()
@@ -1306,7 +1302,7 @@ async fn texts_to_a_shared_phone_say_who_they_are_for() {
     f.delivered(delivery).await;
     assert_eq!(
         f.provider.to(PARENT_NUMBER)[0].body,
-        "For Marge: Lunch money\n- Principal Skinner"
+        "For Marge: Lunch money"
     );
     f.stop();
 }

@@ -36,9 +36,6 @@ fn refused(answer: &(StatusCode, Value), status: StatusCode, code: &str) {
 async fn a_preview_answers_the_render_for_the_recipient_and_records_nothing() {
     let server = Server::start(|_| {}).await;
     let w = World::build(&server, "north").await;
-    // A pool, so the principal texts from a number of their own (unsigned).
-    w.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
-        .await;
     let head = server.head().await;
 
     let (status, body) = preview(&server, &w, w.principal, json!({"recipient_id": w.parent, "body": "Hi {recipient_name}, {student_name} did well 👍"})).await;
@@ -177,9 +174,6 @@ impl PhoneBook for Household {
 async fn an_sms_to_a_shared_phone_is_previewed_with_its_label() {
     let mut server = Server::start(|_| {}).await;
     let w = World::build(&server, "north").await;
-    // A pool, so the principal texts from a number of their own (unsigned).
-    w.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
-        .await;
     let book = Arc::new(Household(vec![w.parent, w.teen]));
     server.state.preview =
         Arc::new(PreviewService::new(server.state.commands.clone()).with_phone_book(book));

@@ -416,15 +416,10 @@ impl Worker {
             .phones
             .people_with_number(district, to.as_str())
             .await?;
-        // Written under the author's own identity but texted from a number that is not
-        // theirs (a family's reply relayed from the school's number): it says who wrote.
-        let text = match (goes_out_as.sender, goes_out_as.author) {
-            (Some(sender), Some(author))
-                if sender.sent_as == SendAs::Personal
-                    && district_state.sender_number_of(sender.author_id) != Some(&from) =>
-            {
-                sms::signed_by(&text, author.name())
-            }
+        // A family member's or student's words relayed from the school's number (or the
+        // starter's): signed, so nobody reads them as the school's.
+        let text = match goes_out_as.author {
+            Some(author) if !author.is_staff() => sms::signed_by(&text, author.name()),
             _ => text,
         };
         let body = if holders.iter().any(|p| *p != plan.recipient_id) {

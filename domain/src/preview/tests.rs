@@ -11,24 +11,6 @@ use crate::values::{ContactPoint, ConversationKind, PersonKind};
 
 // ---- the harness --------------------------------------------------------------------
 
-#[test]
-fn with_no_number_of_their_own_to_text_from_the_sender_is_signed_and_counted() {
-    let no_pool = Given {
-        events: Vec::new(),
-        facts: facts(),
-        shared: Vec::new(),
-    };
-    let render = no_pool
-        .when(PreviewRequest {
-            recipient_id: GUARDIAN_12,
-            body: "Hi".to_owned(),
-            channel: None,
-        })
-        .then();
-    assert_eq!(render.text, "Hi\n- Ada Admin");
-    assert_eq!(render.measure.units, "Hi\n- Ada Admin".len());
-}
-
 /// A preview scenario: the personal conversation's past events, the facts a send would
 /// load, and the numbers the caller found shared.
 struct Given {
@@ -37,20 +19,12 @@ struct Given {
     shared: Vec<String>,
 }
 
-/// A scenario in a district with a pool of sender numbers, so the sender texts from a
-/// number of their own and the text goes unsigned ([`sms::signed_by`]).
 fn given(events: impl IntoIterator<Item = Event>) -> Given {
-    let pool = crate::events::SenderNumbersAdded {
-        numbers: vec![crate::ids::PhoneNumber::parse("+15550009001").unwrap()],
-        at: now(),
-        by: sis(),
-    };
     Given {
         events: events.into_iter().collect(),
         facts: facts(),
         shared: Vec::new(),
     }
-    .district([pool.into()])
 }
 
 impl Given {

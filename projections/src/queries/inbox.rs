@@ -30,8 +30,13 @@ fn item(row: &Row, preview: Preview) -> Result<InboxConversation, QueryError> {
         let sent: Option<String> = row.get("sent_text")?;
         if let (Some(_), Some(sent)) = (translated, sent) {
             let name: Option<String> = row.get("my_name")?;
-            last.body =
-                sms::without_shared_phone_label(&sent, name.as_deref().unwrap_or("")).to_owned();
+            let author: Option<String> = row.get("last_author_name")?;
+            last.body = sms::own_copy(
+                &sent,
+                name.as_deref().unwrap_or(""),
+                author.as_deref().unwrap_or(""),
+            )
+            .to_owned();
         }
     }
     Ok(InboxConversation {
@@ -126,7 +131,8 @@ impl ReadModels {
         .await?;
         let sql = s.sql(&format!(
             "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, d.sent_text,
-                d.translated_to, me.name AS my_name, p.muted, p.archived,
+                d.translated_to, me.name AS my_name, la.name AS last_author_name,
+                p.muted, p.archived,
                 c.message_count - p.read_seq - p.own_after_read AS unread
              FROM conversation_people{{conversations}} p
              JOIN conversations{{conversations}} c
@@ -136,6 +142,8 @@ impl ReadModels {
               AND d.conversation_id = c.conversation_id AND d.recipient_id = p.person_id
              LEFT JOIN people{{directory}} me
                ON me.district = p.district AND me.person_id = p.person_id
+             LEFT JOIN people{{directory}} la
+               ON la.district = c.district AND la.person_id = c.last_author_id
              WHERE p.district = $1 AND p.person_id = $2 AND p.participant = TRUE
                AND p.archived = $3
                AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff')

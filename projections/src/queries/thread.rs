@@ -172,6 +172,7 @@ impl Snapshot {
             // The viewer's own copy: machine-translated once the worker translated it,
             // else rendered for them in the language it was written in.
             let author_language: Option<String> = row.get("author_language")?;
+            let author_name: Option<String> = row.get("author_name")?;
             let (body, language, machine_translated) = match mine {
                 Some(Planned {
                     sent_text: Some(sent),
@@ -179,8 +180,12 @@ impl Snapshot {
                     recipient_name,
                     ..
                 }) => (
-                    sms::without_shared_phone_label(sent, recipient_name.as_deref().unwrap_or(""))
-                        .to_owned(),
+                    sms::own_copy(
+                        sent,
+                        recipient_name.as_deref().unwrap_or(""),
+                        author_name.as_deref().unwrap_or(""),
+                    )
+                    .to_owned(),
                     Some(to.clone()),
                     true,
                 ),
@@ -195,7 +200,7 @@ impl Snapshot {
             conversation.messages.push(ThreadMessage {
                 message_id,
                 author_id,
-                author_name: row.get("author_name")?,
+                author_name,
                 sent_as: sent_as(&row, "sent_as")?,
                 subject,
                 body,

@@ -46,9 +46,6 @@ impl World {
             json!({"school_id": school, "name": "Lincoln"}),
         )
         .await;
-        // A pool, so staff text from numbers of their own (unsigned).
-        w.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
-            .await;
         for (person, name, role) in [
             (w.principal, "Principal Skinner", "school_admin"),
             (w.technician, "Tech Admin", "technical_school_admin"),
