@@ -202,10 +202,9 @@ impl CommandService {
         }
         // One attempt per command id at a time in this process, so two copies of one
         // retried request cannot both record.
+        // Whether it was recorded already is asked after each load (in
+        // `decide_and_append`), so a copy recorded by another node meanwhile is found too.
         let _turn = self.in_flight.take(ctx.command_id).await;
-        if let Some(earlier) = self.recorded_result(ctx, &digest).await? {
-            return earlier;
-        }
         let decided = self.decide_and_append(ctx, command, &digest).await;
         let lost_or_nothing = match &decided {
             Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => true,
@@ -265,10 +264,11 @@ impl CommandService {
             let loaded = self.load_for(ctx, command, &target, &stale).await?;
             stale.clear();
             if ctx.caller_chose_id {
-                // Looked for after loading: a node that recorded this very command
-                // between the first look and the load (or before a lost race) is found
-                // here, so a reaction that is not idempotent by itself (`RecordSmsSent`)
-                // is not recorded a second time on the state that already holds it.
+                // Looked for after loading: whatever recorded this very command before
+                // the load is found here; a node that records it after the load makes
+                // the append below conflict, and the next attempt finds it. So a
+                // reaction that is not idempotent by itself (`RecordSmsSent`) is never
+                // recorded a second time on a state that already holds it.
                 if let Some(earlier) = self.recorded_result(ctx, digest).await? {
                     return earlier;
                 }
