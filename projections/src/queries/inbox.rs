@@ -4,7 +4,7 @@ use super::{
     conversation_cursor, conversation_kind, count, last_message, uuid, Cursor, Inbox,
     InboxConversation, PageRequest, ReadModels, Snapshot,
 };
-use crate::db::{query, Builder, Row};
+use crate::db::{Builder, Row};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
 use homeroom_domain::visibility::TakingPart;
@@ -111,17 +111,6 @@ impl ReadModels {
         archived: bool,
         page_request: &PageRequest,
     ) -> Result<Inbox, QueryError> {
-        let schools = match taking_part {
-            TakingPart::Everywhere => String::new(),
-            TakingPart::Schools(schools) if schools.is_empty() => " AND 1 = 0".to_owned(),
-            TakingPart::Schools(schools) => format!(
-                " AND c.school_id IN ({})",
-                (0..schools.len())
-                    .map(|i| format!("${}", i + 8))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
         let after = Cursor::decode(page_request.cursor.as_deref(), Cursor::TOP)?;
         let size = page_request.size();
         let mut s = Snapshot::open(
@@ -129,7 +118,7 @@ impl ReadModels {
             &[conversations::NAME, deliveries::NAME, directory::NAME],
         )
         .await?;
-        let sql = s.sql(&format!(
+        let head = s.sql(&format!(
             "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, d.sent_text,
                 d.translated_to, me.name AS my_name, la.name AS last_author_name,
                 p.muted, p.archived,
@@ -144,27 +133,38 @@ impl ReadModels {
                ON me.district = p.district AND me.person_id = p.person_id
              LEFT JOIN people{{directory}} la
                ON la.district = c.district AND la.person_id = c.last_author_id
-             WHERE p.district = $1 AND p.person_id = $2 AND p.participant = TRUE
-               AND p.archived = $3
-               AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff')
-               AND (c.last_commit, c.last_sequence, c.conversation_id) < ($4, $5, $6){schools}
-             ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC
-             LIMIT $7"
+             WHERE p.district = "
         ));
-        let mut q = query(&sql)
-            .bind(district.as_str())
-            .bind(person.as_uuid())
-            .bind(archived)
-            .bind(after.commit)
-            .bind(after.sequence)
-            .bind(after.id)
-            .bind(size + 1);
-        if let TakingPart::Schools(schools) = taking_part {
-            for school in schools {
-                q = q.bind(school.as_uuid());
+        let mut q = Builder::new(head);
+        q.push_bind(district.as_str().to_owned());
+        q.push(" AND p.person_id = ");
+        q.push_bind(person.as_uuid());
+        q.push(" AND p.participant = TRUE AND p.archived = ");
+        q.push_bind(archived);
+        q.push(
+            " AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff')
+               AND (c.last_commit, c.last_sequence, c.conversation_id) < (",
+        );
+        q.push_bind(after.commit);
+        q.push(", ");
+        q.push_bind(after.sequence);
+        q.push(", ");
+        q.push_bind(after.id);
+        q.push(")");
+        match taking_part {
+            TakingPart::Everywhere => {}
+            TakingPart::Schools(schools) if schools.is_empty() => {
+                q.push(" AND 1 = 0");
+            }
+            TakingPart::Schools(schools) => {
+                q.push(" AND c.school_id IN (");
+                q.push_list(schools.iter().map(|school| school.as_uuid()));
+                q.push(")");
             }
         }
-        let rows = q.fetch_all(&mut s.tx).await?;
+        q.push(" ORDER BY c.last_commit DESC, c.last_sequence DESC, c.conversation_id DESC LIMIT ");
+        q.push_bind(size + 1);
+        let rows = q.build().fetch_all(&mut s.tx).await?;
         page(rows, size, Preview::OwnCopy)
     }
 
