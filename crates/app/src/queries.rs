@@ -274,12 +274,12 @@ impl QueryService {
         let Some(person) = reader.actor.person_id() else {
             return Err(QueryError::NotPermitted("a service has no inbox"));
         };
+        let facts = self.viewer_facts(reader, &[]).await?;
+        let Some((_, state)) = &facts.viewer else {
+            unreachable!("a person reads")
+        };
         match tab {
             InboxBox::Personal => {
-                let facts = self.viewer_facts(reader, &[]).await?;
-                let Some((_, state)) = &facts.viewer else {
-                    unreachable!("a person reads")
-                };
                 let taking_part = visibility::taking_part(state);
                 Ok(self
                     .read
@@ -287,10 +287,6 @@ impl QueryService {
                     .await?)
             }
             InboxBox::School => {
-                let facts = self.viewer_facts(reader, &[]).await?;
-                let Some((_, state)) = &facts.viewer else {
-                    unreachable!("a person reads")
-                };
                 facts.known_school(school)?;
                 let mut schools = visibility::school_inboxes(&facts.district, state);
                 if let Some(school) = school {
