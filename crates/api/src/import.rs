@@ -3,11 +3,11 @@
 //!
 //! The file has the header `person_id,role_id,school_id` (any order, each column once;
 //! `school_id` may be empty for a district-wide role, but every row has every column the
-//! header names, so a line cut short never turns into a district-wide grant). Each row becomes one `AssignRole` command through
-//! the command service with the caller's identity: its own atomic append, so a bad row
-//! never stops the good ones and never half-applies. With an idempotency key, row `n`'s
-//! command id is UUID v5 of (key, `n`), so sending the same file again with the same key
-//! records nothing twice.
+//! header names, so a line cut short never turns into a district-wide grant). Each row
+//! becomes one `AssignRole` command through the command service with the caller's
+//! identity: its own atomic append, so a bad row never stops the good ones and never
+//! half-applies. With an idempotency key, row `n`'s command id is UUID v5 of (key,
+//! `n`), so sending the same file again with the same key records nothing twice.
 
 use crate::auth::Caller;
 use crate::commands::{body_bytes, idempotency_key, parse};
