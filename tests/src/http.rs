@@ -1430,6 +1430,14 @@ pub fn malformed_requests_record_nothing(api: &Api) {
         &json!({"recipient_id": d.teen, "body": 5}).to_string(),
     )
     .refused(400, "validation");
+    // A key given twice: others may read the first, so it is refused, not last-wins.
+    let twice = format!(
+        r#"{{"recipient_id":"{}","recipient_id":"{}","body":"x"}}"#,
+        d.child, d.parent
+    );
+    let refused = post(&token, "SendPersonalMessage", &twice);
+    assert!(refused.text.contains("recipient_id"), "{}", refused.text);
+    refused.refused(400, "validation");
     post(&token, "EditMessage", "{}").refused(404, "unknown_command");
     post("not-a-token", "SendPersonalMessage", "{}").refused(401, "unauthenticated");
     let huge = json!({"recipient_id": d.teen, "body": "x".repeat(100 * 1024)}).to_string();

@@ -167,6 +167,28 @@ impl PgStore {
         })
     }
 
+    /// Whether `schema` already holds an event log, asked without creating anything:
+    /// operator tools that only read (`audit verify`, `projections status`) must not
+    /// make a new, empty log out of a mistyped schema name and then report on it.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the schema name is refused or PostgreSQL cannot be reached.
+    pub async fn holds_log(url: &str, schema: &str) -> Result<bool, ConnectError> {
+        if !valid_schema(schema) {
+            return Err(ConnectError::BadSchema(schema.to_owned()));
+        }
+        let options = PgConnectOptions::from_str(url).map_err(ConnectError::BadUrl)?;
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'events'",
+        )
+        .bind(schema)
+        .fetch_optional(&mut conn)
+        .await?;
+        conn.close().await?;
+        Ok(found.is_some())
+    }
+
     /// The schema this store lives in (test harnesses qualify their own SQL with it).
     pub fn schema(&self) -> &str {
         &self.inner.schema

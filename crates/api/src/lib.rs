@@ -30,6 +30,7 @@ pub mod auth;
 pub mod commands;
 pub mod health;
 pub mod import;
+mod json_body;
 pub mod metrics;
 pub mod openapi;
 pub mod preview;

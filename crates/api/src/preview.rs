@@ -7,7 +7,7 @@
 
 use crate::auth::Caller;
 use crate::commands::body_bytes;
-use crate::problem::{ApiError, BodyError};
+use crate::problem::ApiError;
 use crate::state::ApiState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -97,13 +97,7 @@ impl From<PreviewError> for ApiError {
 
 /// Reads the body as a [`PreviewBody`], naming the offending field when it does not fit.
 fn parse(bytes: &[u8]) -> Result<PreviewBody, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(BodyError::Empty.into());
-    }
-    let value: Value = serde_json::from_slice(bytes).map_err(BodyError::NotJson)?;
-    if !value.is_object() {
-        return Err(BodyError::NotAnObject.into());
-    }
+    let value = crate::json_body::object(bytes)?;
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
     PreviewBody::deserialize(deserializer).map_err(|source| ApiError::Field {
@@ -171,6 +165,7 @@ pub(crate) fn operation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::BodyError;
 
     #[test]
     fn a_body_that_does_not_fit_names_its_field() {

@@ -46,6 +46,13 @@ pub enum BodyError {
     /// The bytes are not JSON.
     #[error("the request body is not valid JSON: {0}")]
     NotJson(#[source] serde_json::Error),
+    /// A key appears twice in one object: read as the last by some and the first by
+    /// others, so refused rather than guessed.
+    #[error("the key {field:?} is given twice; give each field once")]
+    RepeatedKey {
+        /// Where, as `a.b[0].c`.
+        field: String,
+    },
     /// JSON, but not an object.
     #[error("the request body must be a JSON object of the command's fields")]
     NotAnObject,

@@ -102,6 +102,13 @@ pub enum RunError {
         /// The event log looked for.
         path: PathBuf,
     },
+    /// As [`RunError::NoInstance`], on PostgreSQL: the schema holds no event log (a typo
+    /// in `HOMEROOM_PG_SCHEMA`, say). Nothing is created to find that out.
+    #[error("no instance in the PostgreSQL schema {schema:?}: it holds no event log (is HOMEROOM_PG_SCHEMA right? `homeroom serve` creates one)")]
+    NoPostgresInstance {
+        /// The schema looked in.
+        schema: String,
+    },
     /// Another `serve` already runs the in-process queues of this data directory: two
     /// would both deliver every message and race on the queues' checkpoints.
     #[error("another `homeroom serve` is already serving {} ({holder}); with more than one server, use NATS (HOMEROOM_BUS)", dir.display())]
@@ -189,12 +196,25 @@ fn settings(args: &InstanceArgs) -> Result<Settings, RunError> {
 
 /// The settings of an instance that must already exist: the commands that inspect or
 /// repair one refuse to create an empty one in its place.
-fn existing_instance(args: &InstanceArgs) -> Result<Settings, RunError> {
+async fn existing_instance(args: &InstanceArgs) -> Result<Settings, RunError> {
     let settings = settings(args)?;
-    if let crate::config::StoreChoice::Sqlite(path) = settings.backends()?.store {
-        if !path.exists() {
-            return Err(RunError::NoInstance { path });
+    match settings.backends()?.store {
+        crate::config::StoreChoice::Sqlite(path) => {
+            if !path.exists() {
+                return Err(RunError::NoInstance { path });
+            }
         }
+        crate::config::StoreChoice::Postgres { url, schema } => {
+            let holds = homeroom_store_postgres::PgStore::holds_log(&url, &schema)
+                .await
+                .map_err(|e| RunError::backend("the PostgreSQL event store", e))?;
+            if !holds {
+                return Err(RunError::NoPostgresInstance { schema });
+            }
+        }
+        // A KurrentDB database is the whole log; there is no name to mistype apart from
+        // the URL, which fails to connect.
+        crate::config::StoreChoice::KurrentDb { .. } => {}
     }
     Ok(settings)
 }
@@ -549,7 +569,7 @@ pub async fn import_roles(
 /// # Errors
 /// [`RunError`] when the instance cannot be opened.
 pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitCode, RunError> {
-    let instance = Instance::open(existing_instance(args)?).await?;
+    let instance = Instance::open(existing_instance(args).await?).await?;
     let status = instance.runtime.status().await;
     instance.close().await;
     let status = status?;
@@ -614,7 +634,7 @@ pub async fn projections_rebuild(
     name: Option<String>,
     args: &InstanceArgs,
 ) -> Result<ExitCode, RunError> {
-    let instance = Instance::open(existing_instance(args)?).await?;
+    let instance = Instance::open(existing_instance(args).await?).await?;
     let target = match name {
         Some(name) => RebuildTarget::Projector(name),
         None => RebuildTarget::All,
@@ -674,7 +694,7 @@ pub async fn audit_verify(
     if let Some(d) = district.filter(|&d| d != DistrictId::UNROUTED) {
         DistrictId::parse(d).map_err(RunError::District)?;
     }
-    let instance = Instance::open(existing_instance(args)?).await?;
+    let instance = Instance::open(existing_instance(args).await?).await?;
     let store = instance.shared_store();
     let trail = instance.runtime.read_models();
     // The hash chains, and the log against the audit trail (which shows a stream's last
@@ -709,13 +729,23 @@ pub async fn audit_verify(
             );
         }
     }
-    println!("checked {} events", verified.checked);
+    // A district with no event is a mistyped id, not a district whose chains hold.
+    if let Some(district) = district.filter(|_| verified.checked == 0) {
+        eprintln!("error: the log holds no events of district {district:?}: nothing verified");
+        return Ok(ExitCode::FAILURE);
+    }
+    // A closed pipe (`| head`) cuts the report short but not the verdict: the exit code
+    // still says whether every chain holds.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "checked {} events", verified.checked);
     if verified.broken.is_empty() {
-        println!("every hash chain holds");
+        let _ = writeln!(out, "every hash chain holds");
         return Ok(ExitCode::SUCCESS);
     }
     for (stream, version) in &verified.broken {
-        println!("BROKEN: {stream} version {version}");
+        if writeln!(out, "BROKEN: {stream} version {version}").is_err() {
+            break;
+        }
     }
     Ok(ExitCode::from(3))
 }
@@ -729,7 +759,7 @@ pub async fn audit_verify(
 pub async fn audit_unrouted(args: &InstanceArgs) -> Result<ExitCode, RunError> {
     use homeroom_eventstore::Position;
     const PAGE: usize = 1_000;
-    let instance = Instance::open(existing_instance(args)?).await?;
+    let instance = Instance::open(existing_instance(args).await?).await?;
     let store = instance.shared_store();
     let mut after = Position::START;
     let mut out = std::io::stdout().lock();
@@ -775,7 +805,7 @@ pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCod
     if district != DistrictId::UNROUTED {
         DistrictId::parse(district).map_err(RunError::District)?;
     }
-    let instance = Instance::open(existing_instance(args)?).await?;
+    let instance = Instance::open(existing_instance(args).await?).await?;
     let store = instance.shared_store();
     let mut after = Position::START;
     let mut exported = 0u64;
@@ -829,7 +859,7 @@ pub async fn audit_check_export(
             file: file.to_owned(),
             source,
         })?;
-    let instance = Instance::open(existing_instance(args)?).await?;
+    let instance = Instance::open(existing_instance(args).await?).await?;
     let store = instance.shared_store();
     let mut checker = homeroom_app::verification::ExportChecker::new(&*store);
     let mut outcome = Ok(());

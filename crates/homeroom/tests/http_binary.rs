@@ -531,6 +531,13 @@ fn projections_rebuild_while_serving_and_the_log_verifies() {
     let text = String::from_utf8_lossy(&verified.stdout).into_owned();
     assert!(verified.status.success(), "{text}");
     assert!(text.contains("every hash chain holds"), "{text}");
+    // A mistyped district holds nothing: not "every chain holds".
+    let typo = homeroom(&["audit", "verify", "--district", "rebuildtown"], &data);
+    assert!(!typo.status.success(), "{typo:?}");
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("no events of district"),
+        "{typo:?}"
+    );
     assert!(server.terminate().success());
 }
 

@@ -171,6 +171,41 @@ fn several_servers_on_one_database_record_every_acknowledged_event_once_in_strea
 }
 
 #[test]
+fn inspecting_a_schema_that_holds_no_log_is_refused_and_creates_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+        return;
+    };
+    let schema = homeroom_store_postgres::testing::unique_schema();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["audit", "verify"][..],
+        &["projections", "status"],
+        &["audit", "export", "--district", "springfield"],
+    ] {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("HOMEROOM_STORE", &pg)
+            .env("HOMEROOM_PG_SCHEMA", &schema)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no instance in the PostgreSQL schema"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let created = rt.block_on(homeroom_store_postgres::PgStore::holds_log(&pg, &schema));
+    assert!(!created.unwrap(), "a schema was made for the typo");
+}
+
+#[test]
 fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
