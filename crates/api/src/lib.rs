@@ -118,7 +118,13 @@ pub fn router(state: ApiState) -> Router {
             limits,
             problem_for_bare_errors,
         ))
-        .layer(TraceLayer::new_for_http())
+        // A 5xx the API answers on purpose (`503 stale`, `unavailable`) is no fault of
+        // this process: a warning. Real failures are logged as errors, with their
+        // reference, where the problem document is made.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(state)
 }
 
