@@ -44,16 +44,32 @@ fn audit(api: &Api, system: &str, min: &str) -> Vec<Value> {
     }
 }
 
-#[test]
-fn several_servers_on_one_database_record_every_acknowledged_event_once_in_stream_order() {
+/// A runtime for the test's own calls, the server's URL and a schema of the test's own;
+/// `None` (having said why in one line) where there is no PostgreSQL outside CI.
+struct Postgres {
+    rt: tokio::runtime::Runtime,
+    pg: String,
+    schema: String,
+}
+
+fn postgres() -> Option<Postgres> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+    let pg = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip())?;
+    Some(Postgres {
+        rt,
+        pg,
+        schema: homeroom_store_postgres::testing::unique_schema(),
+    })
+}
+
+#[test]
+fn several_servers_on_one_database_record_every_acknowledged_event_once_in_stream_order() {
+    let Some(Postgres { rt, pg, schema }) = postgres() else {
         return;
     };
-    let schema = homeroom_store_postgres::testing::unique_schema();
     let dir = tempfile::tempdir().unwrap();
     let env = vec![
         ("HOMEROOM_STORE", pg.clone()),
@@ -172,14 +188,9 @@ fn several_servers_on_one_database_record_every_acknowledged_event_once_in_strea
 
 #[test]
 fn inspecting_a_schema_that_holds_no_log_is_refused_and_creates_nothing() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+    let Some(Postgres { rt, pg, schema }) = postgres() else {
         return;
     };
-    let schema = homeroom_store_postgres::testing::unique_schema();
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["audit", "verify"][..],
@@ -202,19 +213,14 @@ fn inspecting_a_schema_that_holds_no_log_is_refused_and_creates_nothing() {
         );
     }
     let created = rt.block_on(homeroom_store_postgres::PgStore::holds_log(&pg, &schema));
-    assert!(!created.unwrap(), "a schema was made for the typo");
+    assert!(!created.unwrap(), "a log was made for the typo");
 }
 
 #[test]
 fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+    let Some(Postgres { rt, pg, schema }) = postgres() else {
         return;
     };
-    let schema = homeroom_store_postgres::testing::unique_schema();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
 
