@@ -101,8 +101,8 @@ impl Engine {
         out
     }
 
-    /// Case-insensitive `LIKE`: SQLite's `LIKE` ignores ASCII case already; PostgreSQL
-    /// has `ILIKE` (which also folds non-ASCII letters).
+    /// `LIKE` ignoring the case of ASCII letters: SQLite's `LIKE` does already;
+    /// PostgreSQL has `ILIKE`. Other letters are folded beforehand ([`crate::search`]).
     pub fn like_ci(self) -> &'static str {
         match self {
             Engine::Sqlite => "LIKE",

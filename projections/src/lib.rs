@@ -61,6 +61,7 @@ pub mod postgres;
 pub mod projector;
 pub mod queries;
 pub mod runtime;
+pub mod search;
 pub mod sqlite;
 
 #[cfg(test)]

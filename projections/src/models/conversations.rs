@@ -21,6 +21,7 @@ use crate::error::ProjectionError;
 use crate::projector::{
     message_runs, render_for, Envelope, Generation, PerGeneration, Projector, Run,
 };
+use crate::search;
 use async_trait::async_trait;
 use homeroom_domain::events::MessagePosted;
 use homeroom_domain::Event;
@@ -28,7 +29,7 @@ use homeroom_eventstore::RecordedEvent;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-/// Rows per multi-row statement of the bulk path (at most 11 parameters a row).
+/// Rows per multi-row statement of the bulk path (at most 12 parameters a row).
 const CHUNK: usize = 256;
 /// Ids per `IN (…)` lookup of the bulk path.
 const LOOKUP: usize = 256;
@@ -43,6 +44,7 @@ const SCHEMA: &[&str] = &[
         school_id {uuid} NOT NULL,
         kind TEXT NOT NULL,
         title TEXT,
+        title_folded TEXT,
         started_by {uuid} NOT NULL,
         started_at {ts} NOT NULL,
         stopped BOOLEAN NOT NULL,
@@ -81,6 +83,7 @@ const SCHEMA: &[&str] = &[
         author_id {uuid} NOT NULL,
         sent_as TEXT NOT NULL,
         body TEXT NOT NULL,
+        body_folded TEXT,
         subject TEXT,
         sent_at {ts} NOT NULL,
         pos_commit BIGINT NOT NULL,
@@ -108,8 +111,8 @@ impl Sql {
         Self {
             start: r("INSERT INTO conversations{conversations}
                     (district, conversation_id, school_id, kind, title, started_by, started_at,
-                     stopped, message_count, last_commit, last_sequence)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, 0, $8, $9)
+                     stopped, message_count, last_commit, last_sequence, title_folded)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, 0, $8, $9, $10)
                 ON CONFLICT (district, conversation_id) DO NOTHING"),
             participant: r("INSERT INTO conversation_people{conversations} AS p
                     (district, conversation_id, person_id, participant, ordinal, muted, archived,
@@ -119,8 +122,10 @@ impl Sql {
                     participant = TRUE, ordinal = excluded.ordinal"),
             stop: r("UPDATE conversations{conversations} SET stopped = TRUE
                 WHERE district = $1 AND conversation_id = $2"),
-            rename: r("UPDATE conversations{conversations} SET title = $3
-                WHERE district = $1 AND conversation_id = $2"),
+            rename: r(
+                "UPDATE conversations{conversations} SET title = $3, title_folded = $4
+                WHERE district = $1 AND conversation_id = $2",
+            ),
             mute: r("INSERT INTO conversation_people{conversations} AS p
                     (district, conversation_id, person_id, participant, muted, archived, read_seq)
                 VALUES ($1, $2, $3, FALSE, $4, FALSE, 0)
@@ -260,6 +265,7 @@ impl Conversations {
                     e.author_id.as_uuid().into(),
                     names::sent_as(e.sent_as).into(),
                     e.body.as_str().into(),
+                    search::folded(&e.body).into(),
                     e.subject.as_deref().into(),
                     e.at.into(),
                     commit.into(),
@@ -287,10 +293,10 @@ impl Conversations {
                 &format!(
                     "INSERT {{or_fail}} INTO messages{{conversations}}
                         (district, message_id, conversation_id, seq, author_id, sent_as, body,
-                         subject, sent_at, pos_commit, pos_sequence)
+                         body_folded, subject, sent_at, pos_commit, pos_sequence)
                     VALUES {}
                     ON CONFLICT (district, message_id, conversation_id) DO NOTHING",
-                    engine.value_rows(n, 11)
+                    engine.value_rows(n, 12)
                 ),
                 NAME,
                 generation,
@@ -344,7 +350,8 @@ impl Projector for Conversations {
         // 2: `own_after_read`, so unread counts no longer count messages.
         // 3: a message is keyed by its conversation too (message ids are the caller's,
         //    unique only within their conversation).
-        3
+        // 4: titles and bodies keep their search copy (`search::folded`).
+        4
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -397,6 +404,7 @@ impl Projector for Conversations {
                     .bind(e.at)
                     .bind(commit)
                     .bind(sequence)
+                    .bind(e.title.as_deref().and_then(search::folded))
                     .execute(tx)
                     .await?;
                 for (ordinal, person) in e.participant_ids.iter().enumerate() {
@@ -422,6 +430,7 @@ impl Projector for Conversations {
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
                     .bind(&e.title)
+                    .bind(search::folded(&e.title))
                     .execute(tx)
                     .await?;
             }

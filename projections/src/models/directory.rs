@@ -7,6 +7,7 @@ use super::names;
 use crate::db::{query, Engine, Tx};
 use crate::error::ProjectionError;
 use crate::projector::{render_for, Generation, PerGeneration, Projector};
+use crate::search;
 use async_trait::async_trait;
 use homeroom_domain::Event;
 use homeroom_eventstore::RecordedEvent;
@@ -20,6 +21,7 @@ const SCHEMA: &[&str] = &[
         person_id {uuid} NOT NULL,
         kind TEXT NOT NULL,
         name TEXT NOT NULL,
+        name_folded TEXT,
         language TEXT NOT NULL,
         registered_at {ts} NOT NULL,
         PRIMARY KEY (district, person_id)
@@ -51,10 +53,11 @@ impl Sql {
         let r = |t: &str| render_for(engine, t, NAME, g);
         Self {
             register: r("INSERT INTO people{directory}
-                    (district, person_id, kind, name, language, registered_at)
-                VALUES ($1, $2, $3, $4, $5, $6)
+                    (district, person_id, kind, name, language, registered_at, name_folded)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (district, person_id) DO UPDATE SET
-                    kind = excluded.kind, name = excluded.name, language = excluded.language"),
+                    kind = excluded.kind, name = excluded.name,
+                    name_folded = excluded.name_folded, language = excluded.language"),
             language: r("UPDATE people{directory} SET language = $3
                 WHERE district = $1 AND person_id = $2"),
             link: r("INSERT INTO guardian_links{directory}
@@ -84,7 +87,8 @@ impl Projector for Directory {
     }
 
     fn version(&self) -> u32 {
-        2
+        // 3: names keep their search copy (`search::folded`).
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -116,6 +120,7 @@ impl Projector for Directory {
                     .bind(&e.name)
                     .bind(&e.language)
                     .bind(e.at)
+                    .bind(search::folded(&e.name))
                     .execute(tx)
                     .await?;
                 for cp in &e.contact_points {

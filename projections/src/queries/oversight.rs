@@ -5,17 +5,18 @@ use super::{
     Oversight, OversightConversation, OversightFilter, OversightScope, PageRequest, Participant,
     ReadModels, Snapshot,
 };
-use crate::db::{contains_pattern, Builder};
+use crate::db::Builder;
 use crate::error::QueryError;
 use crate::models::{conversations, directory};
+use crate::search;
 use homeroom_domain::{ConversationId, DistrictId};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 impl ReadModels {
     /// Every conversation in `scope` matching `filter`, most recent activity first.
-    /// `q` matches (case-insensitively, as plain text) the title, any message's body or
-    /// a participant's name; `since`/`until` keep conversations with a message sent in
+    /// `q` matches (as plain text, ignoring case and accents: [`search`]) the title, any
+    /// message's body or a participant's name; `since`/`until` keep conversations with a message sent in
     /// `[since, until)`.
     ///
     /// # Errors
@@ -53,20 +54,23 @@ impl ReadModels {
         }
         let like_ci = s.engine().like_ci();
         if let Some(text) = filter.q.as_deref().filter(|t| !t.trim().is_empty()) {
-            let pattern = contains_pattern(text.trim());
-            q.push(format!(" AND (c.title {like_ci} "));
+            let pattern = search::pattern(text.trim());
+            q.push(format!(
+                " AND (COALESCE(c.title_folded, c.title) {like_ci} "
+            ));
             q.push_bind(pattern.clone());
             q.push(s.sql(&format!(
                 " ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages{{conversations}} m
                    WHERE m.district = c.district AND m.conversation_id = c.conversation_id
-                     AND m.body {like_ci} "
+                     AND COALESCE(m.body_folded, m.body) {like_ci} "
             )));
             q.push_bind(pattern.clone());
             q.push(s.sql(&format!(
                 " ESCAPE '\\') OR EXISTS (SELECT 1 FROM conversation_people{{conversations}} p
                    JOIN people{{directory}} n ON n.district = p.district AND n.person_id = p.person_id
                    WHERE p.district = c.district AND p.conversation_id = c.conversation_id
-                     AND p.participant = TRUE AND n.name {like_ci} "
+                     AND p.participant = TRUE
+                     AND COALESCE(n.name_folded, n.name) {like_ci} "
             )));
             q.push_bind(pattern);
             q.push(" ESCAPE '\\'))");

@@ -943,6 +943,120 @@ async fn oversight_sees_every_conversation_and_searches_text_participant_and_dat
     assert!(page.next.is_some());
 }
 
+async fn oversight_search_ignores_case_and_accents_in_any_alphabet(w: World) {
+    let (t, g, g2) = (person(TEACHER), person(GUARDIAN), person(OTHER_GUARDIAN));
+    w.register(NORTH, t, PersonKind::Staff, "Tess Teacher")
+        .await;
+    w.register(NORTH, g, PersonKind::Guardian, "Ángela Núñez")
+        .await;
+    w.register(NORTH, g2, PersonKind::Guardian, "Gus Guardian")
+        .await;
+    let (c1, c2, c3) = (conversation(1), conversation(2), conversation(3));
+    w.conv_event(
+        NORTH,
+        c1,
+        t,
+        w.started(c1, ConversationKind::Personal, &[t, g], None),
+    )
+    .await;
+    w.post(NORTH, c1, message(1), t, "Réunion à l'ÉCOLE jeudi", &[g])
+        .await;
+    w.conv_event(
+        NORTH,
+        c2,
+        t,
+        w.started(
+            c2,
+            ConversationKind::Group,
+            &[t, g2],
+            Some("ΣΧΟΛΙΚΉ ΕΚΔΡΟΜΉ"),
+        ),
+    )
+    .await;
+    w.post(NORTH, c2, message(2), t, "Bus at 8", &[g2]).await;
+    w.conv_event(
+        NORTH,
+        c3,
+        t,
+        w.started(c3, ConversationKind::Personal, &[t, g2], Some("Homework")),
+    )
+    .await;
+    w.post(NORTH, c3, message(3), t, "Page 12", &[g2]).await;
+    w.conv_event(
+        NORTH,
+        c3,
+        t,
+        ConversationRenamed {
+            conversation_id: c3,
+            title: "Devoirs de français".into(),
+            by: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let found = |q: &str| {
+        let read = read.clone();
+        let north = north.clone();
+        let filter = OversightFilter {
+            q: Some(q.into()),
+            ..Default::default()
+        };
+        async move {
+            let page = read
+                .oversight(
+                    &north,
+                    &OversightScope::District,
+                    &filter,
+                    &PageRequest::first(),
+                )
+                .await
+                .unwrap();
+            page.conversations
+                .iter()
+                .map(|c| c.conversation_id.as_uuid().as_u128() - 0xc000)
+                .collect::<Vec<_>>()
+        }
+    };
+    let none = Vec::<u128>::new();
+    assert_eq!(found("angela").await, vec![1], "a name without its accent");
+    assert_eq!(
+        found("NÚÑEZ").await,
+        vec![1],
+        "a name in capitals with its accents"
+    );
+    assert_eq!(found("école").await, vec![1], "a body in capitals");
+    assert_eq!(
+        found("reunion a l'ecole").await,
+        vec![1],
+        "a body without accents"
+    );
+    assert_eq!(
+        found("σχολική").await,
+        vec![2],
+        "a Greek title in lower case"
+    );
+    assert_eq!(found("FRANCAIS").await, vec![3], "the title a rename gave");
+    assert_eq!(
+        found("homework").await,
+        none,
+        "not the title the rename replaced"
+    );
+    assert_eq!(
+        found("BUS AT").await,
+        vec![2],
+        "plain ASCII still ignores case"
+    );
+    assert_eq!(
+        found("ñ%").await,
+        none,
+        "wildcards stay literal after folding"
+    );
+}
+
 async fn audit_lists_every_event_with_its_metadata_paged_by_position(w: World) {
     let last = school_day(&w).await;
     w.register(SOUTH, person(TEACHER), PersonKind::Staff, "Elsewhere")
@@ -1571,6 +1685,7 @@ on_both_engines! {
     #[tokio::test] a_students_record_holds_staff_messages_and_optionally_the_familys_replies,
     #[tokio::test] what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record,
     #[tokio::test] oversight_sees_every_conversation_and_searches_text_participant_and_dates,
+    #[tokio::test] oversight_search_ignores_case_and_accents_in_any_alphabet,
     #[tokio::test] audit_lists_every_event_with_its_metadata_paged_by_position,
     #[tokio::test] districts_never_see_each_others_rows,
     #[tokio::test] a_conversation_exports_as_json_lines,
