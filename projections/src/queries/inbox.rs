@@ -170,7 +170,8 @@ impl ReadModels {
 
     /// The shared inbox of `school_ids` (the schools where the viewer holds
     /// `school_inbox`): every school conversation there, with the viewer's own mute,
-    /// archive and unread count. Most recent activity first.
+    /// archive and unread count (the family's messages they have not read; what the
+    /// school sent is not unread for anyone). Most recent activity first.
     ///
     /// # Errors
     /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
@@ -192,18 +193,27 @@ impl ReadModels {
             });
         }
         let mut s = Snapshot::open(&self.db, &[conversations::NAME]).await?;
-        // A viewer without a row there never read nor wrote in it: all is unread.
+        // Unread is what the family wrote past the viewer's read position: what the
+        // school sent (a colleague's answer from the shared inbox included) is the
+        // school's own side of the conversation, and the viewer's own messages never
+        // count. A viewer without a row there never read in it: all of that is unread.
         let head = s.sql(&format!(
             "SELECT {COLUMNS}, c.last_body AS body,
                 COALESCE(p.muted, FALSE) AS muted, COALESCE(p.archived, FALSE) AS archived,
-                c.message_count - COALESCE(p.read_seq, 0) - COALESCE(p.own_after_read, 0)
-                    AS unread
-             FROM conversations{{conversations}} c
-             LEFT JOIN conversation_people{{conversations}} p
-               ON p.district = c.district AND p.conversation_id = c.conversation_id
-              AND p.person_id = "
+                (SELECT COUNT(*) FROM messages{{conversations}} m
+                 WHERE m.district = c.district AND m.conversation_id = c.conversation_id
+                   AND m.seq > COALESCE(p.read_seq, 0) AND m.sent_as <> 'school'
+                   AND m.author_id <> "
         ));
         let mut q = Builder::new(head);
+        q.push_bind(viewer.as_uuid());
+        q.push(s.sql(
+            ") AS unread
+             FROM conversations{conversations} c
+             LEFT JOIN conversation_people{conversations} p
+               ON p.district = c.district AND p.conversation_id = c.conversation_id
+              AND p.person_id = ",
+        ));
         q.push_bind(viewer.as_uuid());
         q.push(" WHERE c.district = ");
         q.push_bind(district.as_str().to_owned());

@@ -4,7 +4,7 @@ use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
 use homeroom_domain::visibility::{RecordAccess, TakingPart};
-use homeroom_domain::{ConversationKind, PersonKind};
+use homeroom_domain::{ConversationKind, PersonId, PersonKind, SendAs};
 
 const TEACHER: u128 = 1;
 const ADMIN: u128 = 2;
@@ -439,6 +439,77 @@ async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state(w: Worl
         .await
         .unwrap();
     assert!(none.conversations.is_empty());
+}
+
+async fn what_the_school_sent_is_not_unread_for_any_holder_of_its_inbox(w: World) {
+    let (a, b, g) = (person(ADMIN), person(TEACHER), person(GUARDIAN));
+    w.register(NORTH, a, PersonKind::Staff, "Ada Admin").await;
+    w.register(NORTH, b, PersonKind::Staff, "Otto Office").await;
+    w.register(NORTH, g, PersonKind::Guardian, "Gail Guardian")
+        .await;
+    let c = conversation(1);
+    let from_school = |m: u128, author: PersonId| {
+        let Event::MessagePosted(mut posted) =
+            w.posted(c, message(m), author, "From the office", &[g])
+        else {
+            unreachable!("posted gives a MessagePosted")
+        };
+        posted.sent_as = SendAs::School;
+        Event::from(posted)
+    };
+    w.append(
+        NORTH,
+        &conv_stream(NORTH, c),
+        &a.to_string(),
+        vec![
+            w.started(c, ConversationKind::School, &[a, g], None),
+            from_school(1, a),
+        ],
+    )
+    .await;
+    w.post(NORTH, c, message(2), g, "A question", &[]).await;
+    w.conv_event(NORTH, c, b, from_school(3, b)).await;
+    let (runtime, read) = w.runtime().await;
+    let unread = |viewer: PersonId| {
+        let (runtime, read) = (&runtime, &read);
+        async move {
+            runtime.catch_up().await.unwrap();
+            let inbox = read
+                .inbox_school(
+                    &district(NORTH),
+                    &[school(1)],
+                    viewer,
+                    false,
+                    &PageRequest::first(),
+                )
+                .await
+                .unwrap();
+            inbox.conversations[0].unread_count
+        }
+    };
+    assert_eq!(
+        unread(a).await,
+        1,
+        "the family's question, not the colleague's answer"
+    );
+    assert_eq!(unread(b).await, 1, "nor one's own answer");
+    w.post(NORTH, c, message(4), g, "Thank you", &[]).await;
+    assert_eq!(unread(a).await, 2);
+    w.conv_event(
+        NORTH,
+        c,
+        a,
+        MessagesRead {
+            conversation_id: c,
+            person_id: a,
+            up_to_message_id: message(2),
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    assert_eq!(unread(a).await, 1, "what came after the read position");
+    assert_eq!(unread(b).await, 2, "each holder reads for themselves");
 }
 
 async fn inboxes_page_with_an_opaque_cursor(w: World) {
@@ -1679,6 +1750,7 @@ on_both_engines! {
     #[tokio::test] a_message_recorded_twice_is_folded_once,
     #[tokio::test] archive_mute_rename_and_stop_show_in_the_inbox,
     #[tokio::test] the_school_inbox_is_shared_by_every_holder_with_their_own_state,
+    #[tokio::test] what_the_school_sent_is_not_unread_for_any_holder_of_its_inbox,
     #[tokio::test] inboxes_page_with_an_opaque_cursor,
     #[tokio::test] the_thread_shows_participants_messages_deliveries_and_read_receipts,
     #[tokio::test] delivery_status_moves_forward_only,
