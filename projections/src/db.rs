@@ -714,8 +714,9 @@ pub(crate) fn is_missing_table(error: &sqlx::Error) -> bool {
 }
 
 /// The runtime's own tables: which generation of each projector serves queries, which
-/// one is being built, every generation's checkpoint, and generations waiting to be
-/// dropped. Templates for [`Engine::render`].
+/// one is being built, every generation's checkpoint, generations waiting to be
+/// dropped, and where a projector was last parked (so every process, not only the one
+/// that parked it, can say so). Templates for [`Engine::render`].
 pub(crate) const META_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS projection_generations (
         projector TEXT PRIMARY KEY NOT NULL,
@@ -736,6 +737,15 @@ pub(crate) const META_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS projection_retired (
         projector TEXT NOT NULL,
         generation BIGINT NOT NULL,
+        PRIMARY KEY (projector, generation)
+    )",
+    "CREATE TABLE IF NOT EXISTS projection_parked (
+        projector TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        commit_pos BIGINT NOT NULL,
+        sequence BIGINT NOT NULL,
+        error TEXT NOT NULL,
+        parked_at {ts} NOT NULL,
         PRIMARY KEY (projector, generation)
     )",
 ];

@@ -51,12 +51,16 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Json<Readine
     }))
 }
 
-/// `GET /metrics`: Prometheus text format. Projection lag is read at scrape time.
+/// `GET /metrics`: Prometheus text format. Projection lag and parks are read at scrape
+/// time.
 pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     match state.queries.runtime().status().await {
         Ok(projectors) => {
             for p in projectors {
                 state.metrics.projection_lag(p.name, p.lag);
+                state
+                    .metrics
+                    .projection_parked(p.name, p.health.is_parked());
             }
         }
         Err(error) => tracing::warn!(%error, "projection status unavailable for /metrics"),

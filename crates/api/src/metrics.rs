@@ -17,6 +17,9 @@ pub const COMMAND_DURATION: &str = "homeroom_command_duration_seconds";
 
 /// Events a projector's serving generation is behind the head of the log, by `projector`.
 pub const PROJECTION_LAG: &str = "homeroom_projection_lag";
+/// 1 while a projector is parked at an event it cannot apply (its views have stopped),
+/// else 0, by `projector`: the alert an operator needs.
+pub const PROJECTION_PARKED: &str = "homeroom_projection_parked";
 
 /// Histogram buckets in seconds: a command takes milliseconds, a slow disk a second.
 const BUCKETS: &[f64] = &[
@@ -64,6 +67,10 @@ impl Metrics {
                 PROJECTION_LAG,
                 "Events a projector's serving generation is behind the head of the log."
             );
+            metrics::describe_gauge!(
+                PROJECTION_PARKED,
+                "1 while a projector is parked at an event it cannot apply, else 0."
+            );
         });
         Self {
             recorder: Arc::new(recorder),
@@ -84,6 +91,17 @@ impl Metrics {
     pub fn projection_lag(&self, projector: &'static str, lag: u64) {
         with_local_recorder(&*self.recorder, || {
             metrics::gauge!(PROJECTION_LAG, "projector" => projector).set(lag as f64);
+        });
+    }
+
+    /// Sets whether `projector` is parked.
+    pub fn projection_parked(&self, projector: &'static str, parked: bool) {
+        with_local_recorder(&*self.recorder, || {
+            metrics::gauge!(PROJECTION_PARKED, "projector" => projector).set(if parked {
+                1.0
+            } else {
+                0.0
+            });
         });
     }
 
@@ -120,5 +138,18 @@ mod tests {
             "{text}"
         );
         assert!(!b.render().contains("StopConversation"));
+    }
+
+    #[test]
+    fn a_park_shows_until_it_is_cleared() {
+        let m = Metrics::new();
+        m.projection_parked("audit", true);
+        assert!(m
+            .render()
+            .contains(r#"homeroom_projection_parked{projector="audit"} 1"#));
+        m.projection_parked("audit", false);
+        assert!(m
+            .render()
+            .contains(r#"homeroom_projection_parked{projector="audit"} 0"#));
     }
 }

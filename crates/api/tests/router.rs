@@ -714,6 +714,7 @@ async fn operations_endpoints_answer_without_a_token() {
         r#"homeroom_commands_total{command="RegisterSchool",outcome="ok"} 1"#,
         r#"homeroom_commands_total{command="SendPersonalMessage",outcome="recipient_too_young"} 1"#,
         r#"homeroom_command_duration_seconds_bucket{command="AssignRole",outcome="ok",le="+Inf"} 1"#,
+        r#"homeroom_projection_parked{projector="conversations"} 0"#,
     ] {
         assert!(
             metrics.text.contains(line),

@@ -215,7 +215,7 @@ impl<'a> Driver<'a> {
                 match (give_up, self.set) {
                     (true, LaneSet::Active) => {
                         self.failures.remove(name);
-                        self.rt.park(name, generation, position, &error);
+                        self.rt.park(name, generation, position, &error).await;
                         Step::Progress
                     }
                     (true, LaneSet::Building(_)) => Step::Fatal(ProjectionError::RebuildFailed {
@@ -277,7 +277,9 @@ impl<'a> Driver<'a> {
         match self.set {
             LaneSet::Active => {
                 for lane in stuck {
-                    self.rt.park(lane.name(), lane.generation, position, &error);
+                    self.rt
+                        .park(lane.name(), lane.generation, position, &error)
+                        .await;
                 }
                 Step::Gap
             }

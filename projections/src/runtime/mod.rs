@@ -193,6 +193,14 @@ pub struct ProjectorStatus {
     pub lease: LeaseState,
 }
 
+impl Health {
+    /// Whether the projector has stopped at an event it cannot apply: the state to
+    /// alert on (`homeroom_projection_parked`).
+    pub fn is_parked(&self) -> bool {
+        matches!(self, Health::Parked { .. })
+    }
+}
+
 /// In-memory health of a projector's serving generation.
 #[derive(Debug, Clone)]
 enum LaneHealth {
@@ -298,11 +306,12 @@ impl ProjectionRuntime {
         tx.commit().await?;
 
         let mut checkpoints = HashMap::new();
-        let mut health = HashMap::new();
         for p in &projectors {
             checkpoints.insert(p.name(), watch::channel(Position::START).0);
-            health.insert(p.name(), LaneHealth::Live);
         }
+        // Empty until something happens to a projector here: until then its status is
+        // what the read models recorded (`projection_parked`).
+        let health = HashMap::new();
         let lease = db.postgres().map(|pg| pg.lease());
         let lease_state = watch::channel(match engine {
             Engine::Sqlite => LeaseState::NotNeeded,
@@ -512,7 +521,23 @@ impl ProjectionRuntime {
         )
         .fetch_all(&mut tx)
         .await?;
+        let parked_rows = query(
+            "SELECT projector, generation, commit_pos, sequence, error FROM projection_parked",
+        )
+        .fetch_all(&mut tx)
+        .await?;
         tx.commit().await?;
+        let mut recorded_parks = HashMap::new();
+        for row in &parked_rows {
+            let generation =
+                u64::try_from(row.get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?;
+            let position =
+                position_from(row.get(2)?, row.get(3)?).ok_or(ProjectionError::OutOfRange)?;
+            recorded_parks.insert(
+                (row.get::<String, _>(0)?, generation),
+                (position, row.get::<String, _>(4)?),
+            );
+        }
         let health = lock(&self.inner.health).clone();
         let rebuild_errors = lock(&self.inner.rebuild_errors).clone();
         let mut out = Vec::new();
@@ -551,7 +576,16 @@ impl ProjectionRuntime {
                         attempts: *attempts,
                         error: error.clone(),
                     },
-                    _ => Health::Live,
+                    Some(_) => Health::Live,
+                    // Nothing failed here (another process applies the log, or this
+                    // one has not met the event yet): a park recorded by any process
+                    // holds until the checkpoint passes it.
+                    None => match recorded_parks.remove(&(name.to_owned(), generation)) {
+                        Some((position, error)) if checkpoint < position => {
+                            Health::Parked { position, error }
+                        }
+                        _ => Health::Live,
+                    },
                 }
             };
             let rebuild = match number(5)? {
@@ -594,7 +628,10 @@ impl Inner {
         )
     }
 
-    pub(crate) fn park(
+    /// Parks `name` at `position`: in memory, for this process's live loop and status,
+    /// and in `projection_parked`, for the status every other process reads (the CLI,
+    /// a PostgreSQL standby), which has no memory of it.
+    pub(crate) async fn park(
         &self,
         name: &'static str,
         generation: Generation,
@@ -607,14 +644,53 @@ impl Inner {
             error = %error,
             "projector parked at an event it cannot apply"
         );
+        let error = error.to_string();
         lock(&self.health).insert(
             name,
             LaneHealth::Parked {
                 generation,
                 position,
-                error: error.to_string(),
+                error: error.clone(),
             },
         );
+        if let Err(e) = self.record_park(name, generation, position, &error).await {
+            tracing::warn!(
+                projector = name,
+                error = %e,
+                "the park could not be recorded: only this process's status shows it"
+            );
+        }
+    }
+
+    async fn record_park(
+        &self,
+        name: &'static str,
+        generation: Generation,
+        position: Position,
+        error: &str,
+    ) -> Result<(), ProjectionError> {
+        let (commit, sequence) = crate::db::position_columns(position)?;
+        let generation =
+            i64::try_from(generation.number()).map_err(|_| ProjectionError::OutOfRange)?;
+        let mut tx = self.db.begin_write().await?;
+        query(
+            "INSERT INTO projection_parked
+                (projector, generation, commit_pos, sequence, error, parked_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (projector, generation) DO UPDATE SET
+                commit_pos = excluded.commit_pos, sequence = excluded.sequence,
+                error = excluded.error, parked_at = excluded.parked_at",
+        )
+        .bind(name)
+        .bind(generation)
+        .bind(commit)
+        .bind(sequence)
+        .bind(error)
+        .bind(chrono::Utc::now())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(crate) fn retrying(&self, name: &'static str, attempts: u32, error: &ProjectionError) {
@@ -902,11 +978,15 @@ impl Inner {
             let generation =
                 Generation::new(u64::try_from(number).map_err(|_| ProjectionError::OutOfRange)?);
             crate::db::drop_tables(&mut tx, p.tables(), generation).await?;
-            query("DELETE FROM projection_retired WHERE projector = $1 AND generation = $2")
+            for table in ["projection_retired", "projection_parked"] {
+                query(&format!(
+                    "DELETE FROM {table} WHERE projector = $1 AND generation = $2"
+                ))
                 .bind(p.name())
                 .bind(number)
                 .execute(&mut tx)
                 .await?;
+            }
         }
         tx.commit().await?;
         Ok(())

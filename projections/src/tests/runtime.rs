@@ -173,6 +173,15 @@ async fn a_poison_event_parks_only_its_projector_until_resumed(w: World) {
     assert_eq!(sb.checkpoint, Position::at(15));
     assert_eq!(counted(&db, "count_a").await, once(7));
     assert_eq!(counted(&db, "count_b").await, once(15));
+    // Another process (`homeroom projections status`, a standby) knows it from the
+    // read models, not from memory.
+    let (elsewhere, _) = w.runtime_with(vec![a.clone(), b.clone()], fast()).await;
+    let seen = elsewhere.status().await.unwrap();
+    assert_eq!(
+        seen[0].health, sa.health,
+        "the park, seen by another process"
+    );
+    assert_eq!(seen[1].health, Health::Live);
 
     a.heal();
     runtime.resume("counter_a").unwrap();
@@ -181,6 +190,12 @@ async fn a_poison_event_parks_only_its_projector_until_resumed(w: World) {
     assert_eq!(counted(&db, "count_b").await, once(15));
     let status = runtime.status().await.unwrap();
     assert_eq!(status[0].health, Health::Live);
+    let seen = elsewhere.status().await.unwrap();
+    assert_eq!(
+        seen[0].health,
+        Health::Live,
+        "once the checkpoint passed the event, for every process"
+    );
     assert!(matches!(
         runtime.resume("nobody"),
         Err(ProjectionError::UnknownProjector(_))
