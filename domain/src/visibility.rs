@@ -169,7 +169,8 @@ pub fn sees_every_recipients_copy(viewer_kind: Option<PersonKind>) -> bool {
 /// Whether a viewer sees which staff member wrote a message sent from the school's
 /// shared identity ("From: School"): staff and services do (the school inbox, oversight,
 /// records); to a family member or student it comes from the school, under the school's
-/// name, as its text did. `None` is a service.
+/// name, as its text did, and the staff of a school conversation are not among its
+/// participants for them (they talk with the school). `None` is a service.
 pub fn sees_who_wrote_for_the_school(viewer_kind: Option<PersonKind>) -> bool {
     matches!(viewer_kind, None | Some(PersonKind::Staff))
 }

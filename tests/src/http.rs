@@ -1223,6 +1223,31 @@ pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
     assert_eq!(author(d.parent), "Lincoln Middle School");
     assert_ne!(author(d.principal), "Lincoln Middle School");
     assert!(author(d.principal).is_string());
+    // Nor does the family find the staff member among the people of the conversation,
+    // in the thread or in an export: they talk with the school.
+    let listed = |person: Uuid, path: &str| {
+        let token = api.token(&d.name, &person.to_string(), false);
+        api.read(&token, &format!("{path}&{}", after(&started)))
+            .ok()["participants"]
+            .as_array()
+            .map(|people| {
+                people
+                    .iter()
+                    .filter_map(|p| p["person_id"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let (principal, parent) = (d.principal.to_string(), d.parent.to_string());
+    for path in [
+        format!("/v1/conversations/{conversation}?"),
+        format!("/v1/conversations/{conversation}/export?format=json"),
+    ] {
+        assert_eq!(listed(d.parent, &path), vec![parent.clone()], "{path}");
+        let staff_view = listed(d.principal, &path);
+        assert!(staff_view.contains(&principal), "{path}: {staff_view:?}");
+        assert!(staff_view.contains(&parent), "{path}: {staff_view:?}");
+    }
 }
 
 /// A conversation holds at most 15 people, its starter included.

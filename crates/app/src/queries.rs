@@ -14,7 +14,9 @@ use crate::error::CommandError;
 use crate::live::Listener;
 use crate::service::CommandService;
 use homeroom_domain::visibility::{self, ConversationFacts, OversightReach, Viewer};
-use homeroom_domain::{Actor, ConversationId, DistrictId, PersonId, PersonKind, SchoolId, SendAs};
+use homeroom_domain::{
+    Actor, ConversationId, ConversationKind, DistrictId, PersonId, PersonKind, SchoolId, SendAs,
+};
 use homeroom_eventstore::{Position, StoreError};
 use homeroom_projections::queries::{
     AuditFilter, AuditPage, Conversation, ConversationExport, Inbox, Oversight, OversightFilter,
@@ -349,13 +351,19 @@ impl QueryService {
                     message.author_name = Some(school.clone());
                 }
             }
+            if conversation.kind == ConversationKind::School {
+                conversation
+                    .participants
+                    .retain(|p| p.kind != Some(PersonKind::Staff));
+            }
         }
         Ok(conversation)
     }
 
     /// The school's name when `viewer_kind` should see messages sent from the school
-    /// under it rather than under the staff member who wrote them
-    /// ([`visibility::sees_who_wrote_for_the_school`]); `None` when they see the author.
+    /// under it rather than under the staff member who wrote them, and a school
+    /// conversation without its staff among the participants
+    /// ([`visibility::sees_who_wrote_for_the_school`]); `None` when they see the staff.
     async fn school_name_for(
         &self,
         reader: &Reader,
@@ -415,6 +423,11 @@ impl QueryService {
                     if message.sent_as == SendAs::School {
                         message.author_name = Some(school.clone());
                     }
+                }
+                if export.kind == ConversationKind::School {
+                    export
+                        .participants
+                        .retain(|p| p.kind != Some(PersonKind::Staff));
                 }
             }
         }
