@@ -965,7 +965,15 @@ pub fn a_conversation_exports_as_a_file(api: &Api) {
     assert_eq!(lines[1]["body"], "Bring your permission slip, please");
     assert_eq!(lines[1]["deliveries"][0]["channel"], "sms");
     // The CSV names the participants, and a cell a spreadsheet would run as a formula
-    // starts with an apostrophe; the JSON keeps the text exactly.
+    // starts with an apostrophe; the JSON keeps the text exactly. Each delivery row says
+    // whether its recipient has read the message (the teen read the first one).
+    let first = sent["message_id"].as_str().unwrap().to_owned();
+    d.by(
+        d.teen,
+        "MarkRead",
+        json!({"conversation_id": conversation, "up_to_message_id": first}),
+    )
+    .ok();
     let formula = d
         .by(
             d.principal,
@@ -1005,15 +1013,20 @@ pub fn a_conversation_exports_as_a_file(api: &Api) {
             csv.text
         );
     }
+    assert!(rows[0].ends_with(",read,conversation_kind,conversation_stopped"));
     assert!(rows[3].starts_with("delivery,"), "{}", csv.text);
     assert!(rows[3].contains("Bring your permission slip, please"));
+    assert!(rows[3].ends_with(",true,personal,false"), "{}", csv.text);
     assert!(rows[4].contains(",'=1+1 is the answer,"), "{}", csv.text);
+    assert!(rows[4].ends_with(",false,personal,false"), "{}", csv.text);
     let json = api.read(
         &principal,
         &format!("/v1/conversations/{conversation}/export?format=json"),
     );
     let doc: Value = serde_json::from_str(&json.text).unwrap();
     assert_eq!(doc["messages"][1]["body"], "=1+1 is the answer");
+    assert_eq!(doc["messages"][0]["read_by"], json!([d.teen.to_string()]));
+    assert_eq!(doc["messages"][1]["read_by"], json!([]));
     let teacher = api.token(&d.name, &d.teacher.to_string(), false);
     api.read(
         &teacher,

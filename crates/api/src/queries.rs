@@ -285,7 +285,9 @@ pub(crate) async fn export(
 
 /// The export as CSV, for a spreadsheet: a `participant` row per participant, then a
 /// `delivery` row per message and recipient (a message nobody received, such as one in
-/// a conversation of one, gets one `message` row without a recipient).
+/// a conversation of one, gets one `message` row without a recipient). A delivery row
+/// says whether its recipient has `read` the message; every row carries the
+/// conversation's kind and whether it was stopped.
 ///
 /// A free-text cell that a spreadsheet would run as a formula (starting with `=`, `+`,
 /// `-`, `@`, a tab or a carriage return) is written with a leading apostrophe, so opening
@@ -312,12 +314,19 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         "delivered_text",
         "sent_text",
         "translated_to",
+        "read",
+        "conversation_kind",
+        "conversation_stopped",
     ];
     let failed = |_| ApiError::Panic;
     out.write_record(header).map_err(failed)?;
     let word = |value: serde_json::Value| value.as_str().map(str::to_owned).unwrap_or_default();
     let text = |value: Option<&str>| spreadsheet_safe(value.unwrap_or_default());
     let title = text(export.title.as_deref());
+    let conversation = [
+        word(serde_json::to_value(export.kind).unwrap_or_default()),
+        export.stopped.to_string(),
+    ];
     let kind_of = |person: PersonId| {
         export
             .participants
@@ -339,7 +348,8 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
             text(p.name.as_deref()),
             kind_of(p.person_id),
         ]);
-        row.extend(std::iter::repeat_n(String::new(), 6));
+        row.extend(std::iter::repeat_n(String::new(), 7));
+        row.extend(conversation.iter().cloned());
         out.write_record(&row).map_err(failed)?;
     }
     for message in &export.messages {
@@ -357,7 +367,8 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         if message.deliveries.is_empty() {
             let mut row = vec!["message".to_owned()];
             row.extend(common.iter().cloned());
-            row.extend(std::iter::repeat_n(String::new(), 9));
+            row.extend(std::iter::repeat_n(String::new(), 10));
+            row.extend(conversation.iter().cloned());
             out.write_record(&row).map_err(failed)?;
         }
         for delivery in &message.deliveries {
@@ -373,7 +384,9 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
                 text(Some(&delivery.text)),
                 text(delivery.sent_text.as_deref()),
                 delivery.translated_to.clone().unwrap_or_default(),
+                message.read_by.contains(&delivery.recipient_id).to_string(),
             ]);
+            row.extend(conversation.iter().cloned());
             out.write_record(&row).map_err(failed)?;
         }
     }

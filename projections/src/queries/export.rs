@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! {"record":"conversation","conversation_id":"…","title":null,"kind":"group",…,"participants":[{"person_id":"…","name":"…","kind":"staff"}]}
-//! {"record":"message","message_id":"…","sent_at":"…","author_id":"…","author_name":"…","body":"…","deliveries":[{"recipient_id":"…","channel":"sms","status":"delivered",…}]}
+//! {"record":"message","message_id":"…","sent_at":"…","author_id":"…","author_name":"…","body":"…","deliveries":[{"recipient_id":"…","channel":"sms","status":"delivered",…}],"read_by":["…"]}
 //! ```
 
 use super::{DeliveryStatus, Participant, ReadModels, Snapshot};
@@ -73,6 +73,8 @@ pub struct ExportMessage {
     pub body: String,
     /// One per recipient.
     pub deliveries: Vec<ExportDelivery>,
+    /// Who has read it (their read position is at it or past it), as in the thread.
+    pub read_by: Vec<PersonId>,
 }
 
 /// Everything about one conversation a records officer needs.
@@ -192,6 +194,7 @@ impl ReadModels {
                 sent_as: m.sent_as,
                 subject: m.subject,
                 body: m.original_body,
+                read_by: m.read_by,
             })
             .collect();
         Ok(Some(ConversationExport {
