@@ -416,15 +416,20 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
 /// [`RunError`] when the instance cannot be opened, or the bus is the in-process one
 /// (whose workers run inside `serve`).
 pub async fn worker(concurrency: usize, args: &InstanceArgs) -> Result<ExitCode, RunError> {
-    let instance = Instance::open(settings(args)?).await?;
-    let bus = instance.bus().await?;
-    if matches!(bus, Bus::InProcess { .. }) {
-        instance.close().await;
+    // Refused before anything is opened: a worker needs NATS, and the instance its
+    // outcomes are recorded in (one it created here would record them where no server
+    // reads them).
+    if matches!(
+        settings(args)?.backends()?.bus,
+        crate::config::BusChoice::InProcess
+    ) {
         return Err(RunError::Config(ConfigError::Missing {
             setting: "HOMEROOM_BUS",
             because: "to nats://… for separate worker processes (with the in-process bus, `homeroom serve` sends deliveries itself)",
         }));
     }
+    let instance = Instance::open(existing_instance(args).await?).await?;
+    let bus = instance.bus().await?;
     let queue = bus.worker_queue(instance.shared_store()).await?;
     let worker = Worker::new(
         instance.commands.clone(),

@@ -394,6 +394,20 @@ fn wrong_or_incomplete_settings_are_refused_at_start_without_echoing_credentials
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HOMEROOM_BUS"), "a worker needs NATS: {err}");
+    // Nor does it make an instance of its own where there is none: it would record
+    // outcomes where no server reads them.
+    let fresh = dir.path().join("no-instance-here");
+    let out = Command::new(bin())
+        .args(["worker", "--data-dir"])
+        .arg(&fresh)
+        .env("HOMEROOM_BUS", "nats://127.0.0.1:4222")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no instance"), "{err}");
+    assert!(!fresh.exists(), "nothing created: {err}");
+    drop(start(dir.path()));
     // A NATS server that does not answer: said in one line, without the password.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
