@@ -1261,6 +1261,60 @@ pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
         assert!(staff_view.contains(&principal), "{path}: {staff_view:?}");
         assert!(staff_view.contains(&parent), "{path}: {staff_view:?}");
     }
+
+    // A teacher brought into a school conversation (a parent conference) holds no
+    // school inbox, so finds it in their own tab; the admin finds it in the school box,
+    // where only the family's messages are unread, whoever of the staff wrote.
+    let conference = Uuid::now_v7();
+    d.by(
+        d.principal,
+        "StartConversation",
+        json!({"conversation_id": conference, "school_id": d.school, "participant_ids": [d.parent, d.teacher], "body": "Conference on Monday?", "from": "school"}),
+    )
+    .ok();
+    let teachers_own = d
+        .by(
+            d.teacher,
+            "PostMessage",
+            json!({"conversation_id": conference, "message_id": Uuid::now_v7(), "body": "I can do 4pm"}),
+        )
+        .ok()
+        .clone();
+    let in_box = |person: Uuid, tab: &str, at: &Value| -> Option<u64> {
+        let token = api.token(&d.name, &person.to_string(), false);
+        let inbox = api.read(&token, &format!("/v1/inbox?box={tab}&{}", after(at)));
+        inbox.ok()["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["conversation_id"] == conference.to_string())
+            .map(|c| c["unread_count"].as_u64().unwrap())
+    };
+    assert_eq!(
+        in_box(d.teacher, "personal", &teachers_own),
+        Some(1),
+        "the school's question; not the teacher's own answer"
+    );
+    assert_eq!(in_box(d.principal, "personal", &teachers_own), None);
+    assert_eq!(
+        in_box(d.principal, "school", &teachers_own),
+        Some(0),
+        "nothing from the family yet"
+    );
+    let reply = d
+        .by(
+            d.parent,
+            "PostMessage",
+            json!({"conversation_id": conference, "message_id": Uuid::now_v7(), "body": "4pm works"}),
+        )
+        .ok()
+        .clone();
+    assert_eq!(in_box(d.principal, "school", &reply), Some(1));
+    assert_eq!(
+        in_box(d.teacher, "personal", &reply),
+        Some(2),
+        "to the teacher, both are news"
+    );
 }
 
 /// A conversation holds at most 15 people, its starter included.

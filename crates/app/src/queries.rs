@@ -283,9 +283,17 @@ impl QueryService {
         match tab {
             InboxBox::Personal => {
                 let taking_part = visibility::taking_part(state);
+                let school_boxes = visibility::school_inboxes(&facts.district, state);
                 Ok(self
                     .read
-                    .inbox_personal_at(&reader.district, person, &taking_part, archived, page)
+                    .inbox_personal_at(
+                        &reader.district,
+                        person,
+                        &taking_part,
+                        Some(&school_boxes),
+                        archived,
+                        page,
+                    )
                     .await?)
             }
             InboxBox::School => {

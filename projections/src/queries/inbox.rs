@@ -73,9 +73,9 @@ fn page(rows: Vec<Row>, size: i64, preview: Preview) -> Result<Inbox, QueryError
 impl ReadModels {
     /// A person's own tab: the personal and group conversations they take part in
     /// (and, for students and guardians, the school conversations they take part in:
-    /// staff see those in the school inbox). Only conversations where `person` is a
-    /// participant are ever returned. Most recent activity first; `archived` picks the
-    /// archive tab or the main one.
+    /// staff see those in the school inbox, here as if they held it everywhere). Only
+    /// conversations where `person` is a participant are ever returned. Most recent
+    /// activity first; `archived` picks the archive tab or the main one.
     ///
     /// # Errors
     /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
@@ -91,6 +91,7 @@ impl ReadModels {
             district,
             person,
             &TakingPart::Everywhere,
+            None,
             archived,
             page_request,
         )
@@ -99,7 +100,11 @@ impl ReadModels {
 
     /// [`ReadModels::inbox_personal`] narrowed to the conversations of the schools where
     /// `person` takes part (`visibility::taking_part`): staff who left a school's roles
-    /// no longer find its conversations in their tab.
+    /// no longer find its conversations in their tab. `school_boxes` are the schools
+    /// whose shared inbox a staff member holds (`visibility::school_inboxes`): a school
+    /// conversation they take part in is listed there, and here only for the other
+    /// schools (a teacher added to a school's conversation with a family finds it in
+    /// their own tab); `None` treats staff as holding every school's box.
     ///
     /// # Errors
     /// As [`ReadModels::inbox_personal`].
@@ -108,6 +113,7 @@ impl ReadModels {
         district: &DistrictId,
         person: PersonId,
         taking_part: &TakingPart,
+        school_boxes: Option<&[SchoolId]>,
         archived: bool,
         page_request: &PageRequest,
     ) -> Result<Inbox, QueryError> {
@@ -141,10 +147,19 @@ impl ReadModels {
         q.push_bind(person.as_uuid());
         q.push(" AND p.participant = TRUE AND p.archived = ");
         q.push_bind(archived);
-        q.push(
-            " AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff')
-               AND (c.last_commit, c.last_sequence, c.conversation_id) < (",
-        );
+        q.push(" AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff'");
+        match school_boxes {
+            None => {}
+            Some([]) => {
+                q.push(" OR 1 = 1");
+            }
+            Some(schools) => {
+                q.push(" OR c.school_id NOT IN (");
+                q.push_list(schools.iter().map(|school| school.as_uuid()));
+                q.push(")");
+            }
+        }
+        q.push(") AND (c.last_commit, c.last_sequence, c.conversation_id) < (");
         q.push_bind(after.commit);
         q.push(", ");
         q.push_bind(after.sequence);
@@ -170,8 +185,8 @@ impl ReadModels {
 
     /// The shared inbox of `school_ids` (the schools where the viewer holds
     /// `school_inbox`): every school conversation there, with the viewer's own mute,
-    /// archive and unread count (the family's messages they have not read; what the
-    /// school sent is not unread for anyone). Most recent activity first.
+    /// archive and unread count (the family's messages they have not read; what staff
+    /// wrote there is not unread for anyone). Most recent activity first.
     ///
     /// # Errors
     /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
@@ -192,28 +207,26 @@ impl ReadModels {
                 next: None,
             });
         }
-        let mut s = Snapshot::open(&self.db, &[conversations::NAME]).await?;
-        // Unread is what the family wrote past the viewer's read position: what the
-        // school sent (a colleague's answer from the shared inbox included) is the
-        // school's own side of the conversation, and the viewer's own messages never
-        // count. A viewer without a row there never read in it: all of that is unread.
+        let mut s = Snapshot::open(&self.db, &[conversations::NAME, directory::NAME]).await?;
+        // Unread is what the family wrote past the viewer's read position: whatever
+        // staff wrote (from the school or as themselves, the viewer included) is the
+        // school's own side of the conversation. A viewer without a row there never
+        // read in it: all of that is unread.
         let head = s.sql(&format!(
             "SELECT {COLUMNS}, c.last_body AS body,
                 COALESCE(p.muted, FALSE) AS muted, COALESCE(p.archived, FALSE) AS archived,
                 (SELECT COUNT(*) FROM messages{{conversations}} m
+                 LEFT JOIN people{{directory}} a
+                   ON a.district = m.district AND a.person_id = m.author_id
                  WHERE m.district = c.district AND m.conversation_id = c.conversation_id
-                   AND m.seq > COALESCE(p.read_seq, 0) AND m.sent_as <> 'school'
-                   AND m.author_id <> "
+                   AND m.seq > COALESCE(p.read_seq, 0)
+                   AND COALESCE(a.kind, '') <> 'staff') AS unread
+             FROM conversations{{conversations}} c
+             LEFT JOIN conversation_people{{conversations}} p
+               ON p.district = c.district AND p.conversation_id = c.conversation_id
+              AND p.person_id = "
         ));
         let mut q = Builder::new(head);
-        q.push_bind(viewer.as_uuid());
-        q.push(s.sql(
-            ") AS unread
-             FROM conversations{conversations} c
-             LEFT JOIN conversation_people{conversations} p
-               ON p.district = c.district AND p.conversation_id = c.conversation_id
-              AND p.person_id = ",
-        ));
         q.push_bind(viewer.as_uuid());
         q.push(" WHERE c.district = ");
         q.push_bind(district.as_str().to_owned());

@@ -134,6 +134,7 @@ async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in(w:
                 &north,
                 person(TEACHER),
                 &taking_part,
+                None,
                 false,
                 &PageRequest::first(),
             )
@@ -149,6 +150,28 @@ async fn the_personal_inbox_holds_only_conversations_the_person_takes_part_in(w:
         admin.conversations.is_empty(),
         "staff see school conversations in the school inbox"
     );
+    for (boxes, expected) in [
+        (vec![school(1)], vec![]),
+        (vec![school(2)], vec![3]),
+        (vec![], vec![3]),
+    ] {
+        let admin = read
+            .inbox_personal_at(
+                &north,
+                person(ADMIN),
+                &TakingPart::Everywhere,
+                Some(&boxes),
+                false,
+                &PageRequest::first(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&admin),
+            expected,
+            "a school conversation is in the own tab of staff without its school box: {boxes:?}"
+        );
+    }
     let guardian = read
         .inbox_personal(&north, person(GUARDIAN), false, &PageRequest::first())
         .await
@@ -510,6 +533,10 @@ async fn what_the_school_sent_is_not_unread_for_any_holder_of_its_inbox(w: World
     .await;
     assert_eq!(unread(a).await, 1, "what came after the read position");
     assert_eq!(unread(b).await, 2, "each holder reads for themselves");
+    w.post(NORTH, c, message(5), b, "Writing as myself", &[g])
+        .await;
+    assert_eq!(unread(a).await, 1, "nor what staff wrote as themselves");
+    assert_eq!(unread(b).await, 2);
 }
 
 async fn inboxes_page_with_an_opaque_cursor(w: World) {
