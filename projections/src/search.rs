@@ -16,8 +16,9 @@ use unicode_normalization::UnicodeNormalization;
 /// The copy of `text` that searches compare, or `None` when `text` is plain ASCII
 /// (searched as it is). Lower case, and accents of the Latin, Greek and Cyrillic
 /// alphabets removed (the combining diacritical marks, U+0300–U+036F, after canonical
-/// decomposition); the marks of other scripts (Devanagari's vowel signs, say) are
-/// letters of their words and are kept.
+/// decomposition, and the few Latin letters with a stroke or ligature, such as `đ`, `ł`,
+/// `ø`, `ß`, `æ`, spelled in plain letters); the marks of other scripts (Devanagari's
+/// vowel signs, say) are letters of their words and are kept.
 pub fn folded(text: &str) -> Option<String> {
     (!text.is_ascii()).then(|| fold(text))
 }
@@ -29,14 +30,33 @@ pub fn pattern(query: &str) -> String {
 }
 
 fn fold(text: &str) -> String {
-    text.to_lowercase()
+    let mut folded = String::with_capacity(text.len());
+    for c in text
+        .to_lowercase()
         .nfd()
         .filter(|c| !('\u{0300}'..='\u{036F}').contains(c))
         .nfc()
-        // Greek's word-final sigma is the same letter: `ΕΚΔΡΟΜΈΣ` folds as `εκδρομεσ`,
-        // so a search typed mid-word still finds it.
-        .map(|c| if c == 'ς' { 'σ' } else { c })
-        .collect()
+    {
+        match c {
+            // Greek's word-final sigma is the same letter: `ΕΚΔΡΟΜΈΣ` folds as
+            // `εκδρομεσ`, so a search typed mid-word still finds it.
+            'ς' => folded.push('σ'),
+            // Latin letters whose mark is part of the letter in Unicode (no
+            // decomposition), as a keyboard without them types them: `dang` finds
+            // `Đặng`, `lodz` finds `Łódź`, `oresund` finds `Øresund`.
+            'đ' | 'ð' => folded.push('d'),
+            'ł' => folded.push('l'),
+            'ø' => folded.push('o'),
+            'ı' => folded.push('i'),
+            'ħ' => folded.push('h'),
+            'ß' => folded.push_str("ss"),
+            'æ' => folded.push_str("ae"),
+            'œ' => folded.push_str("oe"),
+            'þ' => folded.push_str("th"),
+            c => folded.push(c),
+        }
+    }
+    folded
 }
 
 #[cfg(test)]
@@ -59,6 +79,14 @@ mod tests {
         assert_eq!(folded("ΕΚΔΡΟΜΈΣ").as_deref(), Some("εκδρομεσ"));
         assert_eq!(folded("Школа Йошкар").as_deref(), Some("школа иошкар"));
         assert_eq!(folded("Zoë ÅNGSTRÖM").as_deref(), Some("zoe angstrom"));
+    }
+
+    #[test]
+    fn latin_letters_with_a_stroke_fold_to_their_base_letter() {
+        assert_eq!(folded("Đặng Łódź").as_deref(), Some("dang lodz"));
+        assert_eq!(folded("Øresund Straße").as_deref(), Some("oresund strasse"));
+        assert_eq!(folded("IŞIK Işık").as_deref(), Some("isik isik"));
+        assert_eq!(folded("Æsir Œuvre").as_deref(), Some("aesir oeuvre"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use homeroom_eventstore::RecordedEvent;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-/// Rows per multi-row statement of the bulk path (at most 12 parameters a row).
+/// Rows per multi-row statement of the bulk path (at most 13 parameters a row).
 const CHUNK: usize = 256;
 /// Ids per `IN (…)` lookup of the bulk path.
 const LOOKUP: usize = 256;
@@ -85,6 +85,7 @@ const SCHEMA: &[&str] = &[
         body TEXT NOT NULL,
         body_folded TEXT,
         subject TEXT,
+        subject_folded TEXT,
         sent_at {ts} NOT NULL,
         pos_commit BIGINT NOT NULL,
         pos_sequence BIGINT NOT NULL,
@@ -267,6 +268,7 @@ impl Conversations {
                     e.body.as_str().into(),
                     search::folded(&e.body).into(),
                     e.subject.as_deref().into(),
+                    e.subject.as_deref().and_then(search::folded).into(),
                     e.at.into(),
                     commit.into(),
                     sequence.into(),
@@ -293,10 +295,11 @@ impl Conversations {
                 &format!(
                     "INSERT {{or_fail}} INTO messages{{conversations}}
                         (district, message_id, conversation_id, seq, author_id, sent_as, body,
-                         body_folded, subject, sent_at, pos_commit, pos_sequence)
+                         body_folded, subject, subject_folded, sent_at, pos_commit,
+                         pos_sequence)
                     VALUES {}
                     ON CONFLICT (district, message_id, conversation_id) DO NOTHING",
-                    engine.value_rows(n, 12)
+                    engine.value_rows(n, 13)
                 ),
                 NAME,
                 generation,
@@ -350,7 +353,7 @@ impl Projector for Conversations {
         // 2: `own_after_read`, so unread counts no longer count messages.
         // 3: a message is keyed by its conversation too (message ids are the caller's,
         //    unique only within their conversation).
-        // 4: titles and bodies keep their search copy (`search::folded`).
+        // 4: titles, bodies and subjects keep their search copy (`search::folded`).
         4
     }
 

@@ -16,8 +16,8 @@ use uuid::Uuid;
 impl ReadModels {
     /// Every conversation in `scope` matching `filter`, most recent activity first.
     /// `q` matches (as plain text, ignoring case and accents: [`search`]) the title, any
-    /// message's body or a participant's name; `since`/`until` keep conversations with a message sent in
-    /// `[since, until)`.
+    /// message's body or subject, or a participant's name; `since`/`until` keep
+    /// conversations with a message sent in `[since, until)`.
     ///
     /// # Errors
     /// [`QueryError::BadCursor`] for a cursor not handed out here; [`QueryError`] when
@@ -62,11 +62,15 @@ impl ReadModels {
             q.push(s.sql(&format!(
                 " ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages{{conversations}} m
                    WHERE m.district = c.district AND m.conversation_id = c.conversation_id
-                     AND COALESCE(m.body_folded, m.body) {like_ci} "
+                     AND (COALESCE(m.body_folded, m.body) {like_ci} "
             )));
             q.push_bind(pattern.clone());
+            q.push(format!(
+                " ESCAPE '\\' OR COALESCE(m.subject_folded, m.subject) {like_ci} "
+            ));
+            q.push_bind(pattern.clone());
             q.push(s.sql(&format!(
-                " ESCAPE '\\') OR EXISTS (SELECT 1 FROM conversation_people{{conversations}} p
+                " ESCAPE '\\')) OR EXISTS (SELECT 1 FROM conversation_people{{conversations}} p
                    JOIN people{{directory}} n ON n.district = p.district AND n.person_id = p.person_id
                    WHERE p.district = c.district AND p.conversation_id = c.conversation_id
                      AND p.participant = TRUE

@@ -1079,7 +1079,12 @@ async fn oversight_search_ignores_case_and_accents_in_any_alphabet(w: World) {
         w.started(c3, ConversationKind::Personal, &[t, g2], Some("Homework")),
     )
     .await;
-    w.post(NORTH, c3, message(3), t, "Page 12", &[g2]).await;
+    let Event::MessagePosted(mut with_subject) = w.posted(c3, message(3), t, "Page 12", &[g2])
+    else {
+        unreachable!("posted gives a MessagePosted")
+    };
+    with_subject.subject = Some("Convocatoria Ñoño".into());
+    w.conv_event(NORTH, c3, t, with_subject.into()).await;
     w.conv_event(
         NORTH,
         c3,
@@ -1152,6 +1157,11 @@ async fn oversight_search_ignores_case_and_accents_in_any_alphabet(w: World) {
         found("ñ%").await,
         none,
         "wildcards stay literal after folding"
+    );
+    assert_eq!(
+        found("convocatoria nono").await,
+        vec![3],
+        "an email's subject"
     );
 }
 
