@@ -158,10 +158,11 @@ pub fn may_see_conversation(
 }
 
 /// Whether a viewer of a conversation may read every recipient's own copy of its
-/// messages (their merge fields, their translation), as an export gives them: staff and
-/// services may; a family member or student sees only the copies sent to them, as in
-/// their thread, so one family never reads what was written to another ("Dear parent of
-/// Ralph"). `None` is a service.
+/// messages (their merge fields, their translation) and its delivery (channel, status),
+/// as an export gives them: staff and services may; a family member or student sees only
+/// the copies sent to them and their deliveries, in their thread and their export, so
+/// one family never reads what was written to another ("Dear parent of Ralph") nor how
+/// another was reached. `None` is a service.
 pub fn sees_every_recipients_copy(viewer_kind: Option<PersonKind>) -> bool {
     matches!(viewer_kind, None | Some(PersonKind::Staff))
 }

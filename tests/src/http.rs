@@ -1074,6 +1074,24 @@ pub fn a_conversation_exports_as_a_file(api: &Api) {
     );
     let marge = api.token(&d.name, &d.parent.to_string(), false);
     assert_eq!(copies(&marge), vec!["Dear Marge, the fair is on Friday"]);
+    // Her thread agrees: the deliveries she sees are hers, not how Ned was reached.
+    let thread = api.read(&marge, &format!("/v1/conversations/{group}"));
+    let recipients: Vec<&str> = thread.ok()["messages"][0]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["recipient_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(recipients, vec![d.parent.to_string()], "{}", thread.text);
+    let every = api.read(&principal, &format!("/v1/conversations/{group}"));
+    assert_eq!(
+        every.ok()["messages"][0]["deliveries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "staff see every recipient's delivery"
+    );
 }
 
 /// Another district's conversations and students are unknown to a token of this one;

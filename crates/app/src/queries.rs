@@ -350,6 +350,15 @@ impl QueryService {
         )
         .await?;
         let mut conversation = conversation;
+        // A family member or student sees how their own copy went, not how another
+        // family was reached (as in their export).
+        if let Some(viewer) = reader.actor.person_id() {
+            if viewer_kind.is_some() && !visibility::sees_every_recipients_copy(viewer_kind) {
+                for message in &mut conversation.messages {
+                    message.deliveries.retain(|d| d.recipient_id == viewer);
+                }
+            }
+        }
         if let Some(school) = self
             .school_name_for(reader, viewer_kind, conversation.school_id)
             .await?
