@@ -715,8 +715,9 @@ pub(crate) fn is_missing_table(error: &sqlx::Error) -> bool {
 
 /// The runtime's own tables: which generation of each projector serves queries, which
 /// one is being built, every generation's checkpoint, generations waiting to be
-/// dropped, and where a projector was last parked (so every process, not only the one
-/// that parked it, can say so). Templates for [`Engine::render`].
+/// dropped, where a projector was last parked and why a rebuild last stopped (so every
+/// process, not only the one it happened in, can say so). Templates for
+/// [`Engine::render`].
 pub(crate) const META_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS projection_generations (
         projector TEXT PRIMARY KEY NOT NULL,
@@ -746,6 +747,13 @@ pub(crate) const META_SCHEMA: &[&str] = &[
         sequence BIGINT NOT NULL,
         error TEXT NOT NULL,
         parked_at {ts} NOT NULL,
+        PRIMARY KEY (projector, generation)
+    )",
+    "CREATE TABLE IF NOT EXISTS projection_rebuild_failures (
+        projector TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        error TEXT NOT NULL,
+        failed_at {ts} NOT NULL,
         PRIMARY KEY (projector, generation)
     )",
 ];

@@ -526,7 +526,20 @@ impl ProjectionRuntime {
         )
         .fetch_all(&mut tx)
         .await?;
+        let failure_rows =
+            query("SELECT projector, generation, error FROM projection_rebuild_failures")
+                .fetch_all(&mut tx)
+                .await?;
         tx.commit().await?;
+        let mut recorded_failures = HashMap::new();
+        for row in &failure_rows {
+            let generation =
+                u64::try_from(row.get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?;
+            recorded_failures.insert(
+                (row.get::<String, _>(0)?, generation),
+                row.get::<String, _>(2)?,
+            );
+        }
         let mut recorded_parks = HashMap::new();
         for row in &parked_rows {
             let generation =
@@ -596,7 +609,10 @@ impl ProjectionRuntime {
                         version: u32::try_from(number(6)?.unwrap_or(0)).unwrap_or(u32::MAX),
                         checkpoint,
                         lag: lag(checkpoint),
-                        error: rebuild_errors.get(name).cloned(),
+                        error: rebuild_errors
+                            .get(name)
+                            .cloned()
+                            .or_else(|| recorded_failures.remove(&(name.to_owned(), building))),
                     })
                 }
                 None => None,

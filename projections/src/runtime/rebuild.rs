@@ -167,9 +167,17 @@ impl ProjectionRuntime {
                     state.phase = RebuildPhase::Building;
                 }
                 Err(e) => {
-                    let mut errors = lock(&inner.rebuild_errors);
-                    for name in &names {
-                        errors.insert(name, e.to_string());
+                    {
+                        let mut errors = lock(&inner.rebuild_errors);
+                        for name in &names {
+                            errors.insert(name, e.to_string());
+                        }
+                    }
+                    if let Err(record) = inner.record_rebuild_failure(&prepared, &e).await {
+                        tracing::warn!(
+                            error = %record,
+                            "the rebuild's failure could not be recorded: only this process's status shows it"
+                        );
                     }
                     return Err(e);
                 }
@@ -289,9 +297,43 @@ impl Inner {
             );
             out.push((*name, generation, false));
         }
+        for name in names {
+            query("DELETE FROM projection_rebuild_failures WHERE projector = $1")
+                .bind(*name)
+                .execute(&mut tx)
+                .await?;
+        }
         tx.commit().await?;
         lock(&self.rebuild_errors).retain(|n, _| !names.contains(n));
         Ok(out)
+    }
+
+    /// Records why the rebuild of `prepared` stopped, for the `status` of every process
+    /// (the rebuild's own, often `homeroom projections rebuild`, is about to end).
+    async fn record_rebuild_failure(
+        &self,
+        prepared: &[(&'static str, Generation, bool)],
+        error: &ProjectionError,
+    ) -> Result<(), ProjectionError> {
+        let mut tx = self.db.begin_write().await?;
+        for (name, generation, _) in prepared {
+            let generation =
+                i64::try_from(generation.number()).map_err(|_| ProjectionError::OutOfRange)?;
+            query(
+                "INSERT INTO projection_rebuild_failures (projector, generation, error, failed_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (projector, generation) DO UPDATE SET
+                    error = excluded.error, failed_at = excluded.failed_at",
+            )
+            .bind(*name)
+            .bind(generation)
+            .bind(error.to_string())
+            .bind(chrono::Utc::now())
+            .execute(&mut tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Applies the rest of the log to the building generations and makes them serve,

@@ -393,10 +393,59 @@ async fn projector_names_must_be_unique(w: World) {
     ));
 }
 
+async fn why_a_rebuild_stopped_is_reported_by_every_process(w: World) {
+    people(&w, 10).await;
+    let healthy = Counter::new("counter_a", &["count_a"], Plan::default());
+    let (serving, _) = w.runtime_with(vec![healthy], fast()).await;
+    serving.catch_up().await.unwrap();
+    // `homeroom projections rebuild` in another process, with a build whose fold
+    // cannot apply the fifth event.
+    let broken = Counter::new(
+        "counter_a",
+        &["count_a"],
+        Plan {
+            at: Some(5),
+            failures: u32::MAX,
+            ..Plan::default()
+        },
+    );
+    let (rebuilding, _) = w.runtime_with(vec![broken.clone()], fast()).await;
+    let stopped = rebuilding.rebuild(crate::RebuildTarget::All, |_| {}).await;
+    assert!(
+        matches!(stopped, Err(ProjectionError::RebuildFailed { .. })),
+        "{stopped:?}"
+    );
+    drop(rebuilding);
+    let status = serving.status().await.unwrap();
+    let rebuild = status[0]
+        .rebuild
+        .as_ref()
+        .expect("the half-built generation");
+    assert_eq!(rebuild.checkpoint, Position::at(4));
+    let error = rebuild.error.as_deref().unwrap_or_default();
+    assert!(error.contains("told to fail"), "{status:?}");
+    assert_eq!(
+        status[0].health,
+        Health::Live,
+        "the serving generation is fine"
+    );
+
+    broken.heal();
+    let (again, _) = w.runtime_with(vec![broken], fast()).await;
+    again
+        .rebuild(crate::RebuildTarget::All, |_| {})
+        .await
+        .unwrap();
+    let status = serving.status().await.unwrap();
+    assert_eq!(status[0].rebuild, None, "{status:?}");
+    assert_eq!(status[0].generation, 2);
+}
+
 on_both_engines! {
     #[tokio::test] a_failed_batch_leaves_nothing_and_the_retry_applies_each_event_once,
     #[tokio::test] a_crash_mid_batch_loses_only_that_batch_and_a_restart_applies_it_once,
     #[tokio::test] a_poison_event_parks_only_its_projector_until_resumed,
+    #[tokio::test] why_a_rebuild_stopped_is_reported_by_every_process,
     #[tokio::test] transient_failures_are_retried_until_they_pass,
     #[tokio::test] an_event_that_does_not_decode_parks_every_projector_that_needs_it,
     #[tokio::test] live_projection_answers_wait_for_without_polling,
