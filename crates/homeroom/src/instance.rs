@@ -154,18 +154,20 @@ impl Instance {
     /// the PostgreSQL migrations).
     pub async fn open(settings: Settings) -> Result<Self, RunError> {
         let backends = settings.backends()?;
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| RunError::DataDir {
-            path: settings.data_dir.clone(),
-            source,
-        })?;
+        let make_dir = |dir: &Path| {
+            std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })
+        };
+        let parent_of = |path: &Path| {
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or(Ok(()), make_dir)
+        };
         let store = match &backends.store {
             StoreChoice::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
-                        path: dir.to_owned(),
-                        source,
-                    })?;
-                }
+                parent_of(path)?;
                 StoreHandle::Sqlite(SqliteStore::open(path).await?)
             }
             StoreChoice::Postgres { url, schema } => {
@@ -188,7 +190,10 @@ impl Instance {
         let shared = store.shared();
         let commands = Arc::new(CommandService::new(shared.clone(), 100_000));
         let read_db = match &backends.read_store {
-            ReadStoreChoice::Sqlite(path) => ReadDb::open(path).await?,
+            ReadStoreChoice::Sqlite(path) => {
+                parent_of(path)?;
+                ReadDb::open(path).await?
+            }
             ReadStoreChoice::Postgres { url, schema } => {
                 let mut config = homeroom_projections::PgReadConfig::new(url, schema);
                 if let Some(pool) = settings.pg_pool {
@@ -204,6 +209,9 @@ impl Instance {
             RuntimeConfig::for_engine(read_db.engine()),
         )
         .await?;
+        // The key and the queues live here; made only once the stores answered, so a
+        // PostgreSQL URL that fails leaves no empty directory behind.
+        make_dir(&settings.data_dir)?;
         Ok(Self {
             settings,
             backends,

@@ -274,6 +274,13 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         settings.listen = listen;
     }
     let key_file = settings.jwt_key_file();
+    // The address first: a wrong or busy one is refused before an instance is created.
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: settings.listen.clone(),
+            source,
+        })?;
     let instance = Instance::open(settings).await?;
     let keys = TokenKeys::load_or_create(&key_file)?;
     let store = instance.shared_store();
@@ -287,12 +294,6 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         Bus::InProcess { .. } => Some(instance.channels()?),
         Bus::Nats(_) => None,
     };
-    let listener = TcpListener::bind(&instance.settings.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: instance.settings.listen.clone(),
-            source,
-        })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
 
     let queries = Arc::new(QueryService::new(

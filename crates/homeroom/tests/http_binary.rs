@@ -362,6 +362,17 @@ fn token_refuses_an_identity_that_would_not_verify() {
 #[test]
 fn wrong_or_incomplete_settings_are_refused_at_start_without_echoing_credentials() {
     let dir = tempfile::tempdir().unwrap();
+    // An address that cannot be listened on is refused before an instance is made.
+    let fresh = dir.path().join("never-served");
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:99999", "--data-dir"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 127.0.0.1:99999"), "{err}");
+    assert!(!fresh.exists(), "nothing created: {err}");
     let out = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
