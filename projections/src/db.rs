@@ -178,6 +178,16 @@ impl ReadDb {
         })
     }
 
+    /// Whether the PostgreSQL `schema` holds read models (were they ever built there?),
+    /// creating nothing to find out.
+    ///
+    /// # Errors
+    /// [`ProjectionError::BadSchema`] for a schema name that would need quoting;
+    /// [`ProjectionError::Database`] when PostgreSQL cannot be reached.
+    pub async fn postgres_holds(url: &str, schema: &str) -> Result<bool, ProjectionError> {
+        crate::postgres::holds_read_models(url, schema).await
+    }
+
     /// The engine holding the read models.
     pub fn engine(&self) -> Engine {
         match self.backend {

@@ -127,6 +127,25 @@ pub(crate) fn lock_key(purpose: &str, schema: &str) -> String {
     format!("homeroom-projections-{purpose}:{schema}")
 }
 
+/// Whether `schema` holds read models (the runtime's own tables), found without
+/// creating anything, for the commands that only report.
+pub(crate) async fn holds_read_models(url: &str, schema: &str) -> Result<bool, ProjectionError> {
+    if !valid_schema(schema) {
+        return Err(ProjectionError::BadSchema(schema.to_owned()));
+    }
+    let options = PgConnectOptions::from_str(url)?;
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM information_schema.tables
+         WHERE table_schema = $1 AND table_name = 'projection_generations'",
+    )
+    .bind(schema)
+    .fetch_optional(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(found.is_some())
+}
+
 impl PgDb {
     /// Creates the schema if missing (under an advisory lock of its own, so processes
     /// starting together do not collide) and opens the pools.

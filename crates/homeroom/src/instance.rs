@@ -154,44 +154,12 @@ impl Instance {
     /// the PostgreSQL migrations).
     pub async fn open(settings: Settings) -> Result<Self, RunError> {
         let backends = settings.backends()?;
-        let make_dir = |dir: &Path| {
-            std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
-                path: dir.to_owned(),
-                source,
-            })
-        };
-        let parent_of = |path: &Path| {
-            path.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .map_or(Ok(()), make_dir)
-        };
-        let store = match &backends.store {
-            StoreChoice::Sqlite(path) => {
-                parent_of(path)?;
-                StoreHandle::Sqlite(SqliteStore::open(path).await?)
-            }
-            StoreChoice::Postgres { url, schema } => {
-                let mut config = homeroom_store_postgres::PgStoreConfig::new(url, schema);
-                if let Some(pool) = settings.pg_pool {
-                    config.max_connections = pool;
-                }
-                StoreHandle::Postgres(
-                    PgStore::connect_with(config)
-                        .await
-                        .map_err(|e| RunError::backend("the PostgreSQL event store", e))?,
-                )
-            }
-            StoreChoice::KurrentDb { url } => StoreHandle::Kurrent(
-                KurrentStore::connect(url, KurrentConfig::default())
-                    .await
-                    .map_err(|e| RunError::backend("the KurrentDB event store", e))?,
-            ),
-        };
+        let store = open_store(&settings, &backends).await?;
         let shared = store.shared();
         let commands = Arc::new(CommandService::new(shared.clone(), 100_000));
         let read_db = match &backends.read_store {
             ReadStoreChoice::Sqlite(path) => {
-                parent_of(path)?;
+                make_parent(path)?;
                 ReadDb::open(path).await?
             }
             ReadStoreChoice::Postgres { url, schema } => {
@@ -220,6 +188,23 @@ impl Instance {
             read_db,
             runtime,
         })
+    }
+
+    /// Opens the event store alone, for the commands that only read the log (an
+    /// auditor's `audit verify` where no read models were ever built).
+    pub async fn open_log(settings: &Settings) -> Result<StoreHandle, RunError> {
+        open_store(settings, &settings.backends()?).await
+    }
+
+    /// Whether the settings' read models exist (were ever built), found without
+    /// creating them.
+    pub async fn read_models_exist(settings: &Settings) -> Result<bool, RunError> {
+        match settings.backends()?.read_store {
+            ReadStoreChoice::Sqlite(path) => Ok(path.exists()),
+            ReadStoreChoice::Postgres { url, schema } => ReadDb::postgres_holds(&url, &schema)
+                .await
+                .map_err(|e| RunError::backend("the PostgreSQL read models", e)),
+        }
     }
 
     /// The store behind the port.
@@ -338,6 +323,47 @@ impl Instance {
         self.read_db.close().await;
         self.store.close().await;
     }
+}
+
+/// Opens (creating what is missing, running the PostgreSQL migrations) the event store
+/// the settings name.
+async fn open_store(settings: &Settings, backends: &Backends) -> Result<StoreHandle, RunError> {
+    Ok(match &backends.store {
+        StoreChoice::Sqlite(path) => {
+            make_parent(path)?;
+            StoreHandle::Sqlite(SqliteStore::open(path).await?)
+        }
+        StoreChoice::Postgres { url, schema } => {
+            let mut config = homeroom_store_postgres::PgStoreConfig::new(url, schema);
+            if let Some(pool) = settings.pg_pool {
+                config.max_connections = pool;
+            }
+            StoreHandle::Postgres(
+                PgStore::connect_with(config)
+                    .await
+                    .map_err(|e| RunError::backend("the PostgreSQL event store", e))?,
+            )
+        }
+        StoreChoice::KurrentDb { url } => StoreHandle::Kurrent(
+            KurrentStore::connect(url, KurrentConfig::default())
+                .await
+                .map_err(|e| RunError::backend("the KurrentDB event store", e))?,
+        ),
+    })
+}
+
+fn make_dir(dir: &Path) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Makes the directory a file at `path` goes in.
+fn make_parent(path: &Path) -> Result<(), RunError> {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or(Ok(()), make_dir)
 }
 
 /// `path` made absolute for messages, as far as the OS allows.

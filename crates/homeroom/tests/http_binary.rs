@@ -564,6 +564,31 @@ fn projections_rebuild_while_serving_and_the_log_verifies() {
         "{typo:?}"
     );
     assert!(server.terminate().success());
+
+    // The log alone, as handed to an auditor: the reports check and say what they can,
+    // and create no read models.
+    let handed = dir.path().join("handed-over");
+    std::fs::create_dir(&handed).unwrap();
+    std::fs::copy(data.join("events.sqlite"), handed.join("events.sqlite")).unwrap();
+    let verified = homeroom(&["audit", "verify"], &handed);
+    let (out, err) = (
+        String::from_utf8_lossy(&verified.stdout).into_owned(),
+        String::from_utf8_lossy(&verified.stderr).into_owned(),
+    );
+    assert!(verified.status.success(), "{out} {err}");
+    assert!(out.contains("every hash chain holds"), "{out}");
+    assert!(!out.contains("checked 0 events"), "{out}");
+    assert!(err.contains("no read models here"), "{err}");
+    let status = homeroom(&["projections", "status"], &handed);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("no read models here yet"),
+        "{status:?}"
+    );
+    assert!(
+        !handed.join("read.sqlite").exists(),
+        "nothing built or created"
+    );
 }
 
 #[test]
