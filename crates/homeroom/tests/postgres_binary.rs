@@ -261,6 +261,32 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
     let again = String::from_utf8_lossy(&migrate().stdout).into_owned();
     assert!(again.contains(", 0 written)"), "{again}");
 
+    // An auditor checks the moved log before any server ran on it: the chains, and no
+    // read models created in passing.
+    let verified = std::process::Command::new(bin())
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .env("HOMEROOM_STORE", &pg)
+        .env("HOMEROOM_PG_SCHEMA", &schema)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&verified.stdout).into_owned(),
+        String::from_utf8_lossy(&verified.stderr).into_owned(),
+    );
+    assert!(verified.status.success(), "{out} {err}");
+    assert!(out.contains("every hash chain holds"), "{out}");
+    assert!(err.contains("no read models here"), "{err}");
+    let read_schema = format!("{schema}_read");
+    assert!(
+        !rt.block_on(homeroom_projections::ReadDb::postgres_holds(
+            &pg,
+            &read_schema
+        ))
+        .unwrap(),
+        "no read models made"
+    );
+
     // The same instance on PostgreSQL: the same events, ids, hashes and chains.
     let env = vec![
         ("HOMEROOM_STORE", pg.clone()),
