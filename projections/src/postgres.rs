@@ -163,7 +163,13 @@ impl PgDb {
                 ("client_min_messages", "warning".to_owned()),
             ])
             .statement_cache_capacity(STATEMENT_CACHE)
-            .log_statements(tracing::log::LevelFilter::Trace);
+            .log_statements(tracing::log::LevelFilter::Trace)
+            // A statement is slow here mostly by waiting for an advisory lock another
+            // process holds (a rebuild's batch, the lease): expected, not a warning.
+            .log_slow_statements(
+                tracing::log::LevelFilter::Debug,
+                std::time::Duration::from_secs(1),
+            );
 
         let mut conn = PgConnection::connect_with(&options).await?;
         let mut tx = conn.begin().await?;

@@ -160,6 +160,7 @@ impl Instance {
         let read_db = match &backends.read_store {
             ReadStoreChoice::Sqlite(path) => {
                 make_parent(path)?;
+                can_write(path)?;
                 ReadDb::open(path).await?
             }
             ReadStoreChoice::Postgres { url, schema } => {
@@ -331,6 +332,7 @@ async fn open_store(settings: &Settings, backends: &Backends) -> Result<StoreHan
     Ok(match &backends.store {
         StoreChoice::Sqlite(path) => {
             make_parent(path)?;
+            can_write(path)?;
             StoreHandle::Sqlite(SqliteStore::open(path).await?)
         }
         StoreChoice::Postgres { url, schema } => {
@@ -357,6 +359,23 @@ fn make_dir(dir: &Path) -> Result<(), RunError> {
         path: dir.to_owned(),
         source,
     })
+}
+
+/// Opens (creating it, as SQLite would) the database file at `path` for writing, so a
+/// file or directory the process may not write is reported with its path and the OS's
+/// reason, not as SQLite's "unable to open database file".
+fn can_write(path: &Path) -> Result<(), RunError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|source| RunError::DataDir {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Makes the directory a file at `path` goes in.

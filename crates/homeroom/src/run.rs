@@ -627,10 +627,13 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
             p.lag
         );
         if let Some(rebuild) = &p.rebuild {
+            let state = match &rebuild.error {
+                Some(error) => format!("STOPPED: {error} (run the rebuild again to resume)"),
+                None => "building, or interrupted (run the rebuild again to resume)".to_owned(),
+            };
             println!(
-                "{:<16} rebuilding: {}",
-                "",
-                serde_json::to_string(rebuild).unwrap_or_default()
+                "{:<16} rebuilding generation {} (version {}): checkpoint {}, lag {}; {state}",
+                "", rebuild.generation, rebuild.version, rebuild.checkpoint, rebuild.lag
             );
         }
     }
