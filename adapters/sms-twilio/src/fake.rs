@@ -128,6 +128,8 @@ pub struct WebhookAnswer {
     pub status: u16,
     /// The `MessageSid` the webhook carried.
     pub message_sid: String,
+    /// What the receiver answered (TwiML: a `<Message>` is texted back to the sender).
+    pub body: String,
 }
 
 #[derive(Default)]
@@ -413,9 +415,11 @@ impl FakeTwilio {
             .form(params)
             .send()
             .await?;
+        let status = response.status().as_u16();
         Ok(WebhookAnswer {
-            status: response.status().as_u16(),
+            status,
             message_sid: field(params, "MessageSid").unwrap_or_default().to_owned(),
+            body: response.text().await?,
         })
     }
 }

@@ -21,8 +21,8 @@ use homeroom_app::{CommandError, CommandService};
 use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
 use homeroom_domain::inbound::{reply_text, InboundKeyword, InboundRoute, UnroutableReason};
 use homeroom_domain::{
-    inbound_message_id, sms, DistrictId, DomainError, NumberOwner, PhoneNumber, ProviderMessageId,
-    State, StreamRef,
+    inbound_message_id, sms, ConversationId, DistrictId, DomainError, NumberOwner, PhoneNumber,
+    ProviderMessageId, State, StreamRef,
 };
 use std::sync::Arc;
 
@@ -200,7 +200,8 @@ impl InboundSms {
                     .iter()
                     .any(|e| e.event_type == "inbound_reply_refused") =>
             {
-                Ok((InboundRoute::Refused { conversation_id }, None))
+                let reply = self.refusal_reply(district, owner, conversation_id).await?;
+                Ok((InboundRoute::Refused { conversation_id }, Some(reply)))
             }
             Ok(outcome) if !outcome.events.is_empty() => Ok((
                 InboundRoute::Conversation {
@@ -218,17 +219,18 @@ impl InboundSms {
                     .await?;
                 let posted =
                     matches!(&state, State::Conversation(c) if c.messages().contains(&message_id));
-                Ok((
-                    if posted {
+                if posted {
+                    return Ok((
                         InboundRoute::Conversation {
                             conversation_id,
                             message_id,
-                        }
-                    } else {
-                        InboundRoute::Refused { conversation_id }
-                    },
-                    None,
-                ))
+                        },
+                        None,
+                    ));
+                }
+                // The same answer as the first time the provider asked.
+                let reply = self.refusal_reply(district, owner, conversation_id).await?;
+                Ok((InboundRoute::Refused { conversation_id }, Some(reply)))
             }
             Err(CommandError::Rejected(refusal)) => {
                 tracing::info!(sid = %sms.message_sid, code = refusal.code(), "an inbound SMS cannot be posted in its conversation; kept as unroutable");
@@ -270,6 +272,29 @@ impl InboundSms {
             InboundKeyword::Help => format!(
                 "{name}: messages from your school. Reply to answer, STOP to stop texts from this number, START to get them again."
             ),
+        })
+    }
+
+    /// What the family is texted back when their reply is kept but not posted, so they
+    /// know nobody will read it there: the conversation was stopped, or the text holds
+    /// what the district forbids sending by text.
+    async fn refusal_reply(
+        &self,
+        district: &DistrictId,
+        owner: NumberOwner,
+        conversation: ConversationId,
+    ) -> Result<String, CommandError> {
+        let (_, state) = self
+            .commands
+            .load(district, &StreamRef::Conversation(conversation))
+            .await?;
+        // The domain refuses a stopped conversation's replies first, whatever they say.
+        let stopped = matches!(&state, State::Conversation(c) if c.is_stopped());
+        let name = self.sender_name(district, owner).await?;
+        Ok(if stopped {
+            format!("{name}: this conversation has been closed, so your reply was not delivered. Please contact the school directly.")
+        } else {
+            format!("{name}: your reply was not delivered because it holds information that may not be sent by text. Please contact the school directly.")
         })
     }
 

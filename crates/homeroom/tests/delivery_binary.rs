@@ -355,6 +355,36 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         );
     }
 
+    // A reply to a stopped conversation is kept, not posted, and the family is told so.
+    d.by(
+        d.principal,
+        "StopConversation",
+        json!({"conversation_id": conversation}),
+    )
+    .ok();
+    let late = rt
+        .block_on(twilio.send_inbound(
+            &inbound_url,
+            parent_number,
+            school_number().as_str(),
+            "One more question",
+        ))
+        .unwrap();
+    assert_eq!(late.status, 200);
+    assert!(
+        late.body.contains("this conversation has been closed"),
+        "{}",
+        late.body
+    );
+    let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
+    assert!(
+        audit.ok()["events"].as_array().unwrap().iter().any(|e| {
+            e["type"] == "inbound_reply_refused" && e["data"]["body"] == "One more question"
+        }),
+        "{}",
+        audit.text
+    );
+
     survivor.kill();
     assert!(server.terminate().success());
     let listed = Command::new(bin())
