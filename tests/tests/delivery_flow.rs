@@ -1371,6 +1371,96 @@ async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost
     f.stop();
 }
 
+/// A text with a fixed `MessageSid`, to send twice as a provider retrying its webhook.
+fn text_with_sid(sid: &str, body: &str) -> IncomingSms {
+    IncomingSms {
+        message_sid: ProviderMessageId::parse(sid).unwrap(),
+        from: PARENT_NUMBER.into(),
+        to: school_number().as_str().into(),
+        body: body.into(),
+        media_urls: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_webhook_is_answered_as_before_though_its_line_moved_on() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let stopped = Uuid::now_v7();
+    let started =
+        f.d.by(
+            f.d.teacher,
+            "StartConversation",
+            json!({"conversation_id": stopped, "school_id": f.d.school,
+                   "participant_ids": [f.d.parent], "body": "Field trip Friday"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(started.delivery_ids[0].as_uuid()).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    f.d.by(
+        f.d.teacher,
+        "StopConversation",
+        json!({"conversation_id": stopped}),
+    )
+    .await
+    .unwrap();
+    let late = text_with_sid("SMlatereply", "Is the bus here?");
+    let first = f.inbound.receive(late.clone()).await.unwrap();
+    assert!(
+        matches!(first.route, InboundRoute::Refused { .. }),
+        "{first:?}"
+    );
+    assert!(first
+        .reply
+        .as_deref()
+        .unwrap_or_default()
+        .contains("closed"));
+    // Another conversation texts the family from the same number: the line moves.
+    let moved = f.message(f.d.principal, f.d.parent, "Picture day").await;
+    f.delivered(moved).await;
+    f.until(
+        "the line moving",
+        |e| matches!(e, Event::SmsLineUsed(l) if l.conversation_id.as_uuid() != stopped),
+    )
+    .await;
+    // The provider retries the first webhook: the same answer, and nothing posted.
+    let again = f.inbound.receive(late).await.unwrap();
+    assert_eq!(again, first);
+    let head = f.store.head().await.unwrap();
+    let posted = f
+        .store
+        .read_all(Position::START, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.position <= head)
+        .filter(|e| {
+            matches!(codec::decode(e), Ok(Event::MessagePosted(m)) if m.body.contains("Is the bus here?"))
+        })
+        .count();
+    assert_eq!(
+        posted, 0,
+        "a refused text is relayed to nobody, retried or not"
+    );
+
+    // A STOP retried after the family's START leaves them opted in.
+    let stop = text_with_sid("SMstopfirst", "STOP");
+    f.inbound.receive(stop.clone()).await.unwrap();
+    f.reply(PARENT_NUMBER, school_number().as_str(), "START")
+        .await;
+    f.until("the opt-in", |e| matches!(e, Event::SmsOptedIn(_)))
+        .await;
+    let retried = f.inbound.receive(stop).await.unwrap();
+    assert!(
+        retried.reply.unwrap().contains("no more texts"),
+        "answered as before"
+    );
+    let welcome = f.message(f.d.principal, f.d.parent, "Welcome back").await;
+    f.delivered(welcome).await;
+    f.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;

@@ -94,6 +94,21 @@ impl InboundSms {
             },
         )
         .await?;
+        // A retried webhook (the same MessageSid) whose text was routed already is
+        // answered as the first time, and routed nowhere again: meanwhile its SMS line
+        // may have moved to another conversation (which would post a refused text
+        // there), or the family may have sent START after this STOP.
+        if let Some(route) = self.recorded_route(&district, &sms.message_sid).await? {
+            let reply = match &owner {
+                Some((district, owner)) => self.answer_again(district, *owner, &route).await?,
+                None => None,
+            };
+            return Ok(Received {
+                district,
+                route,
+                reply,
+            });
+        }
         let (route, reply) = match (ours, theirs, owner) {
             (Some(ours), Some(theirs), Some((district, owner))) => {
                 self.route(&district, &sms, ours, theirs, owner).await?
@@ -259,19 +274,37 @@ impl InboundSms {
             opted_out,
             message_sid: sms.message_sid.clone(),
         };
-        let name = self.sender_name(district, owner).await?;
-        Ok(match keyword {
+        match keyword {
             InboundKeyword::Stop => {
                 react(&self.commands, district, None, opt(true)).await?;
-                format!("{name}: you will get no more texts from this number. Reply START to get them again.")
             }
             InboundKeyword::Start => {
                 react(&self.commands, district, None, opt(false)).await?;
-                format!("{name}: you will get texts from this number again. Reply STOP to stop them.")
             }
-            InboundKeyword::Help => format!(
-                "{name}: messages from your school. Reply to answer, STOP to stop texts from this number, START to get them again."
+            InboundKeyword::Help => {}
+        }
+        let name = self.sender_name(district, owner).await?;
+        Ok(keyword_answer(&name, keyword))
+    }
+
+    /// What a retried webhook is answered, from the route its text was given the first
+    /// time; nothing is recorded again.
+    async fn answer_again(
+        &self,
+        district: &DistrictId,
+        owner: NumberOwner,
+        route: &InboundRoute,
+    ) -> Result<Option<String>, CommandError> {
+        Ok(match route {
+            InboundRoute::Keyword { keyword } => {
+                let name = self.sender_name(district, owner).await?;
+                Some(keyword_answer(&name, *keyword))
+            }
+            InboundRoute::Refused { conversation_id } => Some(
+                self.refusal_reply(district, owner, *conversation_id)
+                    .await?,
             ),
+            InboundRoute::Conversation { .. } | InboundRoute::Unroutable { .. } => None,
         })
     }
 
@@ -321,6 +354,22 @@ impl InboundSms {
                 .map_or_else(|| "Your school".to_owned(), |p| p.name().to_owned()),
             NumberOwner::Pool => "Your school".to_owned(),
         })
+    }
+}
+
+/// The text answering a keyword, sent as `name` (the school or the staff member whose
+/// number it went to).
+fn keyword_answer(name: &str, keyword: InboundKeyword) -> String {
+    match keyword {
+        InboundKeyword::Stop => format!(
+            "{name}: you will get no more texts from this number. Reply START to get them again."
+        ),
+        InboundKeyword::Start => format!(
+            "{name}: you will get texts from this number again. Reply STOP to stop them."
+        ),
+        InboundKeyword::Help => format!(
+            "{name}: messages from your school. Reply to answer, STOP to stop texts from this number, START to get them again."
+        ),
     }
 }
 
