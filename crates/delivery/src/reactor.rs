@@ -49,8 +49,23 @@ pub struct ReactorConfig {
     pub batch: usize,
     /// How long one fetch waits for work.
     pub poll: Duration,
-    /// The pause before an event whose reaction failed comes back.
+    /// The pause before an event whose reaction failed comes back the first time; it
+    /// doubles with every failure, up to [`LONGEST_RETRY_DELAY`].
     pub retry_delay: Duration,
+}
+
+/// The longest pause between two tries of a failing reaction: an event that cannot be
+/// decoded (written by a newer Homeroom) fails every time, and should not fill the log
+/// twice a second; a store back from an outage should not wait long for the reactions
+/// held up meanwhile.
+pub const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The pause before the next try of a reaction that failed on its `attempt`-th try.
+fn retry_delay(first: Duration, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    first
+        .saturating_mul(1 << doublings)
+        .min(LONGEST_RETRY_DELAY)
 }
 
 impl Default for ReactorConfig {
@@ -125,7 +140,8 @@ impl Reactor {
                     %error,
                     "a reaction failed; it will be retried"
                 );
-                item.retry_after(self.config.retry_delay).await
+                let pause = retry_delay(self.config.retry_delay, item.attempt);
+                item.retry_after(pause).await
             }
         };
         if let Err(error) = settled {
@@ -419,5 +435,26 @@ impl Reactor {
             Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_reaction_waits_twice_as_long_each_time_up_to_a_minute() {
+        let first = Duration::from_millis(500);
+        let waits: Vec<_> = [1, 2, 3, 4]
+            .map(|attempt| retry_delay(first, attempt))
+            .into();
+        assert_eq!(
+            waits,
+            [500, 1_000, 2_000, 4_000]
+                .map(Duration::from_millis)
+                .to_vec()
+        );
+        assert_eq!(retry_delay(first, 8), LONGEST_RETRY_DELAY);
+        assert_eq!(retry_delay(first, u32::MAX), LONGEST_RETRY_DELAY);
     }
 }
