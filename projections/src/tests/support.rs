@@ -379,6 +379,19 @@ impl World {
         body: &str,
         recipients: &[PersonId],
     ) -> Event {
+        self.message_posted(c, m, author, body, recipients).into()
+    }
+
+    /// [`World::posted`] as the event's own type, for a test to change a field of it
+    /// (a subject, `sent_as`) before appending it.
+    pub fn message_posted(
+        &self,
+        c: ConversationId,
+        m: MessageId,
+        author: PersonId,
+        body: &str,
+        recipients: &[PersonId],
+    ) -> MessagePosted {
         MessagePosted {
             conversation_id: c,
             message_id: m,
@@ -392,7 +405,6 @@ impl World {
                 .collect(),
             at: self.now(),
         }
-        .into()
     }
 
     /// Starts a conversation with a first message from the first participant to the
