@@ -330,6 +330,34 @@ impl Flow {
             .unwrap()
     }
 
+    /// A conversation the teacher started with the parent, texted to them (so their
+    /// SMS line points at it), then stopped.
+    async fn stopped_conversation_with_the_parent(&self) -> Uuid {
+        let conversation = Uuid::now_v7();
+        let started = self
+            .d
+            .by(
+                self.d.teacher,
+                "StartConversation",
+                json!({"conversation_id": conversation, "school_id": self.d.school,
+                       "participant_ids": [self.d.parent], "body": "Field trip Friday"}),
+            )
+            .await
+            .unwrap();
+        self.delivered(started.delivery_ids[0].as_uuid()).await;
+        self.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+            .await;
+        self.d
+            .by(
+                self.d.teacher,
+                "StopConversation",
+                json!({"conversation_id": conversation}),
+            )
+            .await
+            .unwrap();
+        conversation
+    }
+
     fn stop(self) {
         for q in &self.queues {
             q.close();
@@ -1310,26 +1338,7 @@ async fn texts_to_a_shared_phone_say_who_they_are_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
-    let conversation = Uuid::now_v7();
-    let started =
-        f.d.by(
-            f.d.teacher,
-            "StartConversation",
-            json!({"conversation_id": conversation, "school_id": f.d.school,
-                   "participant_ids": [f.d.parent], "body": "Field trip Friday"}),
-        )
-        .await
-        .unwrap();
-    f.delivered(started.delivery_ids[0].as_uuid()).await;
-    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
-        .await;
-    f.d.by(
-        f.d.teacher,
-        "StopConversation",
-        json!({"conversation_id": conversation}),
-    )
-    .await
-    .unwrap();
+    f.stopped_conversation_with_the_parent().await;
     let late = f
         .reply(PARENT_NUMBER, school_number().as_str(), "One more thing")
         .await;
@@ -1385,26 +1394,7 @@ fn text_with_sid(sid: &str, body: &str) -> IncomingSms {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_webhook_is_answered_as_before_though_its_line_moved_on() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
-    let stopped = Uuid::now_v7();
-    let started =
-        f.d.by(
-            f.d.teacher,
-            "StartConversation",
-            json!({"conversation_id": stopped, "school_id": f.d.school,
-                   "participant_ids": [f.d.parent], "body": "Field trip Friday"}),
-        )
-        .await
-        .unwrap();
-    f.delivered(started.delivery_ids[0].as_uuid()).await;
-    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
-        .await;
-    f.d.by(
-        f.d.teacher,
-        "StopConversation",
-        json!({"conversation_id": stopped}),
-    )
-    .await
-    .unwrap();
+    let stopped = f.stopped_conversation_with_the_parent().await;
     let late = text_with_sid("SMlatereply", "Is the bus here?");
     let first = f.inbound.receive(late.clone()).await.unwrap();
     assert!(
@@ -1468,13 +1458,7 @@ async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
     f.delivered(delivery).await;
     f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
         .await;
-    let sms = IncomingSms {
-        message_sid: ProviderMessageId::parse("SMretried").unwrap(),
-        from: PARENT_NUMBER.into(),
-        to: school_number().as_str().into(),
-        body: "Once".into(),
-        media_urls: vec![],
-    };
+    let sms = text_with_sid("SMretried", "Once");
     let first = f.inbound.receive(sms.clone()).await.unwrap();
     let second = f.inbound.receive(sms).await.unwrap();
     assert_eq!(first, second);
