@@ -531,25 +531,21 @@ impl ProjectionRuntime {
                 .fetch_all(&mut tx)
                 .await?;
         tx.commit().await?;
-        let mut recorded_failures = HashMap::new();
-        for row in &failure_rows {
+        // Both tables are keyed by (projector, generation) in their first two columns.
+        let key = |row: &crate::db::Row| -> Result<(String, u64), ProjectionError> {
             let generation =
                 u64::try_from(row.get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?;
-            recorded_failures.insert(
-                (row.get::<String, _>(0)?, generation),
-                row.get::<String, _>(2)?,
-            );
+            Ok((row.get::<String, _>(0)?, generation))
+        };
+        let mut recorded_failures = HashMap::new();
+        for row in &failure_rows {
+            recorded_failures.insert(key(row)?, row.get::<String, _>(2)?);
         }
         let mut recorded_parks = HashMap::new();
         for row in &parked_rows {
-            let generation =
-                u64::try_from(row.get::<i64, _>(1)?).map_err(|_| ProjectionError::OutOfRange)?;
             let position =
                 position_from(row.get(2)?, row.get(3)?).ok_or(ProjectionError::OutOfRange)?;
-            recorded_parks.insert(
-                (row.get::<String, _>(0)?, generation),
-                (position, row.get::<String, _>(4)?),
-            );
+            recorded_parks.insert(key(row)?, (position, row.get::<String, _>(4)?));
         }
         let health = lock(&self.inner.health).clone();
         let rebuild_errors = lock(&self.inner.rebuild_errors).clone();
