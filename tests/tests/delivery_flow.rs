@@ -9,17 +9,19 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use homeroom_app::codec;
 use homeroom_app::preview::{PhoneBook, PhoneBookLookup};
+use homeroom_app::CommandContext;
 use homeroom_bus::inprocess::{InProcessConfig, InProcessQueue};
 use homeroom_bus::WorkQueue;
 use homeroom_channels::sandbox::Untranslated;
 use homeroom_channels::{
     AttemptKey, ChannelError, EmailSender, Handover, OutboundEmail, OutboundSms, SmsSender,
 };
-use homeroom_delivery::inbound::{InboundSms, IncomingSms};
+use homeroom_delivery::inbound::{reply_command_id, InboundSms, IncomingSms};
 use homeroom_delivery::reactor::{Reactor, ReactorConfig, REACTS_TO};
 use homeroom_delivery::worker::{Channels, Worker, WorkerConfig, WORKS_ON};
+use homeroom_domain::commands::{ReceiveReply, ReceiveSms};
 use homeroom_domain::inbound::{InboundRoute, UnroutableReason};
-use homeroom_domain::{DistrictId, Event, PersonId, ProviderMessageId};
+use homeroom_domain::{Actor, ConversationId, DistrictId, Event, PersonId, ProviderMessageId};
 use homeroom_eventstore::memory::InMemoryStore;
 use homeroom_eventstore::{EventReader, EventStore, EventSubscriber, Position, RecordedEvent};
 use homeroom_tests::District;
@@ -333,6 +335,21 @@ impl Flow {
     /// A conversation the teacher started with the parent, texted to them (so their
     /// SMS line points at it), then stopped.
     async fn stopped_conversation_with_the_parent(&self) -> Uuid {
+        let conversation = self.conversation_texted_to_the_parent().await;
+        self.d
+            .by(
+                self.d.teacher,
+                "StopConversation",
+                json!({"conversation_id": conversation}),
+            )
+            .await
+            .unwrap();
+        conversation
+    }
+
+    /// A conversation the teacher started with the parent, texted to them: their SMS
+    /// line points at it.
+    async fn conversation_texted_to_the_parent(&self) -> Uuid {
         let conversation = Uuid::now_v7();
         let started = self
             .d
@@ -345,16 +362,11 @@ impl Flow {
             .await
             .unwrap();
         self.delivered(started.delivery_ids[0].as_uuid()).await;
-        self.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
-            .await;
-        self.d
-            .by(
-                self.d.teacher,
-                "StopConversation",
-                json!({"conversation_id": conversation}),
-            )
-            .await
-            .unwrap();
+        self.until(
+            "the SMS line",
+            |e| matches!(e, Event::SmsLineUsed(l) if l.conversation_id.as_uuid() == conversation),
+        )
+        .await;
         conversation
     }
 
@@ -1448,6 +1460,84 @@ async fn a_retried_webhook_is_answered_as_before_though_its_line_moved_on() {
     );
     let welcome = f.message(f.d.principal, f.d.parent, "Welcome back").await;
     f.delivered(welcome).await;
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_retried_after_a_crash_keeps_the_reply_where_the_first_try_posted_it() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let first_conversation = f.conversation_texted_to_the_parent().await;
+    let sms = text_with_sid("SMcutshort", "Who is driving?");
+    // The first try recorded the SMS and posted the reply, then the process was killed
+    // before it recorded the route.
+    let ctx = CommandContext::new(
+        f.d.district.clone(),
+        Actor::System(homeroom_delivery::SERVICE.into()),
+    );
+    f.d.service
+        .execute(
+            &ctx,
+            &ReceiveSms {
+                message_sid: sms.message_sid.clone(),
+                from: sms.from.clone(),
+                to: sms.to.clone(),
+                body: sms.body.clone(),
+                media_urls: vec![],
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let posted =
+        f.d.service
+            .execute(
+                &ctx.clone()
+                    .with_command_id(reply_command_id(&f.d.district, &sms.message_sid)),
+                &ReceiveReply {
+                    conversation_id: ConversationId::new(first_conversation),
+                    author_id: PersonId::new(f.d.parent),
+                    message_sid: sms.message_sid.clone(),
+                    body: sms.body.clone(),
+                }
+                .into(),
+            )
+            .await
+            .unwrap();
+    // Meanwhile the school texts the family about something else: the line moves.
+    let moved = f.message(f.d.principal, f.d.parent, "Picture day").await;
+    f.delivered(moved).await;
+    f.until(
+        "the line moving",
+        |e| matches!(e, Event::SmsLineUsed(l) if l.conversation_id.as_uuid() != first_conversation),
+    )
+    .await;
+
+    let retried = f.inbound.receive(sms).await.unwrap();
+    assert_eq!(
+        retried.route,
+        InboundRoute::Conversation {
+            conversation_id: ConversationId::new(first_conversation),
+            message_id: posted.message_id.unwrap(),
+        }
+    );
+    let head = f.store.head().await.unwrap();
+    let copies: Vec<_> = f
+        .store
+        .read_all(Position::START, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.position <= head)
+        .filter_map(|e| match codec::decode(e) {
+            Ok(Event::MessagePosted(m)) if m.body == "Who is driving?" => Some(m.conversation_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        copies,
+        vec![ConversationId::new(first_conversation)],
+        "posted once, where the first try put it"
+    );
     f.stop();
 }
 

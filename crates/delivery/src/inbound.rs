@@ -16,13 +16,13 @@
 //! A provider retrying its webhook runs this again: every step is a no-op the second
 //! time, and the answer is the same.
 
-use crate::react;
-use homeroom_app::{CommandError, CommandService};
+use crate::{react, reaction_context};
+use homeroom_app::{codec, CommandError, CommandService};
 use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
 use homeroom_domain::inbound::{reply_text, InboundKeyword, InboundRoute, UnroutableReason};
 use homeroom_domain::{
-    inbound_message_id, sms, ConversationId, DistrictId, DomainError, NumberOwner, PhoneNumber,
-    ProviderMessageId, State, StreamRef,
+    inbound_message_id, sms, ConversationId, DistrictId, DomainError, Event, NumberOwner,
+    PhoneNumber, ProviderMessageId, State, StreamRef,
 };
 use std::sync::Arc;
 
@@ -184,6 +184,18 @@ impl InboundSms {
                 .await?;
             return Ok((InboundRoute::Keyword { keyword }, Some(reply)));
         }
+        // An earlier try of this webhook that posted the reply and was then cut short
+        // (the process killed before the route was recorded) decided where it went: the
+        // line may have moved on since, and the reply must not be posted twice.
+        if let Some(route) = self.earlier_reply(district, &sms.message_sid).await? {
+            let reply = match route {
+                InboundRoute::Refused { conversation_id } => {
+                    Some(self.refusal_reply(district, owner, conversation_id).await?)
+                }
+                _ => None,
+            };
+            return Ok((route, reply));
+        }
         let (_, line) = self
             .commands
             .load(district, &StreamRef::SmsLine { ours, theirs })
@@ -195,18 +207,21 @@ impl InboundSms {
         let Some(last) = last else {
             return Ok((unroutable(UnroutableReason::NoConversation), None));
         };
-        let replied = react(
-            &self.commands,
-            district,
-            None,
-            ReceiveReply {
-                conversation_id: last.conversation_id,
-                author_id: last.recipient_id,
-                message_sid: sms.message_sid.clone(),
-                body: reply_text(&sms.body, &sms.media_urls),
-            },
-        )
-        .await;
+        let ctx = reaction_context(district, None)
+            .with_command_id(reply_command_id(district, &sms.message_sid));
+        let replied = self
+            .commands
+            .execute(
+                &ctx,
+                &ReceiveReply {
+                    conversation_id: last.conversation_id,
+                    author_id: last.recipient_id,
+                    message_sid: sms.message_sid.clone(),
+                    body: reply_text(&sms.body, &sms.media_urls),
+                }
+                .into(),
+            )
+            .await;
         let conversation_id = last.conversation_id;
         match replied {
             Ok(outcome)
@@ -257,6 +272,40 @@ impl InboundSms {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// Where the reply of the SMS `sid` went when an earlier try of its webhook posted
+    /// it (or kept it refused), from the events that try recorded.
+    async fn earlier_reply(
+        &self,
+        district: &DistrictId,
+        sid: &ProviderMessageId,
+    ) -> Result<Option<InboundRoute>, CommandError> {
+        let recorded = self
+            .commands
+            .store()
+            .find_command(reply_command_id(district, sid))
+            .await?;
+        for event in recorded
+            .iter()
+            .filter(|e| e.metadata.district == district.as_str())
+        {
+            match codec::decode(event)? {
+                Event::MessagePosted(m) => {
+                    return Ok(Some(InboundRoute::Conversation {
+                        conversation_id: m.conversation_id,
+                        message_id: m.message_id,
+                    }))
+                }
+                Event::InboundReplyRefused(r) => {
+                    return Ok(Some(InboundRoute::Refused {
+                        conversation_id: r.conversation_id,
+                    }))
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 
     async fn keyword(
@@ -371,6 +420,16 @@ fn keyword_answer(name: &str, keyword: InboundKeyword) -> String {
             "{name}: messages from your school. Reply to answer, STOP to stop texts from this number, START to get them again."
         ),
     }
+}
+
+/// The command id under which the reply of the SMS `sid` is posted in `district`: one
+/// per SMS, whichever conversation its line pointed at, so a webhook retried after a
+/// crash finds where the first try put it.
+pub fn reply_command_id(district: &DistrictId, sid: &ProviderMessageId) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &inbound_message_id(sid).as_uuid(),
+        format!("ReceiveReply/{}", district.as_str()).as_bytes(),
+    )
 }
 
 fn unroutable(reason: UnroutableReason) -> InboundRoute {
