@@ -25,6 +25,10 @@ use crate::values::ContactChannel;
 pub const MIN_MAX_PARTICIPANTS: u16 = 2;
 /// The most participants a district may allow in a conversation.
 pub const MAX_MAX_PARTICIPANTS: u16 = 100;
+/// The most content-guard patterns a district may keep: every message is read against
+/// each of them before it is recorded, so the list must stay a list of kinds of
+/// sensitive data (numbers of a shape), not a dictionary.
+pub const MAX_BLOCKED_PATTERNS: usize = 100;
 /// The longest school or role name accepted.
 pub const MAX_NAME_CHARS: usize = 200;
 
@@ -356,6 +360,14 @@ fn change_settings(
             if !parsed.contains(&pattern) {
                 parsed.push(pattern);
             }
+        }
+        if parsed.len() > MAX_BLOCKED_PATTERNS {
+            return Err(ValidationError::TooMany {
+                field: "blocked_patterns",
+                max: MAX_BLOCKED_PATTERNS,
+                got: parsed.len(),
+            }
+            .into());
         }
         settings.blocked_patterns = parsed;
     }

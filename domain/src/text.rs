@@ -217,8 +217,13 @@ impl BlockedPattern {
 
     /// Whether `text` holds a match (see the type's documentation).
     pub fn is_found_in(&self, text: &str) -> bool {
+        self.is_found_in_visible(&visible_chars(text))
+    }
+
+    /// [`BlockedPattern::is_found_in`] on a text already read by [`visible_chars`], so
+    /// that a list of patterns reads each text once.
+    fn is_found_in_visible(&self, chars: &[char]) -> bool {
         let tokens: Vec<Token> = self.0.chars().map(Token::of).collect();
-        let chars: Vec<char> = text.chars().filter(|c| !is_invisible(*c)).collect();
         let (Some(first), Some(last)) = (tokens.first().copied(), tokens.last().copied()) else {
             return false;
         };
@@ -256,14 +261,23 @@ impl fmt::Display for BlockedPattern {
     }
 }
 
+/// The characters of `text` a reader sees: those that show nothing are skipped.
+fn visible_chars(text: &str) -> Vec<char> {
+    text.chars().filter(|c| !is_invisible(*c)).collect()
+}
+
 /// The first pattern found in any of `texts`, if one is: the content guard.
 pub fn first_blocked<'p>(
     patterns: &'p [BlockedPattern],
     texts: &[&str],
 ) -> Option<&'p BlockedPattern> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let texts: Vec<Vec<char>> = texts.iter().map(|t| visible_chars(t)).collect();
     patterns
         .iter()
-        .find(|p| texts.iter().any(|text| p.is_found_in(text)))
+        .find(|p| texts.iter().any(|text| p.is_found_in_visible(text)))
 }
 
 #[cfg(test)]

@@ -34,6 +34,16 @@ pub enum ValidationError {
         /// The length received.
         got: usize,
     },
+    /// A list held more entries than allowed.
+    #[error("{field} holds {got} entries, at most {max} allowed")]
+    TooMany {
+        /// The command field.
+        field: &'static str,
+        /// The limit.
+        max: usize,
+        /// The entries received.
+        got: usize,
+    },
     /// A number was outside its allowed range.
     #[error("{field} is {got}, allowed {min} to {max}")]
     OutOfRange {

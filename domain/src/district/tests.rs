@@ -163,6 +163,29 @@ fn blocked_patterns_are_validated_when_settings_change() {
 }
 
 #[test]
+fn a_district_keeps_at_most_a_hundred_blocked_patterns() {
+    let patterns = |n: usize| (0..n).map(|i| format!("ID-{i}-###")).collect::<Vec<_>>();
+    given([])
+        .acting_as_system()
+        .when(ChangeDistrictSettings {
+            blocked_patterns: Some(patterns(MAX_BLOCKED_PATTERNS + 1)),
+            ..no_change()
+        })
+        .then_err(ValidationError::TooMany {
+            field: "blocked_patterns",
+            max: MAX_BLOCKED_PATTERNS,
+            got: MAX_BLOCKED_PATTERNS + 1,
+        });
+    given([])
+        .acting_as_system()
+        .when(ChangeDistrictSettings {
+            blocked_patterns: Some(patterns(MAX_BLOCKED_PATTERNS)),
+            ..no_change()
+        })
+        .events();
+}
+
+#[test]
 fn a_settings_change_records_every_setting_as_it_now_is() {
     given([])
         .acting_as_system()
