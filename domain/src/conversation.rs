@@ -736,6 +736,7 @@ pub fn evolve(mut state: ConversationState, event: &Event) -> ConversationState 
             state.fingerprints.push(Fingerprint::of_posted(e));
         }
         Event::ConversationStopped(_) => state.stopped = true,
+        Event::ConversationResumed(_) => state.stopped = false,
         Event::InboundReplyRefused(e) => {
             state.refused_replies.insert(e.message_sid.clone());
         }

@@ -231,6 +231,19 @@ pub struct ConversationStopped {
     pub at: DateTime<Utc>,
 }
 
+/// A stopped personal conversation was taken up again: its staff member wrote to the
+/// family or student anew (`SendPersonalMessage` continues the one personal conversation
+/// of the two), so replies are accepted again. The stop stays in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationResumed {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Who took it up again.
+    pub by: PersonId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// A conversation got a new title.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationRenamed {
@@ -557,6 +570,9 @@ pub enum Event {
     /// `conversation_stopped`.
     #[serde(rename = "conversation_stopped")]
     ConversationStopped(ConversationStopped),
+    /// `conversation_resumed`.
+    #[serde(rename = "conversation_resumed")]
+    ConversationResumed(ConversationResumed),
     /// `conversation_renamed`.
     #[serde(rename = "conversation_renamed")]
     ConversationRenamed(ConversationRenamed),
@@ -636,6 +652,7 @@ impl Event {
         "conversation_started",
         "message_posted",
         "conversation_stopped",
+        "conversation_resumed",
         "conversation_renamed",
         "conversation_muted",
         "conversation_unmuted",
@@ -676,6 +693,7 @@ impl Event {
             Event::ConversationStarted(_) => "conversation_started",
             Event::MessagePosted(_) => "message_posted",
             Event::ConversationStopped(_) => "conversation_stopped",
+            Event::ConversationResumed(_) => "conversation_resumed",
             Event::ConversationRenamed(_) => "conversation_renamed",
             Event::ConversationMuted(_) => "conversation_muted",
             Event::ConversationUnmuted(_) => "conversation_unmuted",
@@ -727,6 +745,7 @@ from_event!(
     ConversationStarted,
     MessagePosted,
     ConversationStopped,
+    ConversationResumed,
     ConversationRenamed,
     ConversationMuted,
     ConversationUnmuted,
@@ -773,6 +792,7 @@ impl Event {
             Event::ConversationStarted(e) => e.at,
             Event::MessagePosted(e) => e.at,
             Event::ConversationStopped(e) => e.at,
+            Event::ConversationResumed(e) => e.at,
             Event::ConversationRenamed(e) => e.at,
             Event::ConversationMuted(e) => e.at,
             Event::ConversationUnmuted(e) => e.at,

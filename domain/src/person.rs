@@ -521,10 +521,18 @@ fn revoke_role(
 ) -> Result<Vec<Event>, PersonError> {
     check_role_target(state, c.person_id, c.school_id, facts)?;
     let assignment = (c.role_id.clone(), c.school_id);
+    let role = facts.district.role(&c.role_id);
     if !state.roles.contains(&assignment) {
-        return Ok(vec![]);
+        // Revoking what is not held is done already; revoking a role that does not
+        // exist is a typo, and must not look like a revocation that worked.
+        return match role {
+            Some(_) => Ok(vec![]),
+            None => Err(PersonError::UnknownRole {
+                role_id: c.role_id.clone(),
+            }),
+        };
     }
-    if let Some(role) = facts.district.role(&c.role_id) {
+    if let Some(role) = role {
         may_hand_out(&role, c.school_id, facts)?;
     }
     Ok(vec![RoleRevoked {

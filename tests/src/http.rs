@@ -392,6 +392,10 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
         a_stopped_conversation_refuses_replies,
     ),
     (
+        "writing_again_takes_a_stopped_personal_conversation_up_again",
+        writing_again_takes_a_stopped_personal_conversation_up_again,
+    ),
+    (
         "retries_with_the_same_idempotency_key_record_one_event",
         retries_with_the_same_idempotency_key_record_one_event,
     ),
@@ -1402,6 +1406,75 @@ pub fn a_stopped_conversation_refuses_replies(api: &Api) {
         json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": "One more thing"}),
     )
     .refused(422, "conversation_stopped");
+}
+
+/// A stopped personal conversation refuses the family's replies until its staff member
+/// writes again: `SendPersonalMessage` continues the one personal conversation of the
+/// two, taking it up again, so a stop never bars a counselor from a family for good.
+pub fn writing_again_takes_a_stopped_personal_conversation_up_again(api: &Api) {
+    let d = District::build(api, &district_name("brockwayheights"));
+    let first = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "Dennis did well today"}),
+        )
+        .ok()
+        .clone();
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    d.by(
+        d.principal,
+        "StopConversation",
+        json!({"conversation_id": conversation}),
+    )
+    .ok();
+    let reply = |body: &str| {
+        d.by(
+            d.parent,
+            "PostMessage",
+            json!({"conversation_id": conversation, "message_id": Uuid::now_v7(), "body": body}),
+        )
+    };
+    reply("Thank you").refused(422, "conversation_stopped");
+
+    let again = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "A question about Friday"}),
+        )
+        .ok()
+        .clone();
+    assert_eq!(again["conversation_id"], conversation.as_str());
+    let types: Vec<&str> = again["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["conversation_resumed", "message_posted"]);
+    let answered = reply("Friday works").ok().clone();
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let thread = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}?{}", after(&answered)),
+    );
+    let thread = thread.ok();
+    assert_eq!(thread["stopped"], false);
+    let bodies: Vec<&str> = thread["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "Dennis did well today",
+            "A question about Friday",
+            "Friday works"
+        ]
+    );
 }
 
 /// The same Idempotency-Key with the same body answers the first result and records

@@ -194,6 +194,26 @@ async fn walk_every_command(d: &District) {
         }
     }
     d.by(d.principal, "StopConversation", c).await.unwrap();
+    // A personal conversation, stopped and then taken up again by writing anew.
+    let personal = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.parent, "body": "About the field trip"}),
+        )
+        .await
+        .unwrap();
+    let personal = json!({"conversation_id": personal.conversation_id.unwrap()});
+    d.by(d.principal, "StopConversation", personal)
+        .await
+        .unwrap();
+    d.by(
+        d.principal,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.parent, "body": "One more thing"}),
+    )
+    .await
+    .unwrap();
 
     // What the delivery services and the SMS webhook record.
     let reached = plan

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::commands::{SendPersonalMessage, StartConversation};
-use crate::events::ConversationStarted;
+use crate::events::{ConversationResumed, ConversationStarted};
 use crate::facts::Facts;
 use crate::ids::{message_id_for_command, personal_conversation_id, PersonId, SchoolId};
 use crate::permissions::Permission;
@@ -15,14 +15,14 @@ use crate::visibility;
 
 use super::compose::{check_text, check_title, compose, Draft};
 use super::{
-    acting_person, holds, known, new_message_id, not_stopped, posted_before, recipients,
-    school_ties, teaches, ConversationError, ConversationState, Decision, Fingerprint,
-    MIN_PERSONAL_MESSAGE_AGE,
+    acting_person, holds, known, new_message_id, posted_before, recipients, school_ties, teaches,
+    ConversationError, ConversationState, Decision, Fingerprint, MIN_PERSONAL_MESSAGE_AGE,
 };
 
 /// `SendPersonalMessage`: a staff member holding `personal_messages` at a school the
 /// recipient is tied to writes 1:1 to a student of 13 or over or to a guardian; the
-/// first message starts the personal conversation, later ones continue it.
+/// first message starts the personal conversation, later ones continue it (taking it
+/// up again when it was stopped).
 pub(super) fn send_personal(
     state: &ConversationState,
     c: &SendPersonalMessage,
@@ -44,6 +44,7 @@ pub(super) fn send_personal(
     let unreachable = ConversationError::RecipientNotReachable {
         recipient_id: c.recipient_id,
     };
+    // Staff-to-staff direct messages are allowed only inside group conversations.
     if recipient.is_staff() {
         return Err(unreachable);
     }
@@ -54,19 +55,7 @@ pub(super) fn send_personal(
     let Some(first_shared) = shared.first().copied() else {
         return Err(unreachable);
     };
-    if recipient.kind() == Some(PersonKind::Student) {
-        let age = recipient.age_on(facts.now.date_naive());
-        if age.is_none_or(|a| a < MIN_PERSONAL_MESSAGE_AGE) {
-            return Err(ConversationError::RecipientTooYoung {
-                recipient_id: c.recipient_id,
-                age,
-                min_age: MIN_PERSONAL_MESSAGE_AGE,
-            });
-        }
-    }
-    if let Some(header) = state.header {
-        not_stopped(state, header)?;
-    }
+    old_enough_for_one_to_one(c.recipient_id, recipient, facts)?;
     let text = check_text(&c.body, c.subject.as_deref(), facts)?;
     let message_id = new_message_id(
         state,
@@ -76,6 +65,19 @@ pub(super) fn send_personal(
     let conversation_id = personal_conversation_id(sender_id, c.recipient_id);
     let school_id = state.school_id().unwrap_or(first_shared);
     let mut events = Vec::new();
+    // Writing anew takes a stopped personal conversation up again: it is the one
+    // conversation of the two, and a stop must not bar its staff member from ever
+    // writing to that family again. The stop stays in the log and the thread.
+    if state.is_stopped() {
+        events.push(
+            ConversationResumed {
+                conversation_id,
+                by: sender_id,
+                at: facts.now,
+            }
+            .into(),
+        );
+    }
     if state.header.is_none() {
         events.push(
             ConversationStarted {
@@ -107,6 +109,27 @@ pub(super) fn send_personal(
     )?;
     events.push(posted.into());
     Ok(events)
+}
+
+/// Whether `recipient` may be written to 1:1 by a staff member from their own identity:
+/// a student only at [`MIN_PERSONAL_MESSAGE_AGE`] or over, on the day of sending (no
+/// known birth date counts as under); anyone else always.
+fn old_enough_for_one_to_one(
+    recipient_id: PersonId,
+    recipient: &PersonState,
+    facts: &Facts,
+) -> Result<(), ConversationError> {
+    if recipient.kind() == Some(PersonKind::Student) {
+        let age = recipient.age_on(facts.now.date_naive());
+        if age.is_none_or(|a| a < MIN_PERSONAL_MESSAGE_AGE) {
+            return Err(ConversationError::RecipientTooYoung {
+                recipient_id,
+                age,
+                min_age: MIN_PERSONAL_MESSAGE_AGE,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `StartConversation`: a group or school conversation with a first message, within the
@@ -157,6 +180,15 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
         }
     }
     let from = c.from.unwrap_or_default();
+    // A staff member and one student, from the staff member's own identity, is a 1:1
+    // whatever it is called: a "group" of two must not reach a child under 13 whom
+    // `SendPersonalMessage` may not. From the school's identity it is the shared
+    // inbox's, read by every holder; with a third person it is not private.
+    if let ([(only_id, only)], true, SendAs::Personal) =
+        (people.as_slice(), starter.is_staff(), from)
+    {
+        old_enough_for_one_to_one(*only_id, only, facts)?;
+    }
     let kind = if starter.is_staff() {
         staff_may_start(starter_id, starter, c.school_id, from, &people, facts)?
     } else {
@@ -219,8 +251,8 @@ fn is_started_by(state: &ConversationState, c: &StartConversation, starter_id: P
         && *first == Fingerprint::of(starter_id, c.from.unwrap_or_default(), &c.body, None)
 }
 
-/// Staff start a school conversation with `school_inbox`, a group one with
-/// `personal_messages` at the school or under the teacher rule; family participants
+/// Staff holding a role at the school start a school conversation with `school_inbox`,
+/// a group one with `personal_messages` at the school or under the teacher rule; family participants
 /// must be tied to the school, staff participants hold a role there (or district-wide),
 /// or they could not take part ([`visibility::takes_part_at`]).
 fn staff_may_start(
@@ -231,6 +263,11 @@ fn staff_may_start(
     people: &[(PersonId, &PersonState)],
     facts: &Facts,
 ) -> Result<ConversationKind, ConversationError> {
+    // Staff speak for a school through their roles there: with none, no exception
+    // (the teacher rule included) lets them start a conversation of that school.
+    if !visibility::takes_part_at(starter, school) {
+        return Err(ConversationError::NotPermitted);
+    }
     let kind = match from {
         SendAs::School if holds(facts, starter, school, Permission::SchoolInbox) => {
             ConversationKind::School

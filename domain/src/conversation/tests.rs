@@ -5,7 +5,7 @@ use crate::commands::{
     ArchiveConversation, MuteConversation, SendPersonalMessage, StartConversation,
     StopConversation, UnarchiveConversation, UnmuteConversation,
 };
-use crate::events::{ConversationStarted, MessagePosted};
+use crate::events::{ConversationResumed, ConversationStarted, MessagePosted};
 use crate::ids::{delivery_id_for, personal_conversation_id};
 use crate::plan::PlannedDelivery;
 use crate::testing::*;
@@ -398,7 +398,7 @@ fn the_senders_channel_pick_is_used_when_the_recipient_has_it() {
 }
 
 #[test]
-fn a_personal_message_to_a_stopped_conversation_is_refused() {
+fn a_personal_message_takes_a_stopped_personal_conversation_up_again() {
     let conversation_id = personal_conversation_id(ADMIN, GUARDIAN);
     let before = ConversationStarted {
         conversation_id,
@@ -409,12 +409,36 @@ fn a_personal_message_to_a_stopped_conversation_is_refused() {
         participant_ids: vec![ADMIN, GUARDIAN],
         at: now(),
     };
-    given([before.into(), posted(M1, ADMIN), stopped(ADMIN)])
+    let history = vec![before.into(), posted(M1, ADMIN), stopped(ADMIN)];
+    let events = given(history.clone())
         .when(SendPersonalMessage {
             message_id: Some(M2),
-            ..personal(GUARDIAN, "Hi")
+            ..personal(GUARDIAN, "Hi again")
         })
-        .then_err(ConversationError::ConversationStopped { conversation_id });
+        .events();
+    assert_eq!(
+        events[0],
+        ConversationResumed {
+            conversation_id,
+            by: ADMIN,
+            at: now(),
+        }
+        .into()
+    );
+    assert_eq!(the_message(&events).message_id, M2);
+    assert_eq!(events.len(), 2);
+    // Taken up again, it takes the family's replies again.
+    let resumed = history.into_iter().chain(events).collect::<Vec<_>>();
+    let reply = given(resumed)
+        .acting_as_system()
+        .when(ReceiveReply {
+            conversation_id,
+            author_id: GUARDIAN,
+            message_sid: sms_sid(),
+            body: "Thanks".to_owned(),
+        })
+        .events();
+    assert!(matches!(&reply[0], Event::MessagePosted(m) if m.body == "Thanks"));
 }
 
 // ---- message text -------------------------------------------------------------------
@@ -764,8 +788,45 @@ fn a_teacher_may_start_a_class_conversation_with_their_students_families() {
     given([])
         .district([students_enabled()])
         .acting_as(TEACHER)
-        .when(start(&[STUDENT_12]))
+        .when(start(&[STUDENT_12, GUARDIAN_12]))
         .events();
+}
+
+#[test]
+fn a_conversation_of_two_reaches_a_student_only_where_a_personal_message_would() {
+    let too_young = ConversationError::RecipientTooYoung {
+        recipient_id: STUDENT_12,
+        age: Some(12),
+        min_age: MIN_PERSONAL_MESSAGE_AGE,
+    };
+    for starter in [ADMIN, TEACHER] {
+        given([])
+            .district([students_enabled()])
+            .acting_as(starter)
+            .when(start(&[STUDENT_12]))
+            .then_err(too_young.clone());
+    }
+    given([])
+        .district([students_enabled()])
+        .when(start(&[STUDENT_14]))
+        .events();
+    // From the school, the shared inbox reads it; with a guardian in it, it is not private.
+    given([])
+        .district([students_enabled()])
+        .when(from_school(&[STUDENT_12]))
+        .events();
+    given([])
+        .district([students_enabled()])
+        .when(start(&[STUDENT_12, GUARDIAN_12]))
+        .events();
+}
+
+#[test]
+fn staff_start_no_conversation_at_a_school_where_they_hold_no_role() {
+    given([])
+        .acting_as(OTHER_ADMIN)
+        .when(start(&[GUARDIAN]))
+        .then_err(ConversationError::NotPermitted);
 }
 
 #[test]

@@ -404,6 +404,19 @@ fn assigning_a_role_twice_or_revoking_one_not_held_is_a_no_op() {
 }
 
 #[test]
+fn revoking_a_role_that_does_not_exist_is_refused_not_a_no_op() {
+    let with_role = stream(person(NEW, PersonKind::Staff, "S").role("teacher", Some(SCHOOL)));
+    given(with_role)
+        .acting_as_system()
+        .when(RevokeRole {
+            person_id: NEW,
+            role_id: role("teachr"),
+            school_id: Some(SCHOOL),
+        })
+        .then_code("unknown_role");
+}
+
+#[test]
 fn a_revoked_role_no_longer_counts() {
     let events = stream(person(NEW, PersonKind::Staff, "S").role("teacher", Some(SCHOOL)));
     let revoked: Event = RoleRevoked {

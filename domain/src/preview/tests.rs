@@ -429,15 +429,14 @@ fn an_unknown_merge_field_is_refused() {
 }
 
 #[test]
-fn a_stopped_personal_conversation_is_refused() {
+fn a_stopped_personal_conversation_is_previewed_as_taken_up_again() {
     let stopped = ConversationStopped {
         conversation_id: personal_conversation_id(ADMIN, GUARDIAN),
         by: ADMIN,
         at: now(),
     };
-    given([personal_started(GUARDIAN), stopped.into()])
+    let render = given([personal_started(GUARDIAN), stopped.into()])
         .when(to(GUARDIAN, "Hi"))
-        .then_err(ConversationError::ConversationStopped {
-            conversation_id: personal_conversation_id(ADMIN, GUARDIAN),
-        });
+        .then();
+    assert_eq!(render.text, "Hi");
 }

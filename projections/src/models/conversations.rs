@@ -99,6 +99,7 @@ struct Sql {
     start: String,
     participant: String,
     stop: String,
+    resume: String,
     rename: String,
     mute: String,
     archive: String,
@@ -122,6 +123,8 @@ impl Sql {
                 ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
                     participant = TRUE, ordinal = excluded.ordinal"),
             stop: r("UPDATE conversations{conversations} SET stopped = TRUE
+                WHERE district = $1 AND conversation_id = $2"),
+            resume: r("UPDATE conversations{conversations} SET stopped = FALSE
                 WHERE district = $1 AND conversation_id = $2"),
             rename: r(
                 "UPDATE conversations{conversations} SET title = $3, title_folded = $4
@@ -423,6 +426,13 @@ impl Projector for Conversations {
             Event::MessagePosted(e) => self.posted_run(tx, generation, &[(recorded, e)]).await?,
             Event::ConversationStopped(e) => {
                 query(&sql.stop)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .execute(tx)
+                    .await?;
+            }
+            Event::ConversationResumed(e) => {
+                query(&sql.resume)
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
                     .execute(tx)
