@@ -221,23 +221,24 @@ async fn a_preview_follows_the_conversation_as_it_changes() {
             json!({"recipient_id": w.parent, "body": "First"}),
         )
         .await;
-    previews
+    let before = previews
         .preview(&reader, &request, Utc::now())
         .await
         .unwrap();
-    // when the conversation is stopped
+    assert_eq!(before.channel, Channel::Sms);
+    // when the parent mutes the conversation
     w.run(
-        Actor::Person(w.principal),
-        "StopConversation",
+        Actor::Person(w.parent),
+        "MuteConversation",
         json!({"conversation_id": sent.conversation_id}),
     )
     .await;
-    // then the next preview is refused as sending would be
-    let refused = previews
+    // then the next preview goes to the app only, as sending would
+    let after = previews
         .preview(&reader, &request, Utc::now())
         .await
-        .unwrap_err();
-    assert_eq!(refused.code(), "conversation_stopped");
+        .unwrap();
+    assert_eq!(after.channel, Channel::App);
 }
 
 #[tokio::test]
