@@ -104,9 +104,11 @@ fn sent(state: &SmsLineState, c: &RecordSmsSent, facts: &Facts) -> Vec<Event> {
     .into()]
 }
 
-/// STOP on a stopped line, or START on an open one, changes nothing.
+/// STOP on a stopped line changes nothing. START is recorded whenever it comes, on an
+/// open line too: it is the family saying texts reach them, which also clears a failing
+/// mark on their phone (a carrier's bounce, say), whatever set it.
 fn opt_out(state: &SmsLineState, c: &SetSmsOptOut, facts: &Facts) -> Vec<Event> {
-    if state.opted_out == c.opted_out {
+    if c.opted_out && state.opted_out {
         return vec![];
     }
     let (our_number, their_number, message_sid, at) = (

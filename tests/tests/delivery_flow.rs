@@ -166,6 +166,14 @@ fn bounce() -> Result<Handover, ChannelError> {
     })
 }
 
+fn unknown_destination() -> Result<Handover, ChannelError> {
+    Err(ChannelError::Refused {
+        code: "30005".into(),
+        message: "unknown destination handset".into(),
+        permanent: true,
+    })
+}
+
 fn down() -> Result<Handover, ChannelError> {
     Err(ChannelError::Unavailable("503 from the provider".into()))
 }
@@ -784,6 +792,60 @@ async fn stop_blocks_texts_from_that_number_until_start() {
     let again = f.message(f.d.principal, f.d.parent, "Welcome back").await;
     f.delivered(again).await;
     assert_eq!(f.provider.to(PARENT_NUMBER).len(), 2);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_a_phone_a_carrier_marked_failing_brings_texts_back() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let guardian = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
+               "contact_points": [{"channel": "sms", "address": "+15550003003"},
+                                  {"channel": "email", "address": "homer@example.org"}]}),
+    )
+    .await;
+    // The first text is sent; the carrier refuses the next one for good: the phone is
+    // marked failing and that text goes by email.
+    let first = f.message(f.d.principal, guardian, "Hello").await;
+    f.delivered(first).await;
+    f.provider.answer("+15550003003", unknown_destination);
+    let refused = f.message(f.d.principal, guardian, "Bus times").await;
+    f.until(
+        "the carrier's refusal",
+        |e| matches!(e, Event::DeliveryFailed(d) if d.delivery_id.as_uuid() == refused),
+    )
+    .await;
+    f.until(
+        "the phone marked failing",
+        |e| matches!(e, Event::ContactPointFailing(c) if c.address == "+15550003003"),
+    )
+    .await;
+    let by_email = f.message(f.d.principal, guardian, "Picture day").await;
+    f.delivered(by_email).await;
+    assert_eq!(
+        f.provider.to("homer@example.org").len(),
+        2,
+        "the refused text and the next"
+    );
+
+    // Homer texts START without ever having sent STOP: the phone works, texts come back.
+    let start = f
+        .reply("+15550003003", school_number().as_str(), "START")
+        .await;
+    assert!(matches!(start.route, InboundRoute::Keyword { .. }));
+    f.until(
+        "the phone trusted again",
+        |e| matches!(e, Event::ContactPointReset(c) if c.address == "+15550003003"),
+    )
+    .await;
+    let by_sms = f.message(f.d.principal, guardian, "Welcome back").await;
+    f.delivered(by_sms).await;
+    assert_eq!(
+        f.provider.to("+15550003003").last().unwrap().body,
+        "Welcome back"
+    );
     f.stop();
 }
 

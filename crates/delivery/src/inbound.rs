@@ -323,12 +323,19 @@ impl InboundSms {
             opted_out,
             message_sid: sms.message_sid.clone(),
         };
+        // Under the SMS's own command id: a webhook retried after a crash records the
+        // keyword once (START is recorded even on an open line).
+        let ctx = reaction_context(district, None).with_command_id(inbound_command_id(
+            district,
+            &sms.message_sid,
+            "SetSmsOptOut",
+        ));
         match keyword {
             InboundKeyword::Stop => {
-                react(&self.commands, district, None, opt(true)).await?;
+                self.commands.execute(&ctx, &opt(true).into()).await?;
             }
             InboundKeyword::Start => {
-                react(&self.commands, district, None, opt(false)).await?;
+                self.commands.execute(&ctx, &opt(false).into()).await?;
             }
             InboundKeyword::Help => {}
         }
@@ -426,9 +433,15 @@ fn keyword_answer(name: &str, keyword: InboundKeyword) -> String {
 /// per SMS, whichever conversation its line pointed at, so a webhook retried after a
 /// crash finds where the first try put it.
 pub fn reply_command_id(district: &DistrictId, sid: &ProviderMessageId) -> uuid::Uuid {
+    inbound_command_id(district, sid, "ReceiveReply")
+}
+
+/// The id of the command `name` that the SMS `sid` causes in `district`: one per SMS
+/// and command, so a retried webhook's command is the same command.
+fn inbound_command_id(district: &DistrictId, sid: &ProviderMessageId, name: &str) -> uuid::Uuid {
     uuid::Uuid::new_v5(
         &inbound_message_id(sid).as_uuid(),
-        format!("ReceiveReply/{}", district.as_str()).as_bytes(),
+        format!("{name}/{}", district.as_str()).as_bytes(),
     )
 }
 

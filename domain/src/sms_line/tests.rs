@@ -94,6 +94,15 @@ fn stop_opts_the_number_out_until_start() {
 }
 
 #[test]
+fn start_on_an_open_line_is_recorded_so_a_failing_phone_is_trusted_again() {
+    let events = given([used(1)])
+        .acting_as_system()
+        .when(stop(false))
+        .events();
+    assert!(matches!(events.as_slice(), [Event::SmsOptedIn(_)]));
+}
+
+#[test]
 fn only_homeroom_services_act_on_sms_lines() {
     given([])
         .acting_as(ADMIN)
