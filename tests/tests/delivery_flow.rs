@@ -206,12 +206,24 @@ impl Flow {
         translator: Arc<dyn homeroom_channels::Translator>,
         first_backoff: Duration,
     ) -> Self {
+        Self::start_with(phones, translator, first_backoff, Duration::from_secs(5), 1).await
+    }
+
+    /// A flow with `workers` workers sharing one delivery queue that hands an item out
+    /// again after `ack_wait` unsettled.
+    async fn start_with(
+        phones: Arc<dyn PhoneBook>,
+        translator: Arc<dyn homeroom_channels::Translator>,
+        first_backoff: Duration,
+        ack_wait: Duration,
+        workers: usize,
+    ) -> Self {
         let store = Arc::new(InMemoryStore::new());
         let shared: Arc<dyn EventStore> = store.clone();
         let d = District::build(shared.clone(), "flowtown").await;
         let dir = tempfile::tempdir().unwrap();
         let config = InProcessConfig {
-            ack_wait: Duration::from_secs(5),
+            ack_wait,
             ..InProcessConfig::default()
         };
         let reactions = InProcessQueue::open(
@@ -230,24 +242,27 @@ impl Flow {
         .unwrap();
         let provider = Arc::new(Provider::default());
         let reactor = Reactor::new(d.service.clone(), ReactorConfig::default());
-        let worker = Worker::new(
-            d.service.clone(),
-            Channels {
-                sms: provider.clone(),
-                email: provider.clone(),
-                translator,
-                phones,
-            },
-            WorkerConfig {
-                first_backoff,
-                max_backoff: first_backoff.max(Duration::from_millis(100)),
-                ..WorkerConfig::default()
-            },
-        );
         let q: Arc<dyn WorkQueue> = Arc::new(reactions.clone());
         tokio::spawn(async move { reactor.run(q, std::future::pending()).await });
-        let q: Arc<dyn WorkQueue> = Arc::new(deliveries.clone());
-        tokio::spawn(async move { worker.run(q, std::future::pending()).await });
+        // Each worker on its own, as in separate processes: nothing shared but the queue.
+        for _ in 0..workers {
+            let worker = Worker::new(
+                d.service.clone(),
+                Channels {
+                    sms: provider.clone(),
+                    email: provider.clone(),
+                    translator: translator.clone(),
+                    phones: phones.clone(),
+                },
+                WorkerConfig {
+                    first_backoff,
+                    max_backoff: first_backoff.max(Duration::from_millis(100)),
+                    ..WorkerConfig::default()
+                },
+            );
+            let q: Arc<dyn WorkQueue> = Arc::new(deliveries.clone());
+            tokio::spawn(async move { worker.run(q, std::future::pending()).await });
+        }
         Self {
             inbound: InboundSms::new(d.service.clone()),
             d,
@@ -1055,6 +1070,32 @@ async fn one_hanging_hand_over_does_not_hold_up_the_deliveries_behind_it() {
         "the quick delivery waited for the hanging one"
     );
     f.delivered(slow).await;
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_slower_than_the_queues_wait_goes_out_once_with_two_workers() {
+    let f = Flow::start_with(
+        Arc::new(NOBODY_SHARES),
+        Arc::new(Untranslated),
+        Duration::from_millis(20),
+        Duration::from_millis(300),
+        2,
+    )
+    .await;
+    // The provider holds this send for four times the queue's wait.
+    f.provider
+        .hang_once(PARENT_NUMBER, Duration::from_millis(1200));
+    let slow = f.message(f.d.principal, f.d.parent, "Slow to send").await;
+    f.delivered(slow).await;
+    // Past the end of the held send, and long enough for a second worker to have sent
+    // it too, had the queue handed it out again.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(
+        f.provider.to(PARENT_NUMBER).len(),
+        1,
+        "the worker kept the item while the provider held the send"
+    );
     f.stop();
 }
 

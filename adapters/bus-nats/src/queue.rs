@@ -12,6 +12,9 @@ use std::time::Duration;
 /// durable name: each item goes to one of them at a time and comes back until acked.
 pub struct NatsWorkQueue {
     consumer: PullConsumer,
+    /// The consumer's acknowledgement wait as the server keeps it (the last process to
+    /// set up the consumer set it): what a worker's heartbeat must beat.
+    ack_wait: Duration,
 }
 
 impl std::fmt::Debug for NatsWorkQueue {
@@ -46,6 +49,22 @@ impl NatsBus {
                     .ok_or_else(|| NatsError::ForeignFilter(filter.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Every process sets the shared consumer up with its own settings: the last one
+        // to start wins, so a differing ack wait is said out loud.
+        let earlier_ack_wait = self
+            .stream
+            .consumer_info(durable)
+            .await
+            .ok()
+            .map(|info| info.config.ack_wait);
+        if let Some(earlier) = earlier_ack_wait.filter(|wait| *wait != self.config.ack_wait) {
+            tracing::warn!(
+                durable,
+                earlier_secs = earlier.as_secs_f64(),
+                now_secs = self.config.ack_wait.as_secs_f64(),
+                "this process changes the ack wait every worker of the consumer shares; give every process of the deployment the same HOMEROOM_NATS_ACK_WAIT"
+            );
+        }
         let consumer: PullConsumer = self
             .stream
             .create_consumer(self.config.consumer_config(durable, &asked))
@@ -72,7 +91,8 @@ impl NatsBus {
                 kept,
             });
         }
-        Ok(NatsWorkQueue { consumer })
+        let ack_wait = config.ack_wait;
+        Ok(NatsWorkQueue { consumer, ack_wait })
     }
 }
 
@@ -107,7 +127,12 @@ impl WorkQueue for NatsWorkQueue {
             };
             match read(&message) {
                 Ok((event, attempt)) => {
-                    items.push(WorkItem::new(event, attempt, Box::new(Ack(message))));
+                    items.push(WorkItem::new(
+                        event,
+                        attempt,
+                        Box::new(Ack(message)),
+                        self.ack_wait,
+                    ));
                 }
                 Err(err) => {
                     // Not a Homeroom event: no worker can ever handle it. The log, not the

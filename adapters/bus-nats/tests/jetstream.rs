@@ -308,6 +308,36 @@ async fn an_item_left_unsettled_comes_back_to_another_worker_after_the_ack_wait(
 }
 
 #[tokio::test]
+async fn an_item_worked_on_longer_than_the_ack_wait_stays_with_its_worker() {
+    let Some(mut nats) = TestNats::connect_or_skip().await else {
+        return;
+    };
+    nats.adjust(|c| {
+        c.ack_wait = Duration::from_secs(1);
+    });
+    let store = InMemoryStore::new();
+    append(&store, "delivery", "delivery_queued", 1).await;
+    let events = log(&store).await;
+    let (bus_a, bus_b) = (nats.bus().await, nats.bus().await);
+    bus_a.publish(&events).await.unwrap();
+    let a = bus_a.work_queue(DURABLE, &queued()).await.unwrap();
+    let b = bus_b.work_queue(DURABLE, &queued()).await.unwrap();
+
+    let taken = next_item(&a).await;
+    // A send the provider holds for three ack waits, while the other worker asks for work.
+    let (_, meanwhile) = tokio::join!(
+        taken.while_in_progress(tokio::time::sleep(Duration::from_secs(3))),
+        b.fetch(1, Duration::from_millis(2_800)),
+    );
+    assert!(
+        meanwhile.unwrap().is_empty(),
+        "the item was handed to the other worker while still being worked on"
+    );
+    taken.ack().await.unwrap();
+    nats.cleanup().await;
+}
+
+#[tokio::test]
 async fn retry_after_hands_the_item_out_again_later_with_a_higher_attempt() {
     let Some(nats) = TestNats::connect_or_skip().await else {
         return;

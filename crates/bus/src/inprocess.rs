@@ -404,6 +404,7 @@ impl WorkQueue for InProcessQueue {
                                 inner: self.inner.clone(),
                                 position,
                             }),
+                            self.inner.config.ack_wait,
                         ));
                     }
                 }

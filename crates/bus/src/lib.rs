@@ -22,6 +22,7 @@ pub mod relay;
 
 use async_trait::async_trait;
 use homeroom_eventstore::{Position, RecordedEvent};
+use std::future::Future;
 use std::time::Duration;
 
 /// The prefix of every subject Homeroom publishes on.
@@ -131,15 +132,45 @@ pub struct WorkItem {
     /// time): a worker uses it to tell a retry from a first attempt.
     pub attempt: u32,
     settle: Box<dyn Settle>,
+    /// How long the queue waits for a settlement before it hands the item out again.
+    ack_wait: Duration,
 }
 
 impl WorkItem {
-    /// An item that `settle` acknowledges.
-    pub fn new(event: RecordedEvent, attempt: u32, settle: Box<dyn Settle>) -> Self {
+    /// An item that `settle` acknowledges, handed out again when left unsettled for
+    /// `ack_wait`.
+    pub fn new(
+        event: RecordedEvent,
+        attempt: u32,
+        settle: Box<dyn Settle>,
+        ack_wait: Duration,
+    ) -> Self {
         Self {
             event,
             attempt,
             settle,
+            ack_wait,
+        }
+    }
+
+    /// Runs `work`, telling the queue every third of its acknowledgement wait that the
+    /// item is still being worked on ([`Settle::in_progress`]), so that a send a slow
+    /// provider holds for longer than the wait is not handed to another worker and sent
+    /// twice meanwhile. A heartbeat that fails is logged; the work goes on.
+    pub async fn while_in_progress<T>(&self, work: impl Future<Output = T>) -> T {
+        let beat = (self.ack_wait / 3).max(Duration::from_millis(50));
+        let mut work = std::pin::pin!(work);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.in_progress().await {
+                        tracing::warn!(event = %self.event.event_id, %error, "could not hold on to a work item still in progress");
+                    }
+                }
+            }
         }
     }
 

@@ -159,7 +159,10 @@ impl Worker {
     }
 
     async fn settle(&self, item: WorkItem) {
-        let settled = match self.handle(&item.event).await {
+        // A provider may hold a send longer than the queue waits: the item is kept ours
+        // meanwhile, so no other worker sends it too.
+        let handled = item.while_in_progress(self.handle(&item.event)).await;
+        let settled = match handled {
             Ok(Handled::Done) => item.ack().await,
             Ok(Handled::RetryAfter(wait)) => item.retry_after(wait).await,
             Err(error) => {

@@ -104,8 +104,9 @@ pub struct Settings {
     pub nats_stream: Option<String>,
     /// The subject prefix of this instance's events (default `homeroom.events`).
     pub nats_prefix: Option<String>,
-    /// Seconds a delivery handed to a worker may stay unacknowledged before another
-    /// worker gets it (default 30): keep it above the providers' timeouts.
+    /// Seconds a delivery handed to a worker that died may stay unacknowledged before
+    /// another worker gets it (default 30; a live worker holds on to what it is still
+    /// sending). Every process of a deployment should set the same value.
     pub nats_ack_wait: Option<u64>,
     /// Connections each of a process's PostgreSQL pools may open: the event store's
     /// (default 10) and the read models' queries (default 8). A process opens at most
