@@ -7,6 +7,8 @@
 //! channel chosen with the sender's pick ([`crate::plan::choose_channel`]). The decided
 //! events are dropped: a preview records nothing. Then:
 //!
+//! - An SMS ends with the sender's name on a line of its own (`\n- Edna Krabappel`,
+//!   [`sms::is_signed`]), as the worker sends it, and is counted with it.
 //! - An SMS to a number that other people of the district have too leads with the
 //!   shared-phone label naming the recipient ([`sms::label_for_shared_phone`]:
 //!   `For Dennis: …`). Who else has a number is not a fact of the recipient's stream, so
@@ -30,7 +32,7 @@ use crate::facts::Facts;
 use crate::ids::PersonId;
 use crate::person::PersonState;
 use crate::sms::{self, SmsMeasure};
-use crate::values::{Channel, ContactChannel};
+use crate::values::{Channel, ContactChannel, SendAs};
 
 /// What the sender is writing, before they send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,18 @@ pub fn preview(
         .ok_or(ConversationError::UnknownPerson {
             person_id: request.recipient_id,
         })?;
+    // A personal message by SMS ends with the sender's name (`sms::is_signed`).
+    let signed = match (
+        planned.channel,
+        facts.actor.person_id().and_then(|a| facts.person(a)),
+    ) {
+        (Channel::Sms, Some(sender))
+            if sms::is_signed(sender.is_staff(), Some(SendAs::Personal)) =>
+        {
+            sms::signed_by(&planned.text, sender.name())
+        }
+        _ => planned.text,
+    };
     let name = facts.person(request.recipient_id).map_or("", |p| p.name());
     let labelled = planned.channel == Channel::Sms
         && planned
@@ -120,9 +134,9 @@ pub fn preview(
             .is_some_and(|number| shared_numbers.contains(number))
         && !name.trim().is_empty();
     let text = if labelled {
-        sms::label_for_shared_phone(&planned.text, name)
+        sms::label_for_shared_phone(&signed, name)
     } else {
-        planned.text
+        signed
     };
     Ok(Render {
         recipient_id: planned.recipient_id,

@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::values::SendAs;
+
 /// Characters in one GSM-7 segment when the text fits in one.
 pub const GSM7_SINGLE: usize = 160;
 /// Characters per segment of a concatenated GSM-7 text (the rest is the UDH header).
@@ -174,9 +176,10 @@ pub fn label_for_shared_phone(text: &str, display_name: &str) -> String {
 }
 
 /// `text` signed with its author's name on a line of its own (`…\n- Ned Flanders`),
-/// for a family member's or student's text relayed to the others of a group from the
-/// school's number (or the starter's): without it the families would read a parent's
-/// words as the school's, and could not tell two parents apart. At the end, in GSM-7
+/// where [`is_signed`] says so: a staff member's own message, so the family knows who
+/// texts them; a family member's or student's text relayed to the others of a group
+/// from the school's number (or the starter's), so the families do not read a parent's
+/// words as the school's and can tell two parents apart. At the end, in GSM-7
 /// characters, so a shared phone's `For Dennis: ` label still leads and the signature
 /// costs no change of encoding. A blank name leaves the text as it is.
 ///
@@ -189,6 +192,23 @@ pub fn signed_by(text: &str, author_name: &str) -> String {
         "" => text.to_owned(),
         name => format!("{text}\n- {name}"),
     }
+}
+
+/// Whether an SMS ends with its author's signature ([`signed_by`]), from who wrote it
+/// and under whose identity: a staff member writing from their own identity signs with
+/// their name (DESIGN.md: a personal message "shows the sender's own name and
+/// signature", and the family's phone shows only a number they may not know), and a
+/// family member's or student's words relayed to the others are signed with theirs. A
+/// message from the school's identity comes from the school's number, unsigned.
+///
+/// ```
+/// use homeroom_domain::{sms::is_signed, SendAs};
+/// assert!(is_signed(true, Some(SendAs::Personal)));
+/// assert!(!is_signed(true, Some(SendAs::School)));
+/// assert!(is_signed(false, Some(SendAs::Personal)));
+/// ```
+pub fn is_signed(author_is_staff: bool, sent_as: Option<SendAs>) -> bool {
+    !author_is_staff || sent_as == Some(SendAs::Personal)
 }
 
 /// A text as sent without the signature [`signed_by`] put after it for `author_name`,

@@ -427,7 +427,11 @@ async fn a_personal_sms_goes_out_and_its_reply_lands_in_the_conversation() {
         Some(school_number().as_str()),
         "no pool: the school's number"
     );
-    assert_eq!(sent.sent_text.as_deref(), Some("Hi Dennis's family"));
+    assert_eq!(
+        sent.sent_text.as_deref(),
+        Some("Hi Dennis's family\n- Principal Skinner"),
+        "a personal text says who sent it"
+    );
     let handed = f.provider.to(PARENT_NUMBER);
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].key.attempt, 1);
@@ -554,8 +558,8 @@ async fn a_guardians_message_in_a_group_texts_the_others_from_the_schools_number
         .find(|s| s.body.contains("Who can help?"))
         .expect("Ned got the principal's message");
     assert_eq!(
-        who_can_help.body, "Who can help?",
-        "from the principal's own number: no name needed"
+        who_can_help.body, "Who can help?\n- Principal Skinner",
+        "from the principal's own identity, signed with the principal's name"
     );
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     assert!(
@@ -715,7 +719,7 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
     f.delivered(fallback.as_uuid()).await;
     let by_sms = f.provider.to("+15550003001");
     assert_eq!(by_sms.len(), 1);
-    assert_eq!(by_sms[0].body, "Report cards are out");
+    assert_eq!(by_sms[0].body, "Report cards are out\n- Principal Skinner");
     f.until(
         "the address marked failing",
         |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
@@ -761,7 +765,7 @@ async fn an_email_that_bounces_after_it_was_accepted_goes_by_sms() {
     f.delivered(fallback.as_uuid()).await;
     let by_sms = f.provider.to("+15550003001");
     assert_eq!(by_sms.len(), 1);
-    assert_eq!(by_sms[0].body, "Report cards are out");
+    assert_eq!(by_sms[0].body, "Report cards are out\n- Principal Skinner");
     f.until(
         "the address marked failing",
         |e| matches!(e, Event::ContactPointFailing(c) if c.address == "homer@example.org"),
@@ -859,7 +863,7 @@ async fn start_from_a_phone_a_carrier_marked_failing_brings_texts_back() {
     f.delivered(by_sms).await;
     assert_eq!(
         f.provider.to("+15550003003").last().unwrap().body,
-        "Welcome back"
+        "Welcome back\n- Principal Skinner"
     );
     f.stop();
 }
@@ -1351,7 +1355,7 @@ async fn with_the_translator_down_the_last_attempt_sends_the_original() {
     f.delivered(delivery).await;
     let sent = f.provider.to("+15550004004");
     assert_eq!(sent.len(), 1, "one text, on the last attempt");
-    assert_eq!(sent[0].body, "Field trip");
+    assert_eq!(sent[0].body, "Field trip\n- Principal Skinner");
     let log = f.store.read_all(Position::START, 10_000).await.unwrap();
     let failed_attempts = log
         .iter()
@@ -1445,7 +1449,7 @@ async fn texts_to_a_shared_phone_say_who_they_are_for() {
     f.delivered(delivery).await;
     assert_eq!(
         f.provider.to(PARENT_NUMBER)[0].body,
-        "For Marge: Lunch money"
+        "For Marge: Lunch money\n- Principal Skinner"
     );
     f.stop();
 }

@@ -46,10 +46,10 @@ async fn a_preview_answers_the_render_for_the_recipient_and_records_nothing() {
         json!({"renders": [{
             "recipient_id": w.parent,
             "channel": "sms",
-            "text": "Hi Marge Simpson, Dennis did well 👍",
+            "text": "Hi Marge Simpson, Dennis did well 👍\n- Principal Skinner",
             "encoding": "UCS-2",
             "segments": 1,
-            "units": 36,
+            "units": 56,
             "shared_phone_label": false,
             "language": "en"
         }]})
@@ -182,13 +182,16 @@ async fn an_sms_to_a_shared_phone_is_previewed_with_its_label() {
         &server,
         &w,
         w.principal,
-        json!({"recipient_id": w.parent, "body": "a".repeat(150)}),
+        json!({"recipient_id": w.parent, "body": "a".repeat(130)}),
     )
     .await;
 
     assert_eq!(status, StatusCode::OK, "{body}");
     let render = &body["renders"][0];
-    assert_eq!(render["text"], format!("For Marge: {}", "a".repeat(150)));
+    assert_eq!(
+        render["text"],
+        format!("For Marge: {}\n- Principal Skinner", "a".repeat(130))
+    );
     assert_eq!(render["shared_phone_label"], true);
     assert_eq!(
         (&render["units"], &render["segments"]),
@@ -203,5 +206,5 @@ async fn an_sms_to_a_shared_phone_is_previewed_with_its_label() {
         json!({"recipient_id": w.teen, "body": "Hi"}),
     )
     .await;
-    assert_eq!(teen["renders"][0]["text"], "Hi");
+    assert_eq!(teen["renders"][0]["text"], "Hi\n- Principal Skinner");
 }

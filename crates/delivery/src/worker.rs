@@ -419,10 +419,13 @@ impl Worker {
             .phones
             .people_with_number(district, to.as_str())
             .await?;
-        // A family member's or student's words relayed from the school's number (or the
-        // starter's): signed, so nobody reads them as the school's.
+        // Signed with its author's name where the rule says (`sms::is_signed`): a staff
+        // member's own message, a family member's words relayed to the others.
+        let sent_as = goes_out_as.sender.map(|s| s.sent_as);
         let text = match goes_out_as.author {
-            Some(author) if !author.is_staff() => sms::signed_by(&text, author.name()),
+            Some(author) if sms::is_signed(author.is_staff(), sent_as) => {
+                sms::signed_by(&text, author.name())
+            }
             _ => text,
         };
         let body = if holders.iter().any(|p| *p != plan.recipient_id) {

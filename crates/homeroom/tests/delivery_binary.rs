@@ -216,7 +216,7 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
             .into_iter()
             .find(|m| m.to == "+15550004004")
     });
-    assert_eq!(fallback.body, "Field trip form");
+    assert_eq!(fallback.body, "Field trip form\n- Principal Skinner");
 
     // Two people of the district share a phone: texts to it say whom they are for.
     let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
@@ -246,7 +246,10 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
             .into_iter()
             .find(|m| m.to == "+15550005005")
     });
-    assert_eq!(shared.body, "For Ann: Bake sale Friday");
+    assert_eq!(
+        shared.body,
+        "For Ann: Bake sale Friday\n- Principal Skinner"
+    );
 
     // Replies: a signed inbound text lands in the conversation; an unsigned one is 403.
     let inbound_url = format!("http://{}/v1/webhooks/twilio/inbound", server.addr);

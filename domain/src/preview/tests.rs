@@ -99,6 +99,14 @@ fn letters(n: usize) -> String {
     "a".repeat(n)
 }
 
+/// The signature every SMS preview of the fixture's sender ends with.
+const SIGNATURE: &str = "\n- Ada Admin";
+
+/// `text` as an SMS from the fixture's sender goes out: signed with her name.
+fn signed(text: &str) -> String {
+    format!("{text}{SIGNATURE}")
+}
+
 fn personal_started(recipient: PersonId) -> Event {
     ConversationStarted {
         conversation_id: personal_conversation_id(ADMIN, recipient),
@@ -129,9 +137,11 @@ fn a_preview_renders_the_merge_fields_for_the_recipient() {
             channel: Channel::Sms,
             address: Some("+15550100001".to_owned()),
             language: "es".to_owned(),
-            text: "Hi Pat Parent, about Dennis at Hillside. Ada Admin".to_owned(),
+            text: signed("Hi Pat Parent, about Dennis at Hillside. Ada Admin"),
             labelled: false,
-            measure: sms::measure("Hi Pat Parent, about Dennis at Hillside. Ada Admin"),
+            measure: sms::measure(&signed(
+                "Hi Pat Parent, about Dennis at Hillside. Ada Admin"
+            )),
         }
     );
 }
@@ -165,14 +175,14 @@ fn a_preview_is_the_delivery_that_sending_would_plan() {
                 _ => None,
             })
             .unwrap();
+        // As the worker sends it: an SMS signed with the sender's name.
+        let text = match planned.channel {
+            Channel::Sms => signed(&planned.text),
+            _ => planned.text,
+        };
         assert_eq!(
             (render.channel, render.address, render.language, render.text),
-            (
-                planned.channel,
-                planned.address,
-                planned.language,
-                planned.text
-            ),
+            (planned.channel, planned.address, planned.language, text),
             "{request:?}"
         );
     }
@@ -195,7 +205,7 @@ fn a_preview_in_the_existing_conversation_renders_as_its_next_message_would() {
     let render = given([personal_started(GUARDIAN), earlier.into()])
         .when(to(GUARDIAN, "Again about {student_name}"))
         .then();
-    assert_eq!(render.text, "Again about Dennis");
+    assert_eq!(render.text, signed("Again about Dennis"));
 }
 
 // ---- the channel --------------------------------------------------------------------
@@ -228,7 +238,10 @@ fn a_pick_the_recipient_cannot_receive_gives_way_to_the_usual_choice() {
 
 #[test]
 fn a_gsm_text_counts_gsm7_segments_of_160_then_153() {
-    let one = given([]).when(to(GUARDIAN, &letters(160))).then();
+    // The signature counts too.
+    let one = given([])
+        .when(to(GUARDIAN, &letters(160 - SIGNATURE.len())))
+        .then();
     assert_eq!(
         (
             one.measure.encoding,
@@ -237,7 +250,9 @@ fn a_gsm_text_counts_gsm7_segments_of_160_then_153() {
         ),
         (SmsEncoding::Gsm7, 160, 1)
     );
-    let two = given([]).when(to(GUARDIAN, &letters(161))).then();
+    let two = given([])
+        .when(to(GUARDIAN, &letters(161 - SIGNATURE.len())))
+        .then();
     assert_eq!(two.measure.segments, 2);
 }
 
@@ -246,7 +261,10 @@ fn one_character_outside_gsm_makes_the_count_ucs2() {
     let render = given([]).when(to(GUARDIAN, "Thanks for coming ☕")).then();
     assert_eq!(render.measure.encoding, SmsEncoding::Ucs2);
     let long = given([])
-        .when(to(GUARDIAN, &format!("☕{}", letters(70))))
+        .when(to(
+            GUARDIAN,
+            &format!("☕{}", letters(70 - SIGNATURE.len())),
+        ))
         .then();
     assert_eq!(long.measure.segments, 2, "71 UCS-2 units need two segments");
 }
@@ -255,9 +273,9 @@ fn one_character_outside_gsm_makes_the_count_ucs2() {
 fn the_count_is_of_the_rendered_text_not_the_template() {
     // given a template of 153 letters and a merge field that renders longer than its
     // own spelling would suggest ("Pat Parent" is 10, "{recipient_name}" 16)
-    let body = format!("{}{{recipient_name}}", letters(150));
+    let body = format!("{}{{recipient_name}}", letters(150 - SIGNATURE.len()));
     let render = given([]).when(to(GUARDIAN, &body)).then();
-    // then the count is of the 160 rendered characters
+    // then the count is of the 160 rendered characters, signature included
     assert_eq!((render.measure.units, render.measure.segments), (160, 1));
 }
 
@@ -293,15 +311,18 @@ fn an_sms_to_a_shared_number_leads_with_the_recipients_first_name() {
         .sharing("+15550100001")
         .when(to(GUARDIAN, "No school Friday"))
         .then();
-    assert_eq!(render.text, "For Pat: No school Friday");
+    assert_eq!(render.text, signed("For Pat: No school Friday"));
     assert!(render.labelled);
-    assert_eq!(render.measure, sms::measure("For Pat: No school Friday"));
+    assert_eq!(
+        render.measure,
+        sms::measure(&signed("For Pat: No school Friday"))
+    );
 }
 
 #[test]
 fn the_label_counts_toward_the_segments() {
-    // given 155 letters, one segment on their own
-    let body = letters(155);
+    // given 155 characters with the signature, one segment on their own
+    let body = letters(155 - SIGNATURE.len());
     assert_eq!(
         given([]).when(to(GUARDIAN, &body)).then().measure.segments,
         1
@@ -320,7 +341,7 @@ fn a_shared_number_the_sms_does_not_go_to_adds_no_label() {
         .sharing("+15550100002")
         .when(to(GUARDIAN, "Hi"))
         .then();
-    assert_eq!((render.text.as_str(), render.labelled), ("Hi", false));
+    assert_eq!((render.text, render.labelled), (signed("Hi"), false));
 }
 
 #[test]
@@ -438,5 +459,5 @@ fn a_stopped_personal_conversation_is_previewed_as_taken_up_again() {
     let render = given([personal_started(GUARDIAN), stopped.into()])
         .when(to(GUARDIAN, "Hi"))
         .then();
-    assert_eq!(render.text, "Hi");
+    assert_eq!(render.text, signed("Hi"));
 }

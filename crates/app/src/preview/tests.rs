@@ -172,7 +172,7 @@ async fn a_preview_renders_from_the_streams_and_records_nothing() {
         (
             Channel::Sms,
             Some("+15550002003"),
-            "Hi Marge Simpson, Dennis did well 👍"
+            "Hi Marge Simpson, Dennis did well 👍\n- Principal Skinner"
         )
     );
     assert_eq!(render.measure.encoding, SmsEncoding::Ucs2);
@@ -256,9 +256,10 @@ async fn an_sms_to_a_number_someone_else_has_is_labelled() {
         .await
         .unwrap();
 
-    assert_eq!(render.text, "For Marge: No school Friday");
+    let sent = "For Marge: No school Friday\n- Principal Skinner";
+    assert_eq!(render.text, sent);
     assert!(render.labelled);
-    assert_eq!(render.measure.units, "For Marge: No school Friday".len());
+    assert_eq!(render.measure.units, sent.len());
 }
 
 #[tokio::test]
@@ -274,7 +275,10 @@ async fn a_number_only_the_recipient_has_is_not_shared() {
         )
         .await
         .unwrap();
-    assert_eq!((render.text.as_str(), render.labelled), ("Hi", false));
+    assert_eq!(
+        (render.text.as_str(), render.labelled),
+        ("Hi\n- Principal Skinner", false)
+    );
     assert_eq!(book.asked.load(Ordering::SeqCst), 1);
 }
 
