@@ -138,6 +138,9 @@ pub enum ApiError {
     /// The body's media type is not one the route reads.
     #[error("this route does not accept that content type")]
     UnsupportedMediaType,
+    /// The person has as many live streams open as they may.
+    #[error(transparent)]
+    TooManyStreams(#[from] homeroom_app::live::TooManyFeeds),
     /// A bug: a handler panicked. Logged; the client learns only a reference.
     #[error("a request handler panicked")]
     Panic,
@@ -161,6 +164,7 @@ impl ApiError {
             Self::Query(e) => e.code(),
             Self::Webhook(e) => e.code(),
             Self::TooLarge { .. } => "too_large",
+            Self::TooManyStreams(_) => "too_many_streams",
             Self::TimedOut { .. } | Self::StoreUnavailable(_) => "unavailable",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -255,6 +259,7 @@ pub fn status_of_code(code: &str) -> StatusCode {
         "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "version_conflict" | "idempotency_key_reused" | "already_exists" => StatusCode::CONFLICT,
         "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_streams" => StatusCode::TOO_MANY_REQUESTS,
         "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,
         "unavailable" | "stale" => StatusCode::SERVICE_UNAVAILABLE,
@@ -281,6 +286,7 @@ fn title_of_code(code: &str) -> &'static str {
         "idempotency_key_reused" => "Idempotency key already used for another request",
         "already_exists" => "Already exists",
         "too_large" => "Request body too large",
+        "too_many_streams" => "Too many open streams",
         "unsupported_media_type" => "Unsupported media type",
         "internal" => "Internal error",
         "unavailable" => "Service unavailable",

@@ -6,8 +6,13 @@
 //!   (or read too slowly): live from the head again, and the client reloads its views;
 //! - `message` when a message is posted in a conversation the person takes part in (by
 //!   anyone, SMS replies included), `delivery` when a delivery of a message they wrote
-//!   becomes `sent`, `delivered` or `failed`. Their data is JSON naming the
-//!   conversation, message, delivery, status and position; their id is the position;
+//!   becomes `sent`, `delivered` or `failed` (staff only: a family member writing in a
+//!   group is not told how the other families were reached). Their data is JSON naming
+//!   the conversation, message, delivery, status and position; their id is the position;
+//! - `roles_changed` when the person's roles change, and the stream ends: the client
+//!   reconnects with its last event id, and the new stream follows the roles as they are;
+//! - at most [`homeroom_app::live::MAX_FEEDS_PER_PERSON`] streams per person per
+//!   process (`429 too_many_streams` beyond);
 //! - a `keep-alive` comment every [`ApiState::stream_keep_alive`](crate::ApiState);
 //! - `Last-Event-ID: <position>` resumes after that position, so a client that
 //!   reconnects misses nothing;
@@ -24,7 +29,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use homeroom_app::live::{DeliveryNotice, MessageNotice, Update};
+use homeroom_app::live::{DeliveryNotice, MessageNotice, RolesNotice, Update};
 use homeroom_app::QueryError;
 use homeroom_eventstore::Position;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -107,8 +112,17 @@ pub(crate) async fn stream(
         }
         None => futures::future::Either::Right(std::future::pending()),
     };
+    // A place among the person's open streams, held for as long as this one is open.
+    let slot = state
+        .live
+        .admit(&listener)
+        .map_err(ApiError::TooManyStreams)?;
     let feed = state.live.subscribe(listener, after);
     let events = feed
+        .map(move |item| {
+            let _held = &slot;
+            item
+        })
         .take_until(expired)
         .take_while(|item| {
             if let Err(error) = item {
@@ -137,11 +151,12 @@ pub(crate) fn operation(
     let marker = generator.subschema_for::<PositionData>().to_value();
     let message = generator.subschema_for::<MessageNotice>().to_value();
     let delivery = generator.subschema_for::<DeliveryNotice>().to_value();
+    let roles = generator.subschema_for::<RolesNotice>().to_value();
     let operation = json!({"get": {
         "operationId": "Stream",
         "tags": ["reads"],
         "summary": "Server-sent events for the caller: new messages in their conversations and status changes of their messages' deliveries.",
-        "description": "`text/event-stream`. First a `ready` event; then `message` (a message posted in a conversation the caller takes part in, by anyone, SMS replies included) and `delivery` (a delivery of a message the caller wrote became sent, delivered or failed) events, whose data is the JSON in `x-sse-events` (a `type` field names it too) and whose id is the event's position. A `:keep-alive` comment comes every 15 s. Reconnect with `Last-Event-ID` to resume after that position without loss; a client too far behind, or resuming from a position this log never handed out (beyond its head, or in another engine's shape), gets a `reset` event instead (live from the head again: reload what you show). The stream ends when the server shuts down or the token expires (reconnect with a fresh one and `Last-Event-ID`).",
+        "description": "`text/event-stream`. First a `ready` event; then `message` (a message posted in a conversation the caller takes part in, by anyone, SMS replies included), `delivery` (a delivery of a message the caller wrote became sent, delivered or failed; staff only) and `roles_changed` (the caller's roles changed: the stream ends, reconnect with `Last-Event-ID` and the new stream follows the new roles) events, whose data is the JSON in `x-sse-events` (a `type` field names it too) and whose id is the event's position. A `:keep-alive` comment comes every 15 s. Reconnect with `Last-Event-ID` to resume after that position without loss; a client too far behind, or resuming from a position this log never handed out (beyond its head, or in another engine's shape), gets a `reset` event instead (live from the head again: reload what you show). The stream ends when the server shuts down or the token expires (reconnect with a fresh one and `Last-Event-ID`).",
         "security": [{"bearer": []}],
         "parameters": [{
             "name": "Last-Event-ID", "in": "header", "required": false,
@@ -152,7 +167,7 @@ pub(crate) fn operation(
             "description": "The event stream, open until the client leaves or the server shuts down.",
             "content": {"text/event-stream": {
                 "schema": {"type": "string"},
-                "x-sse-events": {"ready": marker, "reset": marker, "message": message, "delivery": delivery}
+                "x-sse-events": {"ready": marker, "reset": marker, "message": message, "delivery": delivery, "roles_changed": roles}
             }}
         }}
     }});
@@ -168,6 +183,10 @@ pub(crate) fn operation(
         (
             "403",
             "A service token: only people have a stream (code `not_permitted`).",
+        ),
+        (
+            "429",
+            "The caller has as many streams open as a person may (code `too_many_streams`): close one.",
         ),
     ];
     ("/v1/stream", operation, errors)

@@ -10,9 +10,16 @@
 //!   in) is a [`Notice::Message`] for every participant, its author included (their other
 //!   devices), and, in a school conversation, for everyone who holds that school's
 //!   shared inbox ([`Listener::school_inboxes`], as the permissions were when the feed
-//!   opened: a role granted or revoked takes effect at the client's next connect).
+//!   opened: a role granted or revoked ends the feed, below).
 //! - A delivery's status change (`sent`, `delivered`, `failed`) is a
-//!   [`Notice::Delivery`] for the author of its message.
+//!   [`Notice::Delivery`] for the author of its message, when the author may know how
+//!   every recipient was reached ([`Listener::hears_every_delivery`]: staff).
+//! - A role assigned to or revoked from a person is a [`Notice::RolesChanged`] for
+//!   them, and their feeds end after it: what they may hear of is decided when a feed
+//!   opens, so the client reconnects and the new feed follows the roles as they are.
+//! - A person holds at most [`MAX_FEEDS_PER_PERSON`] feeds at once ([`LiveHub::admit`]),
+//!   and feeds catching up from the log take turns ([`CATCHING_UP_AT_ONCE`] at a time),
+//!   so a crowd of clients resuming from far back cannot starve the store.
 //! - Tenancy: a notice carries its district, and a subscriber only gets its own
 //!   district's.
 //!
@@ -53,8 +60,21 @@ use tokio::sync::{broadcast, watch};
 /// Events read per round trip when catching a subscriber up or looking a fact up.
 const PAGE: usize = 512;
 
+/// Feeds one person may have open at once in one process: a phone, a tablet and a
+/// few browser tabs, with room to spare. More is a client reconnecting in a loop
+/// without closing, or a token used against the server: every feed costs a broadcast
+/// slot, and one that resumes a replay of the log.
+pub const MAX_FEEDS_PER_PERSON: usize = 16;
+
+/// Feeds of a process that read the log to catch up at the same moment, page by page:
+/// a crowd of clients resuming from far back takes turns instead of taking every
+/// connection of the store from the reads and commands beside them.
+const CATCHING_UP_AT_ONCE: usize = 2;
+
 /// The stored event types the hub reads; every other event is passed over undecoded.
 const ADDRESSED: &[&str] = &[
+    "role_assigned",
+    "role_revoked",
     "conversation_started",
     "message_posted",
     "delivery_queued",
@@ -148,6 +168,22 @@ pub struct DeliveryNotice {
     pub position: Position,
 }
 
+/// The person's roles changed: what they may hear of changed with them. The feed ends
+/// after telling them; the client reconnects (`Last-Event-ID`) and the new feed follows
+/// their roles as they are now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RolesNotice {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The event's position: the SSE event id.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "homeroom_projections::queries::position_schema")
+    )]
+    pub position: Position,
+}
+
 /// What a person is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -157,6 +193,8 @@ pub enum Notice {
     Message(MessageNotice),
     /// A status change of a delivery of their message.
     Delivery(DeliveryNotice),
+    /// Their roles changed; the feed ends after this.
+    RolesChanged(RolesNotice),
 }
 
 impl Notice {
@@ -165,6 +203,7 @@ impl Notice {
         match self {
             Notice::Message(n) => n.position,
             Notice::Delivery(n) => n.position,
+            Notice::RolesChanged(n) => n.position,
         }
     }
 
@@ -173,6 +212,7 @@ impl Notice {
         match self {
             Notice::Message(_) => "message",
             Notice::Delivery(_) => "delivery",
+            Notice::RolesChanged(_) => "roles_changed",
         }
     }
 }
@@ -220,6 +260,11 @@ pub struct Listener {
     /// Where they take part in the conversations they are in: staff hear nothing of
     /// a school whose roles they no longer hold (`visibility::takes_part_at`).
     pub taking_part: TakingPart,
+    /// Whether they may know how every recipient of their messages was reached
+    /// (`visibility::sees_every_recipients_copy`): staff are told of each delivery of
+    /// their messages; a family member or student writing in a group is not told how
+    /// the other families were reached.
+    pub hears_every_delivery: bool,
 }
 
 /// A notice and whom it is for.
@@ -237,6 +282,11 @@ struct Routed {
 
 impl Routed {
     fn is_for(&self, listener: &Listener) -> bool {
+        if let Notice::Delivery(delivery) = &self.notice {
+            if !listener.hears_every_delivery && delivery.recipient_id != listener.person {
+                return false;
+            }
+        }
         let takes_part = self
             .school
             .is_none_or(|school| listener.taking_part.includes(school));
@@ -294,6 +344,37 @@ struct Inner {
     coverage: watch::Sender<Option<Position>>,
     started: OnceLock<()>,
     memory: Mutex<Memory>,
+    /// Open feeds per (district, person), for [`MAX_FEEDS_PER_PERSON`].
+    open_feeds: Mutex<std::collections::HashMap<(String, PersonId), usize>>,
+    /// Turns at reading the log to catch a feed up ([`CATCHING_UP_AT_ONCE`]).
+    catching_up: tokio::sync::Semaphore,
+}
+
+/// Why a person may not open another feed now.
+#[derive(Debug, thiserror::Error)]
+#[error("{max} live streams are open for this person already; close one first")]
+pub struct TooManyFeeds {
+    /// [`MAX_FEEDS_PER_PERSON`].
+    pub max: usize,
+}
+
+/// A person's place among their open feeds ([`LiveHub::admit`]), given back when
+/// dropped: keep it for as long as the feed is open.
+pub struct FeedSlot {
+    inner: Arc<Inner>,
+    key: (String, PersonId),
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        let mut open = self.inner.open_feeds();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The process's live feed: one log subscription, fanned out to every subscriber.
@@ -329,8 +410,32 @@ impl LiveHub {
                 coverage: watch::channel(None).0,
                 started: OnceLock::new(),
                 memory: Mutex::new(memory),
+                open_feeds: Mutex::default(),
+                catching_up: tokio::sync::Semaphore::new(CATCHING_UP_AT_ONCE),
             }),
         }
+    }
+
+    /// A place for one more feed of `listener`, unless [`MAX_FEEDS_PER_PERSON`] are open
+    /// for them already in this process.
+    ///
+    /// # Errors
+    /// [`TooManyFeeds`].
+    pub fn admit(&self, listener: &Listener) -> Result<FeedSlot, TooManyFeeds> {
+        let key = (listener.district.as_str().to_owned(), listener.person);
+        let mut open = self.inner.open_feeds();
+        let count = open.entry(key.clone()).or_insert(0);
+        if *count >= MAX_FEEDS_PER_PERSON {
+            return Err(TooManyFeeds {
+                max: MAX_FEEDS_PER_PERSON,
+            });
+        }
+        *count += 1;
+        drop(open);
+        Ok(FeedSlot {
+            inner: self.inner.clone(),
+            key,
+        })
     }
 
     /// How many feeds are open.
@@ -404,29 +509,25 @@ impl LiveHub {
                     let mut read = 0;
                     loop {
                         let limit = PAGE.min(inner.config.max_catch_up.saturating_sub(read)).max(1);
-                        let page = match inner.store.read_all(last, limit).await {
-                            Ok(page) => page,
-                            Err(e) => {
-                                yield Err(LiveError::from(e));
+                        let (notices, end, read_now) =
+                            match inner.catch_up_page(&listener, last, limit).await {
+                                Ok(page) => page,
+                                Err(e) => {
+                                    yield Err(e);
+                                    return;
+                                }
+                            };
+                        let done = read_now < limit;
+                        read += read_now;
+                        for notice in notices {
+                            let ends = matches!(notice, Notice::RolesChanged(_));
+                            yield Ok(Update::Notice(notice));
+                            if ends {
                                 return;
                             }
-                        };
-                        let done = page.len() < limit;
-                        read += page.len();
-                        for recorded in &page {
-                            if recorded.metadata.district == listener.district.as_str() {
-                                match inner.route(recorded).await {
-                                    Ok(Some(routed)) if routed.is_for(&listener) => {
-                                        yield Ok(Update::Notice(routed.notice));
-                                    }
-                                    Ok(_) => {}
-                                    Err(e) => {
-                                        yield Err(e);
-                                        return;
-                                    }
-                                }
-                            }
-                            last = recorded.position;
+                        }
+                        if let Some(end) = end {
+                            last = end;
                         }
                         if done || *closed.borrow() {
                             break;
@@ -464,6 +565,11 @@ impl LiveHub {
                         if position > last && routed.is_for(&listener) {
                             last = position;
                             yield Ok(Update::Notice(routed.notice.clone()));
+                            // What they may hear of changed: the client reconnects and
+                            // the new feed follows their roles as they are now.
+                            if matches!(routed.notice, Notice::RolesChanged(_)) {
+                                return;
+                            }
                         }
                     }
                 }
@@ -576,6 +682,41 @@ impl Inner {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn open_feeds(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, PersonId), usize>> {
+        self.open_feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The notices for `listener` in the page of the log after `after` (at most `limit`
+    /// events), read in a turn of [`CATCHING_UP_AT_ONCE`], and where the page ended:
+    /// the turn is given back before the notices are sent, so a slow client never holds
+    /// it.
+    async fn catch_up_page(
+        &self,
+        listener: &Listener,
+        after: Position,
+        limit: usize,
+    ) -> Result<(Vec<Notice>, Option<Position>, usize), LiveError> {
+        let _turn = self
+            .catching_up
+            .acquire()
+            .await
+            .expect("the catch-up turns are never closed");
+        let page = self.store.read_all(after, limit).await?;
+        let mut notices = Vec::new();
+        for recorded in &page {
+            if recorded.metadata.district == listener.district.as_str() {
+                if let Some(routed) = self.route(recorded).await? {
+                    if routed.is_for(listener) {
+                        notices.push(routed.notice);
+                    }
+                }
+            }
+        }
+        Ok((notices, page.last().map(|e| e.position), page.len()))
+    }
+
     /// The notice `recorded` makes, and whom it is for; learns what it teaches.
     async fn route(&self, recorded: &RecordedEvent) -> Result<Option<Routed>, LiveError> {
         if !ADDRESSED.contains(&recorded.event_type.as_str()) {
@@ -587,6 +728,18 @@ impl Inner {
             return Ok(None);
         };
         match event {
+            Event::RoleAssigned(homeroom_domain::events::RoleAssigned {
+                person_id, at, ..
+            })
+            | Event::RoleRevoked(homeroom_domain::events::RoleRevoked { person_id, at, .. }) => {
+                Ok(Some(Routed {
+                    district,
+                    audience: vec![person_id],
+                    school: None,
+                    school_inbox: None,
+                    notice: Notice::RolesChanged(RolesNotice { at, position }),
+                }))
+            }
             Event::ConversationStarted(e) => {
                 self.memory()
                     .audiences

@@ -254,6 +254,7 @@ impl QueryService {
             person: *person,
             school_inboxes: visibility::school_inboxes(&facts.district, state),
             taking_part: visibility::taking_part(state),
+            hears_every_delivery: visibility::sees_every_recipients_copy(state.kind()),
         })
     }
 

@@ -157,6 +157,8 @@ async fn feed_with_inboxes(
         person,
         school_inboxes,
         taking_part: TakingPart::Everywhere,
+        // Staff are told how each recipient was reached; the family is not.
+        hears_every_delivery: person != w.parent && person != w.teen,
     };
     let mut feed = hub.subscribe(listener, after);
     match next(&mut feed).await {
@@ -223,6 +225,7 @@ async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_le
         person: w.principal,
         school_inboxes: vec![],
         taking_part: TakingPart::Schools(vec![]),
+        hears_every_delivery: true,
     };
     let mut principal = hub.subscribe(gone, None);
     assert!(matches!(next(&mut principal).await, Update::Ready { .. }));
@@ -503,6 +506,7 @@ async fn closing_the_hub_ends_every_feed() {
             person: w.parent,
             school_inboxes: vec![],
             taking_part: TakingPart::Everywhere,
+            hears_every_delivery: false,
         },
         None,
     );
@@ -531,5 +535,96 @@ async fn a_feed_too_far_behind_is_reset_to_the_head() {
     assert_eq!(
         Some(message(next(&mut feed).await).message_id),
         live.message_id
+    );
+}
+
+#[tokio::test]
+async fn a_family_member_who_writes_is_not_told_how_the_others_were_reached() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (mut parent, _) = feed(&hub, &w, w.parent, None).await;
+
+    let opened = w.send(w.principal, w.parent, "How is Dennis?").await;
+    let reply = parse_command(
+        "PostMessage",
+        json!({"conversation_id": opened.conversation_id, "message_id": Uuid::now_v7(), "body": "Better, thanks"}),
+    )
+    .unwrap();
+    let answered = w.run(Actor::Person(w.parent), reply).await;
+    w.queue(&answered).await;
+    w.outcome(answered.delivery_ids[0], "delivered").await;
+    // A later message the parent hears of: everything before it was looked at.
+    let last = w.send(w.principal, w.parent, "Glad to hear it").await;
+
+    let mut told = Vec::new();
+    while let Update::Notice(notice) = next(&mut parent).await {
+        let done = matches!(&notice, Notice::Message(m) if Some(m.message_id) == last.message_id);
+        told.push(notice);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        told.iter().all(|n| matches!(n, Notice::Message(_))),
+        "the parent heard of a delivery to the principal: {told:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_feed_ends_when_its_persons_roles_change_so_the_next_follows_them() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let (mut principal, _) = feed(&hub, &w, w.principal, None).await;
+    let (mut counselor, _) = feed(&hub, &w, w.counselor, None).await;
+
+    let revoked = w
+        .system(
+            "RevokeRole",
+            json!({"person_id": w.principal, "role_id": "school_admin", "school_id": w.school}),
+        )
+        .await;
+
+    match next(&mut principal).await {
+        Update::Notice(Notice::RolesChanged(n)) => assert_eq!(n.position, revoked.position),
+        other => panic!("expected roles_changed, got {other:?}"),
+    }
+    let end = tokio::time::timeout(WAIT, principal.next())
+        .await
+        .expect("ends in time");
+    assert!(end.is_none(), "the feed ended: {end:?}");
+    // Nobody else is told.
+    let sent = w.send(w.counselor, w.parent, "Still here").await;
+    assert_eq!(
+        Some(message(next(&mut counselor).await).message_id),
+        sent.message_id
+    );
+}
+
+#[tokio::test]
+async fn a_person_may_hold_only_so_many_feeds_open_at_once() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let listener = |person| Listener {
+        district: w.district.clone(),
+        person,
+        school_inboxes: vec![],
+        taking_part: TakingPart::Everywhere,
+        hears_every_delivery: false,
+    };
+    let mut slots: Vec<FeedSlot> = (0..MAX_FEEDS_PER_PERSON)
+        .map(|_| hub.admit(&listener(w.parent)).unwrap())
+        .collect();
+    assert!(hub.admit(&listener(w.parent)).is_err(), "one too many");
+    assert!(
+        hub.admit(&listener(w.teen)).is_ok(),
+        "another person is not held up"
+    );
+    slots.pop();
+    assert!(
+        hub.admit(&listener(w.parent)).is_ok(),
+        "a closed feed gives its place back"
     );
 }
