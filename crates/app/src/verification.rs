@@ -215,6 +215,22 @@ fn agrees(entry: &AuditEvent, event: &RecordedEvent) -> bool {
         && entry.command_id == m.command_id
 }
 
+/// Whether the log's event is the exported one, field for field, except its position:
+/// that is the engine's (another shape after a migration), not part of what was said.
+fn same_event(log: &RecordedEvent, exported: &RecordedEvent) -> bool {
+    log.event_id == exported.event_id
+        && log.stream == exported.stream
+        && log.version == exported.version
+        && log.event_type == exported.event_type
+        && log.schema_version == exported.schema_version
+        && log.data == exported.data
+        && log.metadata == exported.metadata
+        // Both engines keep microseconds.
+        && log.recorded_at.timestamp_micros() == exported.recorded_at.timestamp_micros()
+        && log.prev_hash == exported.prev_hash
+        && log.hash == exported.hash
+}
+
 fn broken_at(entry: &AuditEvent) -> (String, u64) {
     (entry.stream.clone(), entry.version)
 }
@@ -230,7 +246,7 @@ pub struct ExportCheck {
     /// Exported events the log holds otherwise (any field): the log was rewritten
     /// since the export, even if its hashes were recomputed.
     pub changed_in_log: Vec<(String, u64)>,
-    /// Exported events the log no longer holds at their position.
+    /// Exported events the log no longer holds (no event at their stream and version).
     pub missing_from_log: Vec<(String, u64)>,
     /// Events of the exported district the log holds before the file's last event but
     /// the file lacks: lines taken out of the file (an export holds the district's whole
@@ -253,6 +269,11 @@ impl ExportCheck {
 /// says what it said then. The export is checked on its own first (each event's hash
 /// recomputed from its fields, each chained to the one before it in its stream), then
 /// event by event against the log, both in log order, in one pass over the log.
+///
+/// An event is found in the log by its stream and version, never by its position: a log
+/// moved to another engine (`homeroom migrate sqlite-to-postgres`) holds every event as
+/// it was, in the same order, under positions of the new engine's shape, and an export
+/// taken before the move must still check.
 pub struct ExportChecker<'a, R: EventReader + ?Sized> {
     log: &'a R,
     page: VecDeque<RecordedEvent>,
@@ -312,6 +333,31 @@ impl<'a, R: EventReader + ?Sized> ExportChecker<'a, R> {
             return Ok(());
         }
         self.last_position = Some(exported.position);
+        let in_log = self
+            .log
+            .read_stream(&exported.stream, exported.version.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|event| event.version == exported.version);
+        let Some(event) = in_log else {
+            self.found.missing_from_log.push(at);
+            return Ok(());
+        };
+        let changed = if intact {
+            !same_event(&event, exported)
+        } else {
+            event.hash != exported.hash
+        };
+        if changed {
+            self.found.changed_in_log.push(at);
+        }
+        self.walk_log_to(&event).await
+    }
+
+    /// Moves through the log up to `found` (the log's copy of the exported event just
+    /// checked), noting the events of its district it passes that the file skipped.
+    async fn walk_log_to(&mut self, found: &RecordedEvent) -> Result<(), VerifyError> {
         loop {
             if self.page.is_empty() && !self.exhausted {
                 let next = self.log.read_all(self.after, PAGE).await?;
@@ -321,31 +367,16 @@ impl<'a, R: EventReader + ?Sized> ExportChecker<'a, R> {
                 }
                 self.page.extend(next);
             }
-            match self.page.front() {
-                Some(event) if event.position < exported.position => {
-                    if event.metadata.district == exported.metadata.district {
-                        self.found
-                            .missing_from_file
-                            .push((event.stream.to_string(), event.version));
-                    }
-                    self.page.pop_front();
-                }
-                Some(event) if event.position == exported.position => {
-                    let changed = if intact {
-                        event != exported
-                    } else {
-                        event.hash != exported.hash
-                    };
-                    if changed {
-                        self.found.changed_in_log.push(at);
-                    }
-                    self.page.pop_front();
-                    return Ok(());
-                }
-                _ => {
-                    self.found.missing_from_log.push(at);
-                    return Ok(());
-                }
+            let Some(event) = self.page.pop_front() else {
+                return Ok(());
+            };
+            if event.event_id == found.event_id {
+                return Ok(());
+            }
+            if event.metadata.district == found.metadata.district {
+                self.found
+                    .missing_from_file
+                    .push((event.stream.to_string(), event.version));
             }
         }
     }

@@ -239,6 +239,16 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
     let system = d.system_token();
     let before = audit(&api, &system, &token(&sent["position"]));
     assert!(server.terminate().success());
+    // A records officer keeps an export of the district, taken before the move.
+    let exported = std::process::Command::new(bin())
+        .args(["audit", "export", "--district", &d.name, "--data-dir"])
+        .arg(&data)
+        .env_remove("HOMEROOM_STORE")
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let export_file = dir.path().join("before-the-move.jsonl");
+    std::fs::write(&export_file, &exported.stdout).unwrap();
 
     let migrate = || {
         std::process::Command::new(bin())
@@ -285,6 +295,24 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
         ))
         .unwrap(),
         "no read models made"
+    );
+
+    // The export taken before the move still checks against the moved log, whose
+    // positions are PostgreSQL's now.
+    let checked = std::process::Command::new(bin())
+        .args(["audit", "check-export"])
+        .arg(&export_file)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("HOMEROOM_STORE", &pg)
+        .env("HOMEROOM_PG_SCHEMA", &schema)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
 
     // The same instance on PostgreSQL: the same events, ids, hashes and chains.
