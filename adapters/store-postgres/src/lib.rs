@@ -170,4 +170,4 @@ mod store;
 pub mod testing;
 
 pub use error::{ConnectError, DuplicateEventId, OutOfOrderAppend};
-pub use store::{PgStore, PgStoreConfig};
+pub use store::{PgStore, PgStoreConfig, SchemaLock};

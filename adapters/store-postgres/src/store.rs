@@ -70,6 +70,18 @@ pub struct PgStore {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// A lock of a schema taken with [`PgStore::try_lock_schema`]: released when dropped
+/// (its session closes) or when the process ends.
+pub struct SchemaLock {
+    _session: sqlx::PgConnection,
+}
+
+impl std::fmt::Debug for SchemaLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaLock").finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) schema: String,
@@ -187,6 +199,40 @@ impl PgStore {
         .await?;
         conn.close().await?;
         Ok(found.is_some())
+    }
+
+    /// Takes the lock named `purpose` of this schema, held for as long as the returned
+    /// guard lives, unless another session holds it (`None`): what makes one process at
+    /// a time do a job that must not be done twice on one log (the in-process delivery
+    /// queues of `homeroom serve`, which would send every text once per process). A
+    /// session advisory lock on a connection of its own: PostgreSQL releases it when
+    /// that session ends, however the process ends.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database does not answer.
+    pub async fn try_lock_schema(
+        &self,
+        purpose: &str,
+    ) -> Result<Option<SchemaLock>, homeroom_eventstore::StoreError> {
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(crate::error::store_error)?
+            .detach();
+        let taken: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(format!("homeroom-{purpose}:{}", self.inner.schema))
+                .fetch_one(&mut conn)
+                .await
+                .map_err(crate::error::store_error)?;
+        if taken {
+            Ok(Some(SchemaLock { _session: conn }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
     }
 
     /// The schema this store lives in (test harnesses qualify their own SQL with it).

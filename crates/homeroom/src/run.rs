@@ -1,7 +1,7 @@
 //! What each subcommand does, on the settings `config` resolved.
 
 use crate::config::{ConfigError, InstanceArgs, Settings};
-use crate::instance::{absolute, Bus, Instance};
+use crate::instance::{absolute, Bus, Instance, StoreHandle};
 use homeroom_api::import::{self, ImportError, RowStatus};
 use homeroom_api::webhooks::Webhooks;
 use homeroom_api::{auth::KeyFileError, auth::SignError, ApiState, Caller, Claims, TokenKeys};
@@ -264,6 +264,42 @@ fn serve_alone(dir: &Path) -> Result<std::fs::File, RunError> {
     Ok(file)
 }
 
+/// How often a `serve` standing by asks for the schema's sending turn.
+const SENDING_TURN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits for this process's turn to send the deliveries of `pg`'s schema with the
+/// in-process queues, held while the returned lock lives; `None` when `stop` came
+/// first.
+async fn sending_turn(
+    pg: &homeroom_store_postgres::PgStore,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<homeroom_store_postgres::SchemaLock> {
+    let mut said = false;
+    loop {
+        match pg.try_lock_schema("in-process-delivery").await {
+            Ok(Some(turn)) => {
+                tracing::info!(
+                    schema = pg.schema(),
+                    "this server sends the schema's deliveries"
+                );
+                return Some(turn);
+            }
+            Ok(None) if !said => {
+                said = true;
+                tracing::info!(schema = pg.schema(), "another `homeroom serve` with the in-process bus sends this schema's deliveries; this one stands by and takes over when it stops");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask for the turn to send deliveries; asking again")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SENDING_TURN_RETRY) => {}
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
+    }
+}
+
 /// `homeroom serve`.
 ///
 /// # Errors
@@ -289,6 +325,14 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
     let _only_server = match &bus {
         Bus::InProcess { dir } => Some(serve_alone(dir)?),
         Bus::Nats(_) => None,
+    };
+    // The in-process queues send every delivery of the log from this process: two
+    // `serve` processes on one PostgreSQL schema (other data directories, other
+    // machines) would each send every text. One at a time holds the schema's turn and
+    // sends; the others stand by and take over when it stops.
+    let one_sender_of = match (&bus, &instance.store) {
+        (Bus::InProcess { .. }, StoreHandle::Postgres(pg)) => Some(pg.clone()),
+        _ => None,
     };
     let channels = match &bus {
         Bus::InProcess { .. } => Some(instance.channels()?),
@@ -317,6 +361,9 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
     );
     println!("read models: {}", instance.describe_read_store());
     match &bus {
+        Bus::InProcess { .. } if one_sender_of.is_some() => {
+            println!("bus: in-process (deliveries are sent by one `serve` of the schema at a time)")
+        }
         Bus::InProcess { .. } => println!("bus: in-process (deliveries are sent by this process)"),
         Bus::Nats(_) => {
             println!("bus: NATS JetStream (deliveries are sent by `homeroom worker` processes)")
@@ -356,25 +403,42 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
     }
     let reactor = Reactor::new(instance.commands.clone(), ReactorConfig::default());
     let reactor_queue = bus.reactor_queue(store.clone()).await?;
+    let worker = match channels {
+        Some(channels) => {
+            let worker = Worker::new(
+                instance.commands.clone(),
+                channels,
+                WorkerConfig {
+                    public_url: instance.settings.public_url.clone(),
+                    ..WorkerConfig::default()
+                },
+            );
+            Some((worker, bus.worker_queue(store.clone()).await?))
+        }
+        None => None,
+    };
     background.push(tokio::spawn({
-        let stop = stopped(background_stop.subscribe());
-        async move { reactor.run(reactor_queue, stop).await }
-    }));
-    if let Some(channels) = channels {
-        let worker = Worker::new(
-            instance.commands.clone(),
-            channels,
-            WorkerConfig {
-                public_url: instance.settings.public_url.clone(),
-                ..WorkerConfig::default()
-            },
+        let mut standing_by = background_stop.subscribe();
+        let (reactor_stop, worker_stop) = (
+            stopped(background_stop.subscribe()),
+            stopped(background_stop.subscribe()),
         );
-        let worker_queue = bus.worker_queue(store.clone()).await?;
-        background.push(tokio::spawn({
-            let stop = stopped(background_stop.subscribe());
-            async move { worker.run(worker_queue, stop).await }
-        }));
-    }
+        async move {
+            let _turn = match one_sender_of {
+                Some(pg) => match sending_turn(&pg, &mut standing_by).await {
+                    Some(turn) => Some(turn),
+                    None => return,
+                },
+                None => None,
+            };
+            let sending = async {
+                if let Some((worker, queue)) = worker {
+                    worker.run(queue, worker_stop).await;
+                }
+            };
+            tokio::join!(reactor.run(reactor_queue, reactor_stop), sending);
+        }
+    }));
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -177,6 +177,28 @@ fn several_servers_on_one_database_record_every_acknowledged_event_once_in_strea
     let verified = first.read(&system, "/v1/audit/verify");
     assert_eq!(verified.ok()["ok"], true, "{}", verified.text);
 
+    // With the in-process bus, one node at a time sends the schema's deliveries (the
+    // others stand by): every outcome was recorded by the same node, never by two.
+    let recorded_outcomes = |api: &Api| -> f64 {
+        let metrics = api.get("/metrics").text;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("homeroom_commands_total{command=\"RecordDeliveryOutcome\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let sending = |servers: &[(Server, Arc<Api>)]| -> Vec<usize> {
+        (0..servers.len())
+            .filter(|&i| recorded_outcomes(&servers[i].1) > 0.0)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sending(&servers).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let senders = sending(&servers);
+    assert_eq!(senders.len(), 1, "nodes that sent deliveries: {senders:?}");
+
     for (server, _) in servers {
         assert!(server.terminate().success());
     }
