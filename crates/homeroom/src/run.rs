@@ -915,8 +915,10 @@ pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCod
     if district != DistrictId::UNROUTED {
         DistrictId::parse(district).map_err(RunError::District)?;
     }
-    let instance = Instance::open(existing_instance(args).await?).await?;
-    let store = instance.shared_store();
+    // The log alone: an export reads nothing else, and creates nothing (no read models
+    // on an auditor's copy or a log just moved).
+    let log = Instance::open_log(&existing_instance(args).await?).await?;
+    let store = log.shared();
     let mut after = Position::START;
     let mut exported = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -942,7 +944,7 @@ pub async fn audit_export(district: &str, args: &InstanceArgs) -> Result<ExitCod
         }
     };
     let _ = out.flush();
-    instance.close().await;
+    log.close().await;
     result?;
     if exported == 0 {
         eprintln!("error: the log holds no events of district {district:?}: nothing exported");
@@ -969,8 +971,9 @@ pub async fn audit_check_export(
             file: file.to_owned(),
             source,
         })?;
-    let instance = Instance::open(existing_instance(args).await?).await?;
-    let store = instance.shared_store();
+    // Against the log alone, creating nothing (an auditor's copy has no read models).
+    let log = Instance::open_log(&existing_instance(args).await?).await?;
+    let store = log.shared();
     let mut checker = homeroom_app::verification::ExportChecker::new(&*store);
     let mut outcome = Ok(());
     // Lines that are not exported events: the file was altered (or damaged) there.
@@ -998,7 +1001,7 @@ pub async fn audit_check_export(
             break;
         }
     }
-    instance.close().await;
+    log.close().await;
     outcome?;
     let found = checker.finish();
     if found.checked == 0 && unreadable.is_empty() {

@@ -336,6 +336,23 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    // Exporting and checking read the log alone: still no read models made.
+    let exported_again = std::process::Command::new(bin())
+        .args(["audit", "export", "--district", &d.name, "--data-dir"])
+        .arg(&data)
+        .env("HOMEROOM_STORE", &pg)
+        .env("HOMEROOM_PG_SCHEMA", &schema)
+        .output()
+        .unwrap();
+    assert!(exported_again.status.success(), "{exported_again:?}");
+    assert!(
+        !rt.block_on(homeroom_projections::ReadDb::postgres_holds(
+            &pg,
+            &read_schema
+        ))
+        .unwrap(),
+        "no read models made by exporting or checking"
+    );
 
     // The same instance on PostgreSQL: the same events, ids, hashes and chains.
     let env = vec![
