@@ -25,6 +25,12 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// The server answers, but without JetStream.
+    #[error("the NATS server at {url} runs without JetStream (start it with -js)")]
+    NoJetStream {
+        /// Where.
+        url: String,
+    },
     /// The stream could not be created, updated or looked up.
     #[error("cannot set up JetStream stream {stream}: {source}")]
     Stream {

@@ -96,6 +96,33 @@ impl NatsBus {
         })
     }
 
+    /// Connects to `url` and checks that JetStream answers there, creating nothing: a
+    /// process checks this before it creates anything of its own (a data directory, a
+    /// schema), so a start refused for NATS leaves nothing behind.
+    ///
+    /// # Errors
+    /// [`NatsError::Connect`] when the server cannot be reached,
+    /// [`NatsError::NoJetStream`] when it runs without JetStream.
+    pub async fn check_reachable(url: &str) -> Result<(), NatsError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("homeroom")
+            .connect(url)
+            .await
+            .map_err(|source| NatsError::Connect {
+                url: without_credentials(url),
+                source,
+            })?;
+        let jetstream = client.server_info().jetstream;
+        drop(client);
+        if jetstream {
+            Ok(())
+        } else {
+            Err(NatsError::NoJetStream {
+                url: without_credentials(url),
+            })
+        }
+    }
+
     /// The configuration this bus was connected with.
     pub fn config(&self) -> &NatsConfig {
         &self.config

@@ -458,7 +458,7 @@ impl Settings {
         };
         let bus = match set(&self.bus) {
             None | Some("in-process" | "inprocess") => BusChoice::InProcess,
-            Some(value) if scheme_of(value) == "nats" => BusChoice::Nats {
+            Some(value) if scheme_of(value) == "nats" && has_host(value) => BusChoice::Nats {
                 url: value.to_owned(),
             },
             Some(value) => {
@@ -606,6 +606,19 @@ fn scheme_of(value: &str) -> String {
         .split_once("://")
         .map_or(value, |(scheme, _)| scheme)
         .to_ascii_lowercase()
+}
+
+/// Whether a `scheme://[user:pass@]host[:port]…` URL names a host: `nats://` alone would
+/// be accepted by the client and fail later on a name lookup of nothing.
+fn has_host(value: &str) -> bool {
+    let rest = value.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_and_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host_and_port.split(':').next().unwrap_or(""),
+    };
+    !host.is_empty()
 }
 
 /// Refuses a value that is not an `http://` or `https://` base URL with a host: a public
@@ -842,6 +855,24 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(invalid(&settings), "HOMEROOM_NATS_ACK_WAIT");
+        for bad in ["nats://", "nats://user:pass@", "nats://:4222", "nats:///x"] {
+            let settings = Settings {
+                bus: Some(bad.into()),
+                ..Settings::default()
+            };
+            assert_eq!(invalid(&settings), "HOMEROOM_BUS", "{bad}");
+        }
+        for good in [
+            "nats://127.0.0.1:4222",
+            "nats://u:p@nats.example:4222",
+            "nats://[::1]:4222",
+        ] {
+            let settings = Settings {
+                bus: Some(good.into()),
+                ..Settings::default()
+            };
+            assert!(settings.backends().is_ok(), "{good}");
+        }
         let settings = Settings {
             pg_pool: Some(1),
             ..Settings::default()

@@ -230,6 +230,20 @@ impl Instance {
         }
     }
 
+    /// Checks that the settings' bus answers, creating nothing (NATS: the server and its
+    /// JetStream; the in-process bus always does).
+    ///
+    /// # Errors
+    /// [`RunError::Backend`] naming NATS.
+    pub async fn check_bus(settings: &Settings) -> Result<(), RunError> {
+        match settings.backends()?.bus {
+            BusChoice::InProcess => Ok(()),
+            BusChoice::Nats { url } => NatsBus::check_reachable(&url)
+                .await
+                .map_err(|e| RunError::backend("NATS", e)),
+        }
+    }
+
     /// The bus the settings choose (connecting to NATS and creating its stream).
     pub async fn bus(&self) -> Result<Bus, RunError> {
         match &self.backends.bus {

@@ -317,6 +317,8 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
             addr: settings.listen.clone(),
             source,
         })?;
+    // The bus next: a start refused for NATS creates no data directory, no schema.
+    Instance::check_bus(&settings).await?;
     let instance = Instance::open(settings).await?;
     let keys = TokenKeys::load_or_create(&key_file)?;
     let store = instance.shared_store();

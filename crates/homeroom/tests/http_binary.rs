@@ -373,6 +373,18 @@ fn wrong_or_incomplete_settings_are_refused_at_start_without_echoing_credentials
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on 127.0.0.1:99999"), "{err}");
     assert!(!fresh.exists(), "nothing created: {err}");
+    // NATS that does not answer (nothing listens on port 1) is refused before an
+    // instance is made too.
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&fresh)
+        .env("HOMEROOM_BUS", "nats://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NATS"), "{err}");
+    assert!(!fresh.exists(), "nothing created: {err}");
     let out = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
