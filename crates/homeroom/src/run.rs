@@ -300,6 +300,14 @@ async fn sending_turn(
     }
 }
 
+/// Writes `text` to standard output; a reader that went away (`| head`) ends the
+/// output quietly instead of in a panic.
+fn print_to_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 /// `homeroom serve`.
 ///
 /// # Errors
@@ -652,7 +660,7 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
             head?
         );
         if json {
-            println!("[]");
+            print_to_stdout("[]\n");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -661,13 +669,16 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
     instance.close().await;
     let status = status?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).unwrap_or_default()
-        );
+        let mut text = serde_json::to_string_pretty(&status).unwrap_or_default();
+        text.push('\n');
+        print_to_stdout(&text);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    // Written whole at the end: a reader that stops early (`| head`) is no error.
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:<16} {:>7} {:>10} {:>24} {:>8}  health",
         "projector", "version", "generation", "checkpoint", "lag"
     );
@@ -684,7 +695,8 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
                 format!("PARKED at {position}: {error}")
             }
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {:>7} {:>10} {:>24} {:>8}  {health}",
             p.name,
             p.version,
@@ -697,7 +709,8 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
                 Some(error) => format!("STOPPED: {error} (run the rebuild again to resume)"),
                 None => "building, or interrupted (run the rebuild again to resume)".to_owned(),
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<16} rebuilding generation {} (version {}): checkpoint {}, lag {}; {state}",
                 "", rebuild.generation, rebuild.version, rebuild.checkpoint, rebuild.lag
             );
@@ -705,13 +718,17 @@ pub async fn projections_status(json: bool, args: &InstanceArgs) -> Result<ExitC
     }
     // On PostgreSQL one process of the deployment applies the log: say whether it is
     // this one (it never is for this command, which only reads).
-    match status.first().map(|p| &p.lease) {
-        Some(homeroom_projections::LeaseState::Held) => println!("lease: held by this process"),
-        Some(homeroom_projections::LeaseState::Standby) => println!(
-            "lease: standby here (the serve node holding the schema's lease applies the log; docs/operations.md says how to name it)"
+    let lease = match status.first().map(|p| &p.lease) {
+        Some(homeroom_projections::LeaseState::Held) => Some("lease: held by this process"),
+        Some(homeroom_projections::LeaseState::Standby) => Some(
+            "lease: standby here (the serve node holding the schema's lease applies the log; docs/operations.md says how to name it)",
         ),
-        Some(homeroom_projections::LeaseState::NotNeeded) | None => {}
+        Some(homeroom_projections::LeaseState::NotNeeded) | None => None,
+    };
+    if let Some(lease) = lease {
+        let _ = writeln!(out, "{lease}");
     }
+    print_to_stdout(&out);
     Ok(ExitCode::SUCCESS)
 }
 
