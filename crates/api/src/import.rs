@@ -272,6 +272,15 @@ pub(crate) async fn post_role_assignments(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
+    // API.md: the file is `text/csv`. Another declared type (JSON posted here by
+    // mistake, a form) is not read as CSV.
+    let media_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if !matches!(media_type.as_deref(), Some("text/csv" | "application/csv")) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     let bytes = body_bytes(body, state.limits.import_body)?;
     let key = idempotency_key(&headers)?;
     let rows = parse_role_assignments(&bytes)?;
