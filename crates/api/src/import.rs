@@ -277,7 +277,13 @@ pub(crate) async fn post_role_assignments(
     let media_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     if !matches!(media_type.as_deref(), Some("text/csv" | "application/csv")) {
         return Err(ApiError::UnsupportedMediaType);
     }

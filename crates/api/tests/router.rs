@@ -559,6 +559,19 @@ async fn a_csv_import_applies_good_rows_and_reports_bad_ones() {
         unknown = Uuid::now_v7(),
         school = s.school,
     );
+    // Only a body declared as CSV is read as one.
+    let before = api.head().await;
+    for media_type in [None, Some("application/json"), Some("text/plain")] {
+        let mut request = Request::post("/v1/imports/role-assignments")
+            .header(header::AUTHORIZATION, format!("Bearer {sys}"));
+        if let Some(media_type) = media_type {
+            request = request.header(header::CONTENT_TYPE, media_type);
+        }
+        api.send(request.body(Body::from(csv.clone())).unwrap())
+            .await
+            .problem(415, "unsupported_media_type");
+    }
+    assert_eq!(api.head().await, before, "nothing imported");
     let key = Uuid::now_v7().to_string();
     let reply = import(&api, &sys, Some(&key), csv.clone()).await;
     let report = reply.ok().clone();
