@@ -18,9 +18,10 @@
 //!   back to SMS with the same text. The channel tells the sender whether the count
 //!   costs anything.
 //! - The refusals are the decision's own, in the same order: `not_permitted`,
-//!   `unknown_person`, `recipient_not_reachable`, `recipient_too_young`,
-//!   `conversation_stopped`, `validation` (empty or overlong body, unknown merge field),
-//!   `blocked_content`. So the sender learns before sending what sending would say.
+//!   `unknown_person`, `recipient_not_reachable`, `recipient_too_young`, `validation`
+//!   (empty or overlong body, unknown merge field), `blocked_content`. So the sender
+//!   learns before sending what sending would say. (A stopped personal conversation is
+//!   no refusal: sending takes it up again.)
 //!
 //! The text is the original: translation into the recipient's language happens at
 //! delivery ([`Render::language`] says which it will be).
