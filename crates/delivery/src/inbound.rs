@@ -184,18 +184,6 @@ impl InboundSms {
                 .await?;
             return Ok((InboundRoute::Keyword { keyword }, Some(reply)));
         }
-        // An earlier try of this webhook that posted the reply and was then cut short
-        // (the process killed before the route was recorded) decided where it went: the
-        // line may have moved on since, and the reply must not be posted twice.
-        if let Some(route) = self.earlier_reply(district, &sms.message_sid).await? {
-            let reply = match route {
-                InboundRoute::Refused { conversation_id } => {
-                    Some(self.refusal_reply(district, owner, conversation_id).await?)
-                }
-                _ => None,
-            };
-            return Ok((route, reply));
-        }
         let (_, line) = self
             .commands
             .load(district, &StreamRef::SmsLine { ours, theirs })
@@ -261,6 +249,20 @@ impl InboundSms {
                 // The same answer as the first time the provider asked.
                 let reply = self.refusal_reply(district, owner, conversation_id).await?;
                 Ok((InboundRoute::Refused { conversation_id }, Some(reply)))
+            }
+            // An earlier try of this webhook posted the reply (or kept it refused) where
+            // the line pointed then, and was cut short before it recorded the route (the
+            // process killed): the line moved on since, and the reply, recorded under the
+            // same command id, must not be posted twice. It went where that try put it.
+            Err(error @ CommandError::IdempotencyKeyReused { .. }) => {
+                match self.earlier_reply(district, &sms.message_sid).await? {
+                    Some(route @ InboundRoute::Refused { conversation_id }) => {
+                        let reply = self.refusal_reply(district, owner, conversation_id).await?;
+                        Ok((route, Some(reply)))
+                    }
+                    Some(route) => Ok((route, None)),
+                    None => Err(error),
+                }
             }
             Err(CommandError::Rejected(refusal)) => {
                 tracing::info!(sid = %sms.message_sid, code = refusal.code(), "an inbound SMS cannot be posted in its conversation; kept as unroutable");
