@@ -63,14 +63,7 @@ impl NatsBus {
     /// refuses the stream (e.g. an existing stream with another storage type).
     pub async fn connect(url: &str, config: NatsConfig) -> Result<Self, NatsError> {
         config.validate()?;
-        let client = async_nats::ConnectOptions::new()
-            .name("homeroom")
-            .connect(url)
-            .await
-            .map_err(|source| NatsError::Connect {
-                url: without_credentials(url),
-                source,
-            })?;
+        let client = client_of(url).await?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client);
@@ -104,14 +97,7 @@ impl NatsBus {
     /// [`NatsError::Connect`] when the server cannot be reached,
     /// [`NatsError::NoJetStream`] when it runs without JetStream.
     pub async fn check_reachable(url: &str) -> Result<(), NatsError> {
-        let client = async_nats::ConnectOptions::new()
-            .name("homeroom")
-            .connect(url)
-            .await
-            .map_err(|source| NatsError::Connect {
-                url: without_credentials(url),
-                source,
-            })?;
+        let client = client_of(url).await?;
         let jetstream = client.server_info().jetstream;
         drop(client);
         if jetstream {
@@ -127,6 +113,19 @@ impl NatsBus {
     pub fn config(&self) -> &NatsConfig {
         &self.config
     }
+}
+
+/// A client connected to `url` under Homeroom's name; a failure names the URL without its
+/// credentials.
+async fn client_of(url: &str) -> Result<async_nats::Client, NatsError> {
+    async_nats::ConnectOptions::new()
+        .name("homeroom")
+        .connect(url)
+        .await
+        .map_err(|source| NatsError::Connect {
+            url: without_credentials(url),
+            source,
+        })
 }
 
 /// `url` with any user, password or token taken out (`nats://user:secret@host` →
