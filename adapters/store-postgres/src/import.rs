@@ -366,7 +366,7 @@ impl Run<'_> {
                         version: stored.version,
                     });
                 };
-                if !same_event(&stored, &expected) {
+                if !stored.is_same_event_as(&expected) {
                     return Err(ImportError::ForeignEvent {
                         stream: stored.stream.to_string(),
                         version: stored.version,
@@ -465,20 +465,6 @@ impl Run<'_> {
             target_head,
         })
     }
-}
-
-/// Everything an auditor sees of an event, position aside.
-fn same_event(a: &RecordedEvent, b: &RecordedEvent) -> bool {
-    a.event_id == b.event_id
-        && a.stream == b.stream
-        && a.version == b.version
-        && a.event_type == b.event_type
-        && a.schema_version == b.schema_version
-        && a.data == b.data
-        && a.metadata == b.metadata
-        && a.recorded_at == b.recorded_at
-        && a.prev_hash == b.prev_hash
-        && a.hash == b.hash
 }
 
 /// Whether `next` was recorded by the same append as `last` (see the module docs).

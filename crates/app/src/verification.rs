@@ -215,22 +215,6 @@ fn agrees(entry: &AuditEvent, event: &RecordedEvent) -> bool {
         && entry.command_id == m.command_id
 }
 
-/// Whether the log's event is the exported one, field for field, except its position:
-/// that is the engine's (another shape after a migration), not part of what was said.
-fn same_event(log: &RecordedEvent, exported: &RecordedEvent) -> bool {
-    log.event_id == exported.event_id
-        && log.stream == exported.stream
-        && log.version == exported.version
-        && log.event_type == exported.event_type
-        && log.schema_version == exported.schema_version
-        && log.data == exported.data
-        && log.metadata == exported.metadata
-        // Both engines keep microseconds.
-        && log.recorded_at.timestamp_micros() == exported.recorded_at.timestamp_micros()
-        && log.prev_hash == exported.prev_hash
-        && log.hash == exported.hash
-}
-
 fn broken_at(entry: &AuditEvent) -> (String, u64) {
     (entry.stream.clone(), entry.version)
 }
@@ -345,7 +329,7 @@ impl<'a, R: EventReader + ?Sized> ExportChecker<'a, R> {
             return Ok(());
         };
         let changed = if intact {
-            !same_event(&event, exported)
+            !event.is_same_event_as(exported)
         } else {
             event.hash != exported.hash
         };

@@ -68,3 +68,22 @@ pub struct RecordedEvent {
     /// Hex SHA-256 chaining this event to `prev_hash` (see [`crate::hash`]).
     pub hash: String,
 }
+
+impl RecordedEvent {
+    /// Whether `other` is this very event as recorded, field for field, its position
+    /// aside: the position is the engine's (another shape after a move to another
+    /// engine), not part of what was said. What a copy of the log (an import, an
+    /// auditor's export) is compared with the log by.
+    pub fn is_same_event_as(&self, other: &RecordedEvent) -> bool {
+        self.event_id == other.event_id
+            && self.stream == other.stream
+            && self.version == other.version
+            && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.data == other.data
+            && self.metadata == other.metadata
+            && self.recorded_at == other.recorded_at
+            && self.prev_hash == other.prev_hash
+            && self.hash == other.hash
+    }
+}
