@@ -317,6 +317,21 @@ impl Flow {
         guardian
     }
 
+    /// Homer, a guardian texted at `phone` (guardians default to SMS) who also has an
+    /// email address (homer@example.org).
+    async fn homer_by_sms_with_an_email(&self, phone: &str) -> Uuid {
+        let guardian = Uuid::now_v7();
+        self.d
+            .system(
+                "RegisterPerson",
+                json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [self.d.school],
+                       "contact_points": [{"channel": "sms", "address": phone},
+                                          {"channel": "email", "address": "homer@example.org"}]}),
+            )
+            .await;
+        guardian
+    }
+
     async fn delivered(&self, delivery: Uuid) -> RecordedEvent {
         self.until(
             "the delivery arriving",
@@ -817,14 +832,7 @@ async fn stop_blocks_texts_from_that_number_until_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_from_a_phone_a_carrier_marked_failing_brings_texts_back() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
-    let guardian = Uuid::now_v7();
-    f.d.system(
-        "RegisterPerson",
-        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
-               "contact_points": [{"channel": "sms", "address": "+15550003003"},
-                                  {"channel": "email", "address": "homer@example.org"}]}),
-    )
-    .await;
+    let guardian = f.homer_by_sms_with_an_email("+15550003003").await;
     // The first text is sent; the carrier refuses the next one for good: the phone is
     // marked failing and that text goes by email.
     let first = f.message(f.d.principal, guardian, "Hello").await;
@@ -873,14 +881,7 @@ async fn stop_to_one_number_leaves_texts_from_other_numbers_and_falls_back_to_em
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.d.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
         .await;
-    let guardian = Uuid::now_v7();
-    f.d.system(
-        "RegisterPerson",
-        json!({"person_id": guardian, "kind": "guardian", "name": "Homer", "school_ids": [f.d.school],
-               "contact_points": [{"channel": "sms", "address": "+15550003002"},
-                                  {"channel": "email", "address": "homer@example.org"}]}),
-    )
-    .await;
+    let guardian = f.homer_by_sms_with_an_email("+15550003002").await;
     let first = f.message(f.d.principal, guardian, "From my number").await;
     f.delivered(first).await;
     assert_eq!(f.provider.to("+15550003002")[0].from, "+15550009001");
