@@ -264,11 +264,11 @@ async fn two_workers_on_one_durable_share_the_items_between_them() {
     nats.cleanup().await;
 }
 
-#[tokio::test]
-async fn an_item_left_unsettled_comes_back_to_another_worker_after_the_ack_wait() {
-    let Some(mut nats) = TestNats::connect_or_skip().await else {
-        return;
-    };
+/// One queued delivery on the bus, and two worker processes' queues on the shared
+/// consumer with an ack wait of one second; `None` when NATS is not there to test.
+async fn one_delivery_for_two_workers(
+) -> Option<(TestNats, Vec<RecordedEvent>, NatsWorkQueue, NatsWorkQueue)> {
+    let mut nats = TestNats::connect_or_skip().await?;
     nats.adjust(|c| {
         c.ack_wait = Duration::from_secs(1);
     });
@@ -279,6 +279,14 @@ async fn an_item_left_unsettled_comes_back_to_another_worker_after_the_ack_wait(
     bus_a.publish(&events).await.unwrap();
     let a = bus_a.work_queue(DURABLE, &queued()).await.unwrap();
     let b = bus_b.work_queue(DURABLE, &queued()).await.unwrap();
+    Some((nats, events, a, b))
+}
+
+#[tokio::test]
+async fn an_item_left_unsettled_comes_back_to_another_worker_after_the_ack_wait() {
+    let Some((nats, events, a, b)) = one_delivery_for_two_workers().await else {
+        return;
+    };
 
     let taken = next_item(&a).await;
     assert_eq!(taken.attempt, 1);
@@ -309,19 +317,9 @@ async fn an_item_left_unsettled_comes_back_to_another_worker_after_the_ack_wait(
 
 #[tokio::test]
 async fn an_item_worked_on_longer_than_the_ack_wait_stays_with_its_worker() {
-    let Some(mut nats) = TestNats::connect_or_skip().await else {
+    let Some((nats, events, a, b)) = one_delivery_for_two_workers().await else {
         return;
     };
-    nats.adjust(|c| {
-        c.ack_wait = Duration::from_secs(1);
-    });
-    let store = InMemoryStore::new();
-    append(&store, "delivery", "delivery_queued", 1).await;
-    let events = log(&store).await;
-    let (bus_a, bus_b) = (nats.bus().await, nats.bus().await);
-    bus_a.publish(&events).await.unwrap();
-    let a = bus_a.work_queue(DURABLE, &queued()).await.unwrap();
-    let b = bus_b.work_queue(DURABLE, &queued()).await.unwrap();
 
     let taken = next_item(&a).await;
     // A send the provider holds for three ack waits, while the other worker asks for work.
