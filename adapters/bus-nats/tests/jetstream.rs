@@ -322,6 +322,7 @@ async fn an_item_worked_on_longer_than_the_ack_wait_stays_with_its_worker() {
     };
 
     let taken = next_item(&a).await;
+    assert_eq!(taken.event.event_id, events[0].event_id);
     // A send the provider holds for three ack waits, while the other worker asks for work.
     let (_, meanwhile) = tokio::join!(
         taken.while_in_progress(tokio::time::sleep(Duration::from_secs(3))),
