@@ -496,7 +496,7 @@ fn post(state: &ConversationState, c: &PostMessage, facts: &Facts) -> Decision {
         return Ok(vec![]);
     }
     not_stopped(state, header)?;
-    let text = check_text(&c.body, None, facts)?;
+    let text = check_text(&c.body, None, author, facts)?;
     let message_id = new_message_id(state, c.message_id)?;
     let recipients = recipients(
         &state.participants,

@@ -3,9 +3,19 @@
 //!
 //! Syntax: `{` + one or more of `[A-Za-z0-9_]` + `}` is a field and must be one of
 //! [`MERGE_FIELDS`], otherwise the whole message is refused (so a typo like
-//! `{studnet_name}` never reaches a family). Any other brace is plain text.
+//! `{studnet_name}` never reaches a family). Any other brace is plain text. Only staff
+//! write templates ([`is_template_by`]).
 
+use crate::person::PersonState;
 use crate::validation::ValidationError;
+
+/// Whether what `author` writes is a template whose merge fields are filled in per
+/// recipient. Merge fields are the staff's tool for writing to many families at once; a
+/// parent who types `{lol}` or `{recipient_name}` means those characters, so what a
+/// family member or student writes goes out as typed (and is never refused for a field).
+pub fn is_template_by(author: &PersonState) -> bool {
+    author.is_staff()
+}
 
 /// The fields a template may use.
 pub const MERGE_FIELDS: &[&str] = &[

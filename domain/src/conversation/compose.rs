@@ -19,8 +19,8 @@ use super::ConversationError;
 pub(super) struct CheckedText {
     pub body: MessageBody,
     pub subject: Option<String>,
-    /// Written outside Homeroom (an SMS reply): delivered as written, merge fields and
-    /// all, to every recipient.
+    /// Written outside Homeroom (an SMS reply) or by a family member or student:
+    /// delivered as written, braces and all, to every recipient.
     pub verbatim: bool,
 }
 
@@ -36,9 +36,12 @@ impl CheckedText {
 }
 
 /// Checks length, merge fields and the content guard, before anything is recorded.
+/// What a family member or student writes is no template
+/// ([`merge::is_template_by`]): it goes out as typed, braces and all.
 pub(super) fn check_text(
     body: &str,
     subject: Option<&str>,
+    author: &PersonState,
     facts: &Facts,
 ) -> Result<CheckedText, ConversationError> {
     let body = MessageBody::parse(body)?;
@@ -52,13 +55,16 @@ pub(super) fn check_text(
             pattern: pattern.as_str().to_owned(),
         });
     }
-    for text in texts {
-        merge::check(text)?;
+    let template = merge::is_template_by(author);
+    if template {
+        for text in texts {
+            merge::check(text)?;
+        }
     }
     Ok(CheckedText {
         body,
         subject,
-        verbatim: false,
+        verbatim: !template,
     })
 }
 

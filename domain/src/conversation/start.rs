@@ -56,7 +56,7 @@ pub(super) fn send_personal(
         return Err(unreachable);
     };
     old_enough_for_one_to_one(c.recipient_id, recipient, facts)?;
-    let text = check_text(&c.body, c.subject.as_deref(), facts)?;
+    let text = check_text(&c.body, c.subject.as_deref(), sender, facts)?;
     let message_id = new_message_id(
         state,
         c.message_id
@@ -199,7 +199,7 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
         .as_deref()
         .map(|t| check_title(t, facts))
         .transpose()?;
-    let text = check_text(&c.body, None, facts)?;
+    let text = check_text(&c.body, None, starter, facts)?;
     let message_id = message_id_for_command(facts.command_id);
     let participant_ids: Vec<PersonId> = std::iter::once(starter_id).chain(others).collect();
     let recipients = recipients(&participant_ids, kind, c.school_id, starter_id, facts)?;

@@ -519,6 +519,28 @@ fn an_unknown_merge_field_is_refused_so_typos_never_reach_families() {
 }
 
 #[test]
+fn what_a_family_member_writes_goes_out_as_typed_braces_and_all() {
+    let events = given([group(&[TEACHER, GUARDIAN])])
+        .acting_as(GUARDIAN)
+        .when(post("Thanks {lol} and {recipient_name}"))
+        .events();
+    let message = the_message(&events);
+    assert_eq!(message.body, "Thanks {lol} and {recipient_name}");
+    assert!(message
+        .deliveries
+        .iter()
+        .all(|d| d.text == "Thanks {lol} and {recipient_name}"));
+    // Staff write templates: the same text from the teacher names a field that does
+    // not exist.
+    given([group(&[TEACHER, GUARDIAN])])
+        .acting_as(TEACHER)
+        .when(post("Thanks {lol}"))
+        .then_err(ValidationError::UnknownMergeField {
+            field: "lol".to_owned(),
+        });
+}
+
+#[test]
 fn merge_fields_are_rendered_per_recipient() {
     let events = given([])
         .acting_as(TEACHER)
