@@ -734,6 +734,7 @@ pub fn evolve(mut state: ConversationState, event: &Event) -> ConversationState 
         Event::MessagePosted(e) if !state.messages.contains(&e.message_id) => {
             state.messages.push(e.message_id);
             state.fingerprints.push(Fingerprint::of_posted(e));
+            a_new_message_brings_it_back_from_the_archive(&mut state);
         }
         Event::ConversationStopped(_) => state.stopped = true,
         Event::ConversationResumed(_) => state.stopped = false,
@@ -762,6 +763,15 @@ pub fn evolve(mut state: ConversationState, event: &Event) -> ConversationState 
         _ => {}
     }
     state
+}
+
+/// Archiving puts a conversation away until something new happens in it: a new message
+/// brings it back into the inbox of everyone who archived it, so a family's answer to a
+/// conversation a teacher had archived is not left unseen. The read models apply the
+/// same rule (a person's archive holds only conversations with no message since they
+/// archived them).
+fn a_new_message_brings_it_back_from_the_archive(state: &mut ConversationState) {
+    state.archived.clear();
 }
 
 #[cfg(test)]

@@ -1317,6 +1317,45 @@ fn archive_and_unarchive_are_per_participant() {
 }
 
 #[test]
+fn a_new_message_brings_an_archived_conversation_back() {
+    let archived: Event = ConversationArchived {
+        conversation_id: CONV,
+        person_id: TEACHER,
+        at: now(),
+    }
+    .into();
+    let events = [group(&[TEACHER, GUARDIAN]), archived.clone()];
+    let state = events.iter().fold(ConversationState::default(), evolve);
+    assert!(state.is_archived(TEACHER));
+    let state = evolve(state, &posted(M1, GUARDIAN));
+    assert!(
+        !state.is_archived(TEACHER),
+        "the family's answer is not left unseen"
+    );
+    // So unarchiving is nothing more, and archiving again is recorded again.
+    given([
+        group(&[TEACHER, GUARDIAN]),
+        archived.clone(),
+        posted(M1, GUARDIAN),
+    ])
+    .acting_as(TEACHER)
+    .when(UnarchiveConversation {
+        conversation_id: CONV,
+    })
+    .then_nothing();
+    given([
+        group(&[TEACHER, GUARDIAN]),
+        archived.clone(),
+        posted(M1, GUARDIAN),
+    ])
+    .acting_as(TEACHER)
+    .when(ArchiveConversation {
+        conversation_id: CONV,
+    })
+    .then([archived]);
+}
+
+#[test]
 fn only_participants_and_school_inbox_holders_have_a_view_to_change() {
     given([group(&[TEACHER, GUARDIAN])])
         .acting_as(GUARDIAN_12)

@@ -9,8 +9,9 @@
 //! - `conversation_people`: one row per (conversation, person) for participants
 //!   (`participant`, `ordinal`) and for anyone else who muted, archived, read or wrote
 //!   in it (a school-inbox holder), with `read_seq`, the order number of the last
-//!   message read, and `own_after_read`, how many of the messages after it the person
-//!   wrote. Order numbers have no gaps, so a person's unread count is
+//!   message read, `own_after_read`, how many of the messages after it the person
+//!   wrote, and `archived_seq`, the message count when they archived it (a later
+//!   message brings it back). Order numbers have no gaps, so a person's unread count is
 //!   `message_count - read_seq - own_after_read`, without counting messages;
 //! - `messages`: every message with its order number `seq` in the conversation and its
 //!   log position (the paging key of a student's record).
@@ -69,6 +70,7 @@ const SCHEMA: &[&str] = &[
         ordinal BIGINT,
         muted BOOLEAN NOT NULL,
         archived BOOLEAN NOT NULL,
+        archived_seq BIGINT NOT NULL DEFAULT 0,
         read_seq BIGINT NOT NULL,
         own_after_read BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (district, conversation_id, person_id)
@@ -135,11 +137,16 @@ impl Sql {
                 VALUES ($1, $2, $3, FALSE, $4, FALSE, 0)
                 ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
                     muted = excluded.muted"),
+            // The message count goes with it: a later message brings the conversation
+            // back (`queries::inbox::ARCHIVED`).
             archive: r("INSERT INTO conversation_people{conversations} AS p
-                    (district, conversation_id, person_id, participant, muted, archived, read_seq)
-                VALUES ($1, $2, $3, FALSE, FALSE, $4, 0)
+                    (district, conversation_id, person_id, participant, muted, archived, read_seq,
+                     archived_seq)
+                SELECT $1, $2, $3, FALSE, FALSE, $4, 0, c.message_count
+                FROM conversations{conversations} c
+                WHERE c.district = $1 AND c.conversation_id = $2
                 ON CONFLICT (district, conversation_id, person_id) DO UPDATE SET
-                    archived = excluded.archived"),
+                    archived = excluded.archived, archived_seq = excluded.archived_seq"),
             // Read positions only move forward.
             read: r("INSERT INTO conversation_people{conversations} AS p
                     (district, conversation_id, person_id, participant, muted, archived, read_seq)
@@ -357,7 +364,8 @@ impl Projector for Conversations {
         // 3: a message is keyed by its conversation too (message ids are the caller's,
         //    unique only within their conversation).
         // 4: titles, bodies and subjects keep their search copy (`search::folded`).
-        4
+        // 5: `archived_seq`, so a new message brings a conversation back from the archive.
+        5
     }
 
     fn tables(&self) -> &'static [&'static str] {

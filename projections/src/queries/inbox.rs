@@ -13,6 +13,11 @@ use homeroom_domain::{sms, DistrictId, PersonId, SchoolId};
 const COLUMNS: &str = "c.conversation_id, c.title, c.kind, c.school_id, c.stopped,
     c.last_message_id, c.last_author_id, c.last_sent_at, c.last_commit, c.last_sequence";
 
+/// Whether the person of row `p` has conversation `c` in their archive: they archived it
+/// and no message came since (`a_new_message_brings_it_back_from_the_archive` in the
+/// domain). A person with no row there never archived it.
+const ARCHIVED: &str = "COALESCE(p.archived AND p.archived_seq >= c.message_count, FALSE)";
+
 /// Which text of the last message a row shows.
 #[derive(Clone, Copy)]
 enum Preview {
@@ -127,7 +132,7 @@ impl ReadModels {
         let head = s.sql(&format!(
             "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, d.sent_text,
                 d.translated_to, me.name AS my_name, la.name AS last_author_name,
-                p.muted, p.archived,
+                p.muted, {ARCHIVED} AS archived,
                 c.message_count - p.read_seq - p.own_after_read AS unread
              FROM conversation_people{{conversations}} p
              JOIN conversations{{conversations}} c
@@ -145,7 +150,7 @@ impl ReadModels {
         q.push_bind(district.as_str().to_owned());
         q.push(" AND p.person_id = ");
         q.push_bind(person.as_uuid());
-        q.push(" AND p.participant = TRUE AND p.archived = ");
+        q.push(&format!(" AND p.participant = TRUE AND {ARCHIVED} = "));
         q.push_bind(archived);
         q.push(" AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff'");
         match school_boxes {
@@ -214,7 +219,7 @@ impl ReadModels {
         // read in it: all of that is unread.
         let head = s.sql(&format!(
             "SELECT {COLUMNS}, c.last_body AS body,
-                COALESCE(p.muted, FALSE) AS muted, COALESCE(p.archived, FALSE) AS archived,
+                COALESCE(p.muted, FALSE) AS muted, {ARCHIVED} AS archived,
                 (SELECT COUNT(*) FROM messages{{conversations}} m
                  LEFT JOIN people{{directory}} a
                    ON a.district = m.district AND a.person_id = m.author_id
@@ -230,7 +235,7 @@ impl ReadModels {
         q.push_bind(viewer.as_uuid());
         q.push(" WHERE c.district = ");
         q.push_bind(district.as_str().to_owned());
-        q.push(" AND c.kind = 'school' AND COALESCE(p.archived, FALSE) = ");
+        q.push(&format!(" AND c.kind = 'school' AND {ARCHIVED} = "));
         q.push_bind(archived);
         q.push(" AND c.school_id IN (");
         q.push_list(school_ids.iter().map(|s| s.as_uuid()));

@@ -4,7 +4,7 @@ use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
 use homeroom_domain::visibility::{RecordAccess, TakingPart};
-use homeroom_domain::{ConversationKind, PersonId, PersonKind, SendAs};
+use homeroom_domain::{ConversationId, ConversationKind, PersonId, PersonKind, SendAs};
 
 const TEACHER: u128 = 1;
 const ADMIN: u128 = 2;
@@ -375,6 +375,58 @@ async fn archive_mute_rename_and_stop_show_in_the_inbox(w: World) {
         .await
         .unwrap();
     assert_eq!(ids(&main), vec![4, 2, 1], "ordered by last message");
+}
+
+async fn a_new_message_brings_an_archived_conversation_back(w: World) {
+    school_day(&w).await;
+    let (t, a, g) = (person(TEACHER), person(ADMIN), person(GUARDIAN));
+    let archive = |c: ConversationId, who: PersonId| ConversationArchived {
+        conversation_id: c,
+        person_id: who,
+        at: w.now(),
+    };
+    // The teacher archives the field trip and the homework; the admin the school's
+    // conversation. Then the guardian writes in the field trip and to the school.
+    for (c, who) in [(2, t), (4, t), (3, a)] {
+        let event = archive(conversation(c), who);
+        w.conv_event(NORTH, conversation(c), who, event.into())
+            .await;
+    }
+    w.post(NORTH, conversation(2), message(9), g, "Which bus?", &[t])
+        .await;
+    w.post(NORTH, conversation(3), message(10), g, "And lunch?", &[])
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+
+    let first = PageRequest::first();
+    let schools = [school(1)];
+    let tab = |archived| read.inbox_personal(&north, t, archived, &first);
+    let main = tab(false).await.unwrap();
+    assert_eq!(ids(&main), vec![2, 1]);
+    assert!(!main.conversations[0].archived);
+    assert_eq!(
+        main.conversations[0].unread_count, 3,
+        "the families' three answers"
+    );
+    let archive_tab = tab(true).await.unwrap();
+    assert_eq!(
+        ids(&archive_tab),
+        vec![4],
+        "nothing new came in the homework"
+    );
+    assert!(archive_tab.conversations[0].archived);
+
+    let school_box = |archived| read.inbox_school(&north, &schools, a, archived, &first);
+    assert_eq!(ids(&school_box(false).await.unwrap()), vec![3]);
+    assert_eq!(ids(&school_box(true).await.unwrap()), Vec::<u128>::new());
+
+    // Archived again after the answer, it stays archived until the next message.
+    let event = archive(conversation(2), t);
+    w.conv_event(NORTH, conversation(2), t, event.into()).await;
+    runtime.catch_up().await.unwrap();
+    assert_eq!(ids(&tab(true).await.unwrap()), vec![2, 4]);
 }
 
 async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state(w: World) {
@@ -1775,6 +1827,7 @@ on_both_engines! {
     #[tokio::test] unread_counts_follow_read_positions_and_skip_ones_own_messages,
     #[tokio::test] a_message_recorded_twice_is_folded_once,
     #[tokio::test] archive_mute_rename_and_stop_show_in_the_inbox,
+    #[tokio::test] a_new_message_brings_an_archived_conversation_back,
     #[tokio::test] the_school_inbox_is_shared_by_every_holder_with_their_own_state,
     #[tokio::test] what_the_school_sent_is_not_unread_for_any_holder_of_its_inbox,
     #[tokio::test] inboxes_page_with_an_opaque_cursor,
