@@ -17,8 +17,8 @@ use crate::facts::Facts;
 use crate::ids::{PersonId, PhoneNumber, RoleId, SchoolId};
 use crate::permissions::{builtin_role, PermissionSet, RoleDefinition};
 use crate::person::PersonState;
-use crate::text::BlockedPattern;
-use crate::validation::{required_text, ValidationError};
+use crate::text::{self, BlockedPattern};
+use crate::validation::ValidationError;
 use crate::values::ContactChannel;
 
 /// The fewest participants a district may allow in a conversation.
@@ -251,7 +251,7 @@ fn register_school(
     c: &RegisterSchool,
     facts: &Facts,
 ) -> Result<Vec<Event>, DistrictError> {
-    let name = required_text("name", &c.name, MAX_NAME_CHARS)?;
+    let name = text::name("name", &c.name, MAX_NAME_CHARS)?;
     let sms_number = c
         .sms_number
         .as_deref()
@@ -313,7 +313,7 @@ fn define_role(
     }
     let role = RoleDefinition {
         id: c.role_id.clone(),
-        name: required_text("name", &c.name, MAX_NAME_CHARS)?,
+        name: text::name("name", &c.name, MAX_NAME_CHARS)?,
         permissions: c.permissions,
     };
     if state.roles.get(&c.role_id) == Some(&role) {

@@ -15,7 +15,8 @@ use crate::events::{
 use crate::facts::Facts;
 use crate::ids::{EmailAddress, PersonId, PhoneNumber, RoleId, SchoolId};
 use crate::permissions::Permission;
-use crate::validation::{language, required_text, ValidationError};
+use crate::text;
+use crate::validation::{language, ValidationError};
 use crate::values::{Channel, ContactChannel, ContactPoint, PersonKind};
 
 /// The language of people registered without one.
@@ -355,17 +356,36 @@ fn register(
             school_id: *unknown,
         });
     }
-    let name = required_text("name", &c.name, MAX_NAME_CHARS)?;
+    let name = text::name("name", &c.name, MAX_NAME_CHARS)?;
     if c.birth_date.is_some_and(|d| d > facts.now.date_naive()) {
         return Err(ValidationError::BirthDateInFuture.into());
     }
     let manually_added = c.manually_added.unwrap_or(false);
+    let stated_language = c.language.as_deref().map(language).transpose()?;
+    let mut contact_points: Vec<ContactPoint> = Vec::new();
+    for cp in c.contact_points.iter().flatten() {
+        let cp = normalise_contact_point(cp)?;
+        if !contact_points.contains(&cp) {
+            contact_points.push(cp);
+        }
+    }
     if state.is_registered() {
+        // Registering again with the same details is nothing new (an SIS sync sends
+        // every person every night); with other details it is refused, so a sync that
+        // believes it changed a phone number learns it did not (`SetContactPreferences`
+        // does). What the command leaves out is not compared.
         let same = state.kind == Some(c.kind)
             && state.name == name
             && state.school_ids == school_ids
             && state.birth_date == c.birth_date
-            && state.manually_added == manually_added;
+            && state.manually_added == manually_added
+            && stated_language
+                .as_ref()
+                .is_none_or(|tag| *tag == state.language)
+            && c.preferred_channel
+                .is_none_or(|channel| Some(channel) == state.preferred_channel)
+            && (c.contact_points.is_none()
+                || same_contact_points(&contact_points, &state.contact_points));
         return if same {
             Ok(vec![])
         } else {
@@ -374,19 +394,7 @@ fn register(
             })
         };
     }
-    let language = c
-        .language
-        .as_deref()
-        .map(language)
-        .transpose()?
-        .unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
-    let mut contact_points: Vec<ContactPoint> = Vec::new();
-    for cp in c.contact_points.iter().flatten() {
-        let cp = normalise_contact_point(cp)?;
-        if !contact_points.contains(&cp) {
-            contact_points.push(cp);
-        }
-    }
+    let language = stated_language.unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
     Ok(vec![PersonRegistered {
         person_id: c.person_id,
         kind: c.kind,
@@ -401,6 +409,15 @@ fn register(
         by: facts.actor.clone(),
     }
     .into()])
+}
+
+/// Whether `stated` names exactly the addresses a person has, in any order.
+fn same_contact_points(stated: &[ContactPoint], held: &[ContactPointState]) -> bool {
+    stated.len() == held.len()
+        && stated.iter().all(|cp| {
+            held.iter()
+                .any(|h| h.channel == cp.channel && h.address == cp.address)
+        })
 }
 
 fn link_guardian(

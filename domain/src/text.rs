@@ -95,6 +95,29 @@ fn written_text(field: &'static str, value: &str, max: usize) -> Result<String, 
     Ok(text)
 }
 
+/// A name (of a person, a school, a role): as [`required_text`], and on one line with no
+/// control character at all. Names go into SMS signatures and labels, email headers
+/// (`From: Principal Skinner <…>`), exported files and every read model; a line break
+/// there would forge a header, and a NUL is refused by PostgreSQL, so one such name
+/// must never be recorded.
+///
+/// # Errors
+/// [`ValidationError::Empty`], [`ValidationError::TooLong`] or
+/// [`ValidationError::ControlCharacter`].
+pub fn name(field: &'static str, value: &str, max: usize) -> Result<String, ValidationError> {
+    let text = required_text(field, value, max)?;
+    if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(ValidationError::Empty { field });
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(ValidationError::ControlCharacter {
+            field,
+            code: u32::from(c),
+        });
+    }
+    Ok(text)
+}
+
 /// A content-guard pattern in a deliberately tiny syntax, so district admins can write
 /// one without learning regular expressions:
 ///
@@ -286,6 +309,33 @@ mod tests {
 
     fn p(s: &str) -> BlockedPattern {
         BlockedPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_name_is_one_line_of_visible_text() {
+        assert_eq!(
+            name("name", " Ada Lovelace ", 50),
+            Ok("Ada Lovelace".to_owned())
+        );
+        for (bad, code) in [
+            ("Staff\r\nBcc: x@y.z", 0x0D),
+            ("nul\0name", 0),
+            ("a\tb", 9),
+            ("e\u{1b}[31m", 0x1B),
+        ] {
+            assert_eq!(
+                name("name", bad, 50),
+                Err(ValidationError::ControlCharacter {
+                    field: "name",
+                    code
+                }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            name("name", "\u{200B}\u{200B}", 50),
+            Err(ValidationError::Empty { field: "name" })
+        );
     }
 
     #[test]

@@ -136,10 +136,67 @@ fn registering_again_with_the_same_details_is_a_no_op_other_details_are_refused(
         .acting_as_system()
         .when(register(PersonKind::Student, vec![SCHOOL]))
         .then_nothing();
-    given(past)
+    given(past.clone())
         .acting_as_system()
         .when(register(PersonKind::Guardian, vec![SCHOOL]))
         .then_err(PersonError::AlreadyRegistered { person_id: NEW });
+}
+
+#[test]
+fn registering_again_with_another_phone_or_language_is_refused_not_ignored() {
+    let phone = |address: &str| ContactPoint {
+        channel: ContactChannel::Sms,
+        address: address.to_owned(),
+    };
+    let past = [PersonRegistered {
+        language: "es".to_owned(),
+        contact_points: vec![phone("+15550001111")],
+        ..registered_event(PersonKind::Student, vec![SCHOOL])
+    }
+    .into()];
+    let again = |language: Option<&str>, points: Option<Vec<ContactPoint>>| RegisterPerson {
+        language: language.map(str::to_owned),
+        contact_points: points,
+        ..register(PersonKind::Student, vec![SCHOOL])
+    };
+    // The same details, or leaving them out, is nothing new.
+    for same in [
+        again(Some("es"), Some(vec![phone("+1 (555) 000-1111")])),
+        again(None, None),
+    ] {
+        given(past.clone())
+            .acting_as_system()
+            .when(same)
+            .then_nothing();
+    }
+    // A sync that believes it changed them learns that it did not.
+    for other in [
+        again(None, Some(vec![phone("+15558888888")])),
+        again(None, Some(vec![])),
+        again(Some("en"), None),
+        RegisterPerson {
+            preferred_channel: Some(Channel::Email),
+            ..again(None, None)
+        },
+    ] {
+        given(past.clone())
+            .acting_as_system()
+            .when(other)
+            .then_err(PersonError::AlreadyRegistered { person_id: NEW });
+    }
+}
+
+#[test]
+fn a_name_with_a_line_break_or_a_nul_is_refused() {
+    for name in ["Staff\r\nBcc: evil@x.com", "nul\0name"] {
+        given([])
+            .acting_as_system()
+            .when(RegisterPerson {
+                name: name.to_owned(),
+                ..register(PersonKind::Staff, vec![SCHOOL])
+            })
+            .then_code("validation");
+    }
 }
 
 #[test]
