@@ -759,6 +759,44 @@ async fn a_failed_email_goes_by_sms_and_later_messages_follow_until_the_reset() 
     f.stop();
 }
 
+fn panics() -> Result<Handover, ChannelError> {
+    panic!("a Display implementation returned an error unexpectedly")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_adapter_that_panics_fails_that_delivery_and_the_worker_goes_on() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let guardian = f.homer_by_email_with_a_phone().await;
+    f.provider.answer("homer@example.org", panics);
+    let first = f.message(f.d.principal, guardian, "Report cards").await;
+    let failed = f
+        .until(
+            "the failed email",
+            |e| matches!(e, Event::DeliveryFailed(d) if d.delivery_id.as_uuid() == first),
+        )
+        .await;
+    let Ok(Event::DeliveryFailed(failed)) = homeroom_app::codec::decode(&failed) else {
+        panic!("a delivery_failed event");
+    };
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("adapter_failed")),
+        "{failed:?}"
+    );
+    // It falls back by SMS, and the worker goes on with what comes next.
+    let fallback = homeroom_domain::fallback_delivery_id(homeroom_domain::DeliveryId::new(first));
+    f.delivered(fallback.as_uuid()).await;
+    let second = f.message(f.d.principal, guardian, "Picture day").await;
+    f.delivered(second).await;
+    assert_eq!(f.provider.to("homer@example.org").len(), 2, "email again");
+    // Our adapter failed, not the family's address.
+    let log = f.store.read_all(Position::START, 10_000).await.unwrap();
+    assert!(!log.iter().any(|e| e.event_type == "contact_point_failing"));
+    f.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_that_bounces_after_it_was_accepted_goes_by_sms() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;

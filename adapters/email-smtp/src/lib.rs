@@ -159,11 +159,8 @@ impl SmtpEmail {
             .trim()
             .parse()
             .map_err(|e| invalid("the recipient's address", &e))?;
-        let name = email.from_name.trim();
-        let from = Mailbox::new(
-            (!name.is_empty()).then(|| name.to_owned()),
-            self.from.clone(),
-        );
+        let name = display_name(&email.from_name);
+        let from = Mailbox::new((!name.is_empty()).then_some(name), self.from.clone());
         Message::builder()
             .from(from)
             .to(Mailbox::new(None, to))
@@ -173,6 +170,19 @@ impl SmtpEmail {
             .body(email.body.clone())
             .map_err(|e| invalid("the message", &e))
     }
+}
+
+/// The sender's name as the `From` header shows it: on one line, control characters as
+/// spaces. Names are refused with them since they could forge a header, but a log
+/// recorded before that holds such names for ever, and no name may stop a worker
+/// (lettre cannot write a display name holding a line break).
+fn display_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What an SMTP failure is to a delivery worker.
@@ -241,6 +251,28 @@ mod tests {
     fn a_from_that_is_not_an_address_is_refused_at_setup() {
         let config = SmtpConfig::new("smtp://relay.example", "Hillside office");
         assert!(matches!(SmtpEmail::new(&config), Err(SetupError::From(_))));
+    }
+
+    #[tokio::test]
+    async fn a_name_with_a_line_break_stays_in_the_from_header() {
+        let config = SmtpConfig::new("smtp://relay.example", "office@hillside.example");
+        let sender = SmtpEmail::new(&config).unwrap();
+        let email = OutboundEmail {
+            key: AttemptKey {
+                delivery_id: homeroom_domain::DeliveryId::new(uuid::Uuid::from_u128(7)),
+                attempt: 1,
+            },
+            from_name: "Staff\r\nBcc: evil@x.example\0".to_owned(),
+            to: "pat@family.example".to_owned(),
+            subject: "Trip".to_owned(),
+            body: "Hello".to_owned(),
+        };
+        let message = sender.message(&email, "<1@hillside.example>").unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        let from = text.lines().find(|l| l.starts_with("From: ")).unwrap();
+        assert!(from.ends_with(" <office@hillside.example>"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("Bcc:")), "{text}");
+        assert_eq!(display_name(&email.from_name), "Staff Bcc: evil@x.example");
     }
 
     #[test]

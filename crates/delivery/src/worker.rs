@@ -337,7 +337,7 @@ impl Worker {
                     },
                     body: text.clone(),
                 };
-                Ok(match self.channels.email.send_email(&email).await {
+                Ok(match contained(self.channels.email.send_email(&email)).await {
                     Ok(handover) => Attempt::Handed {
                         handover,
                         sender: sender_name,
@@ -447,7 +447,7 @@ impl Worker {
             body: body.clone(),
             status_callback,
         };
-        Ok(match self.channels.sms.send_sms(&sms).await {
+        Ok(match contained(self.channels.sms.send_sms(&sms)).await {
             Ok(handover) => Attempt::Handed {
                 handover,
                 sender: from.to_string(),
@@ -683,5 +683,31 @@ fn refused(code: &str, message: &str) -> ChannelError {
     ChannelError::Undeliverable {
         code: code.to_owned(),
         message: message.to_owned(),
+    }
+}
+
+/// A channel adapter's send, with a panic inside it made this one delivery's failure
+/// (`Undeliverable`, code `adapter_failed`: not retried, not the address's fault, falls
+/// back to the other channel). Without it one odd value in one delivery (a library that
+/// panics on a header it cannot write) stops the worker, and every delivery queued
+/// behind it, in every district, waits for ever.
+async fn contained(
+    send: impl std::future::Future<Output = Result<Handover, ChannelError>>,
+) -> Result<Handover, ChannelError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(send).catch_unwind().await {
+        Ok(sent) => sent,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the channel adapter panicked".to_owned());
+            tracing::error!(%message, "a channel adapter panicked; the delivery fails");
+            Err(ChannelError::Undeliverable {
+                code: "adapter_failed".to_owned(),
+                message,
+            })
+        }
     }
 }
