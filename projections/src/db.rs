@@ -419,13 +419,24 @@ pub fn query(sql: &str) -> Query<'_> {
 type SqliteQuery<'a> = sqlx::query::Query<'a, Sqlite, sqlx::sqlite::SqliteArguments<'a>>;
 type PgQuery<'a> = sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>;
 
+/// A text as the read models keep it: a NUL as U+FFFD. PostgreSQL cannot store a NUL in
+/// text at all, and one name recorded with it (events are never changed) would stop a
+/// projector for every district; names are refused with one now, but older logs and
+/// texts from outside (a provider's error) may hold one. Both engines keep the same.
+fn without_nul(text: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    match text {
+        Some(t) if t.contains('\0') => Some(Cow::Owned(t.replace('\0', "\u{FFFD}"))),
+        other => other,
+    }
+}
+
 fn sqlite_query<'a>(sql: &'a str, args: Vec<Value<'a>>) -> SqliteQuery<'a> {
     let mut q = sqlx::query(sql);
     for arg in args {
         q = match arg {
             Value::Bool(v) => q.bind(v),
             Value::Int(v) => q.bind(v),
-            Value::Text(v) => q.bind(v),
+            Value::Text(v) => q.bind(without_nul(v)),
             Value::Uuid(v) => q.bind(v),
             Value::Time(v) => q.bind(v.map(|t| crate::sqlite::ts(&t))),
         };
@@ -439,7 +450,7 @@ fn pg_query<'a>(sql: &'a str, args: Vec<Value<'a>>) -> PgQuery<'a> {
         q = match arg {
             Value::Bool(v) => q.bind(v),
             Value::Int(v) => q.bind(v),
-            Value::Text(v) => q.bind(v),
+            Value::Text(v) => q.bind(without_nul(v)),
             Value::Uuid(v) => q.bind(v),
             Value::Time(v) => q.bind(v),
         };

@@ -1348,6 +1348,34 @@ async fn audit_lists_every_event_with_its_metadata_paged_by_position(w: World) {
     assert_eq!(since.events.len() + until.events.len(), all.events.len());
 }
 
+async fn a_nul_in_a_name_recorded_long_ago_stops_no_read_model(w: World) {
+    school_day(&w).await;
+    // Names are refused with a NUL now; a log may hold one from before.
+    let odd = person(77);
+    w.register(NORTH, odd, PersonKind::Staff, "nul\0name").await;
+    w.start(
+        NORTH,
+        conversation(77),
+        ConversationKind::Group,
+        &[odd, person(GUARDIAN)],
+        message(77),
+        "Bus at \0 noon",
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let thread = read
+        .conversation(&district(NORTH), conversation(77), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        thread.participants[0].name.as_deref(),
+        Some("nul\u{FFFD}name")
+    );
+    assert_eq!(thread.messages[0].body, "Bus at \u{FFFD} noon");
+}
+
 async fn districts_never_see_each_others_rows(w: World) {
     school_day(&w).await;
     // The same ids in another district.
@@ -1839,6 +1867,7 @@ on_both_engines! {
     #[tokio::test] oversight_search_ignores_case_and_accents_in_any_alphabet,
     #[tokio::test] audit_lists_every_event_with_its_metadata_paged_by_position,
     #[tokio::test] districts_never_see_each_others_rows,
+    #[tokio::test] a_nul_in_a_name_recorded_long_ago_stops_no_read_model,
     #[tokio::test] a_conversation_exports_as_json_lines,
     #[tokio::test] queries_before_the_runtime_ever_ran_say_so,
 }
