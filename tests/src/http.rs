@@ -1300,6 +1300,58 @@ pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
         assert!(staff_view.contains(&principal), "{path}: {staff_view:?}");
         assert!(staff_view.contains(&parent), "{path}: {staff_view:?}");
     }
+    // Nor anywhere else in what the family reads: the message from the school is the
+    // school's (its id as the author), the conversation the school's, and the principal
+    // reading the family's answer is the school reading it.
+    let parents_token = api.token(&d.name, &parent, false);
+    let inbox = api.read(
+        &parents_token,
+        &format!("/v1/inbox?box=personal&{}", after(&started)),
+    );
+    let item = inbox.ok()["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["conversation_id"] == conversation.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(item["last_message"]["author_id"], d.school.to_string());
+    assert_eq!(item["last_message"]["sent_as"], "school");
+    let answer = Uuid::now_v7();
+    d.by(
+        d.parent,
+        "PostMessage",
+        json!({"conversation_id": conversation, "message_id": answer, "body": "Thank you"}),
+    )
+    .ok();
+    let read = d
+        .by(
+            d.principal,
+            "MarkRead",
+            json!({"conversation_id": conversation, "up_to_message_id": answer}),
+        )
+        .ok()
+        .clone();
+    let principals_token = api.token(&d.name, &principal, false);
+    for path in [
+        format!("/v1/conversations/{conversation}?{}", after(&read)),
+        format!(
+            "/v1/conversations/{conversation}/export?format=json&{}",
+            after(&read)
+        ),
+    ] {
+        let theirs = api.read(&parents_token, &path).ok().to_string();
+        assert!(!theirs.contains(&principal), "{path}: {theirs}");
+        let staffs = api.read(&principals_token, &path).ok().clone();
+        assert!(staffs.to_string().contains(&principal), "{path}");
+        let family = api.read(&parents_token, &path).ok().clone();
+        assert_eq!(
+            family["messages"][0]["author_id"],
+            d.school.to_string(),
+            "{path}"
+        );
+        assert_eq!(family["started_by"], d.school.to_string(), "{path}");
+    }
 
     // A teacher brought into a school conversation (a parent conference) holds no
     // school inbox, so finds it in their own tab; the admin finds it in the school box,

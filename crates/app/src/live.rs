@@ -265,6 +265,10 @@ pub struct Listener {
     /// their messages; a family member or student writing in a group is not told how
     /// the other families were reached.
     pub hears_every_delivery: bool,
+    /// Whether they may know which staff member wrote a message from the school
+    /// (`visibility::sees_who_wrote_for_the_school`): a family member or student is
+    /// told such a message is the school's, with the school's id as its author.
+    pub sees_who_wrote_for_the_school: bool,
 }
 
 /// A notice and whom it is for.
@@ -277,10 +281,26 @@ struct Routed {
     school: Option<SchoolId>,
     /// A school conversation's school: its shared inbox's holders are told too.
     school_inbox: Option<SchoolId>,
+    /// The school a message went out from under its shared identity (`from: school`).
+    from_school: Option<SchoolId>,
     notice: Notice,
 }
 
 impl Routed {
+    /// The notice as `listener` is told it: a message from the school is the school's
+    /// to whoever may not know who wrote it.
+    fn notice_for(&self, listener: &Listener) -> Notice {
+        match (&self.notice, self.from_school) {
+            (Notice::Message(message), Some(school)) if !listener.sees_who_wrote_for_the_school => {
+                Notice::Message(MessageNotice {
+                    author_id: PersonId::new(school.as_uuid()),
+                    ..message.clone()
+                })
+            }
+            (notice, _) => notice.clone(),
+        }
+    }
+
     fn is_for(&self, listener: &Listener) -> bool {
         if let Notice::Delivery(delivery) = &self.notice {
             if !listener.hears_every_delivery && delivery.recipient_id != listener.person {
@@ -564,7 +584,7 @@ impl LiveHub {
                         let position = routed.notice.position();
                         if position > last && routed.is_for(&listener) {
                             last = position;
-                            yield Ok(Update::Notice(routed.notice.clone()));
+                            yield Ok(Update::Notice(routed.notice_for(&listener)));
                             // What they may hear of changed: the client reconnects and
                             // the new feed follows their roles as they are now.
                             if matches!(routed.notice, Notice::RolesChanged(_)) {
@@ -709,7 +729,7 @@ impl Inner {
             if recorded.metadata.district == listener.district.as_str() {
                 if let Some(routed) = self.route(recorded).await? {
                     if routed.is_for(listener) {
-                        notices.push(routed.notice);
+                        notices.push(routed.notice_for(listener));
                     }
                 }
             }
@@ -737,6 +757,7 @@ impl Inner {
                     audience: vec![person_id],
                     school: None,
                     school_inbox: None,
+                    from_school: None,
                     notice: Notice::RolesChanged(RolesNotice { at, position }),
                 }))
             }
@@ -773,6 +794,9 @@ impl Inner {
                     audience: audience.participants.to_vec(),
                     school: audience.school,
                     school_inbox: audience.school_inbox,
+                    from_school: audience
+                        .school
+                        .filter(|_| e.sent_as == homeroom_domain::SendAs::School),
                     notice: Notice::Message(MessageNotice {
                         conversation_id: e.conversation_id,
                         message_id: e.message_id,
@@ -837,6 +861,7 @@ impl Inner {
             audience: vec![owner.author],
             school: None,
             school_inbox: None,
+            from_school: None,
             notice: Notice::Delivery(DeliveryNotice {
                 conversation_id: owner.conversation_id,
                 message_id: owner.message_id,

@@ -255,6 +255,7 @@ impl QueryService {
             school_inboxes: visibility::school_inboxes(&facts.district, state),
             taking_part: visibility::taking_part(state),
             hears_every_delivery: visibility::sees_every_recipients_copy(state.kind()),
+            sees_who_wrote_for_the_school: visibility::sees_who_wrote_for_the_school(state.kind()),
         })
     }
 
@@ -285,7 +286,7 @@ impl QueryService {
             InboxBox::Personal => {
                 let taking_part = visibility::taking_part(state);
                 let school_boxes = visibility::school_inboxes(&facts.district, state);
-                Ok(self
+                let mut inbox = self
                     .read
                     .inbox_personal_at(
                         &reader.district,
@@ -295,7 +296,18 @@ impl QueryService {
                         archived,
                         page,
                     )
-                    .await?)
+                    .await?;
+                // As in the thread: what came from the school is the school's.
+                if !visibility::sees_who_wrote_for_the_school(state.kind()) {
+                    for item in &mut inbox.conversations {
+                        if let Some(last) = item.last_message.as_mut() {
+                            if last.sent_as == SendAs::School {
+                                last.author_id = PersonId::new(item.school_id.as_uuid());
+                            }
+                        }
+                    }
+                }
+                Ok(inbox)
             }
             InboxBox::School => {
                 facts.known_school(school)?;
@@ -364,16 +376,20 @@ impl QueryService {
             .school_name_for(reader, viewer_kind, conversation.school_id)
             .await?
         {
+            let as_school = SchoolSide::of(
+                conversation.kind,
+                conversation.school_id,
+                &conversation.participants,
+            );
             for message in &mut conversation.messages {
                 if message.sent_as == SendAs::School {
+                    message.author_id = as_school.id;
                     message.author_name = Some(school.clone());
                 }
+                as_school.hide_staff(&mut message.read_by);
             }
-            if conversation.kind == ConversationKind::School {
-                conversation
-                    .participants
-                    .retain(|p| p.kind != Some(PersonKind::Staff));
-            }
+            as_school.hide_starter(&mut conversation.started_by);
+            as_school.hide_staff_participants(&mut conversation.participants);
         }
         Ok(conversation)
     }
@@ -437,16 +453,16 @@ impl QueryService {
                 }
             }
             if let Some(school) = self.school_name_for(reader, kind, export.school_id).await? {
+                let as_school = SchoolSide::of(export.kind, export.school_id, &export.participants);
                 for message in &mut export.messages {
                     if message.sent_as == SendAs::School {
+                        message.author_id = as_school.id;
                         message.author_name = Some(school.clone());
                     }
+                    as_school.hide_staff(&mut message.read_by);
                 }
-                if export.kind == ConversationKind::School {
-                    export
-                        .participants
-                        .retain(|p| p.kind != Some(PersonKind::Staff));
-                }
+                as_school.hide_starter(&mut export.started_by);
+                as_school.hide_staff_participants(&mut export.participants);
             }
         }
         Ok(export)
@@ -645,4 +661,57 @@ fn participant_kind(participants: &[Participant], reader: &Reader) -> Option<Per
         .iter()
         .find(|p| p.person_id == viewer)
         .and_then(|p| p.kind)
+}
+
+/// What a family member or student sees of the school's side of a conversation
+/// ([`visibility::sees_who_wrote_for_the_school`]): they talk with the school, so in a
+/// school conversation its staff are neither among the participants, nor its starter,
+/// nor among those who read a message, and a message from the school has the school's
+/// id as its `author_id` (beside the school's name), in every view and export of it.
+struct SchoolSide {
+    /// The school's id, where a person's id would name the staff member.
+    id: PersonId,
+    /// For a school conversation, its participants of the family's side; `None` for
+    /// other kinds, whose staff the family knows.
+    family: Option<Vec<PersonId>>,
+}
+
+impl SchoolSide {
+    fn of(kind: ConversationKind, school: SchoolId, participants: &[Participant]) -> Self {
+        let family = (kind == ConversationKind::School).then(|| {
+            participants
+                .iter()
+                .filter(|p| p.kind != Some(PersonKind::Staff))
+                .map(|p| p.person_id)
+                .collect()
+        });
+        Self {
+            id: PersonId::new(school.as_uuid()),
+            family,
+        }
+    }
+
+    /// Keeps the family's side of `read_by`: in a school conversation everyone else
+    /// who read it is staff (a participant, or a holder of the school inbox).
+    fn hide_staff(&self, read_by: &mut Vec<PersonId>) {
+        if let Some(family) = &self.family {
+            read_by.retain(|p| family.contains(p));
+        }
+    }
+
+    fn hide_starter(&self, started_by: &mut PersonId) {
+        if self
+            .family
+            .as_ref()
+            .is_some_and(|f| !f.contains(started_by))
+        {
+            *started_by = self.id;
+        }
+    }
+
+    fn hide_staff_participants(&self, participants: &mut Vec<Participant>) {
+        if self.family.is_some() {
+            participants.retain(|p| p.kind != Some(PersonKind::Staff));
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::{
     conversation_cursor, conversation_kind, count, last_message, uuid, Cursor, Inbox,
-    InboxConversation, PageRequest, ReadModels, Snapshot,
+    InboxConversation, PageRequest, ReadModels, Snapshot, LAST_MESSAGE,
 };
 use crate::db::{Builder, Row};
 use crate::error::QueryError;
@@ -133,10 +133,12 @@ impl ReadModels {
             "SELECT {COLUMNS}, COALESCE(d.text, c.last_body) AS body, d.sent_text,
                 d.translated_to, me.name AS my_name, la.name AS last_author_name,
                 p.muted, {ARCHIVED} AS archived,
-                c.message_count - p.read_seq - p.own_after_read AS unread
+                c.message_count - p.read_seq - p.own_after_read AS unread,
+                lm.sent_as AS last_sent_as
              FROM conversation_people{{conversations}} p
              JOIN conversations{{conversations}} c
                ON c.district = p.district AND c.conversation_id = p.conversation_id
+             {LAST_MESSAGE}
              LEFT JOIN deliveries{{deliveries}} d
                ON d.district = c.district AND d.message_id = c.last_message_id
               AND d.conversation_id = c.conversation_id AND d.recipient_id = p.person_id
@@ -225,8 +227,10 @@ impl ReadModels {
                    ON a.district = m.district AND a.person_id = m.author_id
                  WHERE m.district = c.district AND m.conversation_id = c.conversation_id
                    AND m.seq > COALESCE(p.read_seq, 0)
-                   AND COALESCE(a.kind, '') <> 'staff') AS unread
+                   AND COALESCE(a.kind, '') <> 'staff') AS unread,
+                lm.sent_as AS last_sent_as
              FROM conversations{{conversations}} c
+             {LAST_MESSAGE}
              LEFT JOIN conversation_people{{conversations}} p
                ON p.district = c.district AND p.conversation_id = c.conversation_id
               AND p.person_id = "

@@ -323,8 +323,15 @@ pub(crate) fn status(row: &Row, column: &str) -> Result<DeliveryStatus, QueryErr
     DeliveryStatus::parse(&text).ok_or(QueryError::Corrupt("delivery status"))
 }
 
-/// The conversation's last message from the denormalised columns `last_*`, with
-/// `body_column` as its text.
+/// The join that finds conversation `c`'s last message as `lm` (its primary key), for
+/// what the denormalised columns leave out: `lm.sent_as AS last_sent_as` is selected
+/// with it.
+pub(crate) const LAST_MESSAGE: &str = "LEFT JOIN messages{conversations} lm
+               ON lm.district = c.district AND lm.message_id = c.last_message_id
+              AND lm.conversation_id = c.conversation_id";
+
+/// The conversation's last message from the denormalised columns `last_*` and
+/// `last_sent_as` ([`LAST_MESSAGE`]), with `body_column` as its text.
 pub(crate) fn last_message(
     row: &Row,
     body_column: &str,
@@ -337,9 +344,17 @@ pub(crate) fn last_message(
         return Ok(None);
     };
     let body: Option<String> = row.get(body_column)?;
+    let sent_as: Option<String> = row.get("last_sent_as")?;
+    let sent_as = match sent_as {
+        Some(text) => {
+            crate::models::names::parse_sent_as(&text).ok_or(QueryError::Corrupt("sent as"))?
+        }
+        None => homeroom_domain::SendAs::Personal,
+    };
     Ok(Some(LastMessage {
         message_id: message_id.into(),
         author_id: author_id.into(),
+        sent_as,
         body: body.unwrap_or_default(),
         sent_at,
     }))

@@ -3,7 +3,7 @@
 use super::{
     conversation_cursor, conversation_kind, count, last_message, person_kind, time, uuid, Cursor,
     Oversight, OversightConversation, OversightFilter, OversightScope, PageRequest, Participant,
-    ReadModels, Snapshot,
+    ReadModels, Snapshot, LAST_MESSAGE,
 };
 use crate::db::Builder;
 use crate::error::QueryError;
@@ -40,12 +40,15 @@ impl ReadModels {
         }
         let mut s = Snapshot::open(&self.db, &[conversations::NAME, directory::NAME]).await?;
         let d = district.as_str().to_owned();
-        let mut q = Builder::new(s.sql(
+        let mut q = Builder::new(s.sql(&format!(
             "SELECT c.conversation_id, c.title, c.kind, c.school_id, c.started_by, c.started_at,
                     c.stopped, c.message_count, c.last_message_id, c.last_author_id,
-                    c.last_body, c.last_sent_at, c.last_commit, c.last_sequence
-             FROM conversations{conversations} c WHERE c.district = ",
-        ));
+                    c.last_body, c.last_sent_at, c.last_commit, c.last_sequence,
+                    lm.sent_as AS last_sent_as
+             FROM conversations{{conversations}} c
+             {LAST_MESSAGE}
+             WHERE c.district = ",
+        )));
         q.push_bind(d.clone());
         if let OversightScope::Schools(schools) = scope {
             q.push(" AND c.school_id IN (");

@@ -83,8 +83,11 @@ impl PageRequest {
 pub struct LastMessage {
     /// The message.
     pub message_id: MessageId,
-    /// Who wrote it.
+    /// Who wrote it (for a family member or student, the school's id when it came from
+    /// the school).
     pub author_id: PersonId,
+    /// Whether it went out under the author's or the school's identity.
+    pub sent_as: SendAs,
     /// Its text: as rendered for the viewer when they received it, else the original.
     pub body: String,
     /// When it was sent.

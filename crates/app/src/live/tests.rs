@@ -159,6 +159,7 @@ async fn feed_with_inboxes(
         taking_part: TakingPart::Everywhere,
         // Staff are told how each recipient was reached; the family is not.
         hears_every_delivery: person != w.parent && person != w.teen,
+        sees_who_wrote_for_the_school: person != w.parent && person != w.teen,
     };
     let mut feed = hub.subscribe(listener, after);
     match next(&mut feed).await {
@@ -226,6 +227,7 @@ async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_le
         school_inboxes: vec![],
         taking_part: TakingPart::Schools(vec![]),
         hears_every_delivery: true,
+        sees_who_wrote_for_the_school: true,
     };
     let mut principal = hub.subscribe(gone, None);
     assert!(matches!(next(&mut principal).await, Update::Ready { .. }));
@@ -262,9 +264,11 @@ async fn holders_of_the_school_inbox_are_told_of_school_conversations_only() {
     let school = SchoolId::new(w.school);
     let (mut counselor, _) = feed_with_inboxes(&hub, &w, w.counselor, vec![school], None).await;
     let (mut teen, _) = feed(&hub, &w, w.teen, None).await;
+    let (mut parent, from_here) = feed(&hub, &w, w.parent, None).await;
 
     // given a personal message the counselor takes no part in
     w.send(w.principal, w.parent, "Just between us").await;
+    next(&mut parent).await;
     // when the principal writes to the parent on behalf of the school
     let start = parse_command(
         "StartConversation",
@@ -276,6 +280,20 @@ async fn holders_of_the_school_inbox_are_told_of_school_conversations_only() {
     // then the shared inbox's holder hears of it (and of nothing before it)
     let told = message(next(&mut counselor).await);
     assert_eq!(Some(told.message_id), office.message_id);
+    assert_eq!(
+        told.author_id, w.principal,
+        "staff know who wrote for the school"
+    );
+    // and the family is told it is the school's, live and when catching up
+    let theirs = message(next(&mut parent).await);
+    assert_eq!(theirs.message_id, told.message_id);
+    assert_eq!(theirs.author_id, PersonId::new(w.school));
+    let (mut again, _) = feed(&hub, &w, w.parent, Some(from_here)).await;
+    next(&mut again).await;
+    assert_eq!(
+        message(next(&mut again).await).author_id,
+        PersonId::new(w.school)
+    );
     // and someone without the inbox hears of their own messages only
     let mine = w.send(w.counselor, w.teen, "Yours").await;
     assert_eq!(
@@ -507,6 +525,7 @@ async fn closing_the_hub_ends_every_feed() {
             school_inboxes: vec![],
             taking_part: TakingPart::Everywhere,
             hears_every_delivery: false,
+            sees_who_wrote_for_the_school: false,
         },
         None,
     );
@@ -613,6 +632,7 @@ async fn a_person_may_hold_only_so_many_feeds_open_at_once() {
         school_inboxes: vec![],
         taking_part: TakingPart::Everywhere,
         hears_every_delivery: false,
+        sees_who_wrote_for_the_school: false,
     };
     let mut slots: Vec<FeedSlot> = (0..MAX_FEEDS_PER_PERSON)
         .map(|_| hub.admit(&listener(w.parent)).unwrap())
