@@ -287,7 +287,8 @@ pub(crate) async fn export(
 /// `delivery` row per message and recipient (a message nobody received, such as one in
 /// a conversation of one, gets one `message` row without a recipient). A delivery row
 /// says whether its recipient has `read` the message; every row carries the
-/// conversation's kind and whether it was stopped.
+/// conversation's kind and whether it was stopped. Last, a `refused_reply` row per SMS
+/// reply the conversation kept without posting it, with the reason in `refused_because`.
 ///
 /// A free-text cell that a spreadsheet would run as a formula (starting with `=`, `+`,
 /// `-`, `@`, a tab or a carriage return) is written with a leading apostrophe, so opening
@@ -317,6 +318,7 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         "read",
         "conversation_kind",
         "conversation_stopped",
+        "refused_because",
     ];
     let failed = |_| ApiError::Panic;
     out.write_record(header).map_err(failed)?;
@@ -326,6 +328,7 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
     let conversation = [
         word(serde_json::to_value(export.kind).unwrap_or_default()),
         export.stopped.to_string(),
+        String::new(),
     ];
     let kind_of = |person: PersonId| {
         export
@@ -389,6 +392,25 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
             row.extend(conversation.iter().cloned());
             out.write_record(&row).map_err(failed)?;
         }
+    }
+    // A reply kept without being posted: its sender, text and time, and why.
+    for refused in &export.refused_replies {
+        let mut row = vec![
+            "refused_reply".to_owned(),
+            export.conversation_id.to_string(),
+            title.clone(),
+            String::new(),
+            refused.received_at.to_rfc3339(),
+            refused.author_id.to_string(),
+            text(refused.author_name.as_deref()),
+            String::new(),
+            String::new(),
+            text(Some(&refused.body)),
+        ];
+        row.extend(std::iter::repeat_n(String::new(), 10));
+        row.extend(conversation[..2].iter().cloned());
+        row.push(refused.reason.clone());
+        out.write_record(&row).map_err(failed)?;
     }
     let bytes = out.into_inner().map_err(|_| ApiError::Panic)?;
     String::from_utf8(bytes).map_err(|_| ApiError::Panic)

@@ -370,6 +370,9 @@ impl QueryService {
                 for message in &mut conversation.messages {
                     message.deliveries.retain(|d| d.recipient_id == viewer);
                 }
+                conversation
+                    .refused_replies
+                    .retain(|r| r.author_id == viewer);
             }
         }
         if let Some(school) = self
@@ -451,6 +454,7 @@ impl QueryService {
                 for message in &mut export.messages {
                     message.deliveries.retain(|d| d.recipient_id == viewer);
                 }
+                export.refused_replies.retain(|r| r.author_id == viewer);
             }
             if let Some(school) = self.school_name_for(reader, kind, export.school_id).await? {
                 let as_school = SchoolSide::of(export.kind, export.school_id, &export.participants);

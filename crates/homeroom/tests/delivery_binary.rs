@@ -380,12 +380,37 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         late.body
     );
     let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
+    let kept = audit.ok()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "inbound_reply_refused" && e["data"]["body"] == "One more question")
+        .unwrap_or_else(|| panic!("{}", audit.text))
+        .clone();
+    // Staff find it beside the thread, and the records officer in the export.
+    let at = match &kept["position"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let principal = api.token(&d.name, &d.principal.to_string(), false);
+    let thread = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}?min_position={at}"),
+    );
+    let refused = thread.ok()["refused_replies"].clone();
+    assert_eq!(refused[0]["body"], "One more question", "{}", thread.text);
+    assert_eq!(refused[0]["reason"], "conversation_stopped");
+    assert_eq!(refused[0]["author_id"], d.parent.to_string());
+    let csv = api.read(
+        &principal,
+        &format!("/v1/conversations/{conversation}/export?format=csv&min_position={at}"),
+    );
     assert!(
-        audit.ok()["events"].as_array().unwrap().iter().any(|e| {
-            e["type"] == "inbound_reply_refused" && e["data"]["body"] == "One more question"
-        }),
+        csv.text.lines().any(|l| l.starts_with("refused_reply,")
+            && l.contains("One more question")
+            && l.ends_with(",conversation_stopped")),
         "{}",
-        audit.text
+        csv.text
     );
 
     survivor.kill();

@@ -2,7 +2,7 @@
 //! messages in order, and each person's view of it (mute, archive, read position).
 //!
 //! Inboxes, threads, oversight, student records and exports are all queries over these
-//! three tables (plus names from the directory and statuses from the deliveries):
+//! tables (plus names from the directory and statuses from the deliveries):
 //!
 //! - `conversations`: one row per conversation, with its last message denormalised so
 //!   an inbox page is one indexed scan;
@@ -14,7 +14,9 @@
 //!   message brings it back). Order numbers have no gaps, so a person's unread count is
 //!   `message_count - read_seq - own_after_read`, without counting messages;
 //! - `messages`: every message with its order number `seq` in the conversation and its
-//!   log position (the paging key of a student's record).
+//!   log position (the paging key of a student's record);
+//! - `refused_replies`: the SMS replies a conversation kept without posting them
+//!   (`inbound_reply_refused`), so staff and records see them beside the thread.
 
 use super::names;
 use crate::db::{execute_rows, position_columns, query, Builder, Engine, Tx, Value};
@@ -95,10 +97,25 @@ const SCHEMA: &[&str] = &[
     )",
     "CREATE UNIQUE INDEX IF NOT EXISTS messages{conversations}_order
         ON messages{conversations} (district, conversation_id, seq)",
+    // Texts a family sent that the conversation kept but did not post (it was stopped,
+    // or the text held blocked content): never a message, never lost, shown to staff.
+    "CREATE TABLE IF NOT EXISTS refused_replies{conversations} (
+        district TEXT NOT NULL,
+        conversation_id {uuid} NOT NULL,
+        message_sid TEXT NOT NULL,
+        author_id {uuid} NOT NULL,
+        body TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        received_at {ts} NOT NULL,
+        pos_commit BIGINT NOT NULL,
+        pos_sequence BIGINT NOT NULL,
+        PRIMARY KEY (district, conversation_id, message_sid)
+    )",
 ];
 
 struct Sql {
     start: String,
+    refused: String,
     participant: String,
     stop: String,
     resume: String,
@@ -113,6 +130,11 @@ impl Sql {
     fn new(engine: Engine, g: Generation) -> Self {
         let r = |t: &str| render_for(engine, t, NAME, g);
         Self {
+            refused: r("INSERT INTO refused_replies{conversations}
+                    (district, conversation_id, message_sid, author_id, body, reason,
+                     received_at, pos_commit, pos_sequence)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                ON CONFLICT (district, conversation_id, message_sid) DO NOTHING"),
             start: r("INSERT INTO conversations{conversations}
                     (district, conversation_id, school_id, kind, title, started_by, started_at,
                      stopped, message_count, last_commit, last_sequence, title_folded)
@@ -364,12 +386,18 @@ impl Projector for Conversations {
         // 3: a message is keyed by its conversation too (message ids are the caller's,
         //    unique only within their conversation).
         // 4: titles, bodies and subjects keep their search copy (`search::folded`).
-        // 5: `archived_seq`, so a new message brings a conversation back from the archive.
+        // 5: `archived_seq`, so a new message brings a conversation back from the archive;
+        //    `refused_replies`, the texts kept but not posted.
         5
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["conversations", "conversation_people", "messages"]
+        &[
+            "conversations",
+            "conversation_people",
+            "messages",
+            "refused_replies",
+        ]
     }
 
     fn schema(&self, engine: Engine, generation: Generation) -> Vec<String> {
@@ -511,6 +539,22 @@ impl Projector for Conversations {
                     .bind(district)
                     .bind(e.conversation_id.as_uuid())
                     .bind(e.person_id.as_uuid())
+                    .execute(tx)
+                    .await?;
+            }
+            Event::InboundReplyRefused(e) => {
+                let (commit, sequence) = position_columns(recorded.position)?;
+                query(&sql.refused)
+                    .bind(district)
+                    .bind(e.conversation_id.as_uuid())
+                    .bind(e.message_sid.as_str())
+                    .bind(e.author_id.as_uuid())
+                    .bind(&e.body)
+                    // Logs from before the reason was recorded refused only for a stop.
+                    .bind(e.reason.as_deref().unwrap_or("conversation_stopped"))
+                    .bind(e.at)
+                    .bind(commit)
+                    .bind(sequence)
                     .execute(tx)
                     .await?;
             }

@@ -10,7 +10,7 @@
 //! {"record":"message","message_id":"…","sent_at":"…","author_id":"…","author_name":"…","body":"…","deliveries":[{"recipient_id":"…","channel":"sms","status":"delivered",…}],"read_by":["…"]}
 //! ```
 
-use super::{DeliveryStatus, Participant, ReadModels, Snapshot};
+use super::{DeliveryStatus, Participant, ReadModels, RefusedReply, Snapshot};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
 use chrono::{DateTime, Utc};
@@ -99,6 +99,8 @@ pub struct ConversationExport {
     pub participants: Vec<ExportParticipant>,
     /// Every message, in order.
     pub messages: Vec<ExportMessage>,
+    /// The SMS replies it kept without posting them, in the order they came.
+    pub refused_replies: Vec<RefusedReply>,
 }
 
 #[derive(Serialize)]
@@ -115,11 +117,13 @@ enum Line<'a> {
         participants: &'a [ExportParticipant],
     },
     Message(&'a ExportMessage),
+    RefusedReply(&'a RefusedReply),
 }
 
 impl ConversationExport {
-    /// The file: a `conversation` line, then one `message` line per message, each
-    /// ending in `\n` ([`EXPORT_MEDIA_TYPE`]).
+    /// The file: a `conversation` line, then one `message` line per message and one
+    /// `refused_reply` line per reply kept without being posted, each ending in `\n`
+    /// ([`EXPORT_MEDIA_TYPE`]).
     pub fn to_json_lines(&self) -> String {
         let mut out = String::new();
         let header = Line::Conversation {
@@ -132,7 +136,9 @@ impl ConversationExport {
             stopped: self.stopped,
             participants: &self.participants,
         };
-        let lines = std::iter::once(header).chain(self.messages.iter().map(Line::Message));
+        let lines = std::iter::once(header)
+            .chain(self.messages.iter().map(Line::Message))
+            .chain(self.refused_replies.iter().map(Line::RefusedReply));
         for line in lines {
             // Plain data (strings, ids, times, enums) always serialises.
             if let Ok(text) = serde_json::to_string(&line) {
@@ -207,6 +213,7 @@ impl ReadModels {
             stopped: c.stopped,
             participants: c.participants,
             messages,
+            refused_replies: c.refused_replies,
         }))
     }
 }

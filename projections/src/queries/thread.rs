@@ -1,9 +1,9 @@
 //! A conversation's thread: participants, messages in order with their deliveries and
-//! read receipts.
+//! read receipts, and the replies it kept without posting them.
 
 use super::{
     channel, conversation_kind, person_kind, sent_as, status, time, uuid, Conversation,
-    MessageDelivery, Participant, ReadModels, Snapshot, ThreadMessage,
+    MessageDelivery, Participant, ReadModels, RefusedReply, Snapshot, ThreadMessage,
 };
 use crate::db::query;
 use crate::error::QueryError;
@@ -65,6 +65,7 @@ impl Snapshot {
             stopped: row.get("stopped")?,
             participants: Vec::new(),
             messages: Vec::new(),
+            refused_replies: Vec::new(),
         };
 
         let sql = self.sql(
@@ -216,6 +217,29 @@ impl Snapshot {
                     .filter(|(p, read)| *read >= seq && *p != author_id)
                     .map(|(p, _)| *p)
                     .collect(),
+            });
+        }
+        let sql = self.sql(
+            "SELECT r.author_id, a.name AS author_name, r.body, r.reason, r.received_at,
+                    r.message_sid
+             FROM refused_replies{conversations} r
+             LEFT JOIN people{directory} a ON a.district = r.district AND a.person_id = r.author_id
+             WHERE r.district = $1 AND r.conversation_id = $2
+             ORDER BY r.pos_commit, r.pos_sequence",
+        );
+        for row in query(&sql)
+            .bind(d)
+            .bind(id.as_uuid())
+            .fetch_all(&mut self.tx)
+            .await?
+        {
+            conversation.refused_replies.push(RefusedReply {
+                author_id: uuid(&row, "author_id")?.into(),
+                author_name: row.get("author_name")?,
+                body: row.get("body")?,
+                reason: row.get("reason")?,
+                received_at: time(&row, "received_at")?,
+                message_sid: row.get("message_sid")?,
             });
         }
         Ok(Some(Parts {

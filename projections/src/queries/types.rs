@@ -210,6 +210,27 @@ pub struct Conversation {
     pub participants: Vec<Participant>,
     /// Every message, in order.
     pub messages: Vec<ThreadMessage>,
+    /// The SMS replies it kept without posting them (it was stopped, or the text held
+    /// blocked content), in the order they came: never messages, never lost.
+    pub refused_replies: Vec<RefusedReply>,
+}
+
+/// An SMS reply a conversation kept but did not post.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RefusedReply {
+    /// Who sent it (the family member the line last texted).
+    pub author_id: PersonId,
+    /// Their name.
+    pub author_name: Option<String>,
+    /// The text as received.
+    pub body: String,
+    /// Why it was not posted: `conversation_stopped` or `blocked_content`.
+    pub reason: String,
+    /// When it came.
+    pub received_at: DateTime<Utc>,
+    /// The provider's id of the SMS.
+    pub message_sid: String,
 }
 
 impl Conversation {

@@ -429,6 +429,78 @@ async fn a_new_message_brings_an_archived_conversation_back(w: World) {
     assert_eq!(ids(&tab(true).await.unwrap()), vec![2, 4]);
 }
 
+async fn replies_kept_without_posting_show_beside_the_thread_and_in_the_export(w: World) {
+    school_day(&w).await;
+    let (t, g) = (person(TEACHER), person(GUARDIAN));
+    let c = conversation(1);
+    w.conv_event(
+        NORTH,
+        c,
+        t,
+        ConversationStopped {
+            conversation_id: c,
+            by: t,
+            at: w.now(),
+        }
+        .into(),
+    )
+    .await;
+    for (sid, body, reason) in [
+        ("SM1", "One more question", None),
+        ("SM2", "My SSN is 123-45-6789", Some("blocked_content")),
+    ] {
+        let refused = InboundReplyRefused {
+            conversation_id: c,
+            author_id: g,
+            message_sid: homeroom_domain::ProviderMessageId::parse(sid).unwrap(),
+            body: body.to_owned(),
+            reason: reason.map(str::to_owned),
+            at: w.now(),
+        };
+        // The provider retrying its webhook is one reply, not two.
+        for _ in 0..2 {
+            w.conv_event(NORTH, c, g, refused.clone().into()).await;
+        }
+    }
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let thread = read
+        .conversation(&north, c, Some(t))
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: Vec<(&str, &str, &str)> = thread
+        .refused_replies
+        .iter()
+        .map(|r| (r.message_sid.as_str(), r.body.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("SM1", "One more question", "conversation_stopped"),
+            ("SM2", "My SSN is 123-45-6789", "blocked_content"),
+        ]
+    );
+    assert_eq!(thread.refused_replies[0].author_id, g);
+    assert_eq!(
+        thread.refused_replies[0].author_name.as_deref(),
+        Some("Gail Guardian")
+    );
+    assert_eq!(thread.messages.len(), 1, "never a message");
+    let export = read.export_conversation(&north, c).await.unwrap().unwrap();
+    assert_eq!(export.refused_replies, thread.refused_replies);
+    let lines = export.to_json_lines();
+    assert_eq!(
+        lines
+            .lines()
+            .filter(|l| l.starts_with(r#"{"record":"refused_reply""#))
+            .count(),
+        2,
+        "{lines}"
+    );
+}
+
 async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state(w: World) {
     school_day(&w).await;
     let other_admin = person(3);
@@ -1856,6 +1928,7 @@ on_both_engines! {
     #[tokio::test] a_message_recorded_twice_is_folded_once,
     #[tokio::test] archive_mute_rename_and_stop_show_in_the_inbox,
     #[tokio::test] a_new_message_brings_an_archived_conversation_back,
+    #[tokio::test] replies_kept_without_posting_show_beside_the_thread_and_in_the_export,
     #[tokio::test] the_school_inbox_is_shared_by_every_holder_with_their_own_state,
     #[tokio::test] what_the_school_sent_is_not_unread_for_any_holder_of_its_inbox,
     #[tokio::test] inboxes_page_with_an_opaque_cursor,
