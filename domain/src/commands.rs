@@ -473,6 +473,10 @@ pub struct ReceiveReply {
     pub message_sid: ProviderMessageId,
     /// The text.
     pub body: String,
+    /// The number it came from: other participants with that number too are recorded
+    /// beside the author (`MessagePosted::shared_phone_with`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_number: Option<PhoneNumber>,
 }
 
 macro_rules! commands {

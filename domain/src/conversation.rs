@@ -15,7 +15,8 @@ use crate::events::{
 };
 use crate::facts::{Actor, Facts};
 use crate::ids::{
-    inbound_message_id, ConversationId, MessageId, PersonId, ProviderMessageId, SchoolId,
+    inbound_message_id, ConversationId, MessageId, PersonId, PhoneNumber, ProviderMessageId,
+    SchoolId,
 };
 use crate::permissions::Permission;
 use crate::person::PersonState;
@@ -599,7 +600,37 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
                 .as_deref()
                 .is_some_and(|a| authors_phones.contains(&a)))
     });
+    if let Some(number) = &c.from_number {
+        posted.shared_phone_with =
+            who_else_has_the_phone_a_reply_came_from(state, c.author_id, number, facts);
+    }
     Ok(vec![posted.into()])
+}
+
+/// A text from a phone two guardians share ("For María: …", "For Ramón: …") is credited
+/// to the person that phone was last texted for; nothing tells who of them typed it. So
+/// the record names the conversation's other participants with that number too, and
+/// never claims more than it knows.
+fn who_else_has_the_phone_a_reply_came_from(
+    state: &ConversationState,
+    author: PersonId,
+    number: &PhoneNumber,
+    facts: &Facts,
+) -> Vec<PersonId> {
+    state
+        .participants
+        .iter()
+        .copied()
+        .filter(|p| *p != author)
+        .filter(|p| {
+            facts.person(*p).is_some_and(|person| {
+                person
+                    .contact_points()
+                    .iter()
+                    .any(|cp| cp.channel == ContactChannel::Sms && cp.address == number.as_str())
+            })
+        })
+        .collect()
 }
 
 /// Stop and rename: staff participants, or school-inbox holders of a school

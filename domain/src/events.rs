@@ -216,6 +216,12 @@ pub struct MessagePosted {
     pub subject: Option<String>,
     /// One delivery per recipient.
     pub deliveries: Vec<PlannedDelivery>,
+    /// For a reply by SMS from a phone that other participants have too: them. The
+    /// author is the person that phone was last texted for, as far as Homeroom can
+    /// tell; whoever typed it may be any of these
+    /// (`conversation::who_else_has_the_phone_a_reply_came_from`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_phone_with: Vec<PersonId>,
     /// When.
     pub at: DateTime<Utc>,
 }

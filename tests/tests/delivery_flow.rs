@@ -1494,6 +1494,48 @@ async fn texts_to_a_shared_phone_say_who_they_are_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_a_phone_two_guardians_share_names_them_both() {
+    let f = Flow::start(Arc::new(Book { shared: true })).await;
+    let ned = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": ned, "kind": "guardian", "name": "Ned", "school_ids": [f.d.school],
+               "contact_points": [{"channel": "sms", "address": PARENT_NUMBER}]}),
+    )
+    .await;
+    let started =
+        f.d.by(
+            f.d.principal,
+            "StartConversation",
+            json!({"conversation_id": Uuid::now_v7(), "school_id": f.d.school,
+                   "participant_ids": [f.d.parent, ned], "body": "Conference at 4?"}),
+        )
+        .await
+        .unwrap();
+    for delivery in &started.delivery_ids {
+        f.delivered(delivery.as_uuid()).await;
+    }
+    f.reply(PARENT_NUMBER, school_number().as_str(), "We will both come")
+        .await;
+    let posted = f
+        .until(
+            "the reply",
+            |e| matches!(e, Event::MessagePosted(m) if m.body == "We will both come"),
+        )
+        .await;
+    let Ok(Event::MessagePosted(posted)) = homeroom_app::codec::decode(&posted) else {
+        panic!("a message_posted event");
+    };
+    let mut who = vec![posted.author_id.as_uuid()];
+    who.extend(posted.shared_phone_with.iter().map(|p| p.as_uuid()));
+    who.sort();
+    let mut both = vec![f.d.parent, ned];
+    both.sort();
+    assert_eq!(who, both, "either of them may have typed it");
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_to_a_stopped_conversation_or_from_strangers_are_kept_never_lost() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.stopped_conversation_with_the_parent().await;
@@ -1644,6 +1686,7 @@ async fn a_webhook_retried_after_a_crash_keeps_the_reply_where_the_first_try_pos
                     author_id: PersonId::new(f.d.parent),
                     message_sid: sms.message_sid.clone(),
                     body: sms.body.clone(),
+                    from_number: Some(homeroom_domain::PhoneNumber::parse(&sms.from).unwrap()),
                 }
                 .into(),
             )

@@ -186,7 +186,13 @@ impl InboundSms {
         }
         let (_, line) = self
             .commands
-            .load(district, &StreamRef::SmsLine { ours, theirs })
+            .load(
+                district,
+                &StreamRef::SmsLine {
+                    ours,
+                    theirs: theirs.clone(),
+                },
+            )
             .await?;
         let last = match line {
             State::SmsLine(line) => line.last_sent(),
@@ -206,6 +212,7 @@ impl InboundSms {
                     author_id: last.recipient_id,
                     message_sid: sms.message_sid.clone(),
                     body: reply_text(&sms.body, &sms.media_urls),
+                    from_number: Some(theirs),
                 }
                 .into(),
             )

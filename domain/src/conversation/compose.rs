@@ -204,6 +204,7 @@ pub(super) fn compose(draft: Draft<'_>, facts: &Facts) -> Result<MessagePosted, 
         body: body.to_owned(),
         subject: draft.text.subject,
         deliveries,
+        shared_phone_with: Vec::new(),
         at: facts.now,
     })
 }

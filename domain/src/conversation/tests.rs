@@ -50,6 +50,7 @@ fn posted(message_id: MessageId, author_id: PersonId) -> Event {
         body: "hi".to_owned(),
         subject: None,
         deliveries: vec![],
+        shared_phone_with: vec![],
         at: now(),
     }
     .into()
@@ -174,6 +175,7 @@ fn first_personal_message_starts_the_personal_conversation_with_a_delivery_plan(
                     text: "Hi Pat Parent, about Dennis".to_owned(),
                     subject: None,
                 }],
+                shared_phone_with: vec![],
                 at: now(),
             }
             .into(),
@@ -436,6 +438,7 @@ fn a_personal_message_takes_a_stopped_personal_conversation_up_again() {
             author_id: GUARDIAN,
             message_sid: sms_sid(),
             body: "Thanks".to_owned(),
+            from_number: None,
         })
         .events();
     assert!(matches!(&reply[0], Event::MessagePosted(m) if m.body == "Thanks"));
@@ -1018,6 +1021,7 @@ fn families_reply_in_any_conversation_they_are_in_and_everyone_else_gets_it() {
                     subject: None,
                 },
             ],
+            shared_phone_with: vec![],
             at: now(),
         }
     );
@@ -1495,6 +1499,7 @@ fn reply(author_id: PersonId, body: &str) -> ReceiveReply {
         author_id,
         message_sid: sms_sid(),
         body: body.to_owned(),
+        from_number: None,
     }
 }
 
@@ -1537,6 +1542,41 @@ fn an_sms_reply_is_not_texted_back_to_the_phone_it_came_from() {
         vec![TEACHER, GUARDIAN_12],
         "the sharer was next to the phone it was typed on"
     );
+}
+
+#[test]
+fn a_reply_from_a_shared_phone_names_everyone_who_has_that_phone() {
+    // Pat and a second guardian share Pat's phone; a third has their own.
+    let sharer = person(NEWCOMER, PersonKind::Guardian, "Sid Sharer")
+        .contact(ContactChannel::Sms, "+15550100001")
+        .guardian_of(STUDENT_14)
+        .build();
+    let from = |number: &str| ReceiveReply {
+        from_number: Some(PhoneNumber::parse(number).unwrap()),
+        ..reply(GUARDIAN, "Got it")
+    };
+    let events = given([group(&[TEACHER, GUARDIAN, NEWCOMER, GUARDIAN_12])])
+        .with_person(sharer.clone())
+        .acting_as_system()
+        .when(from("+15550100001"))
+        .events();
+    let posted = the_message(&events);
+    assert_eq!(
+        posted.author_id, GUARDIAN,
+        "the person the phone was last texted for"
+    );
+    assert_eq!(
+        posted.shared_phone_with,
+        vec![NEWCOMER],
+        "but it may be Sid"
+    );
+    // From a phone nobody else in the conversation has, the author is the author.
+    let events = given([group(&[TEACHER, GUARDIAN, GUARDIAN_12])])
+        .with_person(sharer)
+        .acting_as_system()
+        .when(from("+15550100001"))
+        .events();
+    assert!(the_message(&events).shared_phone_with.is_empty());
 }
 
 #[test]

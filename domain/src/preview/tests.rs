@@ -199,6 +199,7 @@ fn a_preview_in_the_existing_conversation_renders_as_its_next_message_would() {
         body: "Hi".to_owned(),
         subject: None,
         deliveries: vec![],
+        shared_phone_with: vec![],
         at: now(),
     };
     // when the next one is previewed, then it renders for the same recipient

@@ -32,7 +32,7 @@ use homeroom_eventstore::RecordedEvent;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-/// Rows per multi-row statement of the bulk path (at most 13 parameters a row).
+/// Rows per multi-row statement of the bulk path (at most 14 parameters a row).
 const CHUNK: usize = 256;
 /// Ids per `IN (…)` lookup of the bulk path.
 const LOOKUP: usize = 256;
@@ -93,6 +93,7 @@ const SCHEMA: &[&str] = &[
         sent_at {ts} NOT NULL,
         pos_commit BIGINT NOT NULL,
         pos_sequence BIGINT NOT NULL,
+        shared_phone_with TEXT,
         PRIMARY KEY (district, message_id, conversation_id)
     )",
     "CREATE UNIQUE INDEX IF NOT EXISTS messages{conversations}_order
@@ -222,6 +223,18 @@ fn own_posted(engine: Engine, rows: usize) -> String {
     )
 }
 
+/// `MessagePosted::shared_phone_with` as the `messages.shared_phone_with` column: the
+/// ids separated by spaces, `NULL` for none (nearly every message).
+fn shared_phone_column(people: &[homeroom_domain::PersonId]) -> Option<String> {
+    (!people.is_empty()).then(|| {
+        people
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 /// Builds `conversations`, `conversation_people` and `messages` from the conversation
 /// streams' events.
 #[derive(Default)]
@@ -304,6 +317,7 @@ impl Conversations {
                     e.at.into(),
                     commit.into(),
                     sequence.into(),
+                    shared_phone_column(&e.shared_phone_with).into(),
                 ]);
                 last.insert(
                     (district, conversation),
@@ -328,10 +342,10 @@ impl Conversations {
                     "INSERT {{or_fail}} INTO messages{{conversations}}
                         (district, message_id, conversation_id, seq, author_id, sent_as, body,
                          body_folded, subject, subject_folded, sent_at, pos_commit,
-                         pos_sequence)
+                         pos_sequence, shared_phone_with)
                     VALUES {}
                     ON CONFLICT (district, message_id, conversation_id) DO NOTHING",
-                    engine.value_rows(n, 13)
+                    engine.value_rows(n, 14)
                 ),
                 NAME,
                 generation,
@@ -387,7 +401,7 @@ impl Projector for Conversations {
         //    unique only within their conversation).
         // 4: titles, bodies and subjects keep their search copy (`search::folded`).
         // 5: `archived_seq`, so a new message brings a conversation back from the archive;
-        //    `refused_replies`, the texts kept but not posted.
+        //    `refused_replies`, the texts kept but not posted; `shared_phone_with`.
         5
     }
 

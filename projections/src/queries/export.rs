@@ -65,6 +65,8 @@ pub struct ExportMessage {
     pub author_id: PersonId,
     /// Their name.
     pub author_name: Option<String>,
+    /// For an SMS reply from a phone other participants have too: them.
+    pub shared_phone_with: Vec<PersonId>,
     /// Under whose identity it went out.
     pub sent_as: SendAs,
     /// Its subject.
@@ -196,6 +198,7 @@ impl ReadModels {
                 message_id: m.message_id,
                 sent_at: m.sent_at,
                 author_id: m.author_id,
+                shared_phone_with: m.shared_phone_with,
                 author_name: m.author_name,
                 sent_as: m.sent_as,
                 subject: m.subject,

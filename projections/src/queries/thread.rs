@@ -10,6 +10,7 @@ use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
 use homeroom_domain::{sms, ConversationId, DistrictId, MessageId, PersonId};
 use std::collections::HashMap;
+use uuid::Uuid;
 
 /// One delivery with what the thread's views add to it.
 pub(crate) struct Planned {
@@ -150,7 +151,8 @@ impl Snapshot {
 
         let sql = self.sql(
             "SELECT m.message_id, m.seq, m.author_id, a.name AS author_name,
-                    a.language AS author_language, m.sent_as, m.subject, m.body, m.sent_at
+                    a.language AS author_language, m.sent_as, m.subject, m.body, m.sent_at,
+                    m.shared_phone_with
              FROM messages{conversations} m
              LEFT JOIN people{directory} a ON a.district = m.district AND a.person_id = m.author_id
              WHERE m.district = $1 AND m.conversation_id = $2
@@ -198,9 +200,21 @@ impl Snapshot {
                 Some(p) => p.subject.clone(),
                 None => row.get("subject")?,
             };
+            let shared: Option<String> = row.get("shared_phone_with")?;
+            let shared_phone_with = shared
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|id| {
+                    Uuid::parse_str(id)
+                        .map(PersonId::new)
+                        .map_err(|_| QueryError::Corrupt("shared phone"))
+                })
+                .collect::<Result<_, _>>()?;
             conversation.messages.push(ThreadMessage {
                 message_id,
                 author_id,
+                shared_phone_with,
                 author_name,
                 sent_as: sent_as(&row, "sent_as")?,
                 subject,

@@ -164,6 +164,9 @@ pub struct ThreadMessage {
     pub message_id: MessageId,
     /// Who wrote it.
     pub author_id: PersonId,
+    /// For an SMS reply from a phone other participants have too: them (whoever typed
+    /// it may be any of these; the author is the person the phone was last texted for).
+    pub shared_phone_with: Vec<PersonId>,
     /// The author's name.
     pub author_name: Option<String>,
     /// Whether it went out under the author's or the school's identity.

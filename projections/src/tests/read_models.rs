@@ -4,7 +4,7 @@ use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
 use homeroom_domain::visibility::{RecordAccess, TakingPart};
-use homeroom_domain::{ConversationId, ConversationKind, PersonId, PersonKind, SendAs};
+use homeroom_domain::{ConversationId, ConversationKind, MessageId, PersonId, PersonKind, SendAs};
 
 const TEACHER: u128 = 1;
 const ADMIN: u128 = 2;
@@ -499,6 +499,36 @@ async fn replies_kept_without_posting_show_beside_the_thread_and_in_the_export(w
         2,
         "{lines}"
     );
+}
+
+async fn a_reply_from_a_shared_phone_names_who_else_has_it_in_thread_and_export(w: World) {
+    school_day(&w).await;
+    let (t, g, g2) = (person(TEACHER), person(GUARDIAN), person(OTHER_GUARDIAN));
+    let c = conversation(2);
+    let mut reply = w.message_posted(c, message(9), g, "We will be there", &[t]);
+    reply.shared_phone_with = vec![g2];
+    w.conv_event(NORTH, c, g, reply.into()).await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let north = district(NORTH);
+    let thread = read
+        .conversation(&north, c, Some(t))
+        .await
+        .unwrap()
+        .unwrap();
+    let shared: Vec<(MessageId, Vec<PersonId>)> = thread
+        .messages
+        .iter()
+        .map(|m| (m.message_id, m.shared_phone_with.clone()))
+        .collect();
+    assert_eq!(
+        shared.last(),
+        Some(&(message(9), vec![g2])),
+        "only the reply from the shared phone: {shared:?}"
+    );
+    assert!(shared[..shared.len() - 1].iter().all(|(_, s)| s.is_empty()));
+    let export = read.export_conversation(&north, c).await.unwrap().unwrap();
+    assert_eq!(export.messages.last().unwrap().shared_phone_with, vec![g2]);
 }
 
 async fn the_school_inbox_is_shared_by_every_holder_with_their_own_state(w: World) {
@@ -1928,6 +1958,7 @@ on_both_engines! {
     #[tokio::test] a_message_recorded_twice_is_folded_once,
     #[tokio::test] archive_mute_rename_and_stop_show_in_the_inbox,
     #[tokio::test] a_new_message_brings_an_archived_conversation_back,
+    #[tokio::test] a_reply_from_a_shared_phone_names_who_else_has_it_in_thread_and_export,
     #[tokio::test] replies_kept_without_posting_show_beside_the_thread_and_in_the_export,
     #[tokio::test] the_school_inbox_is_shared_by_every_holder_with_their_own_state,
     #[tokio::test] what_the_school_sent_is_not_unread_for_any_holder_of_its_inbox,

@@ -403,6 +403,7 @@ impl World {
                 .iter()
                 .map(|r| planned(m, *r, &format!("{body} (for {})", r.as_uuid().as_u128())))
                 .collect(),
+            shared_phone_with: vec![],
             at: self.now(),
         }
     }
