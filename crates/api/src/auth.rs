@@ -204,7 +204,12 @@ impl TokenKeys {
             source,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
+            // The owner's only, as the key is (it is usually the data directory).
+            let mut dir = std::fs::DirBuilder::new();
+            dir.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+            dir.create(parent).map_err(io)?;
         }
         match create_key_file(path) {
             Ok(secret) => return Ok(Self::from_secret(&secret)),

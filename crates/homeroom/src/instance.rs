@@ -368,8 +368,14 @@ async fn open_store(settings: &Settings, backends: &Backends) -> Result<StoreHan
     })
 }
 
+/// Creates `dir` (and its parents) readable by the owner only, as the token key is: it
+/// holds every message a district ever sent. A directory that exists keeps its mode.
 fn make_dir(dir: &Path) -> Result<(), RunError> {
-    std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| RunError::DataDir {
         path: dir.to_owned(),
         source,
     })
@@ -379,11 +385,12 @@ fn make_dir(dir: &Path) -> Result<(), RunError> {
 /// file or directory the process may not write is reported with its path and the OS's
 /// reason, not as SQLite's "unable to open database file".
 fn can_write(path: &Path) -> Result<(), RunError> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    // A new database file is the owner's only (SQLite gives its WAL the same mode).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
         .open(path)
         .map(drop)
         .map_err(|source| RunError::DataDir {

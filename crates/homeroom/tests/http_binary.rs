@@ -38,6 +38,13 @@ fn every_scenario_against_the_real_binary() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "the key is the owner's only");
+        // So is what it holds: every message of the district.
+        let mode_of =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode_of(&data), 0o700, "the data directory");
+        for file in ["events.sqlite", "read.sqlite"] {
+            assert_eq!(mode_of(&data.join(file)), 0o600, "{file}");
+        }
     }
     for (name, scenario) in SCENARIOS {
         eprintln!("scenario {name}");
