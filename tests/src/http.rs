@@ -1015,7 +1015,16 @@ pub fn a_conversation_exports_as_a_file(api: &Api) {
         "header, two participants, two deliveries: {}",
         csv.text
     );
-    let last_three = |row: &[String]| row[row.len() - 3..].join(",");
+    // The last columns say why a `refused_reply` row was not posted and why a delivery
+    // failed (none here).
+    let last_three = |row: &[String]| row[row.len() - 5..row.len() - 2].join(",");
+    assert_eq!(
+        rows[0][rows[0].len() - 2..].join(","),
+        "refused_because,delivery_error"
+    );
+    assert!(rows[1..]
+        .iter()
+        .all(|r| r[r.len() - 2..].iter().all(String::is_empty)));
     for (person, kind) in [(d.principal, "staff"), (d.teen, "student")] {
         assert!(
             rows.iter().any(|r| r[0] == "participant"

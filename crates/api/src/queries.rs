@@ -287,8 +287,9 @@ pub(crate) async fn export(
 /// `delivery` row per message and recipient (a message nobody received, such as one in
 /// a conversation of one, gets one `message` row without a recipient). A delivery row
 /// says whether its recipient has `read` the message; every row carries the
-/// conversation's kind and whether it was stopped. Last, a `refused_reply` row per SMS
-/// reply the conversation kept without posting it, with the reason in `refused_because`.
+/// conversation's kind and whether it was stopped, and a failed delivery why in
+/// `delivery_error`. Last, a `refused_reply` row per SMS reply the conversation kept
+/// without posting it, with the reason in `refused_because`.
 ///
 /// A free-text cell that a spreadsheet would run as a formula (starting with `=`, `+`,
 /// `-`, `@`, a tab or a carriage return) is written with a leading apostrophe, so opening
@@ -319,6 +320,7 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         "conversation_kind",
         "conversation_stopped",
         "refused_because",
+        "delivery_error",
     ];
     let failed = |_| ApiError::Panic;
     out.write_record(header).map_err(failed)?;
@@ -328,6 +330,7 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
     let conversation = [
         word(serde_json::to_value(export.kind).unwrap_or_default()),
         export.stopped.to_string(),
+        String::new(),
         String::new(),
     ];
     let kind_of = |person: PersonId| {
@@ -389,7 +392,8 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
                 delivery.translated_to.clone().unwrap_or_default(),
                 message.read_by.contains(&delivery.recipient_id).to_string(),
             ]);
-            row.extend(conversation.iter().cloned());
+            row.extend(conversation[..3].iter().cloned());
+            row.push(text(delivery.error.as_deref()));
             out.write_record(&row).map_err(failed)?;
         }
     }
@@ -410,6 +414,7 @@ fn export_csv(export: &ConversationExport) -> Result<String, ApiError> {
         row.extend(std::iter::repeat_n(String::new(), 10));
         row.extend(conversation[..2].iter().cloned());
         row.push(refused.reason.clone());
+        row.push(String::new());
         out.write_record(&row).map_err(failed)?;
     }
     let bytes = out.into_inner().map_err(|_| ApiError::Panic)?;

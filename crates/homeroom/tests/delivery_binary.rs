@@ -192,12 +192,14 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         .by(d.principal, "SendPersonalMessage", json!({"recipient_id": reader, "body": "Conference on Tuesday", "subject": "Conferences"}))
         .ok()
         .clone();
-    d.by(
-        d.principal,
-        "SendPersonalMessage",
-        json!({"recipient_id": bouncer, "body": "Field trip form"}),
-    )
-    .ok();
+    let to_bouncer = d
+        .by(
+            d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": bouncer, "body": "Field trip form"}),
+        )
+        .ok()
+        .clone();
     let mail = rt
         .block_on(smtp.wait_for_messages(1, PATIENCE))
         .expect("the email arrives");
@@ -217,6 +219,21 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
             .find(|m| m.to == "+15550004004")
     });
     assert_eq!(fallback.body, "Field trip form\n- Principal Skinner");
+    // The records officer's export says why the email failed.
+    let bouncer_conversation = to_bouncer["conversation_id"].as_str().unwrap().to_owned();
+    let why = eventually("the bounce's reason in the export", || {
+        let export = api.read(
+            &principal,
+            &format!("/v1/conversations/{bouncer_conversation}/export?format=json"),
+        );
+        let doc: Value = serde_json::from_str(&export.text).ok()?;
+        doc["messages"][0]["deliveries"]
+            .as_array()?
+            .iter()
+            .find(|d| d["channel"] == "email" && d["status"] == "failed")
+            .and_then(|d| d["error"].as_str().map(str::to_owned))
+    });
+    assert!(why.contains("550"), "{why}");
 
     // Two people of the district share a phone: texts to it say whom they are for.
     let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
@@ -392,7 +409,6 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let principal = api.token(&d.name, &d.principal.to_string(), false);
     let thread = api.read(
         &principal,
         &format!("/v1/conversations/{conversation}?min_position={at}"),
@@ -408,7 +424,7 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
     assert!(
         csv.text.lines().any(|l| l.starts_with("refused_reply,")
             && l.contains("One more question")
-            && l.ends_with(",conversation_stopped")),
+            && l.ends_with(",conversation_stopped,")),
         "{}",
         csv.text
     );

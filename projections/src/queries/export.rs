@@ -42,6 +42,8 @@ pub struct ExportDelivery {
     pub status: DeliveryStatus,
     /// Since when.
     pub status_at: DateTime<Utc>,
+    /// Why it failed, when it did (as in the thread).
+    pub error: Option<String>,
     /// The text as rendered for the recipient.
     pub text: String,
     /// The recipient's language (what a translation, if any, was asked for).
@@ -189,6 +191,7 @@ impl ReadModels {
                         channel: p.delivery.channel,
                         status: p.delivery.status,
                         status_at: p.delivery.status_at,
+                        error: p.delivery.error,
                         text: p.text,
                         language: p.language,
                         sent_text: p.sent_text,

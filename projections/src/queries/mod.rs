@@ -318,6 +318,17 @@ pub(crate) fn sent_as(row: &Row, column: &str) -> Result<homeroom_domain::SendAs
     crate::models::names::parse_sent_as(&text).ok_or(QueryError::Corrupt("sent as"))
 }
 
+/// A delivery's `error` column when its `status` is `failed`: a retried attempt's error
+/// stays in the row until the next outcome, and is no failure of a delivery that then
+/// arrived.
+pub(crate) fn failure(row: &Row) -> Result<Option<String>, QueryError> {
+    if status(row, "status")? == DeliveryStatus::Failed {
+        Ok(row.get("error")?)
+    } else {
+        Ok(None)
+    }
+}
+
 pub(crate) fn status(row: &Row, column: &str) -> Result<DeliveryStatus, QueryError> {
     let text: String = row.get(column)?;
     DeliveryStatus::parse(&text).ok_or(QueryError::Corrupt("delivery status"))

@@ -1,8 +1,8 @@
 //! A student's message record.
 
 use super::{
-    channel, conversation_kind, sent_as, status, time, uuid, Cursor, Direction, MessageDelivery,
-    PageRequest, ReadModels, RecordDelivery, RecordEntry, Snapshot, StudentRecord,
+    channel, conversation_kind, failure, sent_as, status, time, uuid, Cursor, Direction,
+    MessageDelivery, PageRequest, ReadModels, RecordDelivery, RecordEntry, Snapshot, StudentRecord,
 };
 use crate::db::{query, Builder};
 use crate::error::QueryError;
@@ -124,7 +124,7 @@ impl ReadModels {
         if !rows.is_empty() {
             let head = s.sql(
                 "SELECT delivery_id, message_id, conversation_id, recipient_id, channel, status,
-                        status_at, text, sent_text
+                        status_at, text, sent_text, error
                  FROM deliveries{deliveries} WHERE district = ",
             );
             let mut q = Builder::new(head);
@@ -149,6 +149,7 @@ impl ReadModels {
                         channel: channel(&row, "channel")?,
                         status: status(&row, "status")?,
                         status_at: time(&row, "status_at")?,
+                        error: failure(&row)?,
                     },
                     text: row.get("text")?,
                     sent_text: row.get("sent_text")?,

@@ -2,7 +2,7 @@
 //! read receipts, and the replies it kept without posting them.
 
 use super::{
-    channel, conversation_kind, person_kind, sent_as, status, time, uuid, Conversation,
+    channel, conversation_kind, failure, person_kind, sent_as, status, time, uuid, Conversation,
     MessageDelivery, Participant, ReadModels, RefusedReply, Snapshot, ThreadMessage,
 };
 use crate::db::query;
@@ -112,7 +112,7 @@ impl Snapshot {
             // district in `ORDER BY` order); PostgreSQL plans it as a plain join.
             "SELECT v.delivery_id, v.message_id, v.recipient_id, v.channel, v.status,
                     v.status_at, v.text, v.subject, v.language, v.sent_text, v.translated_to,
-                    n.name
+                    v.error, n.name
              FROM messages{conversations} m
              CROSS JOIN deliveries{deliveries} v
              LEFT JOIN people{directory} n ON n.district = v.district AND n.person_id = v.recipient_id
@@ -134,6 +134,7 @@ impl Snapshot {
                 channel: channel(&row, "channel")?,
                 status: status(&row, "status")?,
                 status_at: time(&row, "status_at")?,
+                error: failure(&row)?,
             };
             by_message
                 .entry(uuid(&row, "message_id")?.into())

@@ -154,6 +154,10 @@ pub struct MessageDelivery {
     pub status: DeliveryStatus,
     /// When it got there.
     pub status_at: DateTime<Utc>,
+    /// Why it failed, as the worker recorded it (the provider's code and words, or
+    /// Homeroom's own refusal, e.g. `not sent (no_contact_point): …`); `None` unless
+    /// `failed`.
+    pub error: Option<String>,
 }
 
 /// One message of a thread.
