@@ -155,6 +155,23 @@ pub fn measure(text: &str) -> SmsMeasure {
     }
 }
 
+/// The longest text one SMS may carry, in characters: providers refuse longer ones
+/// (Twilio's error 21617), so such a text cannot go by SMS at all (a delivery of it fails
+/// on our side and falls back to the other channel).
+pub const MAX_SMS_CHARS: usize = 1600;
+
+/// Whether `text` is longer than one SMS may be ([`MAX_SMS_CHARS`]), so the sender is
+/// told before sending (`POST /v1/preview`).
+///
+/// ```
+/// use homeroom_domain::sms::too_long_for_sms;
+/// assert!(!too_long_for_sms(&"a".repeat(1600)));
+/// assert!(too_long_for_sms(&"é".repeat(1601)));
+/// ```
+pub fn too_long_for_sms(text: &str) -> bool {
+    text.chars().count() > MAX_SMS_CHARS
+}
+
 /// The first name in a display name: its first word (`"Dennis Ortiz"` → `"Dennis"`).
 fn first_name(display_name: &str) -> Option<&str> {
     display_name.split_whitespace().next()

@@ -58,6 +58,10 @@ pub struct RenderView {
     /// The text's length in the encoding's units (GSM-7 septets, an extension character
     /// such as `€` counting two; UCS-2 UTF-16 units, an emoji counting two).
     pub units: usize,
+    /// Whether the text is longer than one SMS may be (1,600 characters,
+    /// `sms::too_long_for_sms`): by SMS it would not go out at all, but by the other
+    /// channel. Reported for every channel, as the encoding is.
+    pub too_long_for_sms: bool,
     /// Whether the shared-phone label leads the text.
     pub shared_phone_label: bool,
     /// The recipient's language.
@@ -72,6 +76,7 @@ impl From<Render> for RenderView {
             encoding: render.measure.encoding,
             segments: render.measure.segments,
             units: render.measure.units,
+            too_long_for_sms: homeroom_domain::sms::too_long_for_sms(&render.text),
             shared_phone_label: render.labelled,
             language: render.language,
             text: render.text,
@@ -201,6 +206,27 @@ mod tests {
         assert_eq!(view["encoding"], "GSM-7");
         assert_eq!(view["segments"], 1);
         assert!(view.get("address").is_none(), "the address is not shown");
+        assert_eq!(view["too_long_for_sms"], false);
+    }
+
+    #[test]
+    fn a_text_longer_than_one_sms_may_be_says_so() {
+        let long = format!("{}\n- Principal Skinner", "a".repeat(1590));
+        let render = Render {
+            recipient_id: PersonId::new(uuid::Uuid::from_u128(7)),
+            channel: Channel::Sms,
+            address: Some("+15550100001".into()),
+            language: "en".into(),
+            labelled: false,
+            measure: homeroom_domain::sms::measure(&long),
+            text: long,
+        };
+        let view = serde_json::to_value(RenderView::from(render)).unwrap();
+        assert_eq!(
+            view["too_long_for_sms"], true,
+            "the signature pushes it over"
+        );
+        assert_eq!(view["segments"], 11);
     }
 
     #[test]

@@ -50,6 +50,7 @@ async fn a_preview_answers_the_render_for_the_recipient_and_records_nothing() {
             "encoding": "UCS-2",
             "segments": 1,
             "units": 56,
+            "too_long_for_sms": false,
             "shared_phone_label": false,
             "language": "en"
         }]})
