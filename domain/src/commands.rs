@@ -157,6 +157,10 @@ pub struct SetContactPreferences {
     /// New language.
     #[serde(default)]
     pub language: Option<String>,
+    /// Every phone number and email address the person has now, replacing the ones
+    /// recorded (a family changed phones); an address kept keeps its failing mark.
+    #[serde(default)]
+    pub contact_points: Option<Vec<ContactPoint>>,
 }
 
 /// Clears the failing mark of a contact point, so messages use it again.

@@ -167,6 +167,21 @@ pub struct ContactPreferencesSet {
     pub by: Actor,
 }
 
+/// A person's phone numbers and email addresses were replaced (a family changed phones):
+/// carries them all as they now are. An address kept keeps its failing mark; a new one
+/// starts usable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactPointsChanged {
+    /// The person.
+    pub person_id: PersonId,
+    /// Every contact point now, normalised.
+    pub contact_points: Vec<ContactPoint>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
 /// A failing contact point was reset, so messages use it again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactPointReset {
@@ -567,6 +582,9 @@ pub enum Event {
     /// `contact_point_reset`.
     #[serde(rename = "contact_point_reset")]
     ContactPointReset(ContactPointReset),
+    /// `contact_points_changed`.
+    #[serde(rename = "contact_points_changed")]
+    ContactPointsChanged(ContactPointsChanged),
     /// `conversation_started`.
     #[serde(rename = "conversation_started")]
     ConversationStarted(ConversationStarted),
@@ -655,6 +673,7 @@ impl Event {
         "role_revoked",
         "contact_preferences_set",
         "contact_point_reset",
+        "contact_points_changed",
         "conversation_started",
         "message_posted",
         "conversation_stopped",
@@ -696,6 +715,7 @@ impl Event {
             Event::RoleRevoked(_) => "role_revoked",
             Event::ContactPreferencesSet(_) => "contact_preferences_set",
             Event::ContactPointReset(_) => "contact_point_reset",
+            Event::ContactPointsChanged(_) => "contact_points_changed",
             Event::ConversationStarted(_) => "conversation_started",
             Event::MessagePosted(_) => "message_posted",
             Event::ConversationStopped(_) => "conversation_stopped",
@@ -748,6 +768,7 @@ from_event!(
     RoleRevoked,
     ContactPreferencesSet,
     ContactPointReset,
+    ContactPointsChanged,
     ConversationStarted,
     MessagePosted,
     ConversationStopped,
@@ -795,6 +816,7 @@ impl Event {
             Event::RoleRevoked(e) => e.at,
             Event::ContactPreferencesSet(e) => e.at,
             Event::ContactPointReset(e) => e.at,
+            Event::ContactPointsChanged(e) => e.at,
             Event::ConversationStarted(e) => e.at,
             Event::MessagePosted(e) => e.at,
             Event::ConversationStopped(e) => e.at,

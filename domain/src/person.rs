@@ -9,8 +9,8 @@ use crate::commands::{
 };
 use crate::district::MAX_NAME_CHARS;
 use crate::events::{
-    ContactPointFailing, ContactPointReset, ContactPreferencesSet, Event, GuardianLinked,
-    PersonRegistered, RoleAssigned, RoleRevoked, StudentTeachersSet,
+    ContactPointFailing, ContactPointReset, ContactPointsChanged, ContactPreferencesSet, Event,
+    GuardianLinked, PersonRegistered, RoleAssigned, RoleRevoked, StudentTeachersSet,
 };
 use crate::facts::Facts;
 use crate::ids::{EmailAddress, PersonId, PhoneNumber, RoleId, SchoolId};
@@ -362,13 +362,8 @@ fn register(
     }
     let manually_added = c.manually_added.unwrap_or(false);
     let stated_language = c.language.as_deref().map(language).transpose()?;
-    let mut contact_points: Vec<ContactPoint> = Vec::new();
-    for cp in c.contact_points.iter().flatten() {
-        let cp = normalise_contact_point(cp)?;
-        if !contact_points.contains(&cp) {
-            contact_points.push(cp);
-        }
-    }
+    let contact_points =
+        normalised_contact_points(c.contact_points.as_deref().unwrap_or_default())?;
     if state.is_registered() {
         // Registering again with the same details is nothing new (an SIS sync sends
         // every person every night); with other details it is refused, so a sync that
@@ -574,17 +569,51 @@ fn set_preferences(
         Some(tag) => language(tag)?,
         None => person.language.clone(),
     };
-    if preferred_channel == person.preferred_channel && language == person.language {
-        return Ok(vec![]);
+    let contact_points = c
+        .contact_points
+        .as_deref()
+        .map(normalised_contact_points)
+        .transpose()?;
+    let mut events = Vec::new();
+    if preferred_channel != person.preferred_channel || language != person.language {
+        events.push(
+            ContactPreferencesSet {
+                person_id: c.person_id,
+                preferred_channel,
+                language,
+                at: facts.now,
+                by: facts.actor.clone(),
+            }
+            .into(),
+        );
     }
-    Ok(vec![ContactPreferencesSet {
-        person_id: c.person_id,
-        preferred_channel,
-        language,
-        at: facts.now,
-        by: facts.actor.clone(),
+    if let Some(contact_points) =
+        contact_points.filter(|points| !same_contact_points(points, &person.contact_points))
+    {
+        events.push(
+            ContactPointsChanged {
+                person_id: c.person_id,
+                contact_points,
+                at: facts.now,
+                by: facts.actor.clone(),
+            }
+            .into(),
+        );
     }
-    .into()])
+    Ok(events)
+}
+
+/// `points` normalised (phone numbers in E.164, emails checked) without repeats, in the
+/// order given.
+fn normalised_contact_points(points: &[ContactPoint]) -> Result<Vec<ContactPoint>, PersonError> {
+    let mut out: Vec<ContactPoint> = Vec::new();
+    for cp in points {
+        let cp = normalise_contact_point(cp)?;
+        if !out.contains(&cp) {
+            out.push(cp);
+        }
+    }
+    Ok(out)
 }
 
 /// Finds a contact point by address, comparing phone numbers in E.164 form and email
@@ -690,6 +719,23 @@ pub fn evolve(mut state: PersonState, event: &Event) -> PersonState {
         Event::ContactPreferencesSet(e) => {
             state.preferred_channel = e.preferred_channel;
             state.language = e.language.clone();
+        }
+        Event::ContactPointsChanged(e) => {
+            let failing = |address: &str| {
+                state
+                    .contact_points
+                    .iter()
+                    .any(|cp| cp.address == address && cp.failing)
+            };
+            state.contact_points = e
+                .contact_points
+                .iter()
+                .map(|cp| ContactPointState {
+                    channel: cp.channel,
+                    address: cp.address.clone(),
+                    failing: failing(&cp.address),
+                })
+                .collect();
         }
         Event::ContactPointReset(e) => {
             for cp in &mut state.contact_points {

@@ -1482,6 +1482,26 @@ async fn in_a_school_without_a_number_a_guardians_reply_goes_out_from_the_starte
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_that_changed_phones_is_texted_at_the_new_number() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let before = f.message(f.d.principal, f.d.parent, "Before").await;
+    f.delivered(before).await;
+    f.d.system(
+        "SetContactPreferences",
+        json!({"person_id": f.d.parent,
+               "contact_points": [{"channel": "sms", "address": "+1 (555) 000-2999"}]}),
+    )
+    .await;
+    let after = f.message(f.d.principal, f.d.parent, "After").await;
+    f.delivered(after).await;
+    let bodies =
+        |to: &str| -> Vec<String> { f.provider.to(to).into_iter().map(|s| s.body).collect() };
+    assert_eq!(bodies(PARENT_NUMBER), vec!["Before\n- Principal Skinner"]);
+    assert_eq!(bodies("+15550002999"), vec!["After\n- Principal Skinner"]);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn texts_to_a_shared_phone_say_who_they_are_for() {
     let f = Flow::start(Arc::new(Book { shared: true })).await;
     let delivery = f.message(f.d.principal, f.d.parent, "Lunch money").await;

@@ -109,6 +109,11 @@ async fn walk_every_command(d: &District) {
     )
     .await;
     d.system(
+        "SetContactPreferences",
+        json!({"person_id": d.technician, "contact_points": [{"channel": "sms", "address": "+15550008888"}]}),
+    )
+    .await;
+    d.system(
         "RevokeRole",
         json!({"person_id": d.technician, "role_id": "technical_school_admin", "school_id": d.school}),
     )

@@ -500,6 +500,7 @@ fn contact_preferences_change_only_what_is_given() {
             person_id: NEW,
             preferred_channel: None,
             language: Some("fr".to_owned()),
+            contact_points: None,
         })
         .then([ContactPreferencesSet {
             person_id: NEW,
@@ -515,6 +516,7 @@ fn contact_preferences_change_only_what_is_given() {
             person_id: NEW,
             preferred_channel: Some(Channel::Sms),
             language: Some("en".to_owned()),
+            contact_points: None,
         })
         .then_nothing();
     given(guardian)
@@ -523,6 +525,7 @@ fn contact_preferences_change_only_what_is_given() {
             person_id: NEW,
             preferred_channel: None,
             language: Some("??".to_owned()),
+            contact_points: None,
         })
         .then_code("validation");
 }
@@ -533,6 +536,76 @@ fn with_contacts() -> Vec<Event> {
             .contact(ContactChannel::Sms, "+15550100009")
             .contact(ContactChannel::Email, "lee@example.org"),
     )
+}
+
+#[test]
+fn a_family_that_changed_phones_gets_its_new_number_and_keeps_the_failing_mark_of_the_old() {
+    let point = |channel, address: &str| ContactPoint {
+        channel,
+        address: address.to_owned(),
+    };
+    let change = |points: Vec<ContactPoint>| SetContactPreferences {
+        person_id: NEW,
+        preferred_channel: None,
+        language: None,
+        contact_points: Some(points),
+    };
+    let mut past = with_contacts();
+    past.push(
+        ContactPointFailing {
+            person_id: NEW,
+            address: "lee@example.org".to_owned(),
+            delivery_id: crate::DeliveryId::new(uuid::Uuid::from_u128(1)),
+            at: now(),
+        }
+        .into(),
+    );
+    let events = given(past.clone())
+        .acting_as_system()
+        .when(change(vec![
+            point(ContactChannel::Sms, "+1 555 010 0077"),
+            point(ContactChannel::Email, "lee@example.org"),
+        ]))
+        .events();
+    assert_eq!(
+        events,
+        vec![ContactPointsChanged {
+            person_id: NEW,
+            contact_points: vec![
+                point(ContactChannel::Sms, "+15550100077"),
+                point(ContactChannel::Email, "lee@example.org"),
+            ],
+            at: now(),
+            by: sis(),
+        }
+        .into()]
+    );
+    let state = past
+        .iter()
+        .chain(&events)
+        .fold(PersonState::default(), evolve);
+    let held: Vec<(&str, bool)> = state
+        .contact_points()
+        .iter()
+        .map(|cp| (cp.address.as_str(), cp.failing))
+        .collect();
+    assert_eq!(
+        held,
+        vec![("+15550100077", false), ("lee@example.org", true)],
+        "the bounced address stays failing until it is reset"
+    );
+    // The same addresses in another order are nothing new; a bad one records nothing.
+    given(past.clone())
+        .acting_as_system()
+        .when(change(vec![
+            point(ContactChannel::Email, "lee@example.org"),
+            point(ContactChannel::Sms, "+15550100009"),
+        ]))
+        .then_nothing();
+    given(past)
+        .acting_as_system()
+        .when(change(vec![point(ContactChannel::Sms, "not a number")]))
+        .then_code("validation");
 }
 
 #[test]

@@ -46,6 +46,7 @@ struct Sql {
     language: String,
     link: String,
     contact: String,
+    forget_contacts: String,
 }
 
 impl Sql {
@@ -69,12 +70,14 @@ impl Sql {
                 VALUES ($1, $2, $3)
                 ON CONFLICT (district, address, person_id) DO NOTHING",
             ),
+            forget_contacts: r("DELETE FROM contact_points{directory}
+                WHERE district = $1 AND person_id = $2"),
         }
     }
 }
 
 /// Builds `people`, `guardian_links` and `contact_points` from `PersonRegistered`,
-/// `ContactPreferencesSet` and `GuardianLinked`.
+/// `ContactPreferencesSet`, `ContactPointsChanged` and `GuardianLinked`.
 #[derive(Default)]
 pub struct Directory {
     sql: PerGeneration<Sql>,
@@ -139,6 +142,21 @@ impl Projector for Directory {
                     .bind(&e.language)
                     .execute(tx)
                     .await?;
+            }
+            Event::ContactPointsChanged(e) => {
+                query(&sql.forget_contacts)
+                    .bind(district)
+                    .bind(e.person_id.as_uuid())
+                    .execute(tx)
+                    .await?;
+                for cp in &e.contact_points {
+                    query(&sql.contact)
+                        .bind(district)
+                        .bind(&cp.address)
+                        .bind(e.person_id.as_uuid())
+                        .execute(tx)
+                        .await?;
+                }
             }
             Event::GuardianLinked(e) => {
                 query(&sql.link)

@@ -1478,6 +1478,61 @@ async fn a_nul_in_a_name_recorded_long_ago_stops_no_read_model(w: World) {
     assert_eq!(thread.messages[0].body, "Bus at \u{FFFD} noon");
 }
 
+async fn a_family_that_changed_phones_is_found_at_the_new_number_only(w: World) {
+    use homeroom_domain::{Actor, ContactChannel, ContactPoint};
+    let g = person(GUARDIAN);
+    w.register(NORTH, g, PersonKind::Guardian, "Gail Guardian")
+        .await;
+    let north = district(NORTH);
+    let change = |points: &[(ContactChannel, &str)]| -> Event {
+        ContactPointsChanged {
+            person_id: g,
+            contact_points: points
+                .iter()
+                .map(|(channel, address)| ContactPoint {
+                    channel: *channel,
+                    address: (*address).to_owned(),
+                })
+                .collect(),
+            at: w.now(),
+            by: Actor::System("sis".into()),
+        }
+        .into()
+    };
+    let stream = format!("person-{NORTH}:{g}");
+    let first = change(&[
+        (ContactChannel::Sms, "+15550100001"),
+        (ContactChannel::Email, "gail@example.org"),
+    ]);
+    w.append(NORTH, &stream, "sis", vec![first]).await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    assert_eq!(
+        read.people_at_address(&north, "+15550100001")
+            .await
+            .unwrap(),
+        vec![g]
+    );
+    let second = change(&[(ContactChannel::Sms, "+15550100077")]);
+    w.append(NORTH, &stream, "sis", vec![second]).await;
+    runtime.catch_up().await.unwrap();
+    assert_eq!(
+        read.people_at_address(&north, "+15550100077")
+            .await
+            .unwrap(),
+        vec![g]
+    );
+    for address in ["+15550100001", "gail@example.org"] {
+        assert!(
+            read.people_at_address(&north, address)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{address} is no longer theirs"
+        );
+    }
+}
+
 async fn districts_never_see_each_others_rows(w: World) {
     school_day(&w).await;
     // The same ids in another district.
@@ -1971,6 +2026,7 @@ on_both_engines! {
     #[tokio::test] oversight_search_ignores_case_and_accents_in_any_alphabet,
     #[tokio::test] audit_lists_every_event_with_its_metadata_paged_by_position,
     #[tokio::test] districts_never_see_each_others_rows,
+    #[tokio::test] a_family_that_changed_phones_is_found_at_the_new_number_only,
     #[tokio::test] a_nul_in_a_name_recorded_long_ago_stops_no_read_model,
     #[tokio::test] a_conversation_exports_as_json_lines,
     #[tokio::test] queries_before_the_runtime_ever_ran_say_so,
