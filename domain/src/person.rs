@@ -373,10 +373,12 @@ fn register(
             && state.name == name
             && state.school_ids == school_ids
             && state.birth_date == c.birth_date
-            && state.manually_added == manually_added
+            && c
+                .manually_added
+                .is_none_or(|added| added == state.manually_added)
             && stated_language
                 .as_ref()
-                .is_none_or(|tag| *tag == state.language)
+                .is_none_or(|tag| tag.eq_ignore_ascii_case(&state.language))
             && c.preferred_channel
                 .is_none_or(|channel| Some(channel) == state.preferred_channel)
             && (c.contact_points.is_none()

@@ -57,7 +57,9 @@ impl fmt::Display for MessageBody {
 pub fn subject(value: Option<&str>) -> Result<Option<String>, ValidationError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(text) => written_text("subject", text, MAX_TITLE_CHARS).map(Some),
+        Some(text) => {
+            one_line("subject", written_text("subject", text, MAX_TITLE_CHARS)?).map(Some)
+        }
     }
 }
 
@@ -66,7 +68,7 @@ pub fn subject(value: Option<&str>) -> Result<Option<String>, ValidationError> {
 /// # Errors
 /// [`ValidationError::Empty`] or [`ValidationError::TooLong`] (field `title`).
 pub fn title(value: &str) -> Result<String, ValidationError> {
-    written_text("title", value, MAX_TITLE_CHARS)
+    one_line("title", written_text("title", value, MAX_TITLE_CHARS)?)
 }
 
 /// A text a user writes in Homeroom (a body, a subject, a title): as
@@ -95,8 +97,8 @@ fn written_text(field: &'static str, value: &str, max: usize) -> Result<String, 
     Ok(text)
 }
 
-/// A name (of a person, a school, a role): as [`required_text`], and on one line with no
-/// control character at all. Names go into SMS signatures and labels, email headers
+/// A name (of a person, a school, a role): as a written text, and on one line
+/// ([`breaks_one_line`]); titles and subjects are one line too. Names go into SMS signatures and labels, email headers
 /// (`From: Principal Skinner <…>`), exported files and every read model; a line break
 /// there would forge a header, and a NUL is refused by PostgreSQL, so one such name
 /// must never be recorded.
@@ -105,17 +107,30 @@ fn written_text(field: &'static str, value: &str, max: usize) -> Result<String, 
 /// [`ValidationError::Empty`], [`ValidationError::TooLong`] or
 /// [`ValidationError::ControlCharacter`].
 pub fn name(field: &'static str, value: &str, max: usize) -> Result<String, ValidationError> {
-    let text = required_text(field, value, max)?;
-    if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
-        return Err(ValidationError::Empty { field });
-    }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(ValidationError::ControlCharacter {
+    one_line(field, written_text(field, value, max)?)
+}
+
+/// Whether `c` breaks a line or turns the text around it: a control character, the
+/// Unicode line and paragraph separators, and the bidirectional embeddings, overrides
+/// and isolates (`U+202E` shows `Skinner` reversed, a way to spoof a name). Joiners
+/// stay: Persian names are written with `U+200C`.
+fn breaks_one_line(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` when it is one line ([`breaks_one_line`] finds nothing in it).
+fn one_line(field: &'static str, text: String) -> Result<String, ValidationError> {
+    match text.chars().find(|c| breaks_one_line(*c)) {
+        Some(c) => Err(ValidationError::ControlCharacter {
             field,
             code: u32::from(c),
-        });
+        }),
+        None => Ok(text),
     }
-    Ok(text)
 }
 
 /// A content-guard pattern in a deliberately tiny syntax, so district admins can write
@@ -322,6 +337,8 @@ mod tests {
             ("nul\0name", 0),
             ("a\tb", 9),
             ("e\u{1b}[31m", 0x1B),
+            ("A\u{2028}B", 0x2028),
+            ("Mr \u{202E}rennikS", 0x202E),
         ] {
             assert_eq!(
                 name("name", bad, 50),
@@ -336,6 +353,17 @@ mod tests {
             name("name", "\u{200B}\u{200B}", 50),
             Err(ValidationError::Empty { field: "name" })
         );
+        // A Persian name keeps its zero-width non-joiner.
+        assert!(name(
+            "name",
+            "\u{645}\u{6CC}\u{200C}\u{62E}\u{648}\u{627}\u{647}",
+            50
+        )
+        .is_ok());
+        // Titles and subjects are one line too; bodies keep their line breaks.
+        assert!(title("Trip\nFriday").is_err());
+        assert!(subject(Some("Trip\tFriday")).is_err());
+        assert!(MessageBody::parse("Trip\nFriday").is_ok());
     }
 
     #[test]

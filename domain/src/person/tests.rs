@@ -163,6 +163,11 @@ fn registering_again_with_another_phone_or_language_is_refused_not_ignored() {
     for same in [
         again(Some("es"), Some(vec![phone("+1 (555) 000-1111")])),
         again(None, None),
+        again(Some("ES"), None),
+        RegisterPerson {
+            manually_added: Some(false),
+            ..again(None, None)
+        },
     ] {
         given(past.clone())
             .acting_as_system()
@@ -176,6 +181,10 @@ fn registering_again_with_another_phone_or_language_is_refused_not_ignored() {
         again(Some("en"), None),
         RegisterPerson {
             preferred_channel: Some(Channel::Email),
+            ..again(None, None)
+        },
+        RegisterPerson {
+            manually_added: Some(true),
             ..again(None, None)
         },
     ] {
