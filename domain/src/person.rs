@@ -373,8 +373,7 @@ fn register(
             && state.name == name
             && state.school_ids == school_ids
             && state.birth_date == c.birth_date
-            && c
-                .manually_added
+            && c.manually_added
                 .is_none_or(|added| added == state.manually_added)
             && stated_language
                 .as_ref()

@@ -1380,6 +1380,23 @@ pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
         )
         .ok()
         .clone();
+    // The teacher wrote as himself, signed with his name: the family sees him among the
+    // people of the conference; the principal, who wrote from the school, they do not.
+    let conference_people = api
+        .read(
+            &parents_token,
+            &format!("/v1/conversations/{conference}?{}", after(&teachers_own)),
+        )
+        .ok()["participants"]
+        .clone();
+    let people: Vec<&str> = conference_people
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["person_id"].as_str())
+        .collect();
+    assert!(people.contains(&d.teacher.to_string().as_str()), "{people:?}");
+    assert!(!people.contains(&principal.as_str()), "{people:?}");
     let in_box = |person: Uuid, tab: &str, at: &Value| -> Option<u64> {
         let token = api.token(&d.name, &person.to_string(), false);
         let inbox = api.read(&token, &format!("/v1/inbox?box={tab}&{}", after(at)));

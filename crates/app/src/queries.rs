@@ -383,6 +383,11 @@ impl QueryService {
                 conversation.kind,
                 conversation.school_id,
                 &conversation.participants,
+                conversation
+                    .messages
+                    .iter()
+                    .filter(|m| m.sent_as == SendAs::Personal)
+                    .map(|m| m.author_id),
             );
             for message in &mut conversation.messages {
                 if message.sent_as == SendAs::School {
@@ -457,7 +462,16 @@ impl QueryService {
                 export.refused_replies.retain(|r| r.author_id == viewer);
             }
             if let Some(school) = self.school_name_for(reader, kind, export.school_id).await? {
-                let as_school = SchoolSide::of(export.kind, export.school_id, &export.participants);
+                let as_school = SchoolSide::of(
+                    export.kind,
+                    export.school_id,
+                    &export.participants,
+                    export
+                        .messages
+                        .iter()
+                        .filter(|m| m.sent_as == SendAs::Personal)
+                        .map(|m| m.author_id),
+                );
                 for message in &mut export.messages {
                     if message.sent_as == SendAs::School {
                         message.author_id = as_school.id;
@@ -671,51 +685,62 @@ fn participant_kind(participants: &[Participant], reader: &Reader) -> Option<Per
 /// ([`visibility::sees_who_wrote_for_the_school`]): they talk with the school, so in a
 /// school conversation its staff are neither among the participants, nor its starter,
 /// nor among those who read a message, and a message from the school has the school's
-/// id as its `author_id` (beside the school's name), in every view and export of it.
+/// id as its `author_id` (beside the school's name), in every view and export of it. A
+/// staff member who wrote there as themselves (a teacher brought into a conference,
+/// whose text was signed with their name) is one of the people the family talks with,
+/// and is shown as such.
 struct SchoolSide {
     /// The school's id, where a person's id would name the staff member.
     id: PersonId,
-    /// For a school conversation, its participants of the family's side; `None` for
-    /// other kinds, whose staff the family knows.
-    family: Option<Vec<PersonId>>,
+    /// For a school conversation, the people the family sees in it: its family members
+    /// and the staff who wrote as themselves; `None` for other kinds, whose staff the
+    /// family knows.
+    seen: Option<Vec<PersonId>>,
 }
 
 impl SchoolSide {
-    fn of(kind: ConversationKind, school: SchoolId, participants: &[Participant]) -> Self {
-        let family = (kind == ConversationKind::School).then(|| {
-            participants
+    fn of(
+        kind: ConversationKind,
+        school: SchoolId,
+        participants: &[Participant],
+        wrote_as_themselves: impl Iterator<Item = PersonId>,
+    ) -> Self {
+        let seen = (kind == ConversationKind::School).then(|| {
+            let mut seen: Vec<PersonId> = participants
                 .iter()
                 .filter(|p| p.kind != Some(PersonKind::Staff))
                 .map(|p| p.person_id)
-                .collect()
+                .collect();
+            for author in wrote_as_themselves {
+                if !seen.contains(&author) {
+                    seen.push(author);
+                }
+            }
+            seen
         });
         Self {
             id: PersonId::new(school.as_uuid()),
-            family,
+            seen,
         }
     }
 
-    /// Keeps the family's side of `read_by`: in a school conversation everyone else
-    /// who read it is staff (a participant, or a holder of the school inbox).
+    /// Keeps of `read_by` the people the family sees: in a school conversation everyone
+    /// else who read it is the school (a participant, or a holder of its inbox).
     fn hide_staff(&self, read_by: &mut Vec<PersonId>) {
-        if let Some(family) = &self.family {
-            read_by.retain(|p| family.contains(p));
+        if let Some(seen) = &self.seen {
+            read_by.retain(|p| seen.contains(p));
         }
     }
 
     fn hide_starter(&self, started_by: &mut PersonId) {
-        if self
-            .family
-            .as_ref()
-            .is_some_and(|f| !f.contains(started_by))
-        {
+        if self.seen.as_ref().is_some_and(|s| !s.contains(started_by)) {
             *started_by = self.id;
         }
     }
 
     fn hide_staff_participants(&self, participants: &mut Vec<Participant>) {
-        if self.family.is_some() {
-            participants.retain(|p| p.kind != Some(PersonKind::Staff));
+        if let Some(seen) = &self.seen {
+            participants.retain(|p| seen.contains(&p.person_id));
         }
     }
 }
