@@ -554,6 +554,9 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
     } else {
         None
     };
+    let shared_phone_with = c.from_number.as_ref().map_or_else(Vec::new, |number| {
+        who_else_has_the_phone_a_reply_came_from(state, c.author_id, number, facts)
+    });
     if let Some(reason) = refusal {
         return Ok(vec![InboundReplyRefused {
             conversation_id: header.id,
@@ -561,6 +564,7 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
             message_sid: c.message_sid.clone(),
             body: c.body.clone(),
             reason: Some(reason.to_owned()),
+            shared_phone_with,
             at: facts.now,
         }
         .into()]);
@@ -600,10 +604,7 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
                 .as_deref()
                 .is_some_and(|a| authors_phones.contains(&a)))
     });
-    if let Some(number) = &c.from_number {
-        posted.shared_phone_with =
-            who_else_has_the_phone_a_reply_came_from(state, c.author_id, number, facts);
-    }
+    posted.shared_phone_with = shared_phone_with;
     Ok(vec![posted.into()])
 }
 

@@ -541,6 +541,10 @@ pub struct InboundReplyRefused {
     /// logs from before it was recorded, where it was always a stopped conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The other participants with the phone it came from, as for a posted reply
+    /// (`MessagePosted::shared_phone_with`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_phone_with: Vec<PersonId>,
     /// When.
     pub at: DateTime<Utc>,
 }

@@ -1395,7 +1395,10 @@ pub fn personal_messages_alone_cannot_send_from_the_school(api: &Api) {
         .iter()
         .filter_map(|p| p["person_id"].as_str())
         .collect();
-    assert!(people.contains(&d.teacher.to_string().as_str()), "{people:?}");
+    assert!(
+        people.contains(&d.teacher.to_string().as_str()),
+        "{people:?}"
+    );
     assert!(!people.contains(&principal.as_str()), "{people:?}");
     let in_box = |person: Uuid, tab: &str, at: &Value| -> Option<u64> {
         let token = api.token(&d.name, &person.to_string(), false);

@@ -1572,11 +1572,24 @@ fn a_reply_from_a_shared_phone_names_everyone_who_has_that_phone() {
     );
     // From a phone nobody else in the conversation has, the author is the author.
     let events = given([group(&[TEACHER, GUARDIAN, GUARDIAN_12])])
-        .with_person(sharer)
+        .with_person(sharer.clone())
         .acting_as_system()
         .when(from("+15550100001"))
         .events();
     assert!(the_message(&events).shared_phone_with.is_empty());
+    // A reply kept unposted (the conversation was stopped) names them too.
+    let events = given([
+        group(&[TEACHER, GUARDIAN, NEWCOMER, GUARDIAN_12]),
+        stopped(TEACHER),
+    ])
+    .with_person(sharer)
+    .acting_as_system()
+    .when(from("+15550100001"))
+    .events();
+    assert!(
+        matches!(&events[..], [Event::InboundReplyRefused(r)] if r.shared_phone_with == vec![NEWCOMER]),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -1590,6 +1603,7 @@ fn an_sms_reply_to_a_stopped_conversation_is_kept_and_refused() {
             message_sid: sms_sid(),
             body: "One more thing".to_owned(),
             reason: Some("conversation_stopped".to_owned()),
+            shared_phone_with: vec![],
             at: now(),
         }
         .into()]);
@@ -1607,6 +1621,7 @@ fn an_sms_reply_holding_blocked_content_is_kept_but_relayed_to_nobody() {
             message_sid: sms_sid(),
             body: "my ssn is 123-45-6789".to_owned(),
             reason: Some("blocked_content".to_owned()),
+            shared_phone_with: vec![],
             at: now(),
         }
         .into()]);

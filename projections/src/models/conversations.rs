@@ -110,6 +110,7 @@ const SCHEMA: &[&str] = &[
         received_at {ts} NOT NULL,
         pos_commit BIGINT NOT NULL,
         pos_sequence BIGINT NOT NULL,
+        shared_phone_with TEXT,
         PRIMARY KEY (district, conversation_id, message_sid)
     )",
 ];
@@ -133,8 +134,8 @@ impl Sql {
         Self {
             refused: r("INSERT INTO refused_replies{conversations}
                     (district, conversation_id, message_sid, author_id, body, reason,
-                     received_at, pos_commit, pos_sequence)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     received_at, pos_commit, pos_sequence, shared_phone_with)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 ON CONFLICT (district, conversation_id, message_sid) DO NOTHING"),
             start: r("INSERT INTO conversations{conversations}
                     (district, conversation_id, school_id, kind, title, started_by, started_at,
@@ -569,6 +570,7 @@ impl Projector for Conversations {
                     .bind(e.at)
                     .bind(commit)
                     .bind(sequence)
+                    .bind(shared_phone_column(&e.shared_phone_with))
                     .execute(tx)
                     .await?;
             }

@@ -201,17 +201,7 @@ impl Snapshot {
                 Some(p) => p.subject.clone(),
                 None => row.get("subject")?,
             };
-            let shared: Option<String> = row.get("shared_phone_with")?;
-            let shared_phone_with = shared
-                .as_deref()
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(|id| {
-                    Uuid::parse_str(id)
-                        .map(PersonId::new)
-                        .map_err(|_| QueryError::Corrupt("shared phone"))
-                })
-                .collect::<Result<_, _>>()?;
+            let shared_phone_with = shared_phone(&row)?;
             conversation.messages.push(ThreadMessage {
                 message_id,
                 author_id,
@@ -236,7 +226,7 @@ impl Snapshot {
         }
         let sql = self.sql(
             "SELECT r.author_id, a.name AS author_name, r.body, r.reason, r.received_at,
-                    r.message_sid
+                    r.message_sid, r.shared_phone_with
              FROM refused_replies{conversations} r
              LEFT JOIN people{directory} a ON a.district = r.district AND a.person_id = r.author_id
              WHERE r.district = $1 AND r.conversation_id = $2
@@ -250,6 +240,7 @@ impl Snapshot {
         {
             conversation.refused_replies.push(RefusedReply {
                 author_id: uuid(&row, "author_id")?.into(),
+                shared_phone_with: shared_phone(&row)?,
                 author_name: row.get("author_name")?,
                 body: row.get("body")?,
                 reason: row.get("reason")?,
@@ -262,6 +253,21 @@ impl Snapshot {
             deliveries: by_message,
         }))
     }
+}
+
+/// The `shared_phone_with` column (ids separated by spaces, `NULL` for none) of `row`.
+fn shared_phone(row: &crate::db::Row) -> Result<Vec<PersonId>, QueryError> {
+    let shared: Option<String> = row.get("shared_phone_with")?;
+    shared
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|id| {
+            Uuid::parse_str(id)
+                .map(PersonId::new)
+                .map_err(|_| QueryError::Corrupt("shared phone"))
+        })
+        .collect()
 }
 
 impl ReadModels {

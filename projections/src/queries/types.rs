@@ -228,6 +228,9 @@ pub struct Conversation {
 pub struct RefusedReply {
     /// Who sent it (the family member the line last texted).
     pub author_id: PersonId,
+    /// The other participants with the phone it came from (any of them may have sent
+    /// it), as for a message.
+    pub shared_phone_with: Vec<PersonId>,
     /// Their name.
     pub author_name: Option<String>,
     /// The text as received.

@@ -455,6 +455,11 @@ async fn replies_kept_without_posting_show_beside_the_thread_and_in_the_export(w
             message_sid: homeroom_domain::ProviderMessageId::parse(sid).unwrap(),
             body: body.to_owned(),
             reason: reason.map(str::to_owned),
+            shared_phone_with: if sid == "SM2" {
+                vec![person(OTHER_GUARDIAN)]
+            } else {
+                vec![]
+            },
             at: w.now(),
         };
         // The provider retrying its webhook is one reply, not two.
@@ -483,6 +488,11 @@ async fn replies_kept_without_posting_show_beside_the_thread_and_in_the_export(w
         ]
     );
     assert_eq!(thread.refused_replies[0].author_id, g);
+    assert!(thread.refused_replies[0].shared_phone_with.is_empty());
+    assert_eq!(
+        thread.refused_replies[1].shared_phone_with,
+        vec![person(OTHER_GUARDIAN)]
+    );
     assert_eq!(
         thread.refused_replies[0].author_name.as_deref(),
         Some("Gail Guardian")
