@@ -131,36 +131,48 @@ pub fn status_of(status: MessageStatus) -> Option<OutcomeStatus> {
 /// create call (`21xxx`) or a status callback's `ErrorCode` (`30xxx`): the delivery fails
 /// for good and the contact point is marked failing, so later messages use the other
 /// channel until it is reset.
-const RECIPIENT_ERRORS: [u32; 10] = [
-    21211, // Invalid 'To' phone number
-    21265, // 'To' number cannot be a short code
-    21401, // Invalid phone number
-    21407, // This phone number type does not support SMS
-    21612, // The 'To' number is not currently reachable via SMS
-    21614, // 'To' number is not a valid mobile number
-    30004, // Message blocked (by the recipient or their carrier)
-    30005, // Unknown destination handset (the number does not exist)
-    30006, // Landline or unreachable carrier
-    21610, // Attempt to send to an unsubscribed recipient (they sent STOP; see UNSUBSCRIBED)
+const RECIPIENT_ERRORS: [(u32, &str); 10] = [
+    (21211, "Invalid 'To' phone number"),
+    (21265, "'To' number cannot be a short code"),
+    (21401, "Invalid phone number"),
+    (21407, "This phone number type does not support SMS"),
+    (21612, "The 'To' number is not currently reachable via SMS"),
+    (21614, "'To' number is not a valid mobile number"),
+    (30004, "Message blocked (by the recipient or their carrier)"),
+    (
+        30005,
+        "Unknown destination handset (the number does not exist)",
+    ),
+    (30006, "Landline or unreachable carrier"),
+    (
+        21610,
+        "Attempt to send to an unsubscribed recipient (they sent STOP; see UNSUBSCRIBED)",
+    ),
 ];
 
 /// Twilio error codes about our side of the text (the sending number, the account, the
 /// text itself), not the recipient's number: sending it again can never succeed, so
 /// the delivery fails for good and falls back, but the family's number is not blamed
 /// (a school's unregistered number would otherwise mark every family it texts failing).
-const SENDER_ERRORS: [u32; 12] = [
-    21266, // 'To' and 'From' cannot be the same
-    21408, // Permission to send an SMS has not been enabled for the region
-    21602, // Message body is required
-    21603, // 'From' phone number is required
-    21604, // 'To' phone number is required
-    21606, // The 'From' number is not a valid, SMS-capable Twilio number
-    21608, // The 'To' number is unverified (trial account)
-    21617, // The body exceeds the 1600-character limit
-    21659, // 'From' is not a Twilio phone number or short code
-    21660, // The 'From' number belongs to another account
-    30032, // Toll-free number not verified
-    30034, // Sender not registered for US A2P 10DLC
+const SENDER_ERRORS: [(u32, &str); 12] = [
+    (21266, "'To' and 'From' cannot be the same"),
+    (
+        21408,
+        "Permission to send an SMS has not been enabled for the region",
+    ),
+    (21602, "Message body is required"),
+    (21603, "'From' phone number is required"),
+    (21604, "'To' phone number is required"),
+    (
+        21606,
+        "The 'From' number is not a valid, SMS-capable Twilio number",
+    ),
+    (21608, "The 'To' number is unverified (trial account)"),
+    (21617, "The body exceeds the 1600-character limit"),
+    (21659, "'From' is not a Twilio phone number or short code"),
+    (21660, "The 'From' number belongs to another account"),
+    (30032, "Toll-free number not verified"),
+    (30034, "Sender not registered for US A2P 10DLC"),
 ];
 
 /// Whether Twilio's error `code` means this text can never reach this number: the
@@ -168,13 +180,36 @@ const SENDER_ERRORS: [u32; 12] = [
 /// code (rate limits, carrier hiccups, an unreachable handset that may be switched
 /// off) is worth retrying.
 pub fn is_permanent_error(code: u32) -> bool {
-    RECIPIENT_ERRORS.contains(&code) || SENDER_ERRORS.contains(&code)
+    listed(&RECIPIENT_ERRORS, code) || listed(&SENDER_ERRORS, code)
+}
+
+fn listed(errors: &[(u32, &str)], code: u32) -> bool {
+    errors.iter().any(|(c, _)| *c == code)
+}
+
+/// Other codes a status callback often carries, worth naming in the record.
+const CARRIER_ERRORS: [(u32, &str); 5] = [
+    (30001, "Queue overflow"),
+    (30002, "Account suspended"),
+    (30003, "Unreachable destination handset"),
+    (30007, "Message filtered by the carrier"),
+    (30008, "Unknown error"),
+];
+
+/// What Twilio's error `code` means, in its own words, when it is one Homeroom knows.
+pub fn meaning(code: u32) -> Option<&'static str> {
+    RECIPIENT_ERRORS
+        .iter()
+        .chain(&SENDER_ERRORS)
+        .chain(&CARRIER_ERRORS)
+        .find(|(c, _)| *c == code)
+        .map(|(_, m)| *m)
 }
 
 /// Whether Twilio's error `code` blames the recipient's number (see
 /// [`is_permanent_error`]); an opt-out ([`UNSUBSCRIBED`]) bars only the sending number.
 pub fn blames_recipient(code: u32) -> bool {
-    RECIPIENT_ERRORS.contains(&code) && code != UNSUBSCRIBED
+    listed(&RECIPIENT_ERRORS, code) && code != UNSUBSCRIBED
 }
 
 /// Twilio's "attempt to send to an unsubscribed recipient": they answered STOP to the
@@ -245,6 +280,22 @@ impl StatusCallback {
         status_of(self.status)
     }
 
+    /// What the record says of a failure: the status and Twilio's code with its meaning
+    /// (`undelivered (30003): Unreachable destination handset`), so a records officer
+    /// reads why without a code table; `None` unless it failed.
+    pub fn error(&self) -> Option<String> {
+        if self.outcome() != Some(OutcomeStatus::Failed) {
+            return None;
+        }
+        Some(match self.error_code {
+            Some(code) => match meaning(code) {
+                Some(meaning) => format!("{} ({code}): {meaning}", self.status),
+                None => format!("{} ({code})", self.status),
+            },
+            None => self.status.to_string(),
+        })
+    }
+
     /// Whether the failure condemns the recipient's number ([`blames_recipient`]): not
     /// an opt-out, which bars only the sending number, nor an error of our side.
     pub fn permanent(&self) -> bool {
@@ -269,6 +320,24 @@ mod tests {
         assert_eq!(callback.outcome(), Some(OutcomeStatus::Failed));
         assert_eq!(callback.error_code, Some(30006));
         assert!(callback.permanent());
+        assert_eq!(
+            callback.error().as_deref(),
+            Some("undelivered (30006): Landline or unreachable carrier")
+        );
+        // An unknown code is named as it came; a failure without one by its status.
+        let unknown = StatusCallback::from_form(&[
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "failed"),
+            ("ErrorCode", "39999"),
+        ])
+        .unwrap();
+        assert_eq!(unknown.error().as_deref(), Some("failed (39999)"));
+        let bare = StatusCallback::from_form(&[("MessageSid", "SM1"), ("MessageStatus", "failed")])
+            .unwrap();
+        assert_eq!(bare.error().as_deref(), Some("failed"));
+        let sent =
+            StatusCallback::from_form(&[("MessageSid", "SM1"), ("MessageStatus", "sent")]).unwrap();
+        assert_eq!(sent.error(), None);
     }
 
     #[test]

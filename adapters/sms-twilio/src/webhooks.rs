@@ -62,7 +62,7 @@ impl SmsWebhooks for TwilioWebhooks {
         Ok(ProviderStatus {
             outcome: callback.outcome(),
             permanent: callback.permanent(),
-            error: callback.error_code.map(|c| c.to_string()),
+            error: callback.error(),
             provider_message_id: callback.message_sid,
         })
     }
@@ -181,7 +181,10 @@ mod tests {
             .unwrap();
         assert_eq!(status.outcome, Some(homeroom_domain::OutcomeStatus::Failed));
         assert!(status.permanent);
-        assert_eq!(status.error.as_deref(), Some("30005"));
+        assert_eq!(
+            status.error.as_deref(),
+            Some("undelivered (30005): Unknown destination handset (the number does not exist)")
+        );
         let unsubscribed = hooks
             .status(&form(&[
                 ("MessageSid", "SM1"),
