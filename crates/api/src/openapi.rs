@@ -140,6 +140,7 @@ fn build() -> Value {
                 "400": error("The header is missing or wrong, or the Idempotency-Key is not a UUID. Nothing is recorded."),
                 "401": error("No token, or one that does not verify."),
                 "413": error("The file is larger than 10 MiB."),
+                "415": error("The body is not declared `text/csv` (or `application/csv`)."),
                 "500": error("An internal failure."),
                 "503": error("The store is unavailable or the request timed out.")
             }

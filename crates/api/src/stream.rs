@@ -149,9 +149,26 @@ pub(crate) fn operation(
     generator: &mut SchemaGenerator,
 ) -> (&'static str, Value, Vec<(&'static str, &'static str)>) {
     let marker = generator.subschema_for::<PositionData>().to_value();
-    let message = generator.subschema_for::<MessageNotice>().to_value();
-    let delivery = generator.subschema_for::<DeliveryNotice>().to_value();
-    let roles = generator.subschema_for::<RolesNotice>().to_value();
+    // Each notice's data also names its event (`"type": "message"`).
+    let named = |name: &str, schema: Value| {
+        json!({"allOf": [schema, {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"const": name}}
+        }]})
+    };
+    let message = named(
+        "message",
+        generator.subschema_for::<MessageNotice>().to_value(),
+    );
+    let delivery = named(
+        "delivery",
+        generator.subschema_for::<DeliveryNotice>().to_value(),
+    );
+    let roles = named(
+        "roles_changed",
+        generator.subschema_for::<RolesNotice>().to_value(),
+    );
     let operation = json!({"get": {
         "operationId": "Stream",
         "tags": ["reads"],
@@ -220,14 +237,18 @@ mod tests {
         let doc = crate::openapi::document();
         let op = &doc["paths"]["/v1/stream"]["get"];
         let events = &op["responses"]["200"]["content"]["text/event-stream"]["x-sse-events"];
-        assert_eq!(
-            events["message"]["$ref"],
-            "#/components/schemas/MessageNotice"
-        );
-        assert_eq!(
-            events["delivery"]["$ref"],
-            "#/components/schemas/DeliveryNotice"
-        );
+        for (event, schema) in [
+            ("message", "MessageNotice"),
+            ("delivery", "DeliveryNotice"),
+            ("roles_changed", "RolesNotice"),
+        ] {
+            let parts = &events[event]["allOf"];
+            assert_eq!(parts[0]["$ref"], format!("#/components/schemas/{schema}"));
+            assert_eq!(
+                parts[1]["properties"]["type"]["const"], event,
+                "the data names it"
+            );
+        }
         let delivery = &doc["components"]["schemas"]["DeliveryNotice"]["properties"];
         for field in [
             "conversation_id",

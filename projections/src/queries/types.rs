@@ -101,12 +101,14 @@ pub struct InboxConversation {
     /// The conversation.
     pub conversation_id: ConversationId,
     /// Its title, if it has one.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub title: Option<String>,
     /// Personal, school or group.
     pub kind: ConversationKind,
     /// The school it belongs to.
     pub school_id: SchoolId,
     /// Its latest message.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub last_message: Option<LastMessage>,
     /// Messages by others after the viewer's read position.
     pub unread_count: u64,
@@ -125,6 +127,7 @@ pub struct Inbox {
     /// The page.
     pub conversations: Vec<InboxConversation>,
     /// The cursor of the next page, if there may be one.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub next: Option<String>,
 }
 
@@ -135,6 +138,7 @@ pub struct Participant {
     /// The person.
     pub person_id: PersonId,
     /// Their name (null if the directory does not know them).
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub name: Option<String>,
     /// Staff, student or guardian.
     pub kind: Option<PersonKind>,
@@ -183,6 +187,7 @@ pub struct ThreadMessage {
     /// The text as written, merge fields unrendered.
     pub original_body: String,
     /// The language of `body`.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub language: Option<String>,
     /// Whether `body` is a machine translation of `original_body` (the viewer's copy,
     /// translated when it was sent); false when it is in the language it was written in.
@@ -202,6 +207,7 @@ pub struct Conversation {
     /// The conversation.
     pub conversation_id: ConversationId,
     /// Its title, if it has one.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub title: Option<String>,
     /// Personal, school or group.
     pub kind: ConversationKind,
@@ -311,6 +317,7 @@ pub struct StudentRecord {
     /// The page.
     pub messages: Vec<RecordEntry>,
     /// The cursor of the next page, if there may be one.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub next: Option<String>,
 }
 
@@ -347,6 +354,7 @@ pub struct Oversight {
     /// The page.
     pub conversations: Vec<OversightConversation>,
     /// The cursor of the next page, if there may be one.
+    #[cfg_attr(feature = "schema", schemars(required))]
     pub next: Option<String>,
 }
 
@@ -441,7 +449,7 @@ pub struct AuditPage {
     /// Pass as `after` for the next page; null when this page is the last.
     #[cfg_attr(
         feature = "schema",
-        schemars(schema_with = "crate::queries::optional_position_schema")
+        schemars(schema_with = "crate::queries::optional_position_schema", required)
     )]
     pub next: Option<Position>,
 }
