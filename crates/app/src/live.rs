@@ -269,6 +269,10 @@ pub struct Listener {
     /// (`visibility::sees_who_wrote_for_the_school`): a family member or student is
     /// told such a message is the school's, with the school's id as its author.
     pub sees_who_wrote_for_the_school: bool,
+    /// The log's head when their roles were read: a role change at or before it is in
+    /// `school_inboxes` and `taking_part` already, so catching up past it tells the
+    /// client (`roles_changed`) without ending the feed; a later one ends it.
+    pub roles_known_at: Position,
 }
 
 /// A notice and whom it is for.
@@ -540,7 +544,10 @@ impl LiveHub {
                         let done = read_now < limit;
                         read += read_now;
                         for notice in notices {
-                            let ends = matches!(notice, Notice::RolesChanged(_));
+                            let ends = matches!(
+                                &notice,
+                                Notice::RolesChanged(r) if r.position > listener.roles_known_at
+                            );
                             yield Ok(Update::Notice(notice));
                             if ends {
                                 return;

@@ -243,6 +243,13 @@ impl QueryService {
     /// [`QueryError::NotPermitted`] for a service (no feed of its own);
     /// [`QueryError::UnknownViewer`] for a person not registered.
     pub async fn listener(&self, reader: &Reader) -> Result<Listener, QueryError> {
+        // Read before the roles: every role change at or before it is in them.
+        let roles_known_at = self
+            .commands
+            .store()
+            .head()
+            .await
+            .map_err(|e| QueryError::Directory(CommandError::Store(e)))?;
         let facts = self.viewer_facts(reader, &[]).await?;
         let Some((person, state)) = &facts.viewer else {
             return Err(QueryError::NotPermitted(
@@ -256,6 +263,7 @@ impl QueryService {
             taking_part: visibility::taking_part(state),
             hears_every_delivery: visibility::sees_every_recipients_copy(state.kind()),
             sees_who_wrote_for_the_school: visibility::sees_who_wrote_for_the_school(state.kind()),
+            roles_known_at,
         })
     }
 

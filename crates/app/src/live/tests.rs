@@ -160,6 +160,8 @@ async fn feed_with_inboxes(
         // Staff are told how each recipient was reached; the family is not.
         hears_every_delivery: person != w.parent && person != w.teen,
         sees_who_wrote_for_the_school: person != w.parent && person != w.teen,
+        // As the query service does: their roles are read now.
+        roles_known_at: w.store.head().await.unwrap(),
     };
     let mut feed = hub.subscribe(listener, after);
     match next(&mut feed).await {
@@ -228,6 +230,7 @@ async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_le
         taking_part: TakingPart::Schools(vec![]),
         hears_every_delivery: true,
         sees_who_wrote_for_the_school: true,
+        roles_known_at: Position::START,
     };
     let mut principal = hub.subscribe(gone, None);
     assert!(matches!(next(&mut principal).await, Update::Ready { .. }));
@@ -526,6 +529,7 @@ async fn closing_the_hub_ends_every_feed() {
             taking_part: TakingPart::Everywhere,
             hears_every_delivery: false,
             sees_who_wrote_for_the_school: false,
+            roles_known_at: Position::START,
         },
         None,
     );
@@ -622,6 +626,33 @@ async fn a_feed_ends_when_its_persons_roles_change_so_the_next_follows_them() {
 }
 
 #[tokio::test]
+async fn catching_up_past_a_role_change_its_roles_already_follow_tells_it_and_goes_on() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    let before = w.store.head().await.unwrap();
+    let assigned = w
+        .system(
+            "AssignRole",
+            json!({"person_id": w.counselor, "role_id": "teacher", "school_id": w.school}),
+        )
+        .await;
+    // The client reconnects from before the change; its new feed reads the roles as
+    // they are now, after the change.
+    let (mut counselor, _) = feed(&hub, &w, w.counselor, Some(before)).await;
+    match next(&mut counselor).await {
+        Update::Notice(Notice::RolesChanged(n)) => assert_eq!(n.position, assigned.position),
+        other => panic!("expected roles_changed, got {other:?}"),
+    }
+    // and stays open for what comes next.
+    let sent = w.send(w.counselor, w.parent, "Still with us?").await;
+    assert_eq!(
+        Some(message(next(&mut counselor).await).message_id),
+        sent.message_id
+    );
+}
+
+#[tokio::test]
 async fn a_person_may_hold_only_so_many_feeds_open_at_once() {
     let store = memory_store();
     let w = World::build(store.clone(), "north").await;
@@ -633,6 +664,7 @@ async fn a_person_may_hold_only_so_many_feeds_open_at_once() {
         taking_part: TakingPart::Everywhere,
         hears_every_delivery: false,
         sees_who_wrote_for_the_school: false,
+        roles_known_at: Position::START,
     };
     let mut slots: Vec<FeedSlot> = (0..MAX_FEEDS_PER_PERSON)
         .map(|_| hub.admit(&listener(w.parent)).unwrap())
