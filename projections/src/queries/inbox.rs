@@ -152,7 +152,7 @@ impl ReadModels {
         q.push_bind(district.as_str().to_owned());
         q.push(" AND p.person_id = ");
         q.push_bind(person.as_uuid());
-        q.push(&format!(" AND p.participant = TRUE AND {ARCHIVED} = "));
+        q.push(format!(" AND p.participant = TRUE AND {ARCHIVED} = "));
         q.push_bind(archived);
         q.push(" AND (c.kind <> 'school' OR COALESCE(me.kind, '') <> 'staff'");
         match school_boxes {
@@ -239,7 +239,7 @@ impl ReadModels {
         q.push_bind(viewer.as_uuid());
         q.push(" WHERE c.district = ");
         q.push_bind(district.as_str().to_owned());
-        q.push(&format!(" AND c.kind = 'school' AND {ARCHIVED} = "));
+        q.push(format!(" AND c.kind = 'school' AND {ARCHIVED} = "));
         q.push_bind(archived);
         q.push(" AND c.school_id IN (");
         q.push_list(school_ids.iter().map(|s| s.as_uuid()));
