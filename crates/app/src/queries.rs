@@ -380,7 +380,7 @@ impl QueryService {
                 }
                 conversation
                     .refused_replies
-                    .retain(|r| r.author_id == viewer);
+                    .retain(|r| r.author_id == viewer || r.shared_phone_with.contains(&viewer));
             }
         }
         if let Some(school) = self

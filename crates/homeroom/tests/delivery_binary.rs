@@ -268,6 +268,60 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         "For Ann: Bake sale Friday\n- Principal Skinner"
     );
 
+    // Both in a group that was then stopped: a text from their phone is kept, and both
+    // of them find it, since either may have typed it.
+    let group = Uuid::now_v7();
+    d.by(
+        d.principal,
+        "StartConversation",
+        json!({"conversation_id": group, "school_id": d.school, "participant_ids": [ann, bob],
+               "body": "Volunteers?"}),
+    )
+    .ok();
+    let asked = eventually("both texts of the group", || {
+        let texts: Vec<_> = twilio
+            .messages()
+            .into_iter()
+            .filter(|m| m.to == "+15550005005" && m.body.contains("Volunteers?"))
+            .collect();
+        (texts.len() == 2).then_some(texts)
+    });
+    eventually("the group's texts recorded as sent", || {
+        let thread = api.read(&principal, &format!("/v1/conversations/{group}"));
+        let sent = thread.status == 200
+            && thread.ok()["messages"][0]["deliveries"]
+                .as_array()
+                .is_some_and(|ds| ds.len() == 2 && ds.iter().all(|d| d["status"] != "queued"));
+        sent.then_some(())
+    });
+    d.by(
+        d.principal,
+        "StopConversation",
+        json!({"conversation_id": group}),
+    )
+    .ok();
+    let refused = rt
+        .block_on(twilio.send_inbound(
+            &format!("http://{}/v1/webhooks/twilio/inbound", server.addr),
+            "+15550005005",
+            &asked[0].from,
+            "We can both help",
+        ))
+        .unwrap();
+    assert_eq!(refused.status, 200);
+    for guardian in [ann, bob] {
+        let token = api.token(&d.name, &guardian.to_string(), false);
+        eventually("the kept text in each sharer's thread", || {
+            let thread = api.read(&token, &format!("/v1/conversations/{group}"));
+            (thread.status == 200).then_some(())?;
+            thread.ok()["refused_replies"]
+                .as_array()?
+                .iter()
+                .any(|r| r["body"] == "We can both help")
+                .then_some(())
+        });
+    }
+
     // Replies: a signed inbound text lands in the conversation; an unsigned one is 403.
     let inbound_url = format!("http://{}/v1/webhooks/twilio/inbound", server.addr);
     let answer = rt
