@@ -73,6 +73,19 @@ pub struct LinkGuardian {
     pub student_id: PersonId,
 }
 
+/// Ends a guardian's link to a student (a custody change in the SIS): from now on the
+/// guardian is not reached through that student, and the student's record keeps only
+/// what was written while they were linked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkGuardian {
+    /// The guardian.
+    pub guardian_id: PersonId,
+    /// The student.
+    pub student_id: PersonId,
+}
+
 /// Replaces a student's current teachers (the teacher rule depends on them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -553,6 +566,7 @@ commands! {
     RegisterSchool => "RegisterSchool",
     RegisterPerson => "RegisterPerson",
     LinkGuardian => "LinkGuardian",
+    UnlinkGuardian => "UnlinkGuardian",
     SetStudentTeachers => "SetStudentTeachers",
     DefineRole => "DefineRole",
     AssignRole => "AssignRole",
@@ -597,7 +611,8 @@ mod tests {
                 "{name} would change a sent message"
             );
         }
-        assert_eq!(Command::API_NAMES.len(), 22);
+        // API.md's 22, and `UnlinkGuardian` (custody changes).
+        assert_eq!(Command::API_NAMES.len(), 23);
         for internal in Command::INTERNAL_NAMES {
             assert!(!Command::API_NAMES.contains(internal), "{internal}");
         }

@@ -109,6 +109,19 @@ pub struct GuardianLinked {
     pub by: Actor,
 }
 
+/// A guardian's link to a student ended (on the guardian's stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardianUnlinked {
+    /// The guardian.
+    pub guardian_id: PersonId,
+    /// The student.
+    pub student_id: PersonId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: Actor,
+}
+
 /// A student's current teachers were replaced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudentTeachersSet {
@@ -571,6 +584,9 @@ pub enum Event {
     /// `guardian_linked`.
     #[serde(rename = "guardian_linked")]
     GuardianLinked(GuardianLinked),
+    /// `guardian_unlinked`.
+    #[serde(rename = "guardian_unlinked")]
+    GuardianUnlinked(GuardianUnlinked),
     /// `student_teachers_set`.
     #[serde(rename = "student_teachers_set")]
     StudentTeachersSet(StudentTeachersSet),
@@ -672,6 +688,7 @@ impl Event {
         "sender_numbers_added",
         "person_registered",
         "guardian_linked",
+        "guardian_unlinked",
         "student_teachers_set",
         "role_assigned",
         "role_revoked",
@@ -714,6 +731,7 @@ impl Event {
             Event::SenderNumbersAdded(_) => "sender_numbers_added",
             Event::PersonRegistered(_) => "person_registered",
             Event::GuardianLinked(_) => "guardian_linked",
+            Event::GuardianUnlinked(_) => "guardian_unlinked",
             Event::StudentTeachersSet(_) => "student_teachers_set",
             Event::RoleAssigned(_) => "role_assigned",
             Event::RoleRevoked(_) => "role_revoked",
@@ -767,6 +785,7 @@ from_event!(
     SenderNumbersAdded,
     PersonRegistered,
     GuardianLinked,
+    GuardianUnlinked,
     StudentTeachersSet,
     RoleAssigned,
     RoleRevoked,
@@ -815,6 +834,7 @@ impl Event {
             Event::SenderNumbersAdded(e) => e.at,
             Event::PersonRegistered(e) => e.at,
             Event::GuardianLinked(e) => e.at,
+            Event::GuardianUnlinked(e) => e.at,
             Event::StudentTeachersSet(e) => e.at,
             Event::RoleAssigned(e) => e.at,
             Event::RoleRevoked(e) => e.at,

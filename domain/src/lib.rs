@@ -232,6 +232,7 @@ pub fn target(cmd: &Command, actor: &Actor) -> StreamRef {
         Command::MarkContactPointFailing(c) => StreamRef::Person(c.person_id),
         Command::RegisterPerson(c) => StreamRef::Person(c.person_id),
         Command::LinkGuardian(c) => StreamRef::Person(c.guardian_id),
+        Command::UnlinkGuardian(c) => StreamRef::Person(c.guardian_id),
         Command::SetStudentTeachers(c) => StreamRef::Person(c.student_id),
         Command::AssignRole(c) => StreamRef::Person(c.person_id),
         Command::RevokeRole(c) => StreamRef::Person(c.person_id),
@@ -282,6 +283,7 @@ pub fn people_needed(cmd: &Command, state: &State, actor: &Actor) -> Vec<PersonI
     match cmd {
         Command::RegisterPerson(c) => people.push(c.person_id),
         Command::LinkGuardian(c) => people.extend([c.guardian_id, c.student_id]),
+        Command::UnlinkGuardian(c) => people.extend([c.guardian_id, c.student_id]),
         Command::SetStudentTeachers(c) => {
             people.push(c.student_id);
             people.extend(&c.teacher_ids);

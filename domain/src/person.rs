@@ -5,12 +5,13 @@ use chrono::NaiveDate;
 
 use crate::commands::{
     AssignRole, Command, LinkGuardian, MarkContactPointFailing, RegisterPerson, ResetContactPoint,
-    RevokeRole, SetContactPreferences, SetStudentTeachers,
+    RevokeRole, SetContactPreferences, SetStudentTeachers, UnlinkGuardian,
 };
 use crate::district::MAX_NAME_CHARS;
 use crate::events::{
     ContactPointFailing, ContactPointReset, ContactPointsChanged, ContactPreferencesSet, Event,
-    GuardianLinked, PersonRegistered, RoleAssigned, RoleRevoked, StudentTeachersSet,
+    GuardianLinked, GuardianUnlinked, PersonRegistered, RoleAssigned, RoleRevoked,
+    StudentTeachersSet,
 };
 use crate::facts::Facts;
 use crate::ids::{EmailAddress, PersonId, PhoneNumber, RoleId, SchoolId};
@@ -257,6 +258,7 @@ pub fn decide(
     match cmd {
         Command::RegisterPerson(c) => register(state, c, facts),
         Command::LinkGuardian(c) => link_guardian(state, c, facts),
+        Command::UnlinkGuardian(c) => unlink_guardian(state, c, facts),
         Command::SetStudentTeachers(c) => set_teachers(state, c, facts),
         Command::AssignRole(c) => assign_role(state, c, facts),
         Command::RevokeRole(c) => revoke_role(state, c, facts),
@@ -414,6 +416,30 @@ fn same_contact_points(stated: &[ContactPoint], held: &[ContactPointState]) -> b
             held.iter()
                 .any(|h| h.channel == cp.channel && h.address == cp.address)
         })
+}
+
+/// Ending a link that is not there changes nothing, as linking twice does; the guardian
+/// and the student must still be who the command says, so a typo is refused.
+fn unlink_guardian(
+    state: &PersonState,
+    c: &UnlinkGuardian,
+    facts: &Facts,
+) -> Result<Vec<Event>, PersonError> {
+    let guardian = registered(state, c.guardian_id)?;
+    let student = known(facts, c.student_id)?;
+    authorise(facts, student.school_ids())?;
+    expect_kind(guardian, c.guardian_id, PersonKind::Guardian)?;
+    expect_kind(student, c.student_id, PersonKind::Student)?;
+    if !guardian.linked_students.contains(&c.student_id) {
+        return Ok(vec![]);
+    }
+    Ok(vec![GuardianUnlinked {
+        guardian_id: c.guardian_id,
+        student_id: c.student_id,
+        at: facts.now,
+        by: facts.actor.clone(),
+    }
+    .into()])
 }
 
 fn link_guardian(
@@ -707,6 +733,7 @@ pub fn evolve(mut state: PersonState, event: &Event) -> PersonState {
         Event::GuardianLinked(e) if !state.linked_students.contains(&e.student_id) => {
             state.linked_students.push(e.student_id);
         }
+        Event::GuardianUnlinked(e) => state.linked_students.retain(|s| *s != e.student_id),
         Event::StudentTeachersSet(e) => state.teachers = e.teacher_ids.clone(),
         Event::RoleAssigned(e) => {
             let assignment = (e.role_id.clone(), e.school_id);

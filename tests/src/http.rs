@@ -766,6 +766,28 @@ pub fn another_schools_messages_to_a_shared_guardian_stay_off_this_schools_recor
     let principal = api.token(&d.name, &d.principal.to_string(), false);
     api.read(&principal, &format!("/v1/students/{sibling}/messages"))
         .refused(403, "not_permitted");
+
+    // A custody change: the SIS ends the guardian's link to Mia. Washington High no
+    // longer reaches them through her; her record keeps what was written until then.
+    let recorded = d.recorded();
+    let unlink = json!({"guardian_id": d.parent, "student_id": sibling});
+    d.by(d.principal, "UnlinkGuardian", unlink.clone())
+        .refused(403, "not_permitted");
+    assert_eq!(d.recorded(), recorded, "a refusal records nothing");
+    d.system("UnlinkGuardian", unlink.clone());
+    let again = d.system("UnlinkGuardian", unlink);
+    assert_eq!(again["events"], json!([]), "ending it twice is nothing new");
+    d.by(
+        principal2,
+        "SendPersonalMessage",
+        json!({"recipient_id": d.parent, "body": "Mia's report card"}),
+    )
+    .refused(422, "recipient_not_reachable");
+    let record = api.read(
+        &api.token(&d.name, &principal2.to_string(), false),
+        &format!("/v1/students/{sibling}/messages?{}", after(&again)),
+    );
+    assert_eq!(record.ok()["messages"].as_array().unwrap().len(), 2);
 }
 
 /// A principal whose roles are revoked no longer reads, writes or is sent the school's

@@ -113,6 +113,20 @@ async fn walk_every_command(d: &District) {
         json!({"person_id": d.technician, "contact_points": [{"channel": "sms", "address": "+15550008888"}]}),
     )
     .await;
+    // A guardian linked and then unlinked (a custody change).
+    let former = Uuid::now_v7();
+    d.system(
+        "RegisterPerson",
+        json!({"person_id": former, "kind": "guardian", "name": "Former", "school_ids": [d.school]}),
+    )
+    .await;
+    for command in ["LinkGuardian", "UnlinkGuardian"] {
+        d.system(
+            command,
+            json!({"guardian_id": former, "student_id": d.teen}),
+        )
+        .await;
+    }
     d.system(
         "RevokeRole",
         json!({"person_id": d.technician, "role_id": "technical_school_admin", "school_id": d.school}),

@@ -35,7 +35,7 @@ fn build() -> Value {
         SchemaSettings::draft2020_12().with(|s| s.definitions_path = "/components/schemas".into()),
     );
     let commands = command_schemas!(generator;
-        RegisterSchool, RegisterPerson, LinkGuardian, SetStudentTeachers, DefineRole,
+        RegisterSchool, RegisterPerson, LinkGuardian, UnlinkGuardian, SetStudentTeachers, DefineRole,
         AssignRole, RevokeRole, ChangeDistrictSettings, SetContactPreferences,
         ResetContactPoint, AddSenderNumbers, SendPersonalMessage, StartConversation,
         PostMessage, StopConversation, RenameConversation, MuteConversation,

@@ -232,6 +232,57 @@ fn a_guardian_is_linked_to_a_student_on_the_guardians_stream() {
 }
 
 #[test]
+fn a_guardians_link_ends_after_a_custody_change_and_ending_it_twice_is_nothing() {
+    let linked: Event = GuardianLinked {
+        guardian_id: NEW,
+        student_id: STUDENT_14,
+        at: now(),
+        by: sis(),
+    }
+    .into();
+    let mut past = stream(person(NEW, PersonKind::Guardian, "G"));
+    past.push(linked.clone());
+    let unlink = UnlinkGuardian {
+        guardian_id: NEW,
+        student_id: STUDENT_14,
+    };
+    let unlinked: Event = GuardianUnlinked {
+        guardian_id: NEW,
+        student_id: STUDENT_14,
+        at: now(),
+        by: sis(),
+    }
+    .into();
+    given(past.clone())
+        .acting_as_system()
+        .when(unlink.clone())
+        .then([unlinked.clone()]);
+    past.push(unlinked);
+    let state = past.iter().fold(PersonState::default(), evolve);
+    assert!(
+        state.linked_students().is_empty(),
+        "no longer reached through Dennis"
+    );
+    assert!(state.family_students().is_empty());
+    given(past.clone())
+        .acting_as_system()
+        .when(unlink)
+        .then_nothing();
+    // Linked again later, they are again.
+    past.push(linked);
+    let state = past.iter().fold(PersonState::default(), evolve);
+    assert_eq!(state.linked_students(), &[STUDENT_14]);
+    // Staff without roles_admin at the student's school may not.
+    given(stream(person(NEW, PersonKind::Guardian, "G")))
+        .acting_as(TEACHER)
+        .when(UnlinkGuardian {
+            guardian_id: NEW,
+            student_id: STUDENT_14,
+        })
+        .then_err(PersonError::NotPermitted);
+}
+
+#[test]
 fn only_a_guardian_is_linked_and_only_to_a_known_student() {
     given(stream(person(NEW, PersonKind::Guardian, "G")))
         .acting_as_system()

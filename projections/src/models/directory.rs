@@ -31,6 +31,7 @@ const SCHEMA: &[&str] = &[
         student_id {uuid} NOT NULL,
         guardian_id {uuid} NOT NULL,
         linked_at {ts} NOT NULL,
+        unlinked_at {ts},
         PRIMARY KEY (district, student_id, guardian_id)
     ) {compact}",
     "CREATE TABLE IF NOT EXISTS contact_points{directory} (
@@ -46,6 +47,7 @@ struct Sql {
     language: String,
     link: String,
     contact: String,
+    unlink: String,
     forget_contacts: String,
 }
 
@@ -64,7 +66,13 @@ impl Sql {
             link: r("INSERT INTO guardian_links{directory}
                     (district, student_id, guardian_id, linked_at)
                 VALUES ($1, $2, $3, $4)
-                ON CONFLICT (district, student_id, guardian_id) DO NOTHING"),
+                ON CONFLICT (district, student_id, guardian_id) DO UPDATE SET
+                    unlinked_at = NULL"),
+            // The link stays, ended: the student's record keeps what was written while
+            // it held.
+            unlink: r("UPDATE guardian_links{directory} SET unlinked_at = $4
+                WHERE district = $1 AND student_id = $2 AND guardian_id = $3
+                  AND unlinked_at IS NULL"),
             contact: r(
                 "INSERT INTO contact_points{directory} (district, address, person_id)
                 VALUES ($1, $2, $3)
@@ -77,7 +85,8 @@ impl Sql {
 }
 
 /// Builds `people`, `guardian_links` and `contact_points` from `PersonRegistered`,
-/// `ContactPreferencesSet`, `ContactPointsChanged` and `GuardianLinked`.
+/// `ContactPreferencesSet`, `ContactPointsChanged`, `GuardianLinked` and
+/// `GuardianUnlinked`.
 #[derive(Default)]
 pub struct Directory {
     sql: PerGeneration<Sql>,
@@ -91,7 +100,8 @@ impl Projector for Directory {
 
     fn version(&self) -> u32 {
         // 3: names keep their search copy (`search::folded`).
-        3
+        // 4: a guardian's link keeps when it ended (`unlinked_at`).
+        4
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -160,6 +170,15 @@ impl Projector for Directory {
             }
             Event::GuardianLinked(e) => {
                 query(&sql.link)
+                    .bind(district)
+                    .bind(e.student_id.as_uuid())
+                    .bind(e.guardian_id.as_uuid())
+                    .bind(e.at)
+                    .execute(tx)
+                    .await?;
+            }
+            Event::GuardianUnlinked(e) => {
+                query(&sql.unlink)
                     .bind(district)
                     .bind(e.student_id.as_uuid())
                     .bind(e.guardian_id.as_uuid())

@@ -1,12 +1,13 @@
 //! A student's message record.
 
 use super::{
-    channel, conversation_kind, failure, sent_as, status, time, uuid, Cursor, Direction,
+    channel, conversation_kind, failure, opt_time, sent_as, status, time, uuid, Cursor, Direction,
     MessageDelivery, PageRequest, ReadModels, RecordDelivery, RecordEntry, Snapshot, StudentRecord,
 };
 use crate::db::{query, Builder};
 use crate::error::QueryError;
 use crate::models::{conversations, deliveries, directory};
+use chrono::{DateTime, Utc};
 use homeroom_domain::visibility::RecordAccess;
 use homeroom_domain::{ConversationId, DistrictId, MessageId, PersonId};
 use std::collections::HashMap;
@@ -50,18 +51,25 @@ impl ReadModels {
         )
         .await?;
 
+        // The student and their guardians; a guardian whose link ended counts for what
+        // was written until then (a custody change does not rewrite the record).
         let sql = s.sql(
-            "SELECT guardian_id FROM guardian_links{directory}
+            "SELECT guardian_id, unlinked_at FROM guardian_links{directory}
              WHERE district = $1 AND student_id = $2 ORDER BY guardian_id",
         );
         let mut family: Vec<Uuid> = vec![student.as_uuid()];
+        let mut former: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
         for row in query(&sql)
             .bind(&d)
             .bind(student.as_uuid())
             .fetch_all(&mut s.tx)
             .await?
         {
-            family.push(row.get("guardian_id")?);
+            let guardian: Uuid = row.get("guardian_id")?;
+            match opt_time(&row, "unlinked_at")? {
+                None => family.push(guardian),
+                Some(until) => former.push((guardian, until)),
+            }
         }
 
         let head = s.sql(
@@ -75,21 +83,39 @@ impl ReadModels {
                ON a.district = m.district AND a.person_id = m.author_id
              WHERE m.district = ",
         );
-        let people = s.sql(
-            " AND m.conversation_id IN (
+        let taking_part = s.sql(
+            "m.conversation_id IN (
                 SELECT p.conversation_id FROM conversation_people{conversations} p
                 WHERE p.district = m.district AND p.participant = TRUE AND p.person_id IN (",
         );
         let mut q = Builder::new(head);
         q.push_bind(d.clone());
-        q.push(people);
+        q.push(" AND (");
+        q.push(&taking_part);
         q.push_list(family.iter().copied());
-        q.push(")) AND c.school_id IN (");
+        q.push("))");
+        for (guardian, until) in &former {
+            q.push(" OR (m.sent_at < ");
+            q.push_bind(*until);
+            q.push(" AND ");
+            q.push(&taking_part);
+            q.push_bind(*guardian);
+            q.push(")))");
+        }
+        q.push(") AND c.school_id IN (");
         q.push_list(access.schools.iter().map(|s| s.as_uuid()));
         q.push(") AND (COALESCE(a.kind, 'staff') = 'staff'");
         if !access.inbound_schools.is_empty() {
-            q.push(" OR (m.author_id IN (");
+            q.push(" OR ((m.author_id IN (");
             q.push_list(family.iter().copied());
+            q.push(")");
+            for (guardian, until) in &former {
+                q.push(" OR (m.author_id = ");
+                q.push_bind(*guardian);
+                q.push(" AND m.sent_at < ");
+                q.push_bind(*until);
+                q.push(")");
+            }
             q.push(") AND c.school_id IN (");
             q.push_list(access.inbound_schools.iter().map(|s| s.as_uuid()));
             q.push("))");

@@ -932,6 +932,57 @@ async fn delivery_status_moves_forward_only(w: World) {
     assert!(read.delivery(&district(SOUTH), d).await.unwrap().is_none());
 }
 
+async fn a_students_record_keeps_what_a_former_guardian_was_sent_until_the_link_ended(w: World) {
+    school_day(&w).await;
+    let (t, g, s) = (person(TEACHER), person(GUARDIAN), person(STUDENT));
+    let unlinked = GuardianUnlinked {
+        guardian_id: g,
+        student_id: s,
+        at: w.now(),
+        by: homeroom_domain::Actor::System("sis".into()),
+    };
+    w.append(
+        NORTH,
+        &format!("person-{NORTH}:{g}"),
+        "sis",
+        vec![unlinked.into()],
+    )
+    .await;
+    // After the custody change the teacher and the former guardian still talk.
+    w.post(
+        NORTH,
+        conversation(1),
+        message(9),
+        t,
+        "About the bake sale",
+        &[g],
+    )
+    .await;
+    w.post(NORTH, conversation(1), message(10), g, "Count me in", &[t])
+        .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let record = read
+        .student_record(
+            &district(NORTH),
+            s,
+            &at_first_school(true),
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    let got: Vec<u128> = record
+        .messages
+        .iter()
+        .map(|e| e.message_id.as_uuid().as_u128() - 0xe000)
+        .collect();
+    assert_eq!(
+        got,
+        vec![1, 2, 3, 5, 6, 7, 8],
+        "what was written while the link held stays; nothing after it joins"
+    );
+}
+
 async fn a_students_record_holds_staff_messages_and_optionally_the_familys_replies(w: World) {
     school_day(&w).await;
     let d = delivery_id_for(message(2), person(GUARDIAN));
@@ -2031,6 +2082,7 @@ on_both_engines! {
     #[tokio::test] the_thread_shows_participants_messages_deliveries_and_read_receipts,
     #[tokio::test] delivery_status_moves_forward_only,
     #[tokio::test] a_students_record_holds_staff_messages_and_optionally_the_familys_replies,
+    #[tokio::test] a_students_record_keeps_what_a_former_guardian_was_sent_until_the_link_ended,
     #[tokio::test] what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record,
     #[tokio::test] oversight_sees_every_conversation_and_searches_text_participant_and_dates,
     #[tokio::test] oversight_search_ignores_case_and_accents_in_any_alphabet,
