@@ -409,12 +409,18 @@ fn register(
     .into()])
 }
 
-/// Whether `stated` names exactly the addresses a person has, in any order.
+/// Whether `stated` names exactly the addresses a person has, in any order (email
+/// addresses ignoring case, as [`find_contact_point`] finds them).
 fn same_contact_points(stated: &[ContactPoint], held: &[ContactPointState]) -> bool {
     stated.len() == held.len()
         && stated.iter().all(|cp| {
-            held.iter()
-                .any(|h| h.channel == cp.channel && h.address == cp.address)
+            held.iter().any(|h| {
+                h.channel == cp.channel
+                    && match cp.channel {
+                        ContactChannel::Sms => h.address == cp.address,
+                        ContactChannel::Email => h.address.eq_ignore_ascii_case(&cp.address),
+                    }
+            })
         })
 }
 
