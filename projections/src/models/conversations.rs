@@ -236,8 +236,8 @@ fn shared_phone_column(people: &[homeroom_domain::PersonId]) -> Option<String> {
     })
 }
 
-/// Builds `conversations`, `conversation_people` and `messages` from the conversation
-/// streams' events.
+/// Builds `conversations`, `conversation_people`, `messages` and `refused_replies` from
+/// the conversation streams' events.
 #[derive(Default)]
 pub struct Conversations {
     sql: PerGeneration<Sql>,
