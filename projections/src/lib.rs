@@ -70,7 +70,7 @@ mod tests;
 pub use db::{Engine, ReadDb};
 pub use error::{ProjectionError, QueryError, WaitError};
 pub use postgres::PgReadConfig;
-pub use projector::{Envelope, Generation, Projector};
+pub use projector::{Bridge, Envelope, Generation, Projector};
 pub use queries::ReadModels;
 pub use runtime::{
     BuildingStatus, Health, LeaseState, ProjectionRuntime, ProjectorStatus, RebuildPhase,

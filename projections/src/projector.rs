@@ -90,6 +90,22 @@ pub(crate) fn message_runs(events: &[Envelope]) -> impl Iterator<Item = Run<'_>>
     })
 }
 
+/// One step of [`Projector::bridge_from`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bridge {
+    /// `ALTER TABLE table ADD COLUMN column definition`, unless the column is there.
+    AddColumn {
+        /// The rendered table name.
+        table: String,
+        /// The column.
+        column: &'static str,
+        /// Its type and default, rendered (`BIGINT NOT NULL DEFAULT 0`).
+        definition: String,
+    },
+    /// A statement safe to run again (`CREATE TABLE IF NOT EXISTS …`, an `UPDATE`).
+    Run(String),
+}
+
 /// A read model's builder.
 ///
 /// A projector owns a few tables (named in [`Projector::tables`], created per
@@ -117,6 +133,16 @@ pub trait Projector: Send + Sync + 'static {
 
     /// The statements creating one generation of its tables and indexes on `engine`.
     fn schema(&self, engine: Engine, generation: Generation) -> Vec<String>;
+
+    /// What lets this version's queries read `generation`, which version `built_by`
+    /// (older) built, while the rebuild on start replaces it: the columns and tables
+    /// added since, with values that keep what that generation meant. Without it the
+    /// old generation answers queries no better than nothing (a missing column) until
+    /// the switch. Run on every start until the switch; each step is safe to run again.
+    /// None by default.
+    fn bridge_from(&self, _engine: Engine, _generation: Generation, _built_by: u32) -> Vec<Bridge> {
+        Vec::new()
+    }
 
     /// Folds one event into `generation` of its tables. Events it does not care about
     /// are `Ok(())`.

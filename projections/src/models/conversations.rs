@@ -22,7 +22,7 @@ use super::names;
 use crate::db::{execute_rows, position_columns, query, Builder, Engine, Tx, Value};
 use crate::error::ProjectionError;
 use crate::projector::{
-    message_runs, render_for, Envelope, Generation, PerGeneration, Projector, Run,
+    message_runs, render_for, Bridge, Envelope, Generation, PerGeneration, Projector, Run,
 };
 use crate::search;
 use async_trait::async_trait;
@@ -420,6 +420,46 @@ impl Projector for Conversations {
             .iter()
             .map(|t| render_for(engine, t, NAME, generation))
             .collect()
+    }
+
+    /// From version 2 on: the columns added since (a conversation archived there stays
+    /// archived until the rebuild's switch, as it was), and the table of refused replies
+    /// (empty: the old generation never held them).
+    fn bridge_from(&self, engine: Engine, generation: Generation, built_by: u32) -> Vec<Bridge> {
+        let r = |t: &str| render_for(engine, t, NAME, generation);
+        let column = |table: &str, column, definition: &str| Bridge::AddColumn {
+            table: r(table),
+            column,
+            definition: r(definition),
+        };
+        if built_by < 2 {
+            return Vec::new();
+        }
+        let mut steps = vec![
+            column("conversations{conversations}", "title_folded", "TEXT"),
+            column("messages{conversations}", "body_folded", "TEXT"),
+            column("messages{conversations}", "subject_folded", "TEXT"),
+            column("messages{conversations}", "shared_phone_with", "TEXT"),
+            column(
+                "conversation_people{conversations}",
+                "archived_seq",
+                "BIGINT NOT NULL DEFAULT 0",
+            ),
+            Bridge::Run(r(
+                "UPDATE conversation_people{conversations} SET archived_seq =
+                    (SELECT c.message_count FROM conversations{conversations} c
+                     WHERE c.district = conversation_people{conversations}.district
+                       AND c.conversation_id = conversation_people{conversations}.conversation_id)
+                WHERE archived = TRUE",
+            )),
+        ];
+        steps.extend(
+            SCHEMA
+                .iter()
+                .filter(|t| t.contains("refused_replies"))
+                .map(|t| Bridge::Run(r(t))),
+        );
+        steps
     }
 
     /// Runs of messages (most of any log) go in bulk; everything else one by one, in

@@ -6,7 +6,7 @@
 use super::names;
 use crate::db::{query, Engine, Tx};
 use crate::error::ProjectionError;
-use crate::projector::{render_for, Generation, PerGeneration, Projector};
+use crate::projector::{render_for, Bridge, Generation, PerGeneration, Projector};
 use crate::search;
 use async_trait::async_trait;
 use homeroom_domain::Event;
@@ -113,6 +113,23 @@ impl Projector for Directory {
             .iter()
             .map(|t| render_for(engine, t, NAME, generation))
             .collect()
+    }
+
+    /// The columns added since: every link the old generation holds is current.
+    fn bridge_from(&self, engine: Engine, generation: Generation, _built_by: u32) -> Vec<Bridge> {
+        let r = |t: &str| render_for(engine, t, NAME, generation);
+        vec![
+            Bridge::AddColumn {
+                table: r("people{directory}"),
+                column: "name_folded",
+                definition: "TEXT".to_owned(),
+            },
+            Bridge::AddColumn {
+                table: r("guardian_links{directory}"),
+                column: "unlinked_at",
+                definition: r("{ts}"),
+            },
+        ]
     }
 
     async fn apply(

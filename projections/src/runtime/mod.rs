@@ -26,10 +26,10 @@ pub use lease::LeaseState;
 
 pub use rebuild::{RebuildPhase, RebuildProgress, RebuildReport, RebuildTarget, RebuiltProjector};
 
-use crate::db::{position_from, query, Engine, ReadDb, META_SCHEMA};
+use crate::db::{position_from, query, Engine, ReadDb, Tx, META_SCHEMA};
 use crate::error::{ProjectionError, WaitError};
 use crate::postgres::PgLease;
-use crate::projector::{Generation, Projector};
+use crate::projector::{Bridge, Generation, Projector};
 use crate::queries::ReadModels;
 use driver::{Driver, Step};
 use futures::StreamExt;
@@ -273,13 +273,20 @@ impl ProjectionRuntime {
                 .await?;
         }
         for p in &projectors {
-            let exists: i64 =
-                query("SELECT COUNT(*) FROM projection_generations WHERE projector = $1")
-                    .bind(p.name())
-                    .fetch_one(&mut tx)
-                    .await?
-                    .get(0)?;
-            if exists > 0 {
+            let serving = query(
+                "SELECT active_generation, active_version FROM projection_generations
+                 WHERE projector = $1",
+            )
+            .bind(p.name())
+            .fetch_optional(&mut tx)
+            .await?;
+            if let Some(row) = serving {
+                let (generation, built_by): (i64, i64) = (row.get(0)?, row.get(1)?);
+                let built_by = u32::try_from(built_by).unwrap_or(u32::MAX);
+                if built_by < p.version() {
+                    let generation = Generation::new(u64::try_from(generation).unwrap_or(0));
+                    bridge(&mut tx, p.bridge_from(engine, generation, built_by)).await?;
+                }
                 continue;
             }
             let first = Generation::new(1);
@@ -1030,6 +1037,46 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// Runs `steps` ([`Projector::bridge_from`]) in `tx`: a column is added only where it
+/// is missing.
+async fn bridge(tx: &mut Tx<'_>, steps: Vec<Bridge>) -> Result<(), ProjectionError> {
+    for step in steps {
+        match step {
+            Bridge::AddColumn {
+                table,
+                column,
+                definition,
+            } => {
+                let statement = match tx.engine() {
+                    Engine::Postgres => {
+                        format!(
+                            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+                        )
+                    }
+                    Engine::Sqlite => {
+                        let there: i64 = query(&format!(
+                            "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = $1"
+                        ))
+                        .bind(column)
+                        .fetch_one(tx)
+                        .await?
+                        .get(0)?;
+                        if there > 0 {
+                            continue;
+                        }
+                        format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    }
+                };
+                query(&statement).execute(tx).await?;
+            }
+            Bridge::Run(statement) => {
+                query(&statement).execute(tx).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A page of the log being read and decoded on its own task, so catch-up reads the next

@@ -1594,6 +1594,70 @@ async fn a_family_that_changed_phones_is_found_at_the_new_number_only(w: World) 
     }
 }
 
+async fn an_older_generation_answers_this_versions_queries_until_its_rebuild(w: World) {
+    use crate::db::query;
+    use crate::projector::render_for;
+    use crate::{Generation, RebuildTarget};
+    school_day(&w).await;
+    let t = person(TEACHER);
+    let archived = ConversationArchived {
+        conversation_id: conversation(2),
+        person_id: t,
+        at: w.now(),
+    };
+    w.conv_event(NORTH, conversation(2), t, archived.into())
+        .await;
+    let (runtime, _) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    drop(runtime);
+    // Make the serving generations what the previous release built: without the
+    // columns and table this one added, at their versions then.
+    let db = w.db().await;
+    let first = Generation::new(1);
+    let mut tx = db.begin_write().await.unwrap();
+    for (projector, statement) in [
+        ("conversations", "ALTER TABLE conversation_people{conversations} DROP COLUMN archived_seq"),
+        ("conversations", "ALTER TABLE messages{conversations} DROP COLUMN shared_phone_with"),
+        ("conversations", "DROP TABLE refused_replies{conversations}"),
+        ("conversations", "UPDATE projection_generations SET active_version = 4 WHERE projector = 'conversations'"),
+        ("directory", "ALTER TABLE guardian_links{directory} DROP COLUMN unlinked_at"),
+        ("directory", "UPDATE projection_generations SET active_version = 3 WHERE projector = 'directory'"),
+    ] {
+        let statement = render_for(db.engine(), statement, projector, first);
+        query(&statement).execute(&mut tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // This version opens on them: until its rebuild switches, the old generations
+    // answer its queries, as they meant.
+    let (runtime, read) = w.runtime_on(db, crate::models::all(), fast()).await;
+    let archive = |read: crate::ReadModels| async move {
+        read.inbox_personal(&district(NORTH), t, true, &PageRequest::first())
+            .await
+            .unwrap()
+    };
+    assert_eq!(ids(&archive(read.clone()).await), vec![2]);
+    let thread = read
+        .conversation(&district(NORTH), conversation(2), Some(t))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(thread.refused_replies.is_empty());
+    read.student_record(
+        &district(NORTH),
+        person(STUDENT),
+        &at_first_school(true),
+        &PageRequest::first(),
+    )
+    .await
+    .unwrap();
+    // Opening again bridges nothing twice.
+    let (again, _) = w.runtime_with(crate::models::all(), fast()).await;
+    drop(again);
+    runtime.rebuild(RebuildTarget::All, |_| {}).await.unwrap();
+    assert_eq!(ids(&archive(read).await), vec![2]);
+}
+
 async fn districts_never_see_each_others_rows(w: World) {
     school_day(&w).await;
     // The same ids in another district.
@@ -2088,6 +2152,7 @@ on_both_engines! {
     #[tokio::test] oversight_search_ignores_case_and_accents_in_any_alphabet,
     #[tokio::test] audit_lists_every_event_with_its_metadata_paged_by_position,
     #[tokio::test] districts_never_see_each_others_rows,
+    #[tokio::test] an_older_generation_answers_this_versions_queries_until_its_rebuild,
     #[tokio::test] a_family_that_changed_phones_is_found_at_the_new_number_only,
     #[tokio::test] a_nul_in_a_name_recorded_long_ago_stops_no_read_model,
     #[tokio::test] a_conversation_exports_as_json_lines,
