@@ -188,7 +188,15 @@ impl ReadModels {
             let message_id: MessageId = uuid(row, "message_id")?.into();
             let conversation_id: ConversationId = uuid(row, "conversation_id")?.into();
             let author = uuid(row, "author_id")?;
-            let direction = if family.contains(&author) {
+            let sent_at = time(row, "sent_at")?;
+            // Of the family when it was written: a former guardian until the link ended.
+            let of_the_family = |person: Uuid| {
+                family.contains(&person)
+                    || former
+                        .iter()
+                        .any(|(guardian, until)| *guardian == person && sent_at < *until)
+            };
+            let direction = if of_the_family(author) {
                 Direction::Inbound
             } else {
                 Direction::Outbound
@@ -197,7 +205,7 @@ impl ReadModels {
                 .remove(&(message_id, conversation_id))
                 .unwrap_or_default();
             if direction == Direction::Outbound {
-                deliveries.retain(|d| family.contains(&d.delivery.recipient_id.as_uuid()));
+                deliveries.retain(|d| of_the_family(d.delivery.recipient_id.as_uuid()));
             }
             messages.push(RecordEntry {
                 message_id,
@@ -207,7 +215,7 @@ impl ReadModels {
                 sender_id: author.into(),
                 sender_name: row.get("author_name")?,
                 sent_as: sent_as(row, "sent_as")?,
-                sent_at: time(row, "sent_at")?,
+                sent_at,
                 body: row.get("body")?,
                 deliveries,
             });

@@ -981,6 +981,13 @@ async fn a_students_record_keeps_what_a_former_guardian_was_sent_until_the_link_
         vec![1, 2, 3, 5, 6, 7, 8],
         "what was written while the link held stays; nothing after it joins"
     );
+    // It stays as it was: the former guardian's words are the family's, and what the
+    // school sent them is shown as delivered to them.
+    let hello = &record.messages[0];
+    assert_eq!(hello.deliveries.len(), 1, "{hello:?}");
+    assert_eq!(hello.deliveries[0].delivery.recipient_id, g);
+    let answer = &record.messages[2];
+    assert_eq!(answer.direction, Direction::Inbound);
 }
 
 async fn a_students_record_holds_staff_messages_and_optionally_the_familys_replies(w: World) {
