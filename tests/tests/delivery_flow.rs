@@ -1535,6 +1535,16 @@ async fn a_reply_from_a_phone_two_guardians_share_names_them_both() {
     for delivery in &started.delivery_ids {
         f.delivered(delivery.as_uuid()).await;
     }
+    // Replies find the conversation once the line records both texts.
+    let conversation = started.conversation_id.map(|c| c.as_uuid());
+    for guardian in [f.d.parent, ned] {
+        f.until("the SMS line", |e| {
+            matches!(e, Event::SmsLineUsed(l)
+                if Some(l.conversation_id.as_uuid()) == conversation
+                    && l.recipient_id.as_uuid() == guardian)
+        })
+        .await;
+    }
     f.reply(PARENT_NUMBER, school_number().as_str(), "We will both come")
         .await;
     let posted = f

@@ -286,13 +286,17 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
             .collect();
         (texts.len() == 2).then_some(texts)
     });
-    eventually("the group's texts recorded as sent", || {
-        let thread = api.read(&principal, &format!("/v1/conversations/{group}"));
-        let sent = thread.status == 200
-            && thread.ok()["messages"][0]["deliveries"]
-                .as_array()
-                .is_some_and(|ds| ds.len() == 2 && ds.iter().all(|d| d["status"] != "queued"));
-        sent.then_some(())
+    // Replies find the group once its line records both texts.
+    eventually("the group's texts on the SMS line", || {
+        let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
+        let lines = audit.ok()["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| {
+                e["type"] == "sms_line_used" && e["data"]["conversation_id"] == group.to_string()
+            })
+            .count();
+        (lines == 2).then_some(())
     });
     d.by(
         d.principal,
