@@ -454,14 +454,17 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         "{}",
         late.body
     );
-    let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
-    let kept = audit.ok()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "inbound_reply_refused" && e["data"]["body"] == "One more question")
-        .unwrap_or_else(|| panic!("{}", audit.text))
-        .clone();
+    // The audit trail is a read model: it shows the refusal once it has caught up.
+    let kept = eventually("the kept reply in the audit trail", || {
+        let audit = api.read(&d.system_token(), "/v1/audit?limit=1000");
+        audit.ok()["events"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["type"] == "inbound_reply_refused" && e["data"]["body"] == "One more question"
+            })
+            .cloned()
+    });
     // Staff find it beside the thread, and the records officer in the export.
     let at = match &kept["position"] {
         Value::String(s) => s.clone(),
