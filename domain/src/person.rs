@@ -424,6 +424,22 @@ fn same_contact_points(stated: &[ContactPoint], held: &[ContactPointState]) -> b
         })
 }
 
+/// The guardian of a link between `guardian_id` and `student_id`, both who the command
+/// says they are, when the actor may manage the student's school (to link or unlink).
+fn guardian_and_student<'s>(
+    state: &'s PersonState,
+    guardian_id: PersonId,
+    student_id: PersonId,
+    facts: &Facts,
+) -> Result<&'s PersonState, PersonError> {
+    let guardian = registered(state, guardian_id)?;
+    let student = known(facts, student_id)?;
+    authorise(facts, student.school_ids())?;
+    expect_kind(guardian, guardian_id, PersonKind::Guardian)?;
+    expect_kind(student, student_id, PersonKind::Student)?;
+    Ok(guardian)
+}
+
 /// Ending a link that is not there changes nothing, as linking twice does; the guardian
 /// and the student must still be who the command says, so a typo is refused.
 fn unlink_guardian(
@@ -431,11 +447,7 @@ fn unlink_guardian(
     c: &UnlinkGuardian,
     facts: &Facts,
 ) -> Result<Vec<Event>, PersonError> {
-    let guardian = registered(state, c.guardian_id)?;
-    let student = known(facts, c.student_id)?;
-    authorise(facts, student.school_ids())?;
-    expect_kind(guardian, c.guardian_id, PersonKind::Guardian)?;
-    expect_kind(student, c.student_id, PersonKind::Student)?;
+    let guardian = guardian_and_student(state, c.guardian_id, c.student_id, facts)?;
     if !guardian.linked_students.contains(&c.student_id) {
         return Ok(vec![]);
     }
@@ -453,11 +465,7 @@ fn link_guardian(
     c: &LinkGuardian,
     facts: &Facts,
 ) -> Result<Vec<Event>, PersonError> {
-    let guardian = registered(state, c.guardian_id)?;
-    let student = known(facts, c.student_id)?;
-    authorise(facts, student.school_ids())?;
-    expect_kind(guardian, c.guardian_id, PersonKind::Guardian)?;
-    expect_kind(student, c.student_id, PersonKind::Student)?;
+    let guardian = guardian_and_student(state, c.guardian_id, c.student_id, facts)?;
     if guardian.linked_students.contains(&c.student_id) {
         return Ok(vec![]);
     }
