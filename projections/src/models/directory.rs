@@ -153,14 +153,7 @@ impl Projector for Directory {
                     .bind(search::folded(&e.name))
                     .execute(tx)
                     .await?;
-                for cp in &e.contact_points {
-                    query(&sql.contact)
-                        .bind(district)
-                        .bind(&cp.address)
-                        .bind(e.person_id.as_uuid())
-                        .execute(tx)
-                        .await?;
-                }
+                record_contacts(tx, &sql.contact, district, e.person_id, &e.contact_points).await?;
             }
             Event::ContactPreferencesSet(e) => {
                 query(&sql.language)
@@ -176,14 +169,7 @@ impl Projector for Directory {
                     .bind(e.person_id.as_uuid())
                     .execute(tx)
                     .await?;
-                for cp in &e.contact_points {
-                    query(&sql.contact)
-                        .bind(district)
-                        .bind(&cp.address)
-                        .bind(e.person_id.as_uuid())
-                        .execute(tx)
-                        .await?;
-                }
+                record_contacts(tx, &sql.contact, district, e.person_id, &e.contact_points).await?;
             }
             Event::GuardianLinked(e) => {
                 query(&sql.link)
@@ -207,4 +193,23 @@ impl Projector for Directory {
         }
         Ok(())
     }
+}
+
+/// The rows of `contact_points` saying `person` can be reached at each of `points`.
+async fn record_contacts(
+    tx: &mut Tx<'_>,
+    insert: &str,
+    district: &str,
+    person: homeroom_domain::PersonId,
+    points: &[homeroom_domain::ContactPoint],
+) -> Result<(), ProjectionError> {
+    for cp in points {
+        query(insert)
+            .bind(district)
+            .bind(&cp.address)
+            .bind(person.as_uuid())
+            .execute(tx)
+            .await?;
+    }
+    Ok(())
 }
