@@ -380,7 +380,7 @@ impl QueryService {
                 }
                 conversation
                     .refused_replies
-                    .retain(|r| r.author_id == viewer || r.shared_phone_with.contains(&viewer));
+                    .retain(|r| r.may_be_from(viewer));
             }
         }
         if let Some(school) = self
@@ -467,9 +467,7 @@ impl QueryService {
                 for message in &mut export.messages {
                     message.deliveries.retain(|d| d.recipient_id == viewer);
                 }
-                export
-                    .refused_replies
-                    .retain(|r| r.author_id == viewer || r.shared_phone_with.contains(&viewer));
+                export.refused_replies.retain(|r| r.may_be_from(viewer));
             }
             if let Some(school) = self.school_name_for(reader, kind, export.school_id).await? {
                 let as_school = SchoolSide::of(

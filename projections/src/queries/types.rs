@@ -249,6 +249,13 @@ pub struct RefusedReply {
     pub message_sid: String,
 }
 
+impl RefusedReply {
+    /// Whether `person` may have sent it: its author, or someone with the same phone.
+    pub fn may_be_from(&self, person: PersonId) -> bool {
+        self.author_id == person || self.shared_phone_with.contains(&person)
+    }
+}
+
 impl Conversation {
     /// Whether `person` takes part in it.
     pub fn has_participant(&self, person: PersonId) -> bool {
