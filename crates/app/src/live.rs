@@ -15,8 +15,10 @@
 //!   [`Notice::Delivery`] for the author of its message, when the author may know how
 //!   every recipient was reached ([`Listener::hears_every_delivery`]: staff).
 //! - A role assigned to or revoked from a person is a [`Notice::RolesChanged`] for
-//!   them, and their feeds end after it: what they may hear of is decided when a feed
-//!   opens, so the client reconnects and the new feed follows the roles as they are.
+//!   them, and so is a redefinition of what a role they hold grants (`role_defined`,
+//!   told to every holder: [`Listener::roles_held`]); their feeds end after it: what
+//!   they may hear of is decided when a feed opens, so the client reconnects and the
+//!   new feed follows the roles as they are.
 //! - A person holds at most [`MAX_FEEDS_PER_PERSON`] feeds at once ([`LiveHub::admit`]),
 //!   and feeds catching up from the log take turns ([`CATCHING_UP_AT_ONCE`] at a time),
 //!   so a crowd of clients resuming from far back cannot starve the store.
@@ -47,8 +49,8 @@ use futures::stream::{BoxStream, StreamExt};
 use hashlink::LruCache;
 use homeroom_domain::visibility::TakingPart;
 use homeroom_domain::{
-    ConversationId, ConversationKind, DeliveryId, DistrictId, Event, MessageId, PersonId, SchoolId,
-    StreamRef,
+    ConversationId, ConversationKind, DeliveryId, DistrictId, Event, MessageId, PersonId, RoleId,
+    SchoolId, StreamRef,
 };
 use homeroom_eventstore::{EventStore, Position, RecordedEvent, StoreError, StreamId};
 use serde::Serialize;
@@ -73,6 +75,7 @@ const CATCHING_UP_AT_ONCE: usize = 2;
 
 /// The stored event types the hub reads; every other event is passed over undecoded.
 const ADDRESSED: &[&str] = &[
+    "role_defined",
     "role_assigned",
     "role_revoked",
     "conversation_started",
@@ -193,7 +196,7 @@ pub enum Notice {
     Message(MessageNotice),
     /// A status change of a delivery of their message.
     Delivery(DeliveryNotice),
-    /// Their roles changed; the feed ends after this.
+    /// Their roles changed, or what one of them grants; the feed ends after this.
     RolesChanged(RolesNotice),
 }
 
@@ -273,6 +276,9 @@ pub struct Listener {
     /// `school_inboxes` and `taking_part` already, so catching up past it tells the
     /// client (`roles_changed`) without ending the feed; a later one ends it.
     pub roles_known_at: Position,
+    /// The roles they held when their roles were read (any school): a redefinition of
+    /// one of them changes what they may hear of as surely as a revocation.
+    pub roles_held: Vec<RoleId>,
 }
 
 /// A notice and whom it is for.
@@ -287,6 +293,8 @@ struct Routed {
     school_inbox: Option<SchoolId>,
     /// The school a message went out from under its shared identity (`from: school`).
     from_school: Option<SchoolId>,
+    /// A redefined role: everyone holding it is told.
+    role: Option<RoleId>,
     notice: Notice,
 }
 
@@ -318,7 +326,11 @@ impl Routed {
             && ((self.audience.contains(&listener.person) && takes_part)
                 || self
                     .school_inbox
-                    .is_some_and(|s| listener.school_inboxes.contains(&s)))
+                    .is_some_and(|s| listener.school_inboxes.contains(&s))
+                || self
+                    .role
+                    .as_ref()
+                    .is_some_and(|r| listener.roles_held.contains(r)))
     }
 }
 
@@ -755,6 +767,15 @@ impl Inner {
             return Ok(None);
         };
         match event {
+            Event::RoleDefined(e) => Ok(Some(Routed {
+                district,
+                audience: vec![],
+                school: None,
+                school_inbox: None,
+                from_school: None,
+                role: Some(e.role_id),
+                notice: Notice::RolesChanged(RolesNotice { at: e.at, position }),
+            })),
             Event::RoleAssigned(homeroom_domain::events::RoleAssigned {
                 person_id, at, ..
             })
@@ -765,6 +786,7 @@ impl Inner {
                     school: None,
                     school_inbox: None,
                     from_school: None,
+                    role: None,
                     notice: Notice::RolesChanged(RolesNotice { at, position }),
                 }))
             }
@@ -804,6 +826,7 @@ impl Inner {
                     from_school: audience
                         .school
                         .filter(|_| e.sent_as == homeroom_domain::SendAs::School),
+                    role: None,
                     notice: Notice::Message(MessageNotice {
                         conversation_id: e.conversation_id,
                         message_id: e.message_id,
@@ -869,6 +892,7 @@ impl Inner {
             school: None,
             school_inbox: None,
             from_school: None,
+            role: None,
             notice: Notice::Delivery(DeliveryNotice {
                 conversation_id: owner.conversation_id,
                 message_id: owner.message_id,

@@ -264,6 +264,11 @@ impl QueryService {
             hears_every_delivery: visibility::sees_every_recipients_copy(state.kind()),
             sees_who_wrote_for_the_school: visibility::sees_who_wrote_for_the_school(state.kind()),
             roles_known_at,
+            roles_held: state
+                .role_assignments()
+                .iter()
+                .map(|(role, _)| role.clone())
+                .collect(),
         })
     }
 

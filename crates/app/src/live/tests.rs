@@ -162,6 +162,11 @@ async fn feed_with_inboxes(
         sees_who_wrote_for_the_school: person != w.parent && person != w.teen,
         // As the query service does: their roles are read now.
         roles_known_at: w.store.head().await.unwrap(),
+        roles_held: if person == w.principal || person == w.counselor {
+            vec![RoleId::parse("school_admin").unwrap()]
+        } else {
+            vec![]
+        },
     };
     let mut feed = hub.subscribe(listener, after);
     match next(&mut feed).await {
@@ -231,6 +236,7 @@ async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_le
         hears_every_delivery: true,
         sees_who_wrote_for_the_school: true,
         roles_known_at: Position::START,
+        roles_held: vec![],
     };
     let mut principal = hub.subscribe(gone, None);
     assert!(matches!(next(&mut principal).await, Update::Ready { .. }));
@@ -530,6 +536,7 @@ async fn closing_the_hub_ends_every_feed() {
             hears_every_delivery: false,
             sees_who_wrote_for_the_school: false,
             roles_known_at: Position::START,
+        roles_held: vec![],
         },
         None,
     );
@@ -626,6 +633,59 @@ async fn a_feed_ends_when_its_persons_roles_change_so_the_next_follows_them() {
 }
 
 #[tokio::test]
+async fn a_feed_ends_when_a_role_its_person_holds_is_redefined() {
+    let store = memory_store();
+    let w = World::build(store.clone(), "north").await;
+    let hub = LiveHub::new(store, LiveConfig::default());
+    w.system(
+        "DefineRole",
+        json!({"role_id": "front_office", "name": "Front office", "permissions": ["school_inbox"]}),
+    )
+    .await;
+    w.system(
+        "AssignRole",
+        json!({"person_id": w.counselor, "role_id": "front_office", "school_id": w.school}),
+    )
+    .await;
+    let holder = Listener {
+        district: w.district.clone(),
+        person: w.counselor,
+        school_inboxes: vec![SchoolId::new(w.school)],
+        taking_part: TakingPart::Everywhere,
+        hears_every_delivery: true,
+        sees_who_wrote_for_the_school: true,
+        roles_known_at: w.store.head().await.unwrap(),
+        roles_held: vec![RoleId::parse("school_admin").unwrap(), RoleId::parse("front_office").unwrap()],
+    };
+    let mut counselor = hub.subscribe(holder, None);
+    assert!(matches!(next(&mut counselor).await, Update::Ready { .. }));
+    let (mut principal, _) = feed(&hub, &w, w.principal, None).await;
+
+    // The district takes the shared inbox away from the role: the holder's feed, opened
+    // with it, must not go on telling of the school's conversations.
+    let redefined = w
+        .system(
+            "DefineRole",
+            json!({"role_id": "front_office", "name": "Front office", "permissions": ["personal_messages"]}),
+        )
+        .await;
+    match next(&mut counselor).await {
+        Update::Notice(Notice::RolesChanged(n)) => assert_eq!(n.position, redefined.position),
+        other => panic!("expected roles_changed, got {other:?}"),
+    }
+    let end = tokio::time::timeout(WAIT, counselor.next())
+        .await
+        .expect("ends in time");
+    assert!(end.is_none(), "the feed ended: {end:?}");
+    // Someone who does not hold the role is not told, and their feed goes on.
+    let sent = w.send(w.principal, w.parent, "Still here").await;
+    assert_eq!(
+        Some(message(next(&mut principal).await).message_id),
+        sent.message_id
+    );
+}
+
+#[tokio::test]
 async fn catching_up_past_a_role_change_its_roles_already_follow_tells_it_and_goes_on() {
     let store = memory_store();
     let w = World::build(store.clone(), "north").await;
@@ -665,6 +725,7 @@ async fn a_person_may_hold_only_so_many_feeds_open_at_once() {
         hears_every_delivery: false,
         sees_who_wrote_for_the_school: false,
         roles_known_at: Position::START,
+        roles_held: vec![],
     };
     let mut slots: Vec<FeedSlot> = (0..MAX_FEEDS_PER_PERSON)
         .map(|_| hub.admit(&listener(w.parent)).unwrap())
