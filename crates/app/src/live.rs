@@ -358,6 +358,9 @@ impl Audience {
 #[derive(Debug, Clone, Copy)]
 struct Owner {
     author: PersonId,
+    /// The conversation's school: the author hears of the delivery only where they
+    /// still take part, as of its messages.
+    school: Option<SchoolId>,
     conversation_id: ConversationId,
     message_id: MessageId,
     recipient_id: PersonId,
@@ -809,6 +812,7 @@ impl Inner {
                     for delivery in &e.deliveries {
                         let owner = Owner {
                             author: e.author_id,
+                            school: audience.school,
                             conversation_id: e.conversation_id,
                             message_id: e.message_id,
                             recipient_id: delivery.recipient_id,
@@ -840,9 +844,16 @@ impl Inner {
                 // A fallback delivery carries the same message under a new id.
                 let mut memory = self.memory();
                 let key = (district.clone(), e.conversation_id, e.message_id);
-                if let Some(author) = memory.authors.get(&key).copied() {
+                let author = memory.authors.get(&key).copied();
+                let school = memory
+                    .audiences
+                    .get(&(district.clone(), e.conversation_id))
+                    .map(|a| a.school);
+                // What is not remembered is read from the streams when needed.
+                if let (Some(author), Some(school)) = (author, school) {
                     let owner = Owner {
                         author,
+                        school,
                         conversation_id: e.conversation_id,
                         message_id: e.message_id,
                         recipient_id: e.delivery.recipient_id,
@@ -889,7 +900,7 @@ impl Inner {
         Ok(Some(Routed {
             district,
             audience: vec![owner.author],
-            school: None,
+            school: owner.school,
             school_inbox: None,
             from_school: None,
             role: None,
@@ -952,8 +963,18 @@ impl Inner {
         else {
             return Ok(None);
         };
+        let Ok(tenant) = DistrictId::parse(district) else {
+            return Ok(None);
+        };
+        let conversation = stream_id(&StreamRef::Conversation(queued.conversation_id), &tenant)
+            .map_err(LiveError::Stream)?;
+        let school = self
+            .audience(district, queued.conversation_id, &conversation)
+            .await?
+            .school;
         let owner = Owner {
             author,
+            school,
             conversation_id: queued.conversation_id,
             message_id: queued.message_id,
             recipient_id: queued.delivery.recipient_id,

@@ -256,12 +256,35 @@ async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_le
         Some(message(next(&mut parent).await).message_id),
         second.message_id
     );
-    // the principal, taking part nowhere, hears of neither message: only of the
-    // delivery of their own (ids and a status, no text)
+    // and of how the principal's message reached them,
+    w.queue(&first).await;
+    w.outcome(first.delivery_ids[0], "delivered").await;
+    // while the principal, taking part nowhere, hears of neither message, nor of the
+    // delivery of their own: nothing of a conversation they left.
     let within = tokio::time::timeout(Duration::from_millis(300), next(&mut principal)).await;
+    assert!(within.is_err(), "{within:?}");
+    // Nor when the hub has forgotten whose message it was and reads it again.
+    let catching_up = Listener {
+        district: w.district.clone(),
+        person: w.principal,
+        school_inboxes: vec![],
+        taking_part: TakingPart::Schools(vec![]),
+        hears_every_delivery: true,
+        sees_who_wrote_for_the_school: true,
+        roles_known_at: w.store.head().await.unwrap(),
+        roles_held: vec![],
+    };
+    let fresh = LiveHub::new(w.store.clone(), LiveConfig::default());
+    let mut resumed = fresh.subscribe(catching_up, Some(Position::START));
+    assert!(matches!(next(&mut resumed).await, Update::Ready { .. }));
+    let mut told = Vec::new();
+    while let Ok(update) = tokio::time::timeout(Duration::from_millis(300), next(&mut resumed)).await {
+        told.push(update);
+    }
     assert!(
-        !matches!(within, Ok(Update::Notice(Notice::Message(_)))),
-        "{within:?}"
+        told.iter()
+            .all(|u| matches!(u, Update::Notice(Notice::RolesChanged(_)))),
+        "only the role changes of the log's start: {told:?}"
     );
 }
 
