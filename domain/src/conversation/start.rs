@@ -182,12 +182,16 @@ pub(super) fn start(state: &ConversationState, c: &StartConversation, facts: &Fa
     let from = c.from.unwrap_or_default();
     // A staff member and one student, from the staff member's own identity, is a 1:1
     // whatever it is called: a "group" of two must not reach a child under 13 whom
-    // `SendPersonalMessage` may not. From the school's identity it is the shared
-    // inbox's, read by every holder; with a third person it is not private.
-    if let ([(only_id, only)], true, SendAs::Personal) =
-        (people.as_slice(), starter.is_staff(), from)
-    {
-        old_enough_for_one_to_one(*only_id, only, facts)?;
+    // `SendPersonalMessage` may not, whoever of the two starts it (the staff member's
+    // answers would go to the child from their own identity). From the school's
+    // identity it is the shared inbox's, read by every holder; with a third person it
+    // is not private.
+    if let ([(only_id, only)], SendAs::Personal) = (people.as_slice(), from) {
+        if starter.is_staff() {
+            old_enough_for_one_to_one(*only_id, only, facts)?;
+        } else if only.is_staff() {
+            old_enough_for_one_to_one(starter_id, starter, facts)?;
+        }
     }
     let kind = if starter.is_staff() {
         staff_may_start(starter_id, starter, c.school_id, from, &people, facts)?

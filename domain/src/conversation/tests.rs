@@ -952,6 +952,21 @@ fn a_student_may_start_with_their_teacher_when_students_are_enabled() {
         .events();
 }
 
+#[test]
+fn a_student_under_13_may_not_start_a_conversation_of_two_with_a_staff_member() {
+    // The teacher's answers would reach the child 1:1 from the teacher's own identity.
+    given([])
+        .district([students_enabled()])
+        .acting_as(STUDENT_12)
+        .when(start(&[TEACHER]))
+        .then_err(ConversationError::RecipientTooYoung {
+            recipient_id: STUDENT_12,
+            age: Some(12),
+            min_age: MIN_PERSONAL_MESSAGE_AGE,
+        });
+    // At 14 they may (a_student_may_start_with_their_teacher_when_students_are_enabled).
+}
+
 // ---- posting ------------------------------------------------------------------------
 
 #[test]
