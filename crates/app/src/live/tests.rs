@@ -278,7 +278,9 @@ async fn staff_hear_nothing_of_the_conversations_of_a_school_whose_roles_they_le
     let mut resumed = fresh.subscribe(catching_up, Some(Position::START));
     assert!(matches!(next(&mut resumed).await, Update::Ready { .. }));
     let mut told = Vec::new();
-    while let Ok(update) = tokio::time::timeout(Duration::from_millis(300), next(&mut resumed)).await {
+    while let Ok(update) =
+        tokio::time::timeout(Duration::from_millis(300), next(&mut resumed)).await
+    {
         told.push(update);
     }
     assert!(
@@ -559,7 +561,7 @@ async fn closing_the_hub_ends_every_feed() {
             hears_every_delivery: false,
             sees_who_wrote_for_the_school: false,
             roles_known_at: Position::START,
-        roles_held: vec![],
+            roles_held: vec![],
         },
         None,
     );
@@ -678,7 +680,10 @@ async fn a_feed_ends_when_a_role_its_person_holds_is_redefined() {
         hears_every_delivery: true,
         sees_who_wrote_for_the_school: true,
         roles_known_at: w.store.head().await.unwrap(),
-        roles_held: vec![RoleId::parse("school_admin").unwrap(), RoleId::parse("front_office").unwrap()],
+        roles_held: vec![
+            RoleId::parse("school_admin").unwrap(),
+            RoleId::parse("front_office").unwrap(),
+        ],
     };
     let mut counselor = hub.subscribe(holder, None);
     assert!(matches!(next(&mut counselor).await, Update::Ready { .. }));
