@@ -18,6 +18,17 @@ const COLUMNS: &str = "c.conversation_id, c.title, c.kind, c.school_id, c.stoppe
 /// domain). A person with no row there never archived it.
 const ARCHIVED: &str = "COALESCE(p.archived AND p.archived_seq >= c.message_count, FALSE)";
 
+/// The one delivery of a conversation's last message to the person of row `p` that
+/// their inbox previews: a message that fell back to another channel has two (the
+/// failed one and the fallback), and the row must still be listed once. The one not
+/// failed, else the latest.
+const VIEWERS_DELIVERY: &str = "(SELECT v.delivery_id FROM deliveries{deliveries} v
+    WHERE v.district = c.district AND v.message_id = c.last_message_id
+      AND v.recipient_id = p.person_id AND v.conversation_id = c.conversation_id
+    ORDER BY CASE WHEN v.status = 'failed' THEN 1 ELSE 0 END, v.status_at DESC,
+      v.delivery_id DESC
+    LIMIT 1)";
+
 /// Which text of the last message a row shows.
 #[derive(Clone, Copy)]
 enum Preview {
@@ -140,8 +151,7 @@ impl ReadModels {
                ON c.district = p.district AND c.conversation_id = p.conversation_id
              {LAST_MESSAGE}
              LEFT JOIN deliveries{{deliveries}} d
-               ON d.district = c.district AND d.message_id = c.last_message_id
-              AND d.conversation_id = c.conversation_id AND d.recipient_id = p.person_id
+               ON d.district = c.district AND d.delivery_id = {VIEWERS_DELIVERY}
              LEFT JOIN people{{directory}} me
                ON me.district = p.district AND me.person_id = p.person_id
              LEFT JOIN people{{directory}} la

@@ -4,7 +4,11 @@ use super::support::*;
 use crate::queries::*;
 use homeroom_domain::events::*;
 use homeroom_domain::visibility::{RecordAccess, TakingPart};
-use homeroom_domain::{ConversationId, ConversationKind, MessageId, PersonId, PersonKind, SendAs};
+use homeroom_domain::{
+    Channel, ConversationId, ConversationKind, DeliveryId, MessageId, PersonId, PersonKind,
+    PlannedDelivery, SendAs,
+};
+use uuid::Uuid;
 
 const TEACHER: u128 = 1;
 const ADMIN: u128 = 2;
@@ -930,6 +934,62 @@ async fn delivery_status_moves_forward_only(w: World) {
     let view = read.delivery(&north, d).await.unwrap().unwrap();
     assert_eq!(view.status, DeliveryStatus::Delivered);
     assert!(read.delivery(&district(SOUTH), d).await.unwrap().is_none());
+}
+
+async fn a_message_that_fell_back_to_another_channel_lists_its_conversation_once(w: World) {
+    school_day(&w).await;
+    let (t, g) = (person(TEACHER), person(GUARDIAN));
+    w.post(NORTH, conversation(1), message(20), t, "Picture day", &[g])
+        .await;
+    // The SMS fails and the message goes once more, by email, under a new delivery id.
+    let first = delivery_id_for(message(20), g);
+    w.outcome(NORTH, first, "failed").await;
+    let fallback = DeliveryId::new(Uuid::from_u128(0xfa11));
+    w.append(
+        NORTH,
+        &format!("delivery-{NORTH}:{fallback}"),
+        "reactor",
+        vec![DeliveryQueued {
+            delivery: PlannedDelivery {
+                delivery_id: fallback,
+                channel: Channel::Email,
+                address: Some("pat@example.org".to_owned()),
+                ..planned(message(20), g, "Picture day")
+            },
+            message_id: message(20),
+            conversation_id: conversation(1),
+            fallback_of: Some(first),
+            sender: None,
+            at: w.now(),
+        }
+        .into()],
+    )
+    .await;
+    w.outcome(NORTH, fallback, "delivered").await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let inbox = read
+        .inbox_personal(&district(NORTH), g, false, &PageRequest::first())
+        .await
+        .unwrap();
+    let listed: Vec<_> = inbox
+        .conversations
+        .iter()
+        .filter(|i| i.conversation_id == conversation(1))
+        .collect();
+    assert_eq!(listed.len(), 1, "{:?}", inbox.conversations);
+    assert_eq!(
+        listed[0].last_message.as_ref().map(|m| m.body.as_str()),
+        Some("Picture day")
+    );
+    // Both deliveries stay in the thread: the failed one and the one that arrived.
+    let thread = read
+        .conversation(&district(NORTH), conversation(1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let last = thread.messages.last().unwrap();
+    assert_eq!(last.deliveries.len(), 2, "{last:?}");
 }
 
 async fn a_students_record_keeps_what_a_former_guardian_was_sent_until_the_link_ended(w: World) {
@@ -2152,6 +2212,7 @@ on_both_engines! {
     #[tokio::test] inboxes_page_with_an_opaque_cursor,
     #[tokio::test] the_thread_shows_participants_messages_deliveries_and_read_receipts,
     #[tokio::test] delivery_status_moves_forward_only,
+    #[tokio::test] a_message_that_fell_back_to_another_channel_lists_its_conversation_once,
     #[tokio::test] a_students_record_holds_staff_messages_and_optionally_the_familys_replies,
     #[tokio::test] a_students_record_keeps_what_a_former_guardian_was_sent_until_the_link_ended,
     #[tokio::test] what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record,
