@@ -32,7 +32,7 @@ const SCHEMA: &[&str] = &[
         guardian_id {uuid} NOT NULL,
         linked_at {ts} NOT NULL,
         unlinked_at {ts},
-        PRIMARY KEY (district, student_id, guardian_id)
+        PRIMARY KEY (district, student_id, guardian_id, linked_at)
     ) {compact}",
     "CREATE TABLE IF NOT EXISTS contact_points{directory} (
         district TEXT NOT NULL,
@@ -63,11 +63,12 @@ impl Sql {
                     name_folded = excluded.name_folded, language = excluded.language"),
             language: r("UPDATE people{directory} SET language = $3
                 WHERE district = $1 AND person_id = $2"),
+            // One row per time the link held: a guardian linked again after an unlink
+            // starts a new one, so the record keeps the gap between them.
             link: r("INSERT INTO guardian_links{directory}
                     (district, student_id, guardian_id, linked_at)
                 VALUES ($1, $2, $3, $4)
-                ON CONFLICT (district, student_id, guardian_id) DO UPDATE SET
-                    unlinked_at = NULL"),
+                ON CONFLICT (district, student_id, guardian_id, linked_at) DO NOTHING"),
             // The link stays, ended: the student's record keeps what was written while
             // it held.
             unlink: r("UPDATE guardian_links{directory} SET unlinked_at = $4
@@ -101,7 +102,8 @@ impl Projector for Directory {
     fn version(&self) -> u32 {
         // 3: names keep their search copy (`search::folded`).
         // 4: a guardian's link keeps when it ended (`unlinked_at`).
-        4
+        // 5: one `guardian_links` row per time the link held (a relink starts another).
+        5
     }
 
     fn tables(&self) -> &'static [&'static str] {

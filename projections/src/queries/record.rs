@@ -51,26 +51,28 @@ impl ReadModels {
         )
         .await?;
 
-        // The student and their guardians; a guardian whose link ended counts for what
-        // was written until then (a custody change does not rewrite the record).
+        // The student, and each time a guardian was linked to them: a guardian counts
+        // for what was written while their link held, from its start to its end, if it
+        // ended (a custody change does not rewrite the record, and what was written to
+        // a guardian before the link, or between two links, is not about this student).
         let sql = s.sql(
-            "SELECT guardian_id, unlinked_at FROM guardian_links{directory}
-             WHERE district = $1 AND student_id = $2 ORDER BY guardian_id",
+            "SELECT guardian_id, linked_at, unlinked_at FROM guardian_links{directory}
+             WHERE district = $1 AND student_id = $2 ORDER BY guardian_id, linked_at",
         );
-        let mut family: Vec<Uuid> = vec![student.as_uuid()];
-        let mut former: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
+        let mut links: Vec<Link> = Vec::new();
         for row in query(&sql)
             .bind(&d)
             .bind(student.as_uuid())
             .fetch_all(&mut s.tx)
             .await?
         {
-            let guardian: Uuid = row.get("guardian_id")?;
-            match opt_time(&row, "unlinked_at")? {
-                None => family.push(guardian),
-                Some(until) => former.push((guardian, until)),
-            }
+            links.push(Link {
+                guardian: row.get("guardian_id")?,
+                from: time(&row, "linked_at")?,
+                until: opt_time(&row, "unlinked_at")?,
+            });
         }
+        let student_id = student.as_uuid();
 
         let head = s.sql(
             "SELECT m.message_id, m.conversation_id, c.kind AS conversation_kind, m.author_id,
@@ -92,28 +94,27 @@ impl ReadModels {
         q.push_bind(d.clone());
         q.push(" AND (");
         q.push(&taking_part);
-        q.push_list(family.iter().copied());
+        q.push_bind(student_id);
         q.push("))");
-        for (guardian, until) in &former {
-            q.push(" OR (m.sent_at < ");
-            q.push_bind(*until);
+        for link in &links {
+            q.push(" OR (");
+            link.push_held(&mut q);
             q.push(" AND ");
             q.push(&taking_part);
-            q.push_bind(*guardian);
+            q.push_bind(link.guardian);
             q.push(")))");
         }
         q.push(") AND c.school_id IN (");
         q.push_list(access.schools.iter().map(|s| s.as_uuid()));
         q.push(") AND (COALESCE(a.kind, 'staff') = 'staff'");
         if !access.inbound_schools.is_empty() {
-            q.push(" OR ((m.author_id IN (");
-            q.push_list(family.iter().copied());
-            q.push(")");
-            for (guardian, until) in &former {
+            q.push(" OR ((m.author_id = ");
+            q.push_bind(student_id);
+            for link in &links {
                 q.push(" OR (m.author_id = ");
-                q.push_bind(*guardian);
-                q.push(" AND m.sent_at < ");
-                q.push_bind(*until);
+                q.push_bind(link.guardian);
+                q.push(" AND ");
+                link.push_held(&mut q);
                 q.push(")");
             }
             q.push(") AND c.school_id IN (");
@@ -189,12 +190,12 @@ impl ReadModels {
             let conversation_id: ConversationId = uuid(row, "conversation_id")?.into();
             let author = uuid(row, "author_id")?;
             let sent_at = time(row, "sent_at")?;
-            // Of the family when it was written: a former guardian until the link ended.
+            // Of the family when it was written: a guardian while their link held.
             let of_the_family = |person: Uuid| {
-                family.contains(&person)
-                    || former
+                person == student_id
+                    || links
                         .iter()
-                        .any(|(guardian, until)| *guardian == person && sent_at < *until)
+                        .any(|link| link.guardian == person && link.held_at(sent_at))
             };
             let direction = if of_the_family(author) {
                 Direction::Inbound
@@ -225,5 +226,30 @@ impl ReadModels {
             messages,
             next,
         })
+    }
+}
+
+/// One time a guardian was linked to the student: from `from`, until `until` if the
+/// link ended.
+struct Link {
+    guardian: Uuid,
+    from: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl Link {
+    /// Whether a message sent at `at` was written while the link held.
+    fn held_at(&self, at: DateTime<Utc>) -> bool {
+        self.from <= at && self.until.is_none_or(|until| at < until)
+    }
+
+    /// [`Link::held_at`] as SQL over the message `m`.
+    fn push_held(&self, q: &mut Builder<'_>) {
+        q.push("m.sent_at >= ");
+        q.push_bind(self.from);
+        if let Some(until) = self.until {
+            q.push(" AND m.sent_at < ");
+            q.push_bind(until);
+        }
     }
 }

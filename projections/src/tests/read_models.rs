@@ -1155,6 +1155,73 @@ async fn a_students_record_holds_staff_messages_and_optionally_the_familys_repli
     assert_eq!(got, vec![message(2), message(4)]);
 }
 
+async fn a_students_record_holds_a_guardian_only_while_each_of_their_links_held(w: World) {
+    school_day(&w).await;
+    let (t, g2, s) = (person(TEACHER), person(OTHER_GUARDIAN), person(STUDENT));
+    let record_of = |read: crate::ReadModels| async move {
+        let record = read
+            .student_record(
+                &district(NORTH),
+                s,
+                &at_first_school(true),
+                &PageRequest::first(),
+            )
+            .await
+            .unwrap();
+        record
+            .messages
+            .iter()
+            .map(|e| e.message_id.as_uuid().as_u128() - 0xe000)
+            .collect::<Vec<u128>>()
+    };
+    // Another child's guardian, written to before they were linked to this one,
+    w.start(
+        NORTH,
+        conversation(30),
+        ConversationKind::Personal,
+        &[t, g2],
+        message(30),
+        "About Sid's homework",
+    )
+    .await;
+    let (runtime, read) = w.runtime().await;
+    runtime.catch_up().await.unwrap();
+    let before = record_of(read.clone()).await;
+    assert!(!before.contains(&30));
+    // is linked to the student (a new partner, say): what came before is not about them;
+    w.link(NORTH, g2, s).await;
+    w.post(NORTH, conversation(30), message(31), t, "Welcome", &[g2])
+        .await;
+    // the link ends, and what is written meanwhile is not on the record;
+    let unlinked = GuardianUnlinked {
+        guardian_id: g2,
+        student_id: s,
+        at: w.now(),
+        by: homeroom_domain::Actor::System("sis".into()),
+    };
+    w.append(
+        NORTH,
+        &format!("person-{NORTH}:{g2}"),
+        "sis",
+        vec![unlinked.into()],
+    )
+    .await;
+    w.post(NORTH, conversation(30), message(32), t, "Between", &[g2])
+        .await;
+    w.post(NORTH, conversation(30), message(33), g2, "Noted", &[t])
+        .await;
+    // then they are linked again, and what follows is.
+    w.link(NORTH, g2, s).await;
+    w.post(NORTH, conversation(30), message(34), t, "Back again", &[g2])
+        .await;
+    w.post(NORTH, conversation(30), message(35), g2, "Thanks", &[t])
+        .await;
+    runtime.catch_up().await.unwrap();
+    let mut expected = before.clone();
+    expected.extend([31, 34, 35]);
+    assert_eq!(record_of(read).await, expected);
+}
+
 async fn what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record(w: World) {
     school_day(&w).await;
     let (t, g) = (person(TEACHER), person(GUARDIAN));
@@ -2215,6 +2282,7 @@ on_both_engines! {
     #[tokio::test] a_message_that_fell_back_to_another_channel_lists_its_conversation_once,
     #[tokio::test] a_students_record_holds_staff_messages_and_optionally_the_familys_replies,
     #[tokio::test] a_students_record_keeps_what_a_former_guardian_was_sent_until_the_link_ended,
+    #[tokio::test] a_students_record_holds_a_guardian_only_while_each_of_their_links_held,
     #[tokio::test] what_another_school_wrote_to_a_guardian_is_not_on_this_schools_student_record,
     #[tokio::test] oversight_sees_every_conversation_and_searches_text_participant_and_dates,
     #[tokio::test] oversight_search_ignores_case_and_accents_in_any_alphabet,
