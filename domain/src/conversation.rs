@@ -162,6 +162,13 @@ pub enum ConversationError {
         /// The actor.
         person_id: PersonId,
     },
+    /// An SMS reply came from a number that is no longer a phone of the person it was
+    /// texted for, nor of anyone else in the conversation (they changed phones).
+    #[error("the number a reply came from is no longer a phone of {person_id}")]
+    NotTheirNumber {
+        /// The person the number was last texted for.
+        person_id: PersonId,
+    },
     /// The student is under 13 on the day of sending, or has no known birth date.
     #[error("student {recipient_id} is under {min_age} ({})", age_words(*.age))]
     RecipientTooYoung {
@@ -232,6 +239,7 @@ impl ConversationError {
             ConversationError::AlreadyStarted { .. } => "already_exists",
             ConversationError::ConversationStopped { .. } => "conversation_stopped",
             ConversationError::NotAParticipant { .. } => "not_a_participant",
+            ConversationError::NotTheirNumber { .. } => "not_their_number",
             ConversationError::RecipientTooYoung { .. } => "recipient_too_young",
             ConversationError::RecipientNotReachable { .. } => "recipient_not_reachable",
             ConversationError::NotACurrentTeacher { .. } => "not_a_current_teacher",
@@ -543,7 +551,11 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
             person_id: c.author_id,
         });
     }
-    let author = known(facts, c.author_id)?;
+    let author_id = match &c.from_number {
+        Some(number) => whose_phone_a_reply_came_from(state, c.author_id, number, facts)?,
+        None => c.author_id,
+    };
+    let author = known(facts, author_id)?;
     // Kept, never lost, but not posted: a stopped conversation takes no reply, and what
     // the district forbids (a social security number) is relayed to nobody.
     let blocked = first_blocked(&facts.district.settings().blocked_patterns, &[&c.body]);
@@ -555,12 +567,12 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
         None
     };
     let shared_phone_with = c.from_number.as_ref().map_or_else(Vec::new, |number| {
-        who_else_has_the_phone_a_reply_came_from(state, c.author_id, number, facts)
+        who_else_has_the_phone_a_reply_came_from(state, author_id, number, facts)
     });
     if let Some(reason) = refusal {
         return Ok(vec![InboundReplyRefused {
             conversation_id: header.id,
-            author_id: c.author_id,
+            author_id,
             message_sid: c.message_sid.clone(),
             body: c.body.clone(),
             reason: Some(reason.to_owned()),
@@ -574,7 +586,7 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
         &state.participants,
         header.kind,
         header.school_id,
-        c.author_id,
+        author_id,
         facts,
     )?;
     let authors_phones: Vec<&str> = author
@@ -588,7 +600,7 @@ fn receive_reply(state: &ConversationState, c: &ReceiveReply, facts: &Facts) -> 
             conversation_id: header.id,
             message_id,
             school_id: header.school_id,
-            author_id: c.author_id,
+            author_id,
             author,
             sent_as: SendAs::Personal,
             text: CheckedText::verbatim(body),
@@ -623,15 +635,39 @@ fn who_else_has_the_phone_a_reply_came_from(
         .iter()
         .copied()
         .filter(|p| *p != author)
-        .filter(|p| {
-            facts.person(*p).is_some_and(|person| {
-                person
-                    .contact_points()
-                    .iter()
-                    .any(|cp| cp.channel == ContactChannel::Sms && cp.address == number.as_str())
-            })
-        })
+        .filter(|p| has_the_phone(*p, number, facts))
         .collect()
+}
+
+/// Who a text from `number` is credited to: `texted`, the person the phone was last
+/// texted for on that line, while it is still one of their phones; after they changed
+/// phones, another participant who still has it (a shared phone they kept); else
+/// nobody: whoever has the old phone now does not write as the family
+/// ([`ConversationError::NotTheirNumber`]).
+fn whose_phone_a_reply_came_from(
+    state: &ConversationState,
+    texted: PersonId,
+    number: &PhoneNumber,
+    facts: &Facts,
+) -> Result<PersonId, ConversationError> {
+    if has_the_phone(texted, number, facts) {
+        return Ok(texted);
+    }
+    state
+        .participants
+        .iter()
+        .copied()
+        .find(|p| *p != texted && has_the_phone(*p, number, facts))
+        .ok_or(ConversationError::NotTheirNumber { person_id: texted })
+}
+
+/// Whether `person` has `number` among their SMS contact points.
+fn has_the_phone(person: PersonId, number: &PhoneNumber, facts: &Facts) -> bool {
+    facts.person(person).is_some_and(|p| {
+        p.contact_points()
+            .iter()
+            .any(|cp| cp.channel == ContactChannel::Sms && cp.address == number.as_str())
+    })
 }
 
 /// Stop and rename: staff participants, or school-inbox holders of a school

@@ -46,6 +46,10 @@ pub enum UnroutableReason {
     UnknownNumber,
     /// The number it came from was never sent an SMS from the number it replies to.
     NoConversation,
+    /// The number it came from is no longer a phone of the person it was last texted
+    /// for (nor of anyone else in that conversation): they changed phones, and whoever
+    /// has the old one does not write as them.
+    NotTheirNumber,
     /// A number is not a phone number.
     MalformedNumber,
     /// The text cannot be posted as a message (empty, or far too long).

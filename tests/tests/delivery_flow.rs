@@ -1486,12 +1486,25 @@ async fn a_family_that_changed_phones_is_texted_at_the_new_number() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     let before = f.message(f.d.principal, f.d.parent, "Before").await;
     f.delivered(before).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    let principals_number = f.provider.to(PARENT_NUMBER)[0].from.clone();
     f.d.system(
         "SetContactPreferences",
         json!({"person_id": f.d.parent,
                "contact_points": [{"channel": "sms", "address": "+1 (555) 000-2999"}]}),
     )
     .await;
+    // Whoever has the old phone now does not write as the family.
+    let from_the_old_phone = f
+        .reply(PARENT_NUMBER, &principals_number, "Who is this?")
+        .await;
+    assert_eq!(
+        from_the_old_phone.route,
+        InboundRoute::Unroutable {
+            reason: UnroutableReason::NotTheirNumber
+        }
+    );
     let after = f.message(f.d.principal, f.d.parent, "After").await;
     f.delivered(after).await;
     let bodies =

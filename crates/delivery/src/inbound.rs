@@ -21,7 +21,8 @@ use homeroom_app::{codec, CommandError, CommandService};
 use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
 use homeroom_domain::inbound::{reply_text, InboundKeyword, InboundRoute, UnroutableReason};
 use homeroom_domain::{
-    inbound_message_id, sms, ConversationId, DistrictId, DomainError, Event, NumberOwner,
+    inbound_message_id, sms, ConversationError, ConversationId, DistrictId, DomainError, Event,
+    NumberOwner,
     PhoneNumber, ProviderMessageId, State, StreamRef,
 };
 use std::sync::Arc;
@@ -275,6 +276,9 @@ impl InboundSms {
                 tracing::info!(sid = %sms.message_sid, code = refusal.code(), "an inbound SMS cannot be posted in its conversation; kept as unroutable");
                 let reason = match refusal {
                     DomainError::Validation(_) => UnroutableReason::Unreadable,
+                    DomainError::Conversation(ConversationError::NotTheirNumber { .. }) => {
+                        UnroutableReason::NotTheirNumber
+                    }
                     _ => UnroutableReason::NoConversation,
                 };
                 Ok((unroutable(reason), None))

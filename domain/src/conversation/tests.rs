@@ -1608,6 +1608,43 @@ fn a_reply_from_a_shared_phone_names_everyone_who_has_that_phone() {
 }
 
 #[test]
+fn a_reply_from_a_phone_the_family_no_longer_has_is_not_theirs() {
+    // Pat's phone is +15550100001; the line still remembers texting Pat at an old one.
+    let from_old_phone = ReceiveReply {
+        from_number: Some(PhoneNumber::parse("+15550100077").unwrap()),
+        ..reply(GUARDIAN, "Who is this?")
+    };
+    given([group(&[TEACHER, GUARDIAN])])
+        .acting_as_system()
+        .when(from_old_phone.clone())
+        .then_err(ConversationError::NotTheirNumber {
+            person_id: GUARDIAN,
+        });
+    // A phone Pat shared and left with the other guardian is still the other's.
+    let kept_it = person(NEWCOMER, PersonKind::Guardian, "Sid Sharer")
+        .contact(ContactChannel::Sms, "+15550100077")
+        .guardian_of(STUDENT_14)
+        .build();
+    let events = given([group(&[TEACHER, GUARDIAN, NEWCOMER])])
+        .with_person(kept_it)
+        .acting_as_system()
+        .when(from_old_phone)
+        .events();
+    let posted = the_message(&events);
+    assert_eq!(posted.author_id, NEWCOMER);
+    assert!(posted.shared_phone_with.is_empty(), "{posted:?}");
+    assert_eq!(
+        posted
+            .deliveries
+            .iter()
+            .map(|d| d.recipient_id)
+            .collect::<Vec<_>>(),
+        vec![TEACHER, GUARDIAN],
+        "Pat, on a phone of their own now, is told what Sid wrote"
+    );
+}
+
+#[test]
 fn an_sms_reply_to_a_stopped_conversation_is_kept_and_refused() {
     given([group(&[TEACHER, GUARDIAN]), stopped(TEACHER)])
         .acting_as_system()
