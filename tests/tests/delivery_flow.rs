@@ -158,6 +158,23 @@ impl PhoneBook for Book {
 
 const NOBODY_SHARES: Book = Book { shared: false };
 
+/// A phone book listing the people a test registered on one phone, once it has.
+#[derive(Default)]
+struct OnePhone {
+    holders: std::sync::Mutex<Vec<PersonId>>,
+}
+
+impl PhoneBook for OnePhone {
+    fn people_with_number<'a>(
+        &'a self,
+        _district: &'a DistrictId,
+        _number: &'a str,
+    ) -> PhoneBookLookup<'a> {
+        let found = self.holders.lock().unwrap().clone();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
 fn bounce() -> Result<Handover, ChannelError> {
     Err(ChannelError::Refused {
         code: "550".into(),
@@ -241,7 +258,7 @@ impl Flow {
         )
         .unwrap();
         let provider = Arc::new(Provider::default());
-        let reactor = Reactor::new(d.service.clone(), ReactorConfig::default());
+        let reactor = Reactor::new(d.service.clone(), phones.clone(), ReactorConfig::default());
         let q: Arc<dyn WorkQueue> = Arc::new(reactions.clone());
         tokio::spawn(async move { reactor.run(q, std::future::pending()).await });
         // Each worker on its own, as in separate processes: nothing shared but the queue.
@@ -915,6 +932,58 @@ async fn start_from_a_phone_a_carrier_marked_failing_brings_texts_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_a_shared_phone_brings_texts_back_to_everyone_on_it() {
+    let book = Arc::new(OnePhone::default());
+    let f = Flow::start(book.clone()).await;
+    let homer = f.homer_by_sms_with_an_email("+15550003003").await;
+    let marge = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": marge, "kind": "guardian", "name": "Marge", "school_ids": [f.d.school],
+               "contact_points": [{"channel": "sms", "address": "+15550003003"}]}),
+    )
+    .await;
+    *book.holders.lock().unwrap() = vec![PersonId::new(homer), PersonId::new(marge)];
+    // The carrier refuses a text for Homer: his copy of the phone is marked failing,
+    // and his texts go by email. Marge is texted on it after.
+    f.provider.answer("+15550003003", unknown_destination);
+    let refused = f.message(f.d.principal, homer, "Bus times").await;
+    f.until(
+        "the phone marked failing for Homer",
+        |e| matches!(e, Event::ContactPointFailing(c) if c.address == "+15550003003"),
+    )
+    .await;
+    f.until(
+        "the refused text by email",
+        |e| matches!(e, Event::DeliveryQueued(q) if q.fallback_of.map(|d| d.as_uuid()) == Some(refused)),
+    )
+    .await;
+    let to_marge = f.message(f.d.principal, marge, "Hello Marge").await;
+    f.delivered(to_marge).await;
+    f.until(
+        "the SMS line",
+        |e| matches!(e, Event::SmsLineUsed(l) if l.recipient_id == PersonId::new(marge)),
+    )
+    .await;
+
+    // START from the phone: the line was last texted for Marge, and Homer's mark goes too.
+    f.reply("+15550003003", school_number().as_str(), "START")
+        .await;
+    f.until(
+        "Homer's phone trusted again",
+        |e| matches!(e, Event::ContactPointReset(c) if c.person_id == PersonId::new(homer)),
+    )
+    .await;
+    let by_sms = f.message(f.d.principal, homer, "Welcome back").await;
+    f.delivered(by_sms).await;
+    assert_eq!(
+        f.provider.to("+15550003003").last().unwrap().body,
+        "For Homer: Welcome back\n- Principal Skinner"
+    );
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_to_one_number_leaves_texts_from_other_numbers_and_falls_back_to_email() {
     let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
     f.d.system("AddSenderNumbers", json!({"numbers": ["+15550009001"]}))
@@ -1183,7 +1252,11 @@ async fn reacting_to_the_whole_log_again_records_no_reaction_twice() {
         InProcessConfig::default(),
     )
     .unwrap();
-    let reactor = Reactor::new(f.d.service.clone(), ReactorConfig::default());
+    let reactor = Reactor::new(
+        f.d.service.clone(),
+        Arc::new(NOBODY_SHARES),
+        ReactorConfig::default(),
+    );
     let q: Arc<dyn WorkQueue> = Arc::new(again.clone());
     tokio::spawn(async move { reactor.run(q, std::future::pending()).await });
     let head = before.last().unwrap().position;

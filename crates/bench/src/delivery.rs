@@ -124,6 +124,7 @@ pub async fn deliveries(
     );
     let reactor = Reactor::new(
         world.service.clone(),
+        Arc::new(NoBook),
         ReactorConfig {
             batch: 256,
             poll: Duration::from_millis(100),

@@ -22,8 +22,7 @@ use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSm
 use homeroom_domain::inbound::{reply_text, InboundKeyword, InboundRoute, UnroutableReason};
 use homeroom_domain::{
     inbound_message_id, sms, ConversationError, ConversationId, DistrictId, DomainError, Event,
-    NumberOwner,
-    PhoneNumber, ProviderMessageId, State, StreamRef,
+    NumberOwner, PhoneNumber, ProviderMessageId, State, StreamRef,
 };
 use std::sync::Arc;
 

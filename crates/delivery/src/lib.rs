@@ -161,6 +161,22 @@ async fn react_once(
     commands.execute(&ctx, &command).await
 }
 
+/// [`react_once`] for one of several reactions of the same command to one event, told
+/// apart by `whom` (each person a reaction is for).
+async fn react_once_for(
+    commands: &CommandService,
+    district: &DistrictId,
+    cause: &RecordedEvent,
+    whom: homeroom_domain::PersonId,
+    command: impl Into<Command>,
+) -> Result<CommandOutcome, CommandError> {
+    let command = command.into();
+    let key = format!("{} {}", command.name(), whom.as_uuid());
+    let ctx = reaction_context(district, Some(cause))
+        .with_command_id(uuid::Uuid::new_v5(&cause.event_id, key.as_bytes()));
+    commands.execute(&ctx, &command).await
+}
+
 /// The context of the delivery service's commands, linked to the event that caused them
 /// (so the audit trail shows the reaction beside what it reacted to).
 fn reaction_context(district: &DistrictId, cause: Option<&RecordedEvent>) -> CommandContext {

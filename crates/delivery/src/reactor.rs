@@ -7,13 +7,14 @@
 //! | `delivery_failed` | `MarkContactPointFailing` (when permanent) and, where the recipient has another channel, `QueueDelivery` of the same message by it (once) |
 //! | `delivery_sent` of an SMS | `RecordSmsSent` on the line between the sending number and the recipient's |
 //! | `school_registered` with a number, `sender_numbers_added`, `sender_number_assigned` | `BindSmsNumber`, so inbound SMS to it find the district and no other district can take it |
-//! | `sms_opted_in` | `ResetContactPoint` of the line's recipient, so texts go by SMS again (an opt-out no longer marks the phone failing, but logs from before did) |
+//! | `sms_opted_in` | `ResetContactPoint` of the line's recipient and of everyone else with that phone (the [`PhoneBook`]), so texts go by SMS again whatever marked it failing (an opt-out no longer marks the phone failing, but logs from before did; a carrier's bounce of a shared phone marks only the person it was for) |
 //!
 //! Each reaction decides to do nothing when it was already done, so a replayed or
 //! redelivered event converges on the same log.
 
-use crate::{consume, district_of, react, react_once, RuntimeError};
+use crate::{consume, district_of, react, react_once, react_once_for, RuntimeError};
 use homeroom_app::codec;
+use homeroom_app::preview::PhoneBook;
 use homeroom_app::{CommandError, CommandService};
 use homeroom_bus::{WorkItem, WorkQueue};
 use homeroom_domain::commands::{
@@ -86,13 +87,23 @@ pub const REFUSALS_BEFORE_GIVING_UP: u32 = 3;
 #[derive(Clone)]
 pub struct Reactor {
     commands: Arc<CommandService>,
+    phones: Arc<dyn PhoneBook>,
     config: ReactorConfig,
 }
 
 impl Reactor {
-    /// Reactions recorded through `commands`.
-    pub fn new(commands: Arc<CommandService>, config: ReactorConfig) -> Self {
-        Self { commands, config }
+    /// Reactions recorded through `commands`; `phones` says who else has a phone a
+    /// reaction is about.
+    pub fn new(
+        commands: Arc<CommandService>,
+        phones: Arc<dyn PhoneBook>,
+        config: ReactorConfig,
+    ) -> Self {
+        Self {
+            commands,
+            phones,
+            config,
+        }
     }
 
     /// Takes events from `queue` and reacts to them until `shutdown`, acknowledging each
@@ -414,27 +425,40 @@ impl Reactor {
                 },
             )
             .await?;
-        let State::SmsLine(line) = state else {
-            return Ok(());
+        let texted = match state {
+            State::SmsLine(line) => line.last_sent().map(|last| last.recipient_id),
+            _ => None,
         };
-        let Some(last) = line.last_sent() else {
-            return Ok(());
+        let reset = |person_id| ResetContactPoint {
+            person_id,
+            address: theirs.to_string(),
         };
-        let reset = react_once(
-            &self.commands,
-            district,
-            cause,
-            ResetContactPoint {
-                person_id: last.recipient_id,
-                address: theirs.to_string(),
-            },
-        )
-        .await;
-        match reset {
-            // The number is no longer theirs: nothing to reset.
-            Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
-            Err(error) => Err(error.into()),
+        // The line's recipient under the reaction's first id (as recorded before shared
+        // phones were reset too), then everyone else with the phone.
+        if let Some(person) = texted {
+            settled(react_once(&self.commands, district, cause, reset(person)).await)?;
         }
+        for person in self
+            .phones
+            .people_with_number(district, theirs.as_str())
+            .await?
+        {
+            if Some(person) != texted {
+                settled(
+                    react_once_for(&self.commands, district, cause, person, reset(person)).await,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A contact point reset that a rule refused is done: the number is no longer theirs,
+/// or nothing was failing.
+fn settled(reset: Result<homeroom_app::CommandOutcome, CommandError>) -> Result<(), RuntimeError> {
+    match reset {
+        Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -411,7 +411,11 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
             }));
         }
     }
-    let reactor = Reactor::new(instance.commands.clone(), ReactorConfig::default());
+    let reactor = Reactor::new(
+        instance.commands.clone(),
+        Arc::new(instance.runtime.read_models()),
+        ReactorConfig::default(),
+    );
     let reactor_queue = bus.reactor_queue(store.clone()).await?;
     let worker = match channels {
         Some(channels) => {
