@@ -1870,3 +1870,40 @@ async fn a_webhook_retried_by_the_provider_posts_the_reply_once() {
     assert_eq!(posted, 1);
     f.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_nobody_is_left_to_read_is_kept_and_the_family_is_told() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let sent = f.message(f.d.principal, f.d.parent, "Call me").await;
+    f.delivered(sent).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    // A reply the principal reads is answered with nothing.
+    let read = f
+        .reply(PARENT_NUMBER, school_number().as_str(), "Will do")
+        .await;
+    assert!(
+        matches!(read.route, InboundRoute::Conversation { .. }) && read.reply.is_none(),
+        "{read:?}"
+    );
+    // The principal leaves the school: their last role there is revoked.
+    f.d.system(
+        "RevokeRole",
+        json!({"person_id": f.d.principal, "role_id": "school_admin", "school_id": f.d.school}),
+    )
+    .await;
+    let text = text_with_sid("SMnobodyleft", "Hello?");
+    let late = f.inbound.receive(text.clone()).await.unwrap();
+    assert!(
+        matches!(late.route, InboundRoute::Conversation { .. }),
+        "kept in the conversation, where oversight reads it: {:?}",
+        late.route
+    );
+    let answer = late.reply.expect("the family is told");
+    assert!(answer.contains("not delivered"), "{answer}");
+    // A retried webhook is answered the same.
+    let again = f.inbound.receive(text).await.unwrap();
+    assert_eq!(again.reply.as_deref(), Some(answer.as_str()));
+
+    f.stop();
+}

@@ -100,7 +100,9 @@ impl InboundSms {
         // there), or the family may have sent START after this STOP.
         if let Some(route) = self.recorded_route(&district, &sms.message_sid).await? {
             let reply = match &owner {
-                Some((district, owner)) => self.answer_again(district, *owner, &route).await?,
+                Some((district, owner)) => {
+                    self.answer_again(district, *owner, &route, &sms).await?
+                }
                 None => None,
             };
             return Ok(Received {
@@ -228,13 +230,20 @@ impl InboundSms {
                 let reply = self.refusal_reply(district, owner, conversation_id).await?;
                 Ok((InboundRoute::Refused { conversation_id }, Some(reply)))
             }
-            Ok(outcome) if !outcome.events.is_empty() => Ok((
-                InboundRoute::Conversation {
-                    conversation_id,
-                    message_id: inbound_message_id(&sms.message_sid),
-                },
-                None,
-            )),
+            Ok(outcome) if !outcome.events.is_empty() => {
+                let reply = if outcome.delivery_ids.is_empty() {
+                    Some(self.unread_reply(district, owner).await?)
+                } else {
+                    None
+                };
+                Ok((
+                    InboundRoute::Conversation {
+                        conversation_id,
+                        message_id: inbound_message_id(&sms.message_sid),
+                    },
+                    reply,
+                ))
+            }
             // Recorded by an earlier try of this webhook: posted, or kept refused.
             Ok(_) => {
                 let message_id = inbound_message_id(&sms.message_sid);
@@ -245,13 +254,12 @@ impl InboundSms {
                 let posted =
                     matches!(&state, State::Conversation(c) if c.messages().contains(&message_id));
                 if posted {
-                    return Ok((
-                        InboundRoute::Conversation {
-                            conversation_id,
-                            message_id,
-                        },
-                        None,
-                    ));
+                    let route = InboundRoute::Conversation {
+                        conversation_id,
+                        message_id,
+                    };
+                    let reply = self.answer_again(district, owner, &route, sms).await?;
+                    return Ok((route, reply));
                 }
                 // The same answer as the first time the provider asked.
                 let reply = self.refusal_reply(district, owner, conversation_id).await?;
@@ -267,7 +275,10 @@ impl InboundSms {
                         let reply = self.refusal_reply(district, owner, conversation_id).await?;
                         Ok((route, Some(reply)))
                     }
-                    Some(route) => Ok((route, None)),
+                    Some(route) => {
+                        let reply = self.answer_again(district, owner, &route, sms).await?;
+                        Ok((route, reply))
+                    }
                     None => Err(error),
                 }
             }
@@ -362,6 +373,7 @@ impl InboundSms {
         district: &DistrictId,
         owner: NumberOwner,
         route: &InboundRoute,
+        sms: &IncomingSms,
     ) -> Result<Option<String>, CommandError> {
         Ok(match route {
             InboundRoute::Keyword { keyword } => {
@@ -372,8 +384,50 @@ impl InboundSms {
                 self.refusal_reply(district, owner, *conversation_id)
                     .await?,
             ),
-            InboundRoute::Conversation { .. } | InboundRoute::Unroutable { .. } => None,
+            InboundRoute::Conversation { .. } => {
+                if self.reached_nobody(district, &sms.message_sid).await? {
+                    Some(self.unread_reply(district, owner).await?)
+                } else {
+                    None
+                }
+            }
+            InboundRoute::Unroutable { .. } => None,
         })
+    }
+
+    /// Whether the reply the SMS `sid` became was posted to nobody: everyone else in its
+    /// conversation had left it (staff whose roles at the school were revoked).
+    async fn reached_nobody(
+        &self,
+        district: &DistrictId,
+        sid: &ProviderMessageId,
+    ) -> Result<bool, CommandError> {
+        let recorded = self
+            .commands
+            .store()
+            .find_command(reply_command_id(district, sid))
+            .await?;
+        for event in recorded
+            .iter()
+            .filter(|e| e.metadata.district == district.as_str())
+        {
+            if let Event::MessagePosted(m) = codec::decode(event)? {
+                return Ok(m.deliveries.is_empty());
+            }
+        }
+        Ok(false)
+    }
+
+    /// What the family is texted back when their reply was posted but reaches nobody
+    /// (the staff member they wrote to no longer works there): it is kept, oversight
+    /// sees it, but they must not wait for an answer.
+    async fn unread_reply(
+        &self,
+        district: &DistrictId,
+        owner: NumberOwner,
+    ) -> Result<String, CommandError> {
+        let name = self.sender_name(district, owner).await?;
+        Ok(format!("{name}: nobody at the school reads this conversation any more, so your reply was not delivered. Please contact the school directly."))
     }
 
     /// What the family is texted back when their reply is kept but not posted, so they
