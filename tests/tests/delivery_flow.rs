@@ -1907,3 +1907,44 @@ async fn a_reply_nobody_is_left_to_read_is_kept_and_the_family_is_told() {
 
     f.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_too_long_for_one_sms_goes_by_email_without_reaching_the_provider() {
+    let f = Flow::start(Arc::new(NOBODY_SHARES)).await;
+    let homer = f.homer_by_sms_with_an_email("+15550003003").await;
+    // 1,590 characters, and the principal's signature takes it past 1,600.
+    let long = "a".repeat(1590);
+    let sent = f.message(f.d.principal, homer, &long).await;
+    let failed = f
+        .until(
+            "the SMS refused before the provider",
+            |e| matches!(e, Event::DeliveryFailed(d) if d.delivery_id.as_uuid() == sent),
+        )
+        .await;
+    let Ok(Event::DeliveryFailed(failed)) = codec::decode(&failed) else {
+        panic!("{failed:?}")
+    };
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("too_long_for_sms")),
+        "{failed:?}"
+    );
+    assert!(!failed.permanent, "the phone is not to blame");
+    f.until(
+        "the email",
+        |e| matches!(e, Event::DeliveryQueued(q) if q.fallback_of.map(|d| d.as_uuid()) == Some(sent)),
+    )
+    .await;
+    assert!(f.provider.to("+15550003003").is_empty());
+    tokio::time::timeout(PATIENCE, async {
+        while f.provider.to("homer@example.org").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the email goes out");
+    assert_eq!(f.provider.to("homer@example.org")[0].body, long);
+    f.stop();
+}

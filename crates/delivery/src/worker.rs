@@ -433,6 +433,18 @@ impl Worker {
         } else {
             text
         };
+        // Providers refuse a text over what one SMS may carry: it goes by the other
+        // channel instead (the reactor's fallback), as `POST /v1/preview` warned.
+        if sms::too_long_for_sms(&body) {
+            return Ok(Attempt::Failed(refused(
+                "too_long_for_sms",
+                &format!(
+                    "{} characters, more than the {} one SMS may carry",
+                    body.chars().count(),
+                    sms::MAX_SMS_CHARS
+                ),
+            )));
+        }
         let status_callback = self.config.public_url.as_ref().map(|base| {
             format!(
                 "{}/v1/webhooks/twilio/status?district={district}&delivery={}",
