@@ -201,6 +201,12 @@ impl Snapshot {
                 Some(p) => p.subject.clone(),
                 None => row.get("subject")?,
             };
+            // What it said before any translation: to a recipient, as rendered for them
+            // (their child's name, not `{student_name}`); to everyone else, as written.
+            let original_body = match mine {
+                Some(p) => p.text.clone(),
+                None => original,
+            };
             let shared_phone_with = shared_phone(&row)?;
             conversation.messages.push(ThreadMessage {
                 message_id,
@@ -210,7 +216,7 @@ impl Snapshot {
                 sent_as: sent_as(&row, "sent_as")?,
                 subject,
                 body,
-                original_body: original,
+                original_body,
                 language,
                 machine_translated,
                 sent_at: time(&row, "sent_at")?,

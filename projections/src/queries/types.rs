@@ -184,7 +184,8 @@ pub struct ThreadMessage {
     /// The text in the viewer's language, as rendered for them (the original when the
     /// viewer was not a recipient).
     pub body: String,
-    /// The text as written, merge fields unrendered.
+    /// The text before any translation: as rendered for the viewer when they were a
+    /// recipient (their merge fields), else as written (merge fields unrendered).
     pub original_body: String,
     /// The language of `body`.
     #[cfg_attr(feature = "schema", schemars(required))]
