@@ -76,6 +76,18 @@ pub struct SchemaLock {
     _session: sqlx::PgConnection,
 }
 
+impl SchemaLock {
+    /// Whether the lock is still held: its session still answers. PostgreSQL releases
+    /// the lock when the session ends (a dropped connection, a restarted server), and
+    /// another process may then take it; the holder asks this to find out and stop.
+    pub async fn is_held(&mut self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(&mut self._session)
+            .await
+            .is_ok()
+    }
+}
+
 impl std::fmt::Debug for SchemaLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchemaLock").finish_non_exhaustive()

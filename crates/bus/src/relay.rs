@@ -12,6 +12,10 @@
 //! - a restart resumes from [`EventPublisher::last_published`]; the bus drops duplicates
 //!   near the resume point by event id.
 //!
+//! One relay at a time per log: recovering from a failure trusts the bus to hold a
+//! prefix of the log, which two relays publishing at once break (the binary makes the
+//! relays of a PostgreSQL schema take turns).
+//!
 //! [`Relay::published`] tells how far it got, so the binary can export the relay's lag.
 //!
 //! [`EventSubscriber::subscribe_all`]: homeroom_eventstore::EventSubscriber::subscribe_all

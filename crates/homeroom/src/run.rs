@@ -267,6 +267,61 @@ fn serve_alone(dir: &Path) -> Result<std::fs::File, RunError> {
 /// How often a `serve` standing by asks for the schema's sending turn.
 const SENDING_TURN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Waits for this process's turn to copy the log of `pg`'s schema onto NATS, held
+/// while the returned lock lives; `None` when `stop` came first.
+async fn relay_turn(
+    pg: &homeroom_store_postgres::PgStore,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<homeroom_store_postgres::SchemaLock> {
+    let mut said = false;
+    loop {
+        match pg.try_lock_schema("relay").await {
+            Ok(Some(turn)) => {
+                tracing::info!(
+                    schema = pg.schema(),
+                    "this server relays the schema's log to NATS"
+                );
+                return Some(turn);
+            }
+            Ok(None) if !said => {
+                said = true;
+                tracing::info!(schema = pg.schema(), "another `homeroom serve` relays this schema's log to NATS; this one stands by and takes over when it stops");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask for the turn to relay the log; asking again")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SENDING_TURN_RETRY) => {}
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
+    }
+}
+
+/// Completes when the relay is to stop: the server stops, or this process no longer
+/// holds the relay turn it was given (checked every [`SENDING_TURN_RETRY`]).
+async fn relaying(
+    turn: Option<homeroom_store_postgres::SchemaLock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let lost = async {
+        let Some(mut turn) = turn else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            tokio::time::sleep(SENDING_TURN_RETRY).await;
+            if !turn.is_held().await {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = lost => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+}
+
 /// Waits for this process's turn to send the deliveries of `pg`'s schema with the
 /// in-process queues, held while the returned lock lives; `None` when `stop` came
 /// first.
@@ -402,11 +457,35 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
     }));
     if let Bus::Nats(nats) = &bus {
         if instance.settings.relay.unwrap_or(true) {
-            let relay = Relay::new(store.clone(), nats.clone(), RelayConfig::default());
-            let stop = stopped(background_stop.subscribe());
+            let (store, nats) = (store.clone(), nats.clone());
+            let mut stop = background_stop.subscribe();
+            // On PostgreSQL every node runs a relay, one at a time: two relays copying
+            // the log at once interleave their batches on the stream (out of log order,
+            // and a batch refused midway can lose events); the others stand by and one
+            // takes over when the relaying node stops.
+            let one_relay_of = match &instance.store {
+                StoreHandle::Postgres(pg) => Some(pg.clone()),
+                _ => None,
+            };
             background.push(tokio::spawn(async move {
-                if let Err(error) = relay.run(stop).await {
-                    tracing::error!(%error, "the relay stopped; events are not reaching NATS");
+                loop {
+                    let turn = match &one_relay_of {
+                        Some(pg) => match relay_turn(pg, &mut stop).await {
+                            Some(turn) => Some(turn),
+                            None => return,
+                        },
+                        None => None,
+                    };
+                    let relay = Relay::new(store.clone(), nats.clone(), RelayConfig::default());
+                    let ended = relay.run(relaying(turn, stop.clone())).await;
+                    if let Err(error) = ended {
+                        tracing::error!(%error, "the relay stopped; events are not reaching NATS");
+                        return;
+                    }
+                    if *stop.borrow() || one_relay_of.is_none() {
+                        return;
+                    }
+                    tracing::warn!("this server lost the schema's relay turn; standing by");
                 }
             }));
         }

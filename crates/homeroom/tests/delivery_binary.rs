@@ -521,3 +521,148 @@ fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
         homeroom_bus_nats::testing::delete_stream(&nats, &bus.stream).await;
     });
 }
+
+/// Every position the NATS stream `stream` holds, in stream order, once it holds
+/// `count` messages (or when `patience` runs out).
+fn positions_on_the_bus(
+    rt: &tokio::runtime::Runtime,
+    nats: &str,
+    stream: &str,
+    count: u64,
+    patience: Duration,
+) -> Vec<String> {
+    rt.block_on(async {
+        let client = async_nats::connect(nats).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut handle = js.get_stream(stream).await.unwrap();
+        let deadline = Instant::now() + patience;
+        loop {
+            let held = handle.info().await.unwrap().state.messages;
+            if held >= count || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let last = handle.info().await.unwrap().state.last_sequence;
+        let mut positions = Vec::new();
+        for sequence in 1..=last {
+            if let Ok(message) = handle.get_raw_message(sequence).await {
+                let position = message
+                    .headers
+                    .get(homeroom_bus_nats::POSITION_HEADER)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
+                positions.push(position);
+            }
+        }
+        positions
+    })
+}
+
+#[test]
+fn servers_on_one_database_relay_the_log_one_at_a_time_and_one_takes_over() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
+        return;
+    };
+    let Some(nats) = rt.block_on(homeroom_bus_nats::testing::nats_or_skip()) else {
+        return;
+    };
+    let schema = homeroom_store_postgres::testing::unique_schema();
+    let bus = homeroom_bus_nats::testing::unique_config();
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("HOMEROOM_STORE", pg.clone()),
+        ("HOMEROOM_PG_SCHEMA", schema.clone()),
+        ("HOMEROOM_BUS", nats.clone()),
+        ("HOMEROOM_NATS_STREAM", bus.stream.clone()),
+        ("HOMEROOM_NATS_PREFIX", bus.subject_prefix.clone()),
+    ];
+    // Both nodes run a relay (the default); the first to start holds the turn.
+    let first_dir = dir.path().join("node0");
+    let first = Server::start_with(&bin(), &first_dir, &env);
+    let second_dir = dir.path().join("node1");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    std::fs::copy(first_dir.join("jwt.key"), second_dir.join("jwt.key")).unwrap();
+    let second = Server::start_with(&bin(), &second_dir, &env);
+    let (api0, api1) = (
+        first.api(&bin(), &first_dir),
+        second.api(&bin(), &second_dir),
+    );
+    let d = District::build(&api0, "relayville");
+    let (name, principal, parent) = (d.name.clone(), d.principal, d.parent);
+    let post = |api: &Api, i: usize| -> String {
+        let token = api.token(&name, &principal.to_string(), false);
+        let reply = api.command(
+            &token,
+            "SendPersonalMessage",
+            &json!({"recipient_id": parent, "body": format!("Message {i}")}),
+            Some(Uuid::now_v7()),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        match &reply.body["position"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    };
+    for i in 0..20 {
+        post(if i % 2 == 0 { &api0 } else { &api1 }, i);
+    }
+    // The relaying node dies; the other takes the turn and relays the rest.
+    first.kill();
+    let mut last = String::new();
+    for i in 20..40 {
+        last = post(&api1, i);
+    }
+    let system = d.system_token();
+    let trail = audit_positions(&api1, &system, &last);
+    let on_the_bus = positions_on_the_bus(
+        &rt,
+        &nats,
+        &bus.stream,
+        trail.len() as u64,
+        Duration::from_secs(30),
+    );
+    assert!(
+        on_the_bus.windows(2).all(|w| w[0] < w[1]),
+        "the stream holds the log in log order, every event once: {on_the_bus:?}"
+    );
+    let held: HashSet<&String> = on_the_bus.iter().collect();
+    let missing: Vec<&String> = trail.iter().filter(|p| !held.contains(p)).collect();
+    assert!(missing.is_empty(), "not on the stream: {missing:?}");
+    assert!(second.terminate().success());
+    rt.block_on(async {
+        homeroom_bus_nats::testing::delete_stream(&nats, &bus.stream).await;
+        homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
+        homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;
+    });
+}
+
+/// The position of every event of the district's audit trail, in log order, once the
+/// read models have applied `min`.
+fn audit_positions(api: &Api, system: &str, min: &str) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut positions = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = api.read(
+            system,
+            &format!("/v1/audit?limit=1000&min_position={min}{after}"),
+        );
+        let body = page.ok().clone();
+        for event in body["events"].as_array().unwrap() {
+            positions.push(text(&event["position"]));
+        }
+        match &body["next"] {
+            Value::Null => return positions,
+            next => after = format!("&after={}", text(next)),
+        }
+    }
+}
