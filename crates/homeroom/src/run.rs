@@ -264,43 +264,11 @@ fn serve_alone(dir: &Path) -> Result<std::fs::File, RunError> {
     Ok(file)
 }
 
-/// How often a `serve` standing by asks for the schema's sending turn.
-const SENDING_TURN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Waits for this process's turn to copy the log of `pg`'s schema onto NATS, held
-/// while the returned lock lives; `None` when `stop` came first.
-async fn relay_turn(
-    pg: &homeroom_store_postgres::PgStore,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Option<homeroom_store_postgres::SchemaLock> {
-    let mut said = false;
-    loop {
-        match pg.try_lock_schema("relay").await {
-            Ok(Some(turn)) => {
-                tracing::info!(
-                    schema = pg.schema(),
-                    "this server relays the schema's log to NATS"
-                );
-                return Some(turn);
-            }
-            Ok(None) if !said => {
-                said = true;
-                tracing::info!(schema = pg.schema(), "another `homeroom serve` relays this schema's log to NATS; this one stands by and takes over when it stops");
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, "cannot ask for the turn to relay the log; asking again")
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(SENDING_TURN_RETRY) => {}
-            _ = stop.wait_for(|stop| *stop) => return None,
-        }
-    }
-}
+/// How often a `serve` standing by asks for a turn at a schema job ([`SchemaJob`]).
+const TURN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Completes when the relay is to stop: the server stops, or this process no longer
-/// holds the relay turn it was given (checked every [`SENDING_TURN_RETRY`]).
+/// holds the relay turn it was given (checked every [`TURN_RETRY`]).
 async fn relaying(
     turn: Option<homeroom_store_postgres::SchemaLock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -310,7 +278,7 @@ async fn relaying(
             return std::future::pending::<()>().await;
         };
         loop {
-            tokio::time::sleep(SENDING_TURN_RETRY).await;
+            tokio::time::sleep(TURN_RETRY).await;
             if !turn.is_held().await {
                 return;
             }
@@ -322,34 +290,64 @@ async fn relaying(
     }
 }
 
-/// Waits for this process's turn to send the deliveries of `pg`'s schema with the
-/// in-process queues, held while the returned lock lives; `None` when `stop` came
-/// first.
-async fn sending_turn(
+/// A job only one process at a time may do on a PostgreSQL schema.
+#[derive(Clone, Copy)]
+enum SchemaJob {
+    /// Sending its deliveries from the in-process queues (each process would send every
+    /// text once).
+    Sending,
+    /// Copying its log onto NATS (two relays interleave their batches).
+    Relaying,
+}
+
+impl SchemaJob {
+    /// The name of its lock.
+    fn lock(self) -> &'static str {
+        match self {
+            Self::Sending => "in-process-delivery",
+            Self::Relaying => "relay",
+        }
+    }
+
+    /// What the holder does, for the log.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Sending => "sends the schema's deliveries",
+            Self::Relaying => "relays the schema's log to NATS",
+        }
+    }
+}
+
+/// Waits for this process's turn to do `job` on `pg`'s schema, held while the returned
+/// lock lives; `None` when `stop` came first. The others stand by, asking every
+/// [`TURN_RETRY`], and one of them takes over when the holder stops.
+async fn schema_turn(
     pg: &homeroom_store_postgres::PgStore,
+    job: SchemaJob,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Option<homeroom_store_postgres::SchemaLock> {
     let mut said = false;
     loop {
-        match pg.try_lock_schema("in-process-delivery").await {
+        match pg.try_lock_schema(job.lock()).await {
             Ok(Some(turn)) => {
-                tracing::info!(
-                    schema = pg.schema(),
-                    "this server sends the schema's deliveries"
-                );
+                tracing::info!(schema = pg.schema(), "this server {}", job.what());
                 return Some(turn);
             }
             Ok(None) if !said => {
                 said = true;
-                tracing::info!(schema = pg.schema(), "another `homeroom serve` with the in-process bus sends this schema's deliveries; this one stands by and takes over when it stops");
+                tracing::info!(
+                    schema = pg.schema(),
+                    "another `homeroom serve` {}; this one stands by and takes over when it stops",
+                    job.what()
+                );
             }
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(%error, "cannot ask for the turn to send deliveries; asking again")
+                tracing::warn!(%error, "cannot ask for the turn: {}; asking again", job.what())
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(SENDING_TURN_RETRY) => {}
+            () = tokio::time::sleep(TURN_RETRY) => {}
             _ = stop.wait_for(|stop| *stop) => return None,
         }
     }
@@ -470,7 +468,7 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
             background.push(tokio::spawn(async move {
                 loop {
                     let turn = match &one_relay_of {
-                        Some(pg) => match relay_turn(pg, &mut stop).await {
+                        Some(pg) => match schema_turn(pg, SchemaJob::Relaying, &mut stop).await {
                             Some(turn) => Some(turn),
                             None => return,
                         },
@@ -518,7 +516,7 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         );
         async move {
             let _turn = match one_sender_of {
-                Some(pg) => match sending_turn(&pg, &mut standing_by).await {
+                Some(pg) => match schema_turn(&pg, SchemaJob::Sending, &mut standing_by).await {
                     Some(turn) => Some(turn),
                     None => return,
                 },
