@@ -281,7 +281,7 @@ impl Flow {
             tokio::spawn(async move { worker.run(q, std::future::pending()).await });
         }
         Self {
-            inbound: InboundSms::new(d.service.clone()),
+            inbound: InboundSms::new(d.service.clone(), translator),
             d,
             store,
             provider,
@@ -1410,6 +1410,11 @@ impl homeroom_channels::Translator for Phrasebook {
         let known = match (from, to, text) {
             ("en", "es", "Field trip on Friday") => Some("Excursión el viernes"),
             ("en", "es", "Permission slip") => Some("Autorización"),
+            (
+                "en",
+                "es",
+                "this conversation has been closed, so your reply was not delivered. Please contact the school directly.",
+            ) => Some("esta conversación está cerrada: su respuesta no se entregó. Comuníquese con la escuela."),
             _ => None,
         };
         Ok(match known {
@@ -1946,5 +1951,53 @@ async fn a_text_too_long_for_one_sms_goes_by_email_without_reaching_the_provider
     .await
     .expect("the email goes out");
     assert_eq!(f.provider.to("homer@example.org")[0].body, long);
+    f.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_is_told_in_their_language_that_their_reply_was_not_delivered() {
+    let f = Flow::start_translating(Arc::new(NOBODY_SHARES), Arc::new(Phrasebook)).await;
+    let rosa = Uuid::now_v7();
+    f.d.system(
+        "RegisterPerson",
+        json!({"person_id": rosa, "kind": "guardian", "name": "Rosa", "school_ids": [f.d.school],
+               "language": "es", "contact_points": [{"channel": "sms", "address": "+15550014001"}]}),
+    )
+    .await;
+    let sent =
+        f.d.by(
+            f.d.principal,
+            "SendPersonalMessage",
+            json!({"recipient_id": rosa, "body": "Field trip on Friday"}),
+        )
+        .await
+        .unwrap();
+    f.delivered(sent.delivery_ids[0].as_uuid()).await;
+    f.until("the SMS line", |e| matches!(e, Event::SmsLineUsed(_)))
+        .await;
+    f.d.by(
+        f.d.principal,
+        "StopConversation",
+        json!({"conversation_id": sent.conversation_id}),
+    )
+    .await
+    .unwrap();
+    let late = f
+        .reply("+15550014001", school_number().as_str(), "Una pregunta")
+        .await;
+    assert!(
+        matches!(late.route, InboundRoute::Refused { .. }),
+        "{late:?}"
+    );
+    let answer = late.reply.expect("an answer");
+    assert!(
+        answer.ends_with(": esta conversación está cerrada: su respuesta no se entregó. Comuníquese con la escuela."),
+        "{answer}"
+    );
+    // The keywords' answers stay as written: they name STOP and START.
+    let help = f
+        .reply("+15550014001", school_number().as_str(), "HELP")
+        .await;
+    assert!(help.reply.unwrap().contains("STOP to stop texts"));
     f.stop();
 }

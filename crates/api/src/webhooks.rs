@@ -197,11 +197,12 @@ impl Webhooks {
     pub fn new(
         provider: Arc<dyn SmsWebhooks>,
         commands: Arc<homeroom_app::CommandService>,
+        translator: Arc<dyn homeroom_channels::Translator>,
         public_url: Option<String>,
     ) -> Self {
         Self {
             provider,
-            inbound: InboundSms::new(commands.clone()),
+            inbound: InboundSms::new(commands.clone(), translator),
             status: StatusCallbacks::new(commands),
             public_url,
         }

@@ -18,11 +18,12 @@
 
 use crate::{react, reaction_context};
 use homeroom_app::{codec, CommandError, CommandService};
+use homeroom_channels::Translator;
 use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
 use homeroom_domain::inbound::{reply_text, InboundKeyword, InboundRoute, UnroutableReason};
 use homeroom_domain::{
     inbound_message_id, sms, ConversationError, ConversationId, DistrictId, DomainError, Event,
-    NumberOwner, PhoneNumber, ProviderMessageId, State, StreamRef,
+    NumberOwner, PersonId, PhoneNumber, ProviderMessageId, State, StreamRef,
 };
 use std::sync::Arc;
 
@@ -56,12 +57,17 @@ pub struct Received {
 #[derive(Clone)]
 pub struct InboundSms {
     commands: Arc<CommandService>,
+    translator: Arc<dyn Translator>,
 }
 
 impl InboundSms {
-    /// Inbound SMS recorded through `commands`.
-    pub fn new(commands: Arc<CommandService>) -> Self {
-        Self { commands }
+    /// Inbound SMS recorded through `commands`; the answers that tell a family their
+    /// reply was not delivered go out in their language through `translator`.
+    pub fn new(commands: Arc<CommandService>, translator: Arc<dyn Translator>) -> Self {
+        Self {
+            commands,
+            translator,
+        }
     }
 
     /// Records `sms`, routes it, and records the route.
@@ -203,6 +209,7 @@ impl InboundSms {
         let Some(last) = last else {
             return Ok((unroutable(UnroutableReason::NoConversation), None));
         };
+        let reader = Some(last.recipient_id);
         let ctx = reaction_context(district, None)
             .with_command_id(reply_command_id(district, &sms.message_sid));
         let replied = self
@@ -227,12 +234,14 @@ impl InboundSms {
                     .iter()
                     .any(|e| e.event_type == "inbound_reply_refused") =>
             {
-                let reply = self.refusal_reply(district, owner, conversation_id).await?;
+                let reply = self
+                    .refusal_reply(district, owner, conversation_id, reader)
+                    .await?;
                 Ok((InboundRoute::Refused { conversation_id }, Some(reply)))
             }
             Ok(outcome) if !outcome.events.is_empty() => {
                 let reply = if outcome.delivery_ids.is_empty() {
-                    Some(self.unread_reply(district, owner).await?)
+                    Some(self.unread_reply(district, owner, reader).await?)
                 } else {
                     None
                 };
@@ -262,7 +271,9 @@ impl InboundSms {
                     return Ok((route, reply));
                 }
                 // The same answer as the first time the provider asked.
-                let reply = self.refusal_reply(district, owner, conversation_id).await?;
+                let reply = self
+                    .refusal_reply(district, owner, conversation_id, reader)
+                    .await?;
                 Ok((InboundRoute::Refused { conversation_id }, Some(reply)))
             }
             // An earlier try of this webhook posted the reply (or kept it refused) where
@@ -272,7 +283,9 @@ impl InboundSms {
             Err(error @ CommandError::IdempotencyKeyReused { .. }) => {
                 match self.earlier_reply(district, &sms.message_sid).await? {
                     Some(route @ InboundRoute::Refused { conversation_id }) => {
-                        let reply = self.refusal_reply(district, owner, conversation_id).await?;
+                        let reply = self
+                            .refusal_reply(district, owner, conversation_id, reader)
+                            .await?;
                         Ok((route, Some(reply)))
                     }
                     Some(route) => {
@@ -380,13 +393,17 @@ impl InboundSms {
                 let name = self.sender_name(district, owner).await?;
                 Some(keyword_answer(&name, *keyword))
             }
-            InboundRoute::Refused { conversation_id } => Some(
-                self.refusal_reply(district, owner, *conversation_id)
-                    .await?,
-            ),
+            InboundRoute::Refused { conversation_id } => {
+                let reader = self.texted_on_the_line(district, sms).await?;
+                Some(
+                    self.refusal_reply(district, owner, *conversation_id, reader)
+                        .await?,
+                )
+            }
             InboundRoute::Conversation { .. } => {
                 if self.reached_nobody(district, &sms.message_sid).await? {
-                    Some(self.unread_reply(district, owner).await?)
+                    let reader = self.texted_on_the_line(district, sms).await?;
+                    Some(self.unread_reply(district, owner, reader).await?)
                 } else {
                     None
                 }
@@ -425,9 +442,79 @@ impl InboundSms {
         &self,
         district: &DistrictId,
         owner: NumberOwner,
+        reader: Option<PersonId>,
+    ) -> Result<String, CommandError> {
+        self.answer(
+            district,
+            owner,
+            reader,
+            "nobody at the school reads this conversation any more, so your reply was not delivered. Please contact the school directly.",
+        )
+        .await
+    }
+
+    /// `text` (written in English) signed with the sending number's name, in the
+    /// language of `reader` (the person the line last texted) when the translator has
+    /// it; as written otherwise, or when the translator fails now: an answer is never
+    /// held up for its translation. The name stays as it is.
+    async fn answer(
+        &self,
+        district: &DistrictId,
+        owner: NumberOwner,
+        reader: Option<PersonId>,
+        text: &str,
     ) -> Result<String, CommandError> {
         let name = self.sender_name(district, owner).await?;
-        Ok(format!("{name}: nobody at the school reads this conversation any more, so your reply was not delivered. Please contact the school directly."))
+        let language = match reader {
+            Some(person) => match self
+                .commands
+                .load(district, &StreamRef::Person(person))
+                .await?
+                .1
+            {
+                State::Person(p) => Some(p.language().to_owned()),
+                _ => None,
+            },
+            None => None,
+        };
+        let text = match language {
+            Some(to) if !to.is_empty() && !to.eq_ignore_ascii_case(ANSWERS_WRITTEN_IN) => {
+                match self
+                    .translator
+                    .translate(text, ANSWERS_WRITTEN_IN, &to)
+                    .await
+                {
+                    Ok(t) if t.machine_translated => t.text,
+                    Ok(_) => text.to_owned(),
+                    Err(error) => {
+                        tracing::warn!(%error, "an answer to an inbound text could not be translated; it goes as written");
+                        text.to_owned()
+                    }
+                }
+            }
+            _ => text.to_owned(),
+        };
+        Ok(format!("{name}: {text}"))
+    }
+
+    /// The person the SMS line `sms` came in on last texted, if any.
+    async fn texted_on_the_line(
+        &self,
+        district: &DistrictId,
+        sms: &IncomingSms,
+    ) -> Result<Option<PersonId>, CommandError> {
+        let (Ok(ours), Ok(theirs)) = (PhoneNumber::parse(&sms.to), PhoneNumber::parse(&sms.from))
+        else {
+            return Ok(None);
+        };
+        let (_, line) = self
+            .commands
+            .load(district, &StreamRef::SmsLine { ours, theirs })
+            .await?;
+        Ok(match line {
+            State::SmsLine(line) => line.last_sent().map(|last| last.recipient_id),
+            _ => None,
+        })
     }
 
     /// What the family is texted back when their reply is kept but not posted, so they
@@ -438,6 +525,7 @@ impl InboundSms {
         district: &DistrictId,
         owner: NumberOwner,
         conversation: ConversationId,
+        reader: Option<PersonId>,
     ) -> Result<String, CommandError> {
         let (_, state) = self
             .commands
@@ -445,12 +533,12 @@ impl InboundSms {
             .await?;
         // The domain refuses a stopped conversation's replies first, whatever they say.
         let stopped = matches!(&state, State::Conversation(c) if c.is_stopped());
-        let name = self.sender_name(district, owner).await?;
-        Ok(if stopped {
-            format!("{name}: this conversation has been closed, so your reply was not delivered. Please contact the school directly.")
+        let text = if stopped {
+            "this conversation has been closed, so your reply was not delivered. Please contact the school directly."
         } else {
-            format!("{name}: your reply was not delivered because it holds information that may not be sent by text. Please contact the school directly.")
-        })
+            "your reply was not delivered because it holds information that may not be sent by text. Please contact the school directly."
+        };
+        self.answer(district, owner, reader, text).await
     }
 
     async fn sender_name(
@@ -481,6 +569,10 @@ impl InboundSms {
 
 /// The text answering a keyword, sent as `name` (the school or the staff member whose
 /// number it went to).
+/// The language the answers to inbound texts are written in. The answers to STOP,
+/// START and HELP stay in it: they name the keywords, which a translation would change.
+const ANSWERS_WRITTEN_IN: &str = "en";
+
 fn keyword_answer(name: &str, keyword: InboundKeyword) -> String {
     match keyword {
         InboundKeyword::Stop => format!(

@@ -271,6 +271,25 @@ impl Instance {
         }
     }
 
+    /// The machine translator the settings choose: the workers translate deliveries
+    /// with it, and the webhooks the answers that tell a family their reply was not
+    /// delivered.
+    pub fn translator(&self) -> Result<Arc<dyn Translator>, RunError> {
+        Ok(match &self.backends.translator {
+            TranslatorChoice::None => Arc::new(Untranslated),
+            TranslatorChoice::LibreTranslate { url, api_key } => {
+                let mut config = LibreTranslateConfig::new(url);
+                if let Some(key) = api_key {
+                    config = config.with_api_key(key);
+                }
+                Arc::new(
+                    LibreTranslate::new(config)
+                        .map_err(|e| RunError::backend("LibreTranslate", e))?,
+                )
+            }
+        })
+    }
+
     /// The providers the settings choose, for delivery workers.
     pub fn channels(&self) -> Result<Channels, RunError> {
         let sandbox = Arc::new(Sandbox::new());
@@ -295,19 +314,7 @@ impl Instance {
                     .map_err(|e| RunError::backend("SMTP", e))?,
             ),
         };
-        let translator: Arc<dyn Translator> = match &self.backends.translator {
-            TranslatorChoice::None => Arc::new(Untranslated),
-            TranslatorChoice::LibreTranslate { url, api_key } => {
-                let mut config = LibreTranslateConfig::new(url);
-                if let Some(key) = api_key {
-                    config = config.with_api_key(key);
-                }
-                Arc::new(
-                    LibreTranslate::new(config)
-                        .map_err(|e| RunError::backend("LibreTranslate", e))?,
-                )
-            }
-        };
+        let translator = self.translator()?;
         Ok(Channels {
             sms,
             email,

@@ -408,10 +408,12 @@ pub async fn serve(listen: Option<String>, args: &InstanceArgs) -> Result<ExitCo
         instance.runtime.clone(),
     ));
     let mut state = ApiState::new(instance.commands.clone(), queries, keys);
+    let translator = instance.translator()?;
     state.webhooks = instance.webhooks().map(|provider| {
         Webhooks::new(
             provider,
             instance.commands.clone(),
+            translator,
             instance.settings.public_url.clone(),
         )
     });
