@@ -49,7 +49,8 @@ pub struct Received {
     pub district: DistrictId,
     /// Where it went.
     pub route: InboundRoute,
-    /// A text to send back (the answer to STOP, START or HELP).
+    /// A text to send back: the answer to STOP, START or HELP, or that a reply kept
+    /// reaches nobody (the conversation stopped, blocked content, nobody left to read).
     pub reply: Option<String>,
 }
 
