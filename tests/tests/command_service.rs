@@ -210,6 +210,45 @@ async fn a_reused_command_id_with_another_body_is_refused(store: Arc<dyn EventSt
         .await;
     assert_eq!(code(borrowed), "idempotency_key_reused");
     assert_eq!(store.head().await.unwrap(), head);
+
+    // Another district's caller who happens on the same key is told nothing of this
+    // one: the key is theirs too, for their own command.
+    let other = District::build(store.clone(), "springfield_heights").await;
+    let elsewhere = CommandContext::new(
+        other.district.clone(),
+        Actor::Person(PersonId::new(other.principal)),
+    )
+    .with_command_id(ctx.command_id);
+    let theirs = other
+        .run_in(
+            &elsewhere,
+            "SendPersonalMessage",
+            json!({"recipient_id": other.teen, "body": "Something else"}),
+        )
+        .await
+        .unwrap();
+    assert!(!theirs.replayed && !theirs.events.is_empty(), "{theirs:?}");
+    // and each district's retry answers its own first result.
+    let again = other
+        .run_in(
+            &elsewhere,
+            "SendPersonalMessage",
+            json!({"recipient_id": other.teen, "body": "Something else"}),
+        )
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.conversation_id, theirs.conversation_id);
+    let ours = d
+        .run_in(
+            &ctx,
+            "SendPersonalMessage",
+            json!({"recipient_id": d.teen, "body": "Hi"}),
+        )
+        .await
+        .unwrap();
+    assert!(ours.replayed);
+    assert_ne!(ours.conversation_id, theirs.conversation_id);
 }
 
 async fn concurrent_posts_to_one_conversation_all_land_in_order(store: Arc<dyn EventStore>) {

@@ -222,22 +222,24 @@ impl CommandService {
         decided
     }
 
-    /// What the command with `ctx`'s id already recorded, if it recorded anything: its
-    /// result (replayed), or [`CommandError::IdempotencyKeyReused`] when that id came
-    /// with another body, from another district or from another actor (a key names one
-    /// caller's command: another person must not be told it succeeded for them, nor
-    /// learn its ids).
+    /// What the command with `ctx`'s id already recorded in `ctx`'s district, if it
+    /// recorded anything: its result (replayed), or
+    /// [`CommandError::IdempotencyKeyReused`] when that id came with another body or
+    /// from another actor (a key names one caller's command: another person must not be
+    /// told it succeeded for them, nor learn its ids). A key is the district's own:
+    /// what another district recorded under the same id is no concern of this one, and
+    /// telling it so would tell it that the other used the key.
     async fn recorded_result(
         &self,
         ctx: &CommandContext,
         digest: &str,
     ) -> Result<Option<Result<CommandOutcome, CommandError>>, CommandError> {
-        let earlier = self.store.find_command(ctx.command_id).await?;
+        let mut earlier = self.store.find_command(ctx.command_id).await?;
+        earlier.retain(|e| e.metadata.district == ctx.district.as_str());
         let Some(first) = earlier.first() else {
             return Ok(None);
         };
         if first.metadata.command_digest.as_deref() != Some(digest)
-            || first.metadata.district != ctx.district.as_str()
             || first.metadata.actor != actor_name(&ctx.actor)
         {
             return Ok(Some(Err(CommandError::IdempotencyKeyReused {
