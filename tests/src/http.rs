@@ -180,6 +180,44 @@ impl Api {
     pub fn head(&self) -> Value {
         self.get("/readyz").ok()["position"].clone()
     }
+
+    /// Every event of the district's audit trail, as `system` (a token of the
+    /// district's sync service) pages it, in log order, once the read models have
+    /// applied `min`.
+    ///
+    /// # Panics
+    /// When the audit trail cannot be read.
+    pub fn audit_trail(&self, system: &str, min: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.read(
+                system,
+                &format!("/v1/audit?limit=1000&min_position={min}{after}"),
+            );
+            let body = page.ok();
+            events.extend(
+                body["events"]
+                    .as_array()
+                    .expect("an audit page")
+                    .iter()
+                    .cloned(),
+            );
+            match &body["next"] {
+                Value::Null => return events,
+                next => after = format!("&after={}", position_text(next)),
+            }
+        }
+    }
+}
+
+/// A position as a query parameter, a header or an event id carries it: a token
+/// string as it is, a number in digits.
+pub fn position_text(position: &Value) -> String {
+    match position {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, ureq::Error> {
@@ -294,32 +332,12 @@ impl<'a> District<'a> {
     /// # Panics
     /// When the audit trail cannot be read.
     pub fn recorded(&self) -> usize {
-        let head = self.api.head();
-        let min = match &head {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let token = self.system_token();
-        let mut count = 0;
-        let mut after = String::new();
-        loop {
-            let page = self.api.read(
-                &token,
-                &format!("/v1/audit?limit=1000&min_position={min}{after}"),
-            );
-            let body = page.ok();
-            count += body["events"]
-                .as_array()
-                .expect("an audit page")
-                .iter()
-                .filter(|e| e["actor"] != "system:delivery")
-                .count();
-            match &body["next"] {
-                Value::Null => return count,
-                Value::String(s) => after = format!("&after={s}"),
-                other => after = format!("&after={other}"),
-            }
-        }
+        let min = position_text(&self.api.head());
+        self.api
+            .audit_trail(&self.system_token(), &min)
+            .iter()
+            .filter(|e| e["actor"] != "system:delivery")
+            .count()
     }
 
     /// A token of the SIS sync service.
@@ -2063,14 +2081,6 @@ impl EventStream {
     }
 }
 
-/// A position from a command result as the stream writes it in an event id.
-fn event_id(position: &Value) -> String {
-    match position {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// The event stream tells a participant of a message posted after they connected, and a
 /// client that reconnects with `Last-Event-ID` is told what it missed.
 pub fn the_event_stream_tells_of_new_messages_and_resumes(api: &Api) {
@@ -2094,7 +2104,7 @@ pub fn the_event_stream_tells_of_new_messages_and_resumes(api: &Api) {
     assert_eq!(told.data["author_id"], d.principal.to_string());
     assert_eq!(
         told.id,
-        event_id(&sent["position"]),
+        position_text(&sent["position"]),
         "the event id is the position"
     );
     drop(stream);

@@ -10,7 +10,7 @@
 
 use homeroom_email_smtp::fake::FakeSmtp;
 use homeroom_sms_twilio::fake::FakeTwilio;
-use homeroom_tests::http::{Api, District, Server};
+use homeroom_tests::http::{position_text, Api, District, Server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -604,10 +604,7 @@ fn servers_on_one_database_relay_the_log_one_at_a_time_and_one_takes_over() {
             Some(Uuid::now_v7()),
         );
         assert_eq!(reply.status, 200, "{}", reply.text);
-        match &reply.body["position"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }
+        position_text(&reply.body["position"])
     };
     for i in 0..20 {
         post(if i % 2 == 0 { &api0 } else { &api1 }, i);
@@ -619,7 +616,11 @@ fn servers_on_one_database_relay_the_log_one_at_a_time_and_one_takes_over() {
         last = post(&api1, i);
     }
     let system = d.system_token();
-    let trail = audit_positions(&api1, &system, &last);
+    let trail: Vec<String> = api1
+        .audit_trail(&system, &last)
+        .iter()
+        .map(|e| position_text(&e["position"]))
+        .collect();
     let on_the_bus = positions_on_the_bus(
         &rt,
         &nats,
@@ -640,29 +641,4 @@ fn servers_on_one_database_relay_the_log_one_at_a_time_and_one_takes_over() {
         homeroom_store_postgres::testing::drop_schema(&pg, &schema).await;
         homeroom_store_postgres::testing::drop_schema(&pg, &format!("{schema}_read")).await;
     });
-}
-
-/// The position of every event of the district's audit trail, in log order, once the
-/// read models have applied `min`.
-fn audit_positions(api: &Api, system: &str, min: &str) -> Vec<String> {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut positions = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = api.read(
-            system,
-            &format!("/v1/audit?limit=1000&min_position={min}{after}"),
-        );
-        let body = page.ok().clone();
-        for event in body["events"].as_array().unwrap() {
-            positions.push(text(&event["position"]));
-        }
-        match &body["next"] {
-            Value::Null => return positions,
-            next => after = format!("&after={}", text(next)),
-        }
-    }
 }

@@ -6,7 +6,7 @@
 //! Needs PostgreSQL: under `CI=true` it fails without it, otherwise it says in one line
 //! that it did not run.
 
-use homeroom_tests::http::{Api, District, Server};
+use homeroom_tests::http::{position_text, Api, District, Server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,32 +18,6 @@ fn bin() -> PathBuf {
 }
 
 /// A position token as a query value.
-fn token(position: &Value) -> String {
-    match position {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Every event of the district's audit trail, in its order, after the read models have
-/// applied `min`.
-fn audit(api: &Api, system: &str, min: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = api.read(
-            system,
-            &format!("/v1/audit?limit=1000&min_position={min}{after}"),
-        );
-        let body = page.ok().clone();
-        events.extend(body["events"].as_array().unwrap().iter().cloned());
-        match &body["next"] {
-            Value::Null => return events,
-            next => after = format!("&after={}", token(next)),
-        }
-    }
-}
-
 /// A runtime for the test's own calls, the server's URL and a schema of the test's own;
 /// `None` (having said why in one line) where there is no PostgreSQL outside CI.
 struct Postgres {
@@ -138,7 +112,7 @@ fn several_servers_on_one_database_record_every_acknowledged_event_once_in_strea
     // Wait for the last acknowledged position (tokens sort in delivery order).
     let last = acknowledged
         .iter()
-        .map(|a| token(&a["position"]))
+        .map(|a| position_text(&a["position"]))
         .max()
         .unwrap();
     let expected: HashSet<(String, u64)> = acknowledged
@@ -152,7 +126,7 @@ fn several_servers_on_one_database_record_every_acknowledged_event_once_in_strea
         })
         .collect();
     for (_, api) in &servers {
-        let events = audit(api, &system, &last);
+        let events = api.audit_trail(&system, &last);
         let mut seen = HashSet::new();
         let mut last_version: HashMap<String, u64> = HashMap::new();
         for e in &events {
@@ -259,7 +233,7 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
         .ok()
         .clone();
     let system = d.system_token();
-    let before = audit(&api, &system, &token(&sent["position"]));
+    let before = api.audit_trail(&system, &position_text(&sent["position"]));
     assert!(server.terminate().success());
     // A records officer keeps an export of the district, taken before the move.
     let exported = std::process::Command::new(bin())
@@ -362,7 +336,7 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
     let server = Server::start_with(&bin(), &data, &env);
     let api = server.api(&bin(), &data);
     let head = api.head();
-    let after = audit(&api, &system, &token(&head));
+    let after = api.audit_trail(&system, &position_text(&head));
     let key = |e: &Value| {
         (
             e["event_id"].clone(),
@@ -389,7 +363,7 @@ fn an_embedded_instance_moves_to_postgres_with_every_event_and_hash_intact() {
         &principal,
         &format!(
             "/v1/conversations/{conversation}?min_position={}",
-            token(&head)
+            position_text(&head)
         ),
     );
     assert_eq!(thread.ok()["messages"][0]["body"], "Moving to the server");
