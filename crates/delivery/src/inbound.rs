@@ -16,7 +16,7 @@
 //! A provider retrying its webhook runs this again: every step is a no-op the second
 //! time, and the answer is the same.
 
-use crate::{react, reaction_context};
+use crate::{last_sent_on, react, reaction_context};
 use homeroom_app::{codec, CommandError, CommandService};
 use homeroom_channels::Translator;
 use homeroom_domain::commands::{ReceiveReply, ReceiveSms, RouteInboundSms, SetSmsOptOut};
@@ -193,21 +193,7 @@ impl InboundSms {
                 .await?;
             return Ok((InboundRoute::Keyword { keyword }, Some(reply)));
         }
-        let (_, line) = self
-            .commands
-            .load(
-                district,
-                &StreamRef::SmsLine {
-                    ours,
-                    theirs: theirs.clone(),
-                },
-            )
-            .await?;
-        let last = match line {
-            State::SmsLine(line) => line.last_sent(),
-            _ => None,
-        };
-        let Some(last) = last else {
+        let Some(last) = last_sent_on(&self.commands, district, ours, theirs.clone()).await? else {
             return Ok((unroutable(UnroutableReason::NoConversation), None));
         };
         let reader = Some(last.recipient_id);
@@ -318,16 +304,8 @@ impl InboundSms {
         district: &DistrictId,
         sid: &ProviderMessageId,
     ) -> Result<Option<InboundRoute>, CommandError> {
-        let recorded = self
-            .commands
-            .store()
-            .find_command(reply_command_id(district, sid))
-            .await?;
-        for event in recorded
-            .iter()
-            .filter(|e| e.metadata.district == district.as_str())
-        {
-            match codec::decode(event)? {
+        for event in self.reply_events(district, sid).await? {
+            match event {
                 Event::MessagePosted(m) => {
                     return Ok(Some(InboundRoute::Conversation {
                         conversation_id: m.conversation_id,
@@ -420,20 +398,32 @@ impl InboundSms {
         district: &DistrictId,
         sid: &ProviderMessageId,
     ) -> Result<bool, CommandError> {
+        for event in self.reply_events(district, sid).await? {
+            if let Event::MessagePosted(m) = event {
+                return Ok(m.deliveries.is_empty());
+            }
+        }
+        Ok(false)
+    }
+
+    /// What the reply of the SMS `sid` recorded in `district` (under
+    /// [`reply_command_id`]): the message it was posted as, or its refusal; nothing
+    /// before it was tried.
+    async fn reply_events(
+        &self,
+        district: &DistrictId,
+        sid: &ProviderMessageId,
+    ) -> Result<Vec<Event>, CommandError> {
         let recorded = self
             .commands
             .store()
             .find_command(reply_command_id(district, sid))
             .await?;
-        for event in recorded
+        recorded
             .iter()
             .filter(|e| e.metadata.district == district.as_str())
-        {
-            if let Event::MessagePosted(m) = codec::decode(event)? {
-                return Ok(m.deliveries.is_empty());
-            }
-        }
-        Ok(false)
+            .map(|e| codec::decode(e).map_err(CommandError::from))
+            .collect()
     }
 
     /// What the family is texted back when their reply was posted but reaches nobody
@@ -508,14 +498,9 @@ impl InboundSms {
         else {
             return Ok(None);
         };
-        let (_, line) = self
-            .commands
-            .load(district, &StreamRef::SmsLine { ours, theirs })
-            .await?;
-        Ok(match line {
-            State::SmsLine(line) => line.last_sent().map(|last| last.recipient_id),
-            _ => None,
-        })
+        Ok(last_sent_on(&self.commands, district, ours, theirs)
+            .await?
+            .map(|last| last.recipient_id))
     }
 
     /// What the family is texted back when their reply is kept but not posted, so they

@@ -29,7 +29,8 @@ pub mod status;
 pub mod worker;
 
 use homeroom_app::{CommandContext, CommandError, CommandOutcome, CommandService};
-use homeroom_domain::{Actor, Command, DistrictId};
+use homeroom_domain::sms_line::LastSent;
+use homeroom_domain::{Actor, Command, DistrictId, PhoneNumber, State, StreamRef};
 use homeroom_eventstore::RecordedEvent;
 
 /// The service name Homeroom's own delivery services act under.
@@ -159,6 +160,24 @@ async fn react_once(
         command.name().as_bytes(),
     ));
     commands.execute(&ctx, &command).await
+}
+
+/// Who the SMS line between `ours` and `theirs` last texted, and for which
+/// conversation: where a reply from `theirs` goes, and whom an answer is for. `None`
+/// when the line never carried a text.
+async fn last_sent_on(
+    commands: &CommandService,
+    district: &DistrictId,
+    ours: PhoneNumber,
+    theirs: PhoneNumber,
+) -> Result<Option<LastSent>, CommandError> {
+    let (_, line) = commands
+        .load(district, &StreamRef::SmsLine { ours, theirs })
+        .await?;
+    Ok(match line {
+        State::SmsLine(line) => line.last_sent(),
+        _ => None,
+    })
 }
 
 /// [`react_once`] for one of several reactions of the same command to one event, told

@@ -12,7 +12,7 @@
 //! Each reaction decides to do nothing when it was already done, so a replayed or
 //! redelivered event converges on the same log.
 
-use crate::{consume, district_of, react, react_once, react_once_for, RuntimeError};
+use crate::{consume, district_of, last_sent_on, react, react_once, react_once_for, RuntimeError};
 use homeroom_app::codec;
 use homeroom_app::preview::PhoneBook;
 use homeroom_app::{CommandError, CommandService};
@@ -415,20 +415,9 @@ impl Reactor {
         ours: PhoneNumber,
         theirs: PhoneNumber,
     ) -> Result<(), RuntimeError> {
-        let (_, state) = self
-            .commands
-            .load(
-                district,
-                &StreamRef::SmsLine {
-                    ours,
-                    theirs: theirs.clone(),
-                },
-            )
-            .await?;
-        let texted = match state {
-            State::SmsLine(line) => line.last_sent().map(|last| last.recipient_id),
-            _ => None,
-        };
+        let texted = last_sent_on(&self.commands, district, ours, theirs.clone())
+            .await?
+            .map(|last| last.recipient_id);
         let reset = |person_id| ResetContactPoint {
             person_id,
             address: theirs.to_string(),
