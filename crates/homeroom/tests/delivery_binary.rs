@@ -69,17 +69,22 @@ fn deliveries(
 /// A number no district sends from.
 const STRAY_NUMBER: &str = "+15559990000";
 
-#[test]
-fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
+/// A runtime for the test's own calls, and the URLs of PostgreSQL and NATS; `None`
+/// (having said why in one line) where either is missing outside CI.
+fn services() -> Option<(tokio::runtime::Runtime, String, String)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
-        return;
-    };
-    let Some(nats) = rt.block_on(homeroom_bus_nats::testing::nats_or_skip()) else {
+    let pg = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip())?;
+    let nats = rt.block_on(homeroom_bus_nats::testing::nats_or_skip())?;
+    Some((rt, pg, nats))
+}
+
+#[test]
+fn messages_reach_people_by_sms_and_email_through_workers_one_of_them_killed() {
+    let Some((rt, pg, nats)) = services() else {
         return;
     };
     let twilio = rt.block_on(FakeTwilio::start()).unwrap();
@@ -561,15 +566,7 @@ fn positions_on_the_bus(
 
 #[test]
 fn servers_on_one_database_relay_the_log_one_at_a_time_and_one_takes_over() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(pg) = rt.block_on(homeroom_store_postgres::testing::postgres_or_skip()) else {
-        return;
-    };
-    let Some(nats) = rt.block_on(homeroom_bus_nats::testing::nats_or_skip()) else {
+    let Some((rt, pg, nats)) = services() else {
         return;
     };
     let schema = homeroom_store_postgres::testing::unique_schema();
